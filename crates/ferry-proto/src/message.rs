@@ -1,0 +1,427 @@
+//! Control messages.
+//!
+//! Each message frame carries one CBOR data item (RFC 8949): a map with exactly one entry whose
+//! key is the message type (a text string such as `"put"`) and whose value is a map of named
+//! fields. Decoders ignore fields they do not know, so later versions can add fields (for
+//! example to resume transfers) without a new protocol version; a missing optional field takes
+//! its documented default. Byte fields are CBOR byte strings; hashes are 32-byte BLAKE3 digests.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest encoded message a decoder accepts: one frame body.
+pub const MAX_MESSAGE_LEN: usize = crate::frame::MAX_BODY_LEN;
+
+/// A 32-byte hash or MAC.
+pub type Digest = [u8; 32];
+
+/// Every control message of protocol version 1.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Message {
+    /// C→S: authenticate with a credential.
+    PskAuth(PskAuth),
+    /// S→C: authentication succeeded; carries the server's proof.
+    AuthOk(AuthOk),
+    /// S→C: authentication failed. Carries nothing, whatever the cause.
+    AuthFailed(Empty),
+    /// C→S: start an upload.
+    Put(Put),
+    /// S→C: the upload may start; data frames follow from the client.
+    PutReady(PutReady),
+    /// C→S: the last data frame of an upload has been sent.
+    PutEnd(PutEnd),
+    /// S→C: the upload is stored as a new version.
+    PutOk(Entry),
+    /// C→S: fetch a source.
+    Get(Get),
+    /// S→C: data frames of `size - offset` bytes follow.
+    GetOk(GetOk),
+    /// C→S: describe one source.
+    Stat(SourceRef),
+    /// S→C: the description.
+    StatOk(Entry),
+    /// C→S: list sources by prefix, one page at a time.
+    List(List),
+    /// S→C: one page of a listing.
+    ListOk(ListOk),
+    /// C→S: delete a source.
+    Delete(SourceRef),
+    /// S→C: the source is deleted.
+    DeleteOk(DeleteOk),
+    /// S→C: the request failed.
+    Error(ErrorMsg),
+}
+
+/// A message with no fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// Credential authentication.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PskAuth {
+    /// Canonical encoding of the claims (see `claims`).
+    #[serde(with = "serde_bytes")]
+    pub claims: Vec<u8>,
+    /// `HMAC-SHA256(psk, "ferry psk client v1" ‖ 0x00 ‖ exporter ‖ SHA-256(claims))`.
+    #[serde(with = "serde_bytes")]
+    pub mac: Digest,
+}
+
+impl core::fmt::Debug for PskAuth {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PskAuth").finish_non_exhaustive()
+    }
+}
+
+/// Who the server authenticated, as it tells the client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrincipalInfo {
+    /// Client or user name.
+    pub name: String,
+    /// Verified attributes, `role` among them.
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// Authentication succeeded.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthOk {
+    /// The method that succeeded, e.g. `"psk"`.
+    pub method: String,
+    /// The server's proof, specific to the method.
+    #[serde(with = "serde_bytes")]
+    pub proof: Vec<u8>,
+    /// Who the client is now.
+    pub principal: PrincipalInfo,
+}
+
+impl core::fmt::Debug for AuthOk {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("AuthOk")
+            .field("method", &self.method)
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Start an upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Put {
+    /// Source name.
+    pub source: String,
+    /// Total size if known in advance; the server then refuses a different total.
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// Where the upload starts; only 0 in this version (non-zero is refused as `unsupported`).
+    #[serde(default)]
+    pub offset: u64,
+}
+
+/// The upload may start at `offset`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutReady {
+    /// Where the server expects the first data byte.
+    pub offset: u64,
+}
+
+/// End of an upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutEnd {
+    /// Total bytes sent.
+    pub size: u64,
+    /// BLAKE3 of the whole content.
+    #[serde(with = "serde_bytes")]
+    pub hash: Digest,
+}
+
+/// One stored version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Source name.
+    pub source: String,
+    /// Version, counting up from 1 per source.
+    pub version: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// BLAKE3 of the content.
+    #[serde(with = "serde_bytes")]
+    pub hash: Digest,
+    /// When it was stored, in seconds since the Unix epoch.
+    pub modified: u64,
+    /// Name of the principal who stored it.
+    pub by: String,
+}
+
+/// Fetch a source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Get {
+    /// Source name.
+    pub source: String,
+    /// A specific retained version; the current one if absent.
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// First byte wanted, to resume a cut transfer; 0 if absent.
+    #[serde(default)]
+    pub offset: u64,
+}
+
+/// A get's answer: `size - offset` bytes of data frames follow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetOk {
+    /// The version being sent; `hash` covers the whole content.
+    pub entry: Entry,
+    /// Where the data frames start.
+    pub offset: u64,
+}
+
+/// A request naming one source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRef {
+    /// Source name.
+    pub source: String,
+}
+
+/// List sources.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct List {
+    /// Only names starting with this string.
+    #[serde(default)]
+    pub prefix: String,
+    /// Only names after this one (the last name of the previous page).
+    #[serde(default)]
+    pub after: Option<String>,
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListOk {
+    /// Entries, sorted by source name.
+    pub entries: Vec<Entry>,
+    /// True if another page follows: ask again with `after` set to the last name.
+    pub more: bool,
+}
+
+/// A deletion.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteOk {
+    /// The version number the deletion took.
+    pub version: u64,
+}
+
+/// A failed request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorMsg {
+    /// Machine-readable cause.
+    pub code: ErrorCode,
+    /// One line for a person.
+    pub message: String,
+}
+
+/// Why a request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The principal's role does not allow the operation on that source.
+    Forbidden,
+    /// No such source or version.
+    NotFound,
+    /// The request is malformed or out of order.
+    BadRequest,
+    /// The request uses something this server does not support.
+    Unsupported,
+    /// The uploaded bytes do not match the announced hash or size.
+    HashMismatch,
+    /// The server could not complete the request.
+    Internal,
+    /// A code this version does not know.
+    #[serde(other)]
+    Other,
+}
+
+/// A message that could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("malformed or unknown message")]
+pub struct DecodeError;
+
+impl Message {
+    /// Encodes the message as CBOR.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Serialising these types into a Vec cannot fail.
+        let _ = ciborium::into_writer(self, &mut out);
+        out
+    }
+
+    /// Decodes one message; the whole input must be one CBOR item.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_MESSAGE_LEN {
+            return Err(DecodeError);
+        }
+        let mut reader = bytes;
+        let msg = ciborium::from_reader(&mut reader).map_err(|_| DecodeError)?;
+        if !reader.is_empty() {
+            return Err(DecodeError);
+        }
+        Ok(msg)
+    }
+
+    /// The type name as on the wire, for logs.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::PskAuth(_) => "psk_auth",
+            Self::AuthOk(_) => "auth_ok",
+            Self::AuthFailed(_) => "auth_failed",
+            Self::Put(_) => "put",
+            Self::PutReady(_) => "put_ready",
+            Self::PutEnd(_) => "put_end",
+            Self::PutOk(_) => "put_ok",
+            Self::Get(_) => "get",
+            Self::GetOk(_) => "get_ok",
+            Self::Stat(_) => "stat",
+            Self::StatOk(_) => "stat_ok",
+            Self::List(_) => "list",
+            Self::ListOk(_) => "list_ok",
+            Self::Delete(_) => "delete",
+            Self::DeleteOk(_) => "delete_ok",
+            Self::Error(_) => "error",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Message> {
+        let entry = Entry {
+            source: "a/b".into(),
+            version: 2,
+            size: 10,
+            hash: [7; 32],
+            modified: 1_700_000_000,
+            by: "alice".into(),
+        };
+        vec![
+            Message::PskAuth(PskAuth {
+                claims: vec![1, 2],
+                mac: [3; 32],
+            }),
+            Message::AuthFailed(Empty {}),
+            Message::Put(Put {
+                source: "a".into(),
+                size: Some(5),
+                offset: 0,
+            }),
+            Message::PutEnd(PutEnd {
+                size: 5,
+                hash: [1; 32],
+            }),
+            Message::GetOk(GetOk {
+                entry: entry.clone(),
+                offset: 0,
+            }),
+            Message::ListOk(ListOk {
+                entries: vec![entry],
+                more: false,
+            }),
+            Message::Error(ErrorMsg {
+                code: ErrorCode::Forbidden,
+                message: "no".into(),
+            }),
+        ]
+    }
+
+    #[test]
+    fn round_trip() {
+        for m in samples() {
+            assert_eq!(Message::decode(&m.encode()).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn wire_shape_is_a_one_entry_map() {
+        let m = Message::Stat(SourceRef { source: "x".into() });
+        // {"stat": {"source": "x"}}
+        let mut expected = vec![0xa1, 0x64];
+        expected.extend_from_slice(b"stat");
+        expected.extend_from_slice(&[0xa1, 0x66]);
+        expected.extend_from_slice(b"source");
+        expected.extend_from_slice(&[0x61, b'x']);
+        assert_eq!(m.encode(), expected);
+    }
+
+    #[test]
+    fn unknown_fields_ignored_missing_defaults() {
+        // {"get": {"source": "x", "future": 1}}
+        let mut bytes = vec![0xa1, 0x63];
+        bytes.extend_from_slice(b"get");
+        bytes.extend_from_slice(&[0xa2, 0x66]);
+        bytes.extend_from_slice(b"source");
+        bytes.extend_from_slice(&[0x61, b'x', 0x66]);
+        bytes.extend_from_slice(b"future");
+        bytes.push(0x01);
+        assert_eq!(
+            Message::decode(&bytes).unwrap(),
+            Message::Get(Get {
+                source: "x".into(),
+                version: None,
+                offset: 0
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_error_code_decodes() {
+        // {"error": {"code": "later", "message": ""}}
+        let mut bytes = vec![0xa1, 0x65];
+        bytes.extend_from_slice(b"error");
+        bytes.extend_from_slice(&[0xa2, 0x64]);
+        bytes.extend_from_slice(b"code");
+        bytes.push(0x65);
+        bytes.extend_from_slice(b"later");
+        bytes.push(0x67);
+        bytes.extend_from_slice(b"message");
+        bytes.push(0x60);
+        let Message::Error(e) = Message::decode(&bytes).unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.code, ErrorCode::Other);
+    }
+
+    #[test]
+    fn malformed_refused() {
+        for bad in [
+            &[][..],
+            &[0xff],
+            &[0xa0],
+            &[0xa1, 0x63, b'f', b'o', b'o', 0xa0],
+            // Claims a byte string of 2^63 bytes.
+            &[0x5b, 0x80, 0, 0, 0, 0, 0, 0, 0],
+            // Deep nesting.
+            &[0x81; 10_000],
+        ] {
+            assert_eq!(Message::decode(bad), Err(DecodeError), "{bad:?}");
+        }
+        let good = samples()[2].encode();
+        for cut in 0..good.len() {
+            assert!(Message::decode(&good[..cut]).is_err());
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(Message::decode(&trailing).is_err());
+    }
+
+    #[test]
+    fn hash_must_be_32_bytes() {
+        let mut m = Message::PutEnd(PutEnd {
+            size: 0,
+            hash: [0; 32],
+        })
+        .encode();
+        // Shorten the byte string header 0x58 0x20 to 0x58 0x1f and drop one byte.
+        let pos = m.windows(2).position(|w| w == [0x58, 0x20]).unwrap();
+        m[pos + 1] = 0x1f;
+        m.pop();
+        assert!(Message::decode(&m).is_err());
+    }
+}
