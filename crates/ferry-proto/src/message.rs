@@ -195,10 +195,11 @@ pub struct List {
 /// One page of a listing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListOk {
-    /// Entries, sorted by source name.
+    /// Entries, sorted by source name (only those the principal may list).
     pub entries: Vec<Entry>,
-    /// True if another page follows: ask again with `after` set to the last name.
-    pub more: bool,
+    /// If more may follow: ask again with `after` set to this.
+    #[serde(default)]
+    pub next: Option<String>,
 }
 
 /// A deletion.
@@ -322,7 +323,7 @@ mod tests {
             }),
             Message::ListOk(ListOk {
                 entries: vec![entry],
-                more: false,
+                next: Some("a/b".into()),
             }),
             Message::Error(ErrorMsg {
                 code: ErrorCode::Forbidden,

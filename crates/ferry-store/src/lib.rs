@@ -1,0 +1,58 @@
+//! `ferry-store`: the embedded default store of ferry.
+//!
+//! A [`Store`] keeps *sources* (path-like names such as `reports/2026/q3.csv`), each holding
+//! a short history of versioned blobs. The index lives in an embedded [redb] database; blob
+//! contents live in a content-addressed folder, named by their BLAKE3 hash.
+//!
+//! The store is synchronous: an async server calls it through
+//! `tokio::task::spawn_blocking`. It is `Send + Sync` and meant to be shared in an `Arc`.
+//!
+//! # Layout on disk
+//!
+//! Under the directory given to [`Store::open`]:
+//!
+//! - `index.redb`: the redb database (the index).
+//! - `blobs/ab/cdef…`: blob files named by the lowercase hex BLAKE3 of their content, the
+//!   first two hex characters being a subfolder. Files are read-only (mode `0o400`).
+//!   Identical content is stored once.
+//! - `tmp/`: in-progress uploads; emptied by [`Store::open`].
+//!
+//! Folders are created with mode `0o700`. Source names never appear in a file path: paths
+//! are derived from hashes only.
+//!
+//! # Durability
+//!
+//! An upload is written to `tmp/`, hashed while it streams, and fsynced by
+//! [`BlobWriter::finish`]. [`Store::commit`] moves it into `blobs/` (fsyncing the folder)
+//! and only then records it in the index in one redb write transaction. Blob files whose
+//! reference count dropped to zero are deleted only after that transaction committed. A crash
+//! at any point leaves at worst an unreferenced blob or temp file, which the next
+//! [`Store::open`] removes.
+//!
+//! # Index tables and record encoding
+//!
+//! - `current`: `&str` (source) → record (live entry or tombstone).
+//! - `versions`: `(&str, u64)` (source, version) → record (live versions only).
+//! - `blob_refs`: `&[u8; 32]` (hash) → `u64` number of version records referencing it
+//!   (absent means zero).
+//! - `meta`: `&str` → `u64`; `"format"` = 1.
+//!
+//! All integers are big-endian. A record is `kind u8` (0 = live, 1 = tombstone) ‖ `version u64` ‖ `size u64` ‖
+//! `hash [u8; 32]` ‖ `modified u64` (unix seconds) ‖ `by_len u16` ‖ `by` (UTF-8, `by_len`
+//! bytes), with nothing after. A tombstone has size 0 and an all-zero hash.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod fsutil;
+mod record;
+mod store;
+mod writer;
+
+pub use error::StoreError;
+pub use store::{Entry, Store, StoreOptions};
+pub use writer::{BlobWriter, StagedBlob};
+
+/// A BLAKE3 hash of a blob's content.
+pub type Hash = [u8; 32];

@@ -1,0 +1,670 @@
+//! The store: redb index plus content-addressed blob folder.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::ops::Bound;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+
+use crate::fsutil::{self, TMP_FILE_MODE, blob_location, hex, parse_blob_name};
+use crate::record::{Record, check_by};
+use crate::writer::{BlobWriter, StagedBlob};
+use crate::{Hash, StoreError};
+
+/// Source name (UTF-8 bytes) → current record: the live entry, or a tombstone.
+///
+/// Keys are byte strings rather than `&str` so that a damaged key is reported as
+/// [`StoreError::Corrupt`] instead of panicking inside redb's UTF-8 decoding. Byte order is
+/// the same as `str` order.
+const CURRENT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("current");
+/// (source name, version) → record of a live version (the current one included).
+const VERSIONS: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("versions");
+/// Blob hash → number of `VERSIONS` records that reference it. Absent means zero.
+const BLOB_REFS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("blob_refs");
+/// Store-wide settings; `"format"` holds [`FORMAT_VERSION`].
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const FORMAT_KEY: &str = "format";
+const FORMAT_VERSION: u64 = 1;
+
+const INDEX_FILE: &str = "index.redb";
+const BLOBS_DIR: &str = "blobs";
+const TMP_DIR: &str = "tmp";
+
+type VersionsTable<'t> = Table<'t, (&'static [u8], u64), &'static [u8]>;
+type RefsTable<'t> = Table<'t, &'static [u8; 32], u64>;
+
+/// Options for [`Store::open`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// How many versions of each source to keep, the current one included. Older versions
+    /// are pruned when a new one is committed. `0` is treated as `1`.
+    pub keep_versions: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { keep_versions: 3 }
+    }
+}
+
+/// One version of a source, as recorded in the index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The source's name.
+    pub source: String,
+    /// Version number: counts up from 1 per source and never repeats, even after a delete.
+    pub version: u64,
+    /// Size of the blob in bytes.
+    pub size: u64,
+    /// BLAKE3 hash of the blob.
+    pub hash: Hash,
+    /// When this version was committed, in unix seconds (as given to [`Store::commit`]).
+    pub modified: u64,
+    /// Name of the principal that committed this version.
+    pub by: String,
+}
+
+impl Record {
+    fn into_entry(self, source: String) -> Entry {
+        Entry {
+            source,
+            version: self.version,
+            size: self.size,
+            hash: self.hash,
+            modified: self.modified,
+            by: self.by,
+        }
+    }
+}
+
+/// The embedded store. `Send + Sync`; share it in an `Arc`.
+///
+/// All methods block on disk I/O: call them from `spawn_blocking` in async code.
+pub struct Store {
+    dir: PathBuf,
+    blobs: PathBuf,
+    tmp: PathBuf,
+    db: Database,
+    keep_versions: u64,
+    /// Readers hold it shared across "look up + open the blob file", and commits across
+    /// "place the blob file + index transaction"; deleting unreferenced blob files holds it
+    /// exclusively. So no file is deleted between a lookup and its open, nor between a
+    /// commit finding a blob file present and recording its reference.
+    blob_lock: RwLock<()>,
+    /// Makes temp names unique to this `Store` instance.
+    tmp_prefix: String,
+    tmp_counter: AtomicU64,
+    /// Test hook run once by `open_blob` between the index lookup and opening the file.
+    #[cfg(test)]
+    before_blob_open: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("keep_versions", &self.keep_versions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    ///
+    /// Creates `dir`, `blobs/` and `tmp/` (mode `0o700`) and `index.redb`, then deletes
+    /// every file in `tmp/` and every blob file the index does not reference (left by a
+    /// crash between placing a blob and committing the index).
+    ///
+    /// Only one `Store` can have a directory open at a time: a second open fails with
+    /// [`StoreError::Database`] (redb's file lock) before touching any file.
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
+        fsutil::create_dir_all(dir)?;
+        let blobs = dir.join(BLOBS_DIR);
+        let tmp = dir.join(TMP_DIR);
+        let created_blobs = fsutil::create_dir(&blobs)?;
+        let created_tmp = fsutil::create_dir(&tmp)?;
+
+        let index = dir.join(INDEX_FILE);
+        // Create the file ourselves so that it gets mode 0o600; redb initialises an empty file.
+        let created_index = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(TMP_FILE_MODE)
+            .open(&index)
+        {
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(e.into()),
+        };
+        if created_blobs || created_tmp || created_index {
+            fsutil::fsync_dir(dir)?;
+        }
+        let db = Database::create(&index)?;
+        init_tables(&db)?;
+
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let store = Store {
+            dir: dir.to_path_buf(),
+            blobs,
+            tmp,
+            db,
+            keep_versions: u64::from(opts.keep_versions.max(1)),
+            blob_lock: RwLock::new(()),
+            tmp_prefix: format!("{:x}-{nanos:x}", std::process::id()),
+            tmp_counter: AtomicU64::new(0),
+            #[cfg(test)]
+            before_blob_open: std::sync::Mutex::new(None),
+        };
+        let swept_tmp = store.sweep_tmp()?;
+        let (orphans, unexpected) = store.sweep_orphan_blobs()?;
+        tracing::info!(
+            dir = %store.dir.display(),
+            swept_tmp,
+            orphans,
+            unexpected,
+            "store opened"
+        );
+        Ok(store)
+    }
+
+    /// Starts an upload: a temp file in `tmp/` that hashes what is written to it.
+    pub fn begin_put(&self) -> Result<BlobWriter, StoreError> {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let path = self.tmp.join(format!("{}-{n:016x}.part", self.tmp_prefix));
+        Ok(BlobWriter::create(path)?)
+    }
+
+    /// Makes a finished upload the new current version of `source` and returns its entry.
+    ///
+    /// Versions count up from 1 per source and never repeat, even after a delete. The blob
+    /// file is placed (and its folder fsynced) before the index transaction; versions beyond
+    /// `keep_versions` are pruned in the same transaction, and their blob files deleted after
+    /// it committed if nothing else references them.
+    pub fn commit(
+        &self,
+        source: &str,
+        staged: StagedBlob,
+        by: &str,
+        now: u64,
+    ) -> Result<Entry, StoreError> {
+        check_by(by)?;
+        let hash = staged.hash();
+        let size = staged.size();
+        let (entry, freed) = {
+            let _placing = self.read_lock();
+            self.place_blob(staged)?;
+            self.commit_index(source, hash, size, by, now)?
+        };
+        self.remove_unreferenced(&freed);
+        tracing::debug!(source, version = entry.version, size, "committed");
+        Ok(entry)
+    }
+
+    /// The current entry of `source`; `None` if it is missing or deleted.
+    pub fn stat(&self, source: &str) -> Result<Option<Entry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let current = txn.open_table(CURRENT)?;
+        let rec = match current.get(source.as_bytes())? {
+            Some(guard) => Record::decode(guard.value())?,
+            None => return Ok(None),
+        };
+        Ok((!rec.deleted).then(|| rec.into_entry(source.to_owned())))
+    }
+
+    /// Looks up a version of `source` (`None`: the current one) and opens its blob file, both
+    /// under one lock, so a concurrent prune cannot delete the file in between. Returns `None`
+    /// if there is no such live version.
+    ///
+    /// The returned file stays readable even if the version is pruned afterwards.
+    pub fn open_blob(
+        &self,
+        source: &str,
+        version: Option<u64>,
+    ) -> Result<Option<(Entry, File)>, StoreError> {
+        let _reading = self.read_lock();
+        let txn = self.db.begin_read()?;
+        let rec = match version {
+            None => {
+                let current = txn.open_table(CURRENT)?;
+                let rec = match current.get(source.as_bytes())? {
+                    Some(guard) => Record::decode(guard.value())?,
+                    None => return Ok(None),
+                };
+                if rec.deleted {
+                    return Ok(None);
+                }
+                rec
+            }
+            Some(v) => {
+                let versions = txn.open_table(VERSIONS)?;
+                match versions.get((source.as_bytes(), v))? {
+                    Some(guard) => decode_version(guard.value(), v)?,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let (_, path) = blob_location(&self.blobs, &rec.hash);
+        #[cfg(test)]
+        {
+            let hook = self
+                .before_blob_open
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::Corrupt(format!(
+                    "blob {} of {source:?} version {} is missing",
+                    hex(&rec.hash),
+                    rec.version
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let len = file.metadata()?.len();
+        if len != rec.size {
+            return Err(StoreError::Corrupt(format!(
+                "blob {} of {source:?} version {} has {len} bytes, the index says {}",
+                hex(&rec.hash),
+                rec.version,
+                rec.size
+            )));
+        }
+        Ok(Some((rec.into_entry(source.to_owned()), file)))
+    }
+
+    /// Current entries whose source name starts with `prefix` (a plain string prefix), sorted
+    /// by name: at most `limit` of them, starting strictly after `after` if given (for paging:
+    /// pass the last name of the previous page). Deleted sources are skipped.
+    pub fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let start: Bound<&[u8]> = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a.as_bytes()),
+            _ => Bound::Included(prefix.as_bytes()),
+        };
+        let txn = self.db.begin_read()?;
+        let current = txn.open_table(CURRENT)?;
+        for item in current.range::<&[u8]>((start, Bound::Unbounded))? {
+            let (key, value) = item?;
+            let name = key.value();
+            // Names with the prefix are contiguous and sort from the prefix itself on.
+            if !name.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            let rec = Record::decode(value.value())?;
+            if rec.deleted {
+                continue;
+            }
+            out.push(rec.into_entry(source_name(name)?));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes `source`: records a tombstone (so its version counter continues), drops all its
+    /// versions and deletes the blob files nobody else references. Returns the tombstone's
+    /// version, or `None` if the source did not exist (or was already deleted).
+    pub fn delete(&self, source: &str, by: &str, now: u64) -> Result<Option<u64>, StoreError> {
+        check_by(by)?;
+        let txn = self.db.begin_write()?;
+        let outcome = {
+            let mut current = txn.open_table(CURRENT)?;
+            let mut versions = txn.open_table(VERSIONS)?;
+            let mut refs = txn.open_table(BLOB_REFS)?;
+            let prev = match current.get(source.as_bytes())? {
+                Some(guard) => Some(Record::decode(guard.value())?),
+                None => None,
+            };
+            match prev {
+                Some(prev) if !prev.deleted => {
+                    let version = next_version(&prev, source)?;
+                    let tombstone = Record {
+                        deleted: true,
+                        version,
+                        size: 0,
+                        hash: [0; 32],
+                        modified: now,
+                        by: by.to_owned(),
+                    };
+                    current.insert(source.as_bytes(), tombstone.encode()?.as_slice())?;
+                    let mut freed = Vec::new();
+                    prune_versions(&mut versions, &mut refs, source, 0, &mut freed)?;
+                    Some((version, freed))
+                }
+                _ => None,
+            }
+        };
+        let Some((version, freed)) = outcome else {
+            txn.abort()?;
+            return Ok(None);
+        };
+        txn.commit()?;
+        self.remove_unreferenced(&freed);
+        tracing::debug!(source, version, "deleted");
+        Ok(Some(version))
+    }
+
+    fn read_lock(&self) -> RwLockReadGuard<'_, ()> {
+        // The lock guards no data, so a poisoned lock is still sound to use.
+        self.blob_lock
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_lock(&self) -> RwLockWriteGuard<'_, ()> {
+        self.blob_lock
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves a staged upload to `blobs/xx/hash`, or drops it if that blob is already there.
+    /// Called with the read lock held.
+    fn place_blob(&self, mut staged: StagedBlob) -> Result<(), StoreError> {
+        let hash = staged.hash();
+        let (dir, dest) = blob_location(&self.blobs, &hash);
+        match fs::symlink_metadata(&dest) {
+            Ok(meta) if meta.is_file() && meta.len() == staged.size() => {
+                drop(staged); // deletes the temp file
+                // The file may have been placed by a commit still in flight: make sure its
+                // folder entry is durable before the index refers to it.
+                fsutil::fsync_dir(&dir)?;
+                return Ok(());
+            }
+            Ok(meta) => {
+                tracing::warn!(
+                    path = %dest.display(),
+                    len = meta.len(),
+                    expected = staged.size(),
+                    "blob file has the wrong size or type; replacing it"
+                );
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        if fsutil::create_dir(&dir)? {
+            fsutil::fsync_dir(&self.blobs)?;
+        }
+        let src = staged
+            .guard_mut()
+            .path()
+            .ok_or_else(|| StoreError::InvalidArgument("staged blob has no file".into()))?
+            .to_path_buf();
+        fs::rename(&src, &dest)?;
+        staged.guard_mut().disarm();
+        fsutil::fsync_dir(&dir)?;
+        Ok(())
+    }
+
+    /// The index half of [`Store::commit`]: one write transaction.
+    fn commit_index(
+        &self,
+        source: &str,
+        hash: Hash,
+        size: u64,
+        by: &str,
+        now: u64,
+    ) -> Result<(Entry, Vec<Hash>), StoreError> {
+        let txn = self.db.begin_write()?;
+        let (rec, freed) = {
+            let mut current = txn.open_table(CURRENT)?;
+            let mut versions = txn.open_table(VERSIONS)?;
+            let mut refs = txn.open_table(BLOB_REFS)?;
+            // Read the previous version inside the write transaction: redb serialises write
+            // transactions, so concurrent commits get distinct, increasing versions.
+            let version = match current.get(source.as_bytes())? {
+                Some(guard) => next_version(&Record::decode(guard.value())?, source)?,
+                None => 1,
+            };
+            let rec = Record {
+                deleted: false,
+                version,
+                size,
+                hash,
+                modified: now,
+                by: by.to_owned(),
+            };
+            let bytes = rec.encode()?;
+            versions.insert((source.as_bytes(), version), bytes.as_slice())?;
+            current.insert(source.as_bytes(), bytes.as_slice())?;
+            add_ref(&mut refs, &hash)?;
+            let mut freed = Vec::new();
+            prune_versions(
+                &mut versions,
+                &mut refs,
+                source,
+                self.keep_versions,
+                &mut freed,
+            )?;
+            (rec, freed)
+        };
+        txn.commit()?;
+        Ok((rec.into_entry(source.to_owned()), freed))
+    }
+
+    /// After a committed transaction: deletes the blob files whose reference count reached
+    /// zero, unless a later commit referenced them again. Failures are logged, not returned
+    /// (the transaction did commit); the next [`Store::open`] removes what is left.
+    fn remove_unreferenced(&self, freed: &[Hash]) {
+        if freed.is_empty() {
+            return;
+        }
+        let _deleting = self.write_lock();
+        let result = (|| -> Result<(), StoreError> {
+            let txn = self.db.begin_read()?;
+            let refs = txn.open_table(BLOB_REFS)?;
+            for hash in freed {
+                if refs.get(hash)?.is_some() {
+                    continue; // referenced again by a commit since
+                }
+                let (_, path) = blob_location(&self.blobs, hash);
+                match fsutil::remove_file_if_exists(&path) {
+                    Ok(_) => tracing::debug!(blob = %hex(hash), "deleted unreferenced blob"),
+                    Err(e) => tracing::warn!(
+                        path = %path.display(),
+                        error = %e,
+                        "could not delete unreferenced blob; the next open retries"
+                    ),
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not check blob references; the next open retries");
+        }
+    }
+
+    /// Deletes everything in `tmp/`. Returns how many entries it removed.
+    fn sweep_tmp(&self) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for item in fs::read_dir(&self.tmp)? {
+            let item = item?;
+            let path = item.path();
+            if item.file_type()?.is_dir() {
+                fs::remove_dir_all(&path)?;
+            } else {
+                fs::remove_file(&path)?;
+            }
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Deletes blob files the index does not reference. Returns how many it deleted, and how
+    /// many entries of `blobs/` it left alone because they are not named like blobs.
+    fn sweep_orphan_blobs(&self) -> Result<(u64, u64), StoreError> {
+        let txn = self.db.begin_read()?;
+        let refs = txn.open_table(BLOB_REFS)?;
+        let (mut removed, mut unexpected) = (0, 0);
+        for sub in fs::read_dir(&self.blobs)? {
+            let sub = sub?;
+            let sub_name = sub.file_name();
+            let Some(sub_name) = sub_name
+                .to_str()
+                .filter(|_| sub.file_type().is_ok_and(|t| t.is_dir()))
+            else {
+                tracing::warn!(path = %sub.path().display(), "unexpected entry in blobs/, left alone");
+                unexpected += 1;
+                continue;
+            };
+            for item in fs::read_dir(sub.path())? {
+                let item = item?;
+                let path = item.path();
+                let hash = item
+                    .file_name()
+                    .to_str()
+                    .and_then(|name| parse_blob_name(sub_name, name))
+                    .filter(|_| item.file_type().is_ok_and(|t| t.is_file()));
+                let Some(hash) = hash else {
+                    tracing::warn!(path = %path.display(), "unexpected entry in blobs/, left alone");
+                    unexpected += 1;
+                    continue;
+                };
+                if refs.get(&hash)?.is_none() {
+                    fsutil::remove_file_if_exists(&path)?;
+                    tracing::debug!(path = %path.display(), "deleted orphan blob");
+                    removed += 1;
+                }
+            }
+        }
+        Ok((removed, unexpected))
+    }
+}
+
+/// Creates the tables and checks the format version.
+fn init_tables(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    {
+        txn.open_table(CURRENT)?;
+        txn.open_table(VERSIONS)?;
+        txn.open_table(BLOB_REFS)?;
+        let mut meta = txn.open_table(META)?;
+        let format = meta.get(FORMAT_KEY)?.map(|guard| guard.value());
+        match format {
+            None => {
+                meta.insert(FORMAT_KEY, FORMAT_VERSION)?;
+            }
+            Some(FORMAT_VERSION) => {}
+            Some(other) => {
+                return Err(StoreError::Corrupt(format!(
+                    "index format {other} is not supported (expected {FORMAT_VERSION})"
+                )));
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+fn source_name(bytes: &[u8]) -> Result<String, StoreError> {
+    std::str::from_utf8(bytes)
+        .map(str::to_owned)
+        .map_err(|e| StoreError::Corrupt(format!("source name in index is not UTF-8: {e}")))
+}
+
+fn next_version(prev: &Record, source: &str) -> Result<u64, StoreError> {
+    prev.version
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Corrupt(format!("version counter of {source:?} is exhausted")))
+}
+
+/// Decodes a `VERSIONS` record, checking it agrees with its key.
+fn decode_version(bytes: &[u8], version: u64) -> Result<Record, StoreError> {
+    let rec = Record::decode(bytes)?;
+    if rec.deleted || rec.version != version {
+        return Err(StoreError::Corrupt(format!(
+            "version record {version} holds version {} (tombstone: {})",
+            rec.version, rec.deleted
+        )));
+    }
+    Ok(rec)
+}
+
+fn add_ref(refs: &mut RefsTable<'_>, hash: &Hash) -> Result<(), StoreError> {
+    let count = refs.get(hash)?.map_or(0, |guard| guard.value());
+    let count = count.checked_add(1).ok_or_else(|| {
+        StoreError::Corrupt(format!("reference count of blob {} overflows", hex(hash)))
+    })?;
+    refs.insert(hash, count)?;
+    Ok(())
+}
+
+/// Drops one reference to `hash`; records it in `freed` when none is left.
+fn release_ref(
+    refs: &mut RefsTable<'_>,
+    hash: &Hash,
+    freed: &mut Vec<Hash>,
+) -> Result<(), StoreError> {
+    let count = refs.get(hash)?.map(|guard| guard.value());
+    match count {
+        None | Some(0) => Err(StoreError::Corrupt(format!(
+            "blob {} is referenced by a version but has no reference count",
+            hex(hash)
+        ))),
+        Some(1) => {
+            refs.remove(hash)?;
+            freed.push(*hash);
+            Ok(())
+        }
+        Some(n) => {
+            refs.insert(hash, n - 1)?;
+            Ok(())
+        }
+    }
+}
+
+/// Removes the oldest versions of `source` so that at most `keep` remain, releasing their
+/// blobs.
+fn prune_versions(
+    versions: &mut VersionsTable<'_>,
+    refs: &mut RefsTable<'_>,
+    source: &str,
+    keep: u64,
+    freed: &mut Vec<Hash>,
+) -> Result<(), StoreError> {
+    let key = source.as_bytes();
+    // Version numbers only (normally keep + 1 of them), oldest first.
+    let mut present = Vec::new();
+    for item in versions.range((key, 0u64)..=(key, u64::MAX))? {
+        let (k, _) = item?;
+        present.push(k.value().1);
+    }
+    let excess = present
+        .len()
+        .saturating_sub(usize::try_from(keep).unwrap_or(usize::MAX));
+    for version in present.into_iter().take(excess) {
+        let rec = match versions.remove((key, version))? {
+            Some(guard) => decode_version(guard.value(), version)?,
+            None => continue,
+        };
+        release_ref(refs, &rec.hash, freed)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

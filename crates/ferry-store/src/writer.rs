@@ -1,0 +1,171 @@
+//! Streaming uploads into `tmp/`.
+
+use std::fs::{File, OpenOptions, Permissions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::fsutil::{self, BLOB_FILE_MODE, TMP_FILE_MODE};
+use crate::{Hash, StoreError};
+
+/// Size of the write buffer in front of the temp file. Writes at least this large bypass it.
+const WRITE_BUFFER: usize = 128 * 1024;
+
+/// Deletes its temp file when dropped, unless disarmed.
+#[derive(Debug)]
+pub(crate) struct TempGuard {
+    path: Option<PathBuf>,
+}
+
+impl TempGuard {
+    pub(crate) fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The file was moved away: do not delete anything on drop.
+    pub(crate) fn disarm(&mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take()
+            && let Err(e) = fsutil::remove_file_if_exists(&path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove temp file");
+        }
+    }
+}
+
+/// An upload in progress: a temp file in `tmp/` that hashes what is written to it.
+///
+/// Get one from [`Store::begin_put`](crate::Store::begin_put), write the content with
+/// [`write_chunk`](Self::write_chunk) (or through [`std::io::Write`]), then call
+/// [`finish`](Self::finish). Dropping it instead deletes the temp file.
+#[derive(Debug)]
+pub struct BlobWriter {
+    file: BufWriter<File>,
+    hasher: blake3::Hasher,
+    len: u64,
+    /// A write failed part way: the file and the hash may disagree, so `finish` refuses.
+    failed: bool,
+    guard: TempGuard,
+}
+
+impl BlobWriter {
+    /// Creates the temp file at `path` (which must not exist), mode `0o600`.
+    pub(crate) fn create(path: PathBuf) -> io::Result<BlobWriter> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(TMP_FILE_MODE)
+            .open(&path)?;
+        Ok(BlobWriter {
+            file: BufWriter::with_capacity(WRITE_BUFFER, file),
+            hasher: blake3::Hasher::new(),
+            len: 0,
+            failed: false,
+            guard: TempGuard { path: Some(path) },
+        })
+    }
+
+    /// Appends `data` to the upload and feeds it to the hash.
+    ///
+    /// After an error the writer is unusable: [`finish`](Self::finish) fails.
+    pub fn write_chunk(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        if self.failed {
+            return Err(failed_earlier().into());
+        }
+        if let Err(e) = self.file.write_all(data) {
+            self.failed = true;
+            return Err(e.into());
+        }
+        self.hasher.update(data);
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    /// Number of bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Flushes and fsyncs the temp file, makes it read-only, and returns it with its hash
+    /// and size, ready for [`Store::commit`](crate::Store::commit).
+    pub fn finish(self) -> Result<StagedBlob, StoreError> {
+        let BlobWriter {
+            file,
+            hasher,
+            len,
+            failed,
+            guard,
+        } = self;
+        if failed {
+            // `guard` drops here and deletes the temp file.
+            return Err(failed_earlier().into());
+        }
+        let file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
+        file.set_permissions(Permissions::from_mode(BLOB_FILE_MODE))?;
+        file.sync_all()?;
+        drop(file);
+        Ok(StagedBlob {
+            hash: *hasher.finalize().as_bytes(),
+            size: len,
+            guard,
+        })
+    }
+}
+
+fn failed_earlier() -> io::Error {
+    io::Error::other("an earlier write to this upload failed")
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_chunk(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        Ok(self.write_chunk(buf)?)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.failed {
+            return Err(failed_earlier());
+        }
+        self.file.flush().inspect_err(|_| self.failed = true)
+    }
+}
+
+/// A finished, fsynced upload waiting for [`Store::commit`](crate::Store::commit).
+///
+/// Dropping it without committing deletes its temp file.
+#[derive(Debug)]
+pub struct StagedBlob {
+    hash: Hash,
+    size: u64,
+    guard: TempGuard,
+}
+
+impl StagedBlob {
+    /// BLAKE3 hash of the content.
+    pub fn hash(&self) -> Hash {
+        self.hash
+    }
+
+    /// Size of the content in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub(crate) fn guard_mut(&mut self) -> &mut TempGuard {
+        &mut self.guard
+    }
+}

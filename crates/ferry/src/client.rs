@@ -1,0 +1,320 @@
+//! The client: connects, pins the server, authenticates, then makes requests.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_proto::auth::{ClientAuth, ClientStep, Principal};
+use ferry_proto::credential::Credential;
+use ferry_proto::message::{self, Entry, Get, List, Message, Put, PutEnd, SourceRef};
+use ferry_proto::names::SourceName;
+use ferry_proto::psk::PskClient;
+use ferry_proto::server_id::ServerId;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::pipe::{self, HashingWriter, WriteCmd};
+use crate::wire::{Incoming, Wire};
+use crate::{Error, tls};
+
+/// Deadline for connecting, the TLS handshake and authentication together.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Deadline for any single answer or data frame from the server.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An authenticated connection to a ferry server.
+pub struct Client {
+    wire: Wire<TlsStream<TcpStream>>,
+    principal: Principal,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Progress callback: total bytes moved so far.
+pub type Progress<'a> = &'a mut (dyn FnMut(u64) + Send);
+
+impl Client {
+    /// Connects to the server named in the credential and authenticates with it.
+    pub async fn connect(cred: &Credential) -> Result<Self, Error> {
+        Self::connect_to(&cred.server, cred.server_id, cred).await
+    }
+
+    /// Connects to `addr`, pinning `pin`, and authenticates with `cred`.
+    pub async fn connect_to(addr: &str, pin: ServerId, cred: &Credential) -> Result<Self, Error> {
+        let tls = Self::connect_tls(addr, pin).await?;
+        tokio::time::timeout(CONNECT_TIMEOUT, Self::authenticate(tls, cred))
+            .await
+            .map_err(|_| Error::Timeout("authentication"))?
+    }
+
+    /// Opens a TLS connection to `addr` that accepts only the server whose ID is `pin`.
+    /// Nothing has been sent over it yet.
+    pub async fn connect_tls(addr: &str, pin: ServerId) -> Result<TlsStream<TcpStream>, Error> {
+        let connector = TlsConnector::from(Arc::new(tls::client_config(pin)?));
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(host.to_owned()).unwrap_or_else(|_| {
+            ServerName::try_from("ferry.invalid").unwrap_or_else(|_| unreachable!())
+        });
+        let fut = async {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|source| Error::Connect {
+                    addr: addr.to_owned(),
+                    source,
+                })?;
+            let _ = tcp.set_nodelay(true);
+            connector.connect(name, tcp).await.map_err(|e| {
+                if e.to_string().contains(tls::PIN_MISMATCH) {
+                    Error::ServerIdMismatch(addr.to_owned())
+                } else {
+                    Error::Connect {
+                        addr: addr.to_owned(),
+                        source: e,
+                    }
+                }
+            })
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, fut)
+            .await
+            .map_err(|_| Error::Timeout("the connection and TLS handshake"))?
+    }
+
+    async fn authenticate(tls: TlsStream<TcpStream>, cred: &Credential) -> Result<Self, Error> {
+        let exporter = tls::export(tls.get_ref().1)?;
+        let mut wire = Wire::new(tls);
+        let (first, wait) = PskClient::new(cred.claims.clone(), cred.key.clone()).start(&exporter);
+        wire.send(&first).await?;
+        let mut state: ClientAuth = wait.into();
+        loop {
+            let msg = match wire.recv_message().await {
+                Ok(m) => m,
+                // A server that closes instead of answering refused us.
+                Err(Error::Closed | Error::Io(_)) => return Err(Error::AuthFailed),
+                Err(e) => return Err(e),
+            };
+            match state.handle(msg).map_err(|_| Error::AuthFailed)? {
+                ClientStep::Send(m, next) => {
+                    wire.send(&m).await?;
+                    state = next;
+                }
+                ClientStep::Done(principal) => return Ok(Self { wire, principal }),
+            }
+        }
+    }
+
+    /// Who the server says we are.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    async fn recv(&mut self) -> Result<Message, Error> {
+        let m = tokio::time::timeout(RESPONSE_TIMEOUT, self.wire.recv_message())
+            .await
+            .map_err(|_| Error::Timeout("the server's answer"))??;
+        match m {
+            Message::Error(e) => Err(Error::from_remote(e)),
+            Message::AuthFailed(_) => Err(Error::AuthFailed),
+            m => Ok(m),
+        }
+    }
+
+    fn unexpected(m: &Message) -> Error {
+        Error::Protocol(format!("unexpected {} from server", m.type_name()))
+    }
+
+    /// Uploads everything `r` yields as a new version of `source`. `size`, if known, lets the
+    /// server refuse a short or long upload. Memory use does not grow with the size.
+    pub async fn put<R: Read + Send + 'static>(
+        &mut self,
+        source: &str,
+        r: R,
+        size: Option<u64>,
+        progress: Progress<'_>,
+    ) -> Result<Entry, Error> {
+        let source = SourceName::parse(source)?;
+        self.wire
+            .send(&Message::Put(Put {
+                source: source.to_string(),
+                size,
+                offset: 0,
+            }))
+            .await?;
+        match self.recv().await? {
+            Message::PutReady(r) if r.offset == 0 => {}
+            m => return Err(Self::unexpected(&m)),
+        }
+        let (mut rx, done) = pipe::spawn_reader(r, size, true);
+        let mut sent = 0u64;
+        while let Some(mut chunk) = rx.recv().await {
+            sent += chunk.len() as u64;
+            self.wire.send_chunk(&mut chunk).await?;
+            progress(sent);
+        }
+        let read = pipe::join(done).await?;
+        if size.is_some_and(|s| s != read.len) {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the input ended after {} bytes", read.len),
+            )));
+        }
+        let hash = read.hash.ok_or_else(|| Error::Internal("no hash".into()))?;
+        self.wire
+            .send(&Message::PutEnd(PutEnd {
+                size: read.len,
+                hash,
+            }))
+            .await?;
+        match self.recv().await? {
+            Message::PutOk(e) if e.hash == hash && e.size == read.len => Ok(e),
+            Message::PutOk(_) => Err(Error::Protocol("server stored different content".into())),
+            m => Err(Self::unexpected(&m)),
+        }
+    }
+
+    /// Downloads the current version of `source` into `w`, checking its hash. Returns the
+    /// entry and the writer. On a hash mismatch the bytes written must be discarded.
+    pub async fn get<W: Write + Send + 'static>(
+        &mut self,
+        source: &str,
+        w: W,
+        progress: Progress<'_>,
+    ) -> Result<(Entry, W), Error> {
+        let source = SourceName::parse(source)?;
+        self.wire
+            .send(&Message::Get(Get {
+                source: source.to_string(),
+                version: None,
+                offset: 0,
+            }))
+            .await?;
+        let ok = match self.recv().await? {
+            Message::GetOk(ok) if ok.offset == 0 => ok,
+            m => return Err(Self::unexpected(&m)),
+        };
+        let size = ok.entry.size;
+        let (tx, done) = pipe::spawn_writer(HashingWriter::new(w), |w| {
+            let (mut inner, hash, len) = w.into_parts();
+            inner.flush()?;
+            Ok((inner, hash, len))
+        });
+        let mut received = 0u64;
+        while received < size {
+            let frame = tokio::time::timeout(RESPONSE_TIMEOUT, self.wire.recv())
+                .await
+                .map_err(|_| Error::Timeout("download data"))??;
+            let Incoming::Data(buf) = frame else {
+                return Err(Error::Protocol(
+                    "message in the middle of a download".into(),
+                ));
+            };
+            received += buf.len() as u64;
+            if received > size {
+                return Err(Error::Protocol("more data than announced".into()));
+            }
+            if tx.send(WriteCmd::Data(buf)).await.is_err() {
+                break;
+            }
+            progress(received);
+        }
+        let _ = tx.send(WriteCmd::Finish).await;
+        drop(tx);
+        let (w, hash, len) = pipe::join(done)
+            .await?
+            .ok_or_else(|| Error::Internal("writer stopped".into()))?;
+        if len != size || hash != ok.entry.hash {
+            return Err(Error::HashMismatch);
+        }
+        Ok((ok.entry, w))
+    }
+
+    /// Uploads a byte vector.
+    pub async fn put_bytes(&mut self, source: &str, data: Vec<u8>) -> Result<Entry, Error> {
+        let len = data.len() as u64;
+        self.put(source, std::io::Cursor::new(data), Some(len), &mut |_| {})
+            .await
+    }
+
+    /// Downloads into memory. For large sources use [`Client::get`].
+    pub async fn get_bytes(&mut self, source: &str) -> Result<Vec<u8>, Error> {
+        Ok(self.get(source, Vec::new(), &mut |_| {}).await?.1)
+    }
+
+    /// Describes one source.
+    pub async fn stat(&mut self, source: &str) -> Result<Entry, Error> {
+        let source = SourceName::parse(source)?;
+        self.wire
+            .send(&Message::Stat(SourceRef {
+                source: source.to_string(),
+            }))
+            .await?;
+        match self.recv().await? {
+            Message::StatOk(e) => Ok(e),
+            m => Err(Self::unexpected(&m)),
+        }
+    }
+
+    /// Lists all sources starting with `prefix` that the principal may list.
+    pub async fn list(&mut self, prefix: &str) -> Result<Vec<Entry>, Error> {
+        ferry_proto::names::validate_prefix(prefix)?;
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            self.wire
+                .send(&Message::List(List {
+                    prefix: prefix.to_owned(),
+                    after: after.take(),
+                }))
+                .await?;
+            match self.recv().await? {
+                Message::ListOk(page) => {
+                    out.extend(page.entries);
+                    match page.next {
+                        Some(n) => after = Some(n),
+                        None => return Ok(out),
+                    }
+                }
+                m => return Err(Self::unexpected(&m)),
+            }
+        }
+    }
+
+    /// Deletes a source; returns the version the deletion took.
+    pub async fn delete(&mut self, source: &str) -> Result<u64, Error> {
+        let source = SourceName::parse(source)?;
+        self.wire
+            .send(&Message::Delete(SourceRef {
+                source: source.to_string(),
+            }))
+            .await?;
+        match self.recv().await? {
+            Message::DeleteOk(d) => Ok(d.version),
+            m => Err(Self::unexpected(&m)),
+        }
+    }
+
+    /// Sends one raw message and returns the raw answer (for tests of the protocol itself).
+    pub async fn raw_request(&mut self, msg: &Message) -> Result<Message, Error> {
+        self.wire.send(msg).await?;
+        self.wire.recv_message().await
+    }
+
+    /// Closes the connection cleanly (TLS close_notify).
+    pub async fn close(mut self) -> Result<(), Error> {
+        tokio::io::AsyncWriteExt::shutdown(self.wire.get_mut()).await?;
+        Ok(())
+    }
+}
+
+/// Formats a hash as lowercase hex.
+pub fn hex(hash: &message::Digest) -> String {
+    data_encoding::HEXLOWER.encode(hash)
+}

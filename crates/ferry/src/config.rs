@@ -1,0 +1,132 @@
+//! The server's configuration file, `ferry.toml`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::Error;
+use crate::policy::Rule;
+
+/// The default port.
+pub const DEFAULT_PORT: u16 = 7443;
+
+/// The text `ferry init` writes.
+pub const DEFAULT_CONFIG: &str = r#"# ferry server configuration.
+
+# Where `ferry serve` listens (override with --listen).
+listen = "0.0.0.0:7443"
+# The address written into credentials: how clients reach this server.
+address = "127.0.0.1:7443"
+# How many versions of each source are kept.
+keep_versions = 3
+# Most connections served at once; more wait in the kernel's backlog.
+max_connections = 16384
+# Seconds a client has to finish the TLS handshake and authenticate.
+handshake_timeout_secs = 10
+# Seconds an authenticated connection may sit idle between requests.
+idle_timeout_secs = 300
+
+# Roles: what each role may do. `ops` lists put, get, list, stat, delete (or "*");
+# `sources` lists glob patterns on source names: "*" matches within one segment,
+# "**" across segments, and "{name}" stands for the client's own name.
+[roles]
+admin = [{ ops = ["*"], sources = ["**"] }]
+writer = [{ ops = ["put", "get", "list", "stat", "delete"], sources = ["**"] }]
+reader = [{ ops = ["get", "list", "stat"], sources = ["**"] }]
+"#;
+
+/// The parsed configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listening address.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Address given to clients in credentials.
+    #[serde(default = "default_address")]
+    pub address: String,
+    /// Versions kept per source.
+    #[serde(default = "default_keep")]
+    pub keep_versions: u32,
+    /// Connection cap.
+    #[serde(default = "default_max_conn")]
+    pub max_connections: usize,
+    /// Handshake and authentication deadline, seconds.
+    #[serde(default = "default_handshake")]
+    pub handshake_timeout_secs: u64,
+    /// Idle deadline between requests, seconds.
+    #[serde(default = "default_idle")]
+    pub idle_timeout_secs: u64,
+    /// Role rules.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<Rule>>,
+}
+
+fn default_listen() -> String {
+    format!("0.0.0.0:{DEFAULT_PORT}")
+}
+fn default_address() -> String {
+    format!("127.0.0.1:{DEFAULT_PORT}")
+}
+fn default_keep() -> u32 {
+    3
+}
+fn default_max_conn() -> usize {
+    16384
+}
+fn default_handshake() -> u64 {
+    10
+}
+fn default_idle() -> u64 {
+    300
+}
+
+impl Config {
+    /// Parses configuration text.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let c: Self =
+            toml::from_str(text).map_err(|e| Error::Config(format!("ferry.toml: {e}")))?;
+        if c.keep_versions == 0 {
+            return Err(Error::Config(
+                "ferry.toml: keep_versions must be at least 1".into(),
+            ));
+        }
+        if c.max_connections == 0 || c.handshake_timeout_secs == 0 || c.idle_timeout_secs == 0 {
+            return Err(Error::Config(
+                "ferry.toml: max_connections and timeouts must be positive".into(),
+            ));
+        }
+        // Compile the rules now so a bad pattern is reported at start.
+        crate::policy::Policy::new(&c.roles)?;
+        Ok(c)
+    }
+
+    /// Reads `ferry.toml` from a server folder.
+    pub fn load(dir: &Path) -> Result<Self, Error> {
+        let path = dir.join("ferry.toml");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        Self::parse(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_parses() {
+        let c = Config::parse(DEFAULT_CONFIG).unwrap();
+        assert_eq!(c.roles.len(), 3);
+        assert_eq!(c.keep_versions, 3);
+    }
+
+    #[test]
+    fn bad_configs() {
+        assert!(Config::parse("keep_versions = 0").is_err());
+        assert!(Config::parse("nonsense = 1").is_err());
+        assert!(Config::parse("[roles]\nx = [{ ops = [\"fly\"], sources = [\"**\"] }]").is_err());
+        assert!(Config::parse("[roles]\nx = [{ ops = [\"get\"], sources = [\"[\"] }]").is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! The library's one error type.
+
+use std::io;
+
+use ferry_proto::message::ErrorCode;
+
+/// Everything that can go wrong in ferry's library.
+///
+/// No variant ever carries key material. [`Error::AuthFailed`] is the only authentication
+/// failure, whatever its cause.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The TCP connection could not be made.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// Address dialled.
+        addr: String,
+        /// Cause.
+        source: io::Error,
+    },
+    /// The server's key is not the one the credential pins.
+    #[error(
+        "the server at {0} is not the server this credential was issued for (server ID mismatch); nothing was sent"
+    )]
+    ServerIdMismatch(String),
+    /// Authentication failed. Deliberately without detail.
+    #[error("authentication failed")]
+    AuthFailed,
+    /// The principal's role does not allow the operation.
+    #[error("permission denied: {0}")]
+    Forbidden(String),
+    /// No such source or version.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The server refused a request.
+    #[error("server refused the request ({code:?}): {message}")]
+    Remote {
+        /// Machine-readable cause.
+        code: ErrorCode,
+        /// The server's text.
+        message: String,
+    },
+    /// Bytes received do not match the content hash.
+    #[error("content hash mismatch: the data was corrupted in transit or storage")]
+    HashMismatch,
+    /// The peer broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The connection closed before the exchange finished.
+    #[error("connection closed before the exchange finished")]
+    Closed,
+    /// The peer did not answer in time.
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    /// TLS failed.
+    #[error("TLS: {0}")]
+    Tls(rustls::Error),
+    /// A configuration or key file is wrong.
+    #[error("{0}")]
+    Config(String),
+    /// A credential file is wrong.
+    #[error("credential: {0}")]
+    Credential(#[from] ferry_proto::credential::CredentialError),
+    /// A name is invalid.
+    #[error(transparent)]
+    Name(#[from] ferry_proto::names::NameError),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] ferry_store::StoreError),
+    /// Local IO failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// A bug or an exhausted resource.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn from_remote(e: ferry_proto::message::ErrorMsg) -> Self {
+        match e.code {
+            ErrorCode::Forbidden => Self::Forbidden(e.message),
+            ErrorCode::NotFound => Self::NotFound(e.message),
+            ErrorCode::HashMismatch => Self::HashMismatch,
+            code => Self::Remote {
+                code,
+                message: e.message,
+            },
+        }
+    }
+}
+
+/// Shorthand.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

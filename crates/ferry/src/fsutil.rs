@@ -1,0 +1,152 @@
+//! Files written whole or not at all, and secret files only their owner can read.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+/// Largest secret or config file read.
+const MAX_READ: u64 = 1 << 20;
+
+/// Writes `data` to `path` atomically: a temporary file in the same folder with `mode`,
+/// fsync, rename over `path`, fsync the folder. A reader sees the old file or the new one.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = parent(path);
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // The umask may have cleared bits we asked for; set exactly `mode`.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes a secret file (mode 0600) atomically.
+pub fn write_secret(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_atomic(path, data, 0o600)
+}
+
+fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Reads a secret file, refusing it if anyone but its owner may read or write it.
+pub fn read_secret(path: &Path) -> io::Result<Zeroizing<Vec<u8>>> {
+    let mut f = File::open(path)?;
+    let meta = f.metadata()?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is accessible by other users (mode {:o}); run: chmod 600 {}",
+                path.display(),
+                meta.mode() & 0o777,
+                path.display()
+            ),
+        ));
+    }
+    read_bounded(&mut f, meta.len())
+}
+
+/// Reads a file of at most 1 MiB.
+pub fn read_small(path: &Path) -> io::Result<Zeroizing<Vec<u8>>> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    read_bounded(&mut f, len)
+}
+
+fn read_bounded(f: &mut File, len: u64) -> io::Result<Zeroizing<Vec<u8>>> {
+    if len > MAX_READ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "file is larger than 1 MiB",
+        ));
+    }
+    let mut buf = Zeroizing::new(Vec::with_capacity(len as usize));
+    f.take(MAX_READ + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > MAX_READ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "file is larger than 1 MiB",
+        ));
+    }
+    Ok(buf)
+}
+
+/// Reads a secret file as UTF-8 text.
+pub fn read_secret_text(path: &Path) -> io::Result<Zeroizing<String>> {
+    let bytes = read_secret(path)?;
+    match std::str::from_utf8(&bytes) {
+        Ok(s) => Ok(Zeroizing::new(s.to_owned())),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "file is not UTF-8 text",
+        )),
+    }
+}
+
+/// Creates a folder (and its parents) only its owner can enter.
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    fs::create_dir_all(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_files_are_0600_and_refused_when_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        write_secret(&p, b"abc").unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(&read_secret(&p).unwrap()[..], b"abc");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_secret(&p).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert!(e.to_string().contains("chmod 600"));
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(read_secret(&p).is_err());
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        write_atomic(&p, b"one", 0o644).unwrap();
+        write_atomic(&p, b"two", 0o644).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn oversized_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big");
+        write_secret(&p, &vec![0; (MAX_READ + 1) as usize]).unwrap();
+        assert!(read_secret(&p).is_err());
+    }
+}

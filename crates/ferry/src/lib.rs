@@ -1,0 +1,46 @@
+//! ferry: move data securely between clients and servers.
+//!
+//! Every byte travels inside TLS 1.3 (rustls); clients pin the server's key by its
+//! [`ServerId`](ferry_proto::server_id::ServerId) and then authenticate with a proof bound to
+//! that TLS connection's exporter, so a proof cannot be replayed or relayed. The data service
+//! above sees only a verified [`Principal`](ferry_proto::auth::Principal).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ferry::Error> {
+//! use ferry::{Client, Server, ServerDir};
+//! use std::collections::BTreeMap;
+//!
+//! let dir = ServerDir::new("/tmp/ferry-server");
+//! dir.init()?;
+//! let role = BTreeMap::from([("role".to_owned(), "writer".to_owned())]);
+//! let bound = Server::open(&dir)?.bind("127.0.0.1:0").await?;
+//! let addr = bound.local_addr().to_string();
+//! let cred = dir.issue_client("alice", role, Some(&addr), 0)?;
+//! tokio::spawn(bound.run(std::future::pending()));
+//!
+//! let mut client = Client::connect(&cred).await?;
+//! client.put_bytes("notes/today", b"hello".to_vec()).await?;
+//! assert_eq!(client.get_bytes("notes/today").await?, b"hello");
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod config;
+mod error;
+pub mod fsutil;
+pub mod identity;
+pub mod pipe;
+pub mod policy;
+pub mod registry;
+pub mod server;
+pub mod server_dir;
+mod service;
+pub mod tls;
+pub mod wire;
+
+pub use client::Client;
+pub use error::{Error, Result};
+pub use ferry_proto as proto;
+pub use server::{BoundServer, Server};
+pub use server_dir::ServerDir;

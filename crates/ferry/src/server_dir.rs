@@ -1,0 +1,222 @@
+//! A server folder: configuration, keys, client registry and store.
+//!
+//! ```text
+//! DIR/ferry.toml      configuration
+//! DIR/master.key      256-bit master key, hex (mode 0600)
+//! DIR/identity.key    TLS private key, PEM PKCS#8 (mode 0600)
+//! DIR/identity.crt    TLS certificate, PEM
+//! DIR/clients.toml    issued clients (no keys)
+//! DIR/store/          index and blobs
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ferry_proto::claims::Claims;
+use ferry_proto::credential::Credential;
+use ferry_proto::psk;
+use ferry_proto::secret::MasterKey;
+use ferry_proto::server_id::ServerId;
+use zeroize::Zeroizing;
+
+use crate::config::{Config, DEFAULT_CONFIG};
+use crate::identity::Identity;
+use crate::registry::{ClientRecord, Registry, RegistryLock};
+use crate::{Error, fsutil, tls};
+
+/// A server folder on disk.
+#[derive(Clone, Debug)]
+pub struct ServerDir {
+    path: PathBuf,
+}
+
+impl ServerDir {
+    /// Refers to an existing folder (nothing is read yet).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates a new server folder: configuration, master key and identity. Refuses a
+    /// folder that already holds a server. Returns the server ID.
+    pub fn init(&self) -> Result<ServerId, Error> {
+        if self.path.join("master.key").exists() || self.path.join("identity.key").exists() {
+            return Err(Error::Config(format!(
+                "{} already holds a ferry server; not overwriting it",
+                self.path.display()
+            )));
+        }
+        fsutil::create_private_dir(&self.path)?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        tls::random_bytes(key.as_mut())?;
+        let hex = Zeroizing::new(data_encoding::HEXLOWER.encode(key.as_ref()) + "\n");
+        fsutil::write_secret(&self.path.join("master.key"), hex.as_bytes())?;
+        let identity = Identity::generate()?;
+        identity.save(&self.path)?;
+        let cfg = self.path.join("ferry.toml");
+        if !cfg.exists() {
+            fsutil::write_atomic(&cfg, DEFAULT_CONFIG.as_bytes(), 0o644)?;
+        }
+        if !self.registry_path().exists() {
+            Registry::default().save(&self.registry_path())?;
+        }
+        Ok(identity.server_id())
+    }
+
+    /// Whether the folder holds a server.
+    pub fn exists(&self) -> bool {
+        self.path.join("master.key").exists()
+    }
+
+    fn check_exists(&self) -> Result<(), Error> {
+        if self.exists() {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "{} is not a ferry server folder (run `ferry init --dir {}` first)",
+                self.path.display(),
+                self.path.display()
+            )))
+        }
+    }
+
+    /// Reads the master key.
+    pub fn master_key(&self) -> Result<MasterKey, Error> {
+        self.check_exists()?;
+        let path = self.path.join("master.key");
+        let text = fsutil::read_secret_text(&path)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        let hex = text.trim().as_bytes();
+        if hex.len() != 64
+            || data_encoding::HEXLOWER_PERMISSIVE
+                .decode_mut(hex, key.as_mut())
+                .is_err()
+        {
+            return Err(Error::Config(format!(
+                "{}: expected 64 hexadecimal digits",
+                path.display()
+            )));
+        }
+        Ok(MasterKey::from_bytes(*key))
+    }
+
+    /// Reads the TLS identity.
+    pub fn identity(&self) -> Result<Identity, Error> {
+        self.check_exists()?;
+        Identity::load(&self.path)
+    }
+
+    /// Reads the configuration.
+    pub fn config(&self) -> Result<Config, Error> {
+        self.check_exists()?;
+        Config::load(&self.path)
+    }
+
+    /// Path of the client registry.
+    pub fn registry_path(&self) -> PathBuf {
+        self.path.join("clients.toml")
+    }
+
+    /// Path of the store.
+    pub fn store_path(&self) -> PathBuf {
+        self.path.join("store")
+    }
+
+    /// Reads the client registry.
+    pub fn registry(&self) -> Result<Registry, Error> {
+        self.check_exists()?;
+        Registry::load(&self.registry_path())
+    }
+
+    /// Issues (or re-issues, with the next epoch) a credential for `name`. The previous
+    /// credential of that name stops working at once.
+    pub fn issue_client(
+        &self,
+        name: &str,
+        attributes: BTreeMap<String, String>,
+        server: Option<&str>,
+        now: u64,
+    ) -> Result<Credential, Error> {
+        let master = self.master_key()?;
+        let identity = self.identity()?;
+        let config = self.config()?;
+        let _lock = RegistryLock::acquire(&self.path)?;
+        let mut reg = Registry::load(&self.registry_path())?;
+        let epoch = reg.clients.get(name).map_or(1, |c| c.epoch + 1);
+        let claims = Claims::new(name, epoch, attributes.clone())
+            .map_err(|e| Error::Config(e.to_string()))?;
+        reg.clients.insert(
+            name.to_owned(),
+            ClientRecord {
+                epoch,
+                attributes,
+                issued: now,
+                revoked: false,
+            },
+        );
+        reg.save(&self.registry_path())?;
+        Ok(Credential {
+            server: server.unwrap_or(&config.address).to_owned(),
+            server_id: identity.server_id(),
+            key: psk::derive_psk(&master, &claims),
+            claims,
+        })
+    }
+
+    /// Revokes `name`. Returns false if there was no such client.
+    pub fn revoke_client(&self, name: &str) -> Result<bool, Error> {
+        self.check_exists()?;
+        let _lock = RegistryLock::acquire(&self.path)?;
+        let mut reg = Registry::load(&self.registry_path())?;
+        let Some(c) = reg.clients.get_mut(name) else {
+            return Ok(false);
+        };
+        c.revoked = true;
+        reg.save(&self.registry_path())?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_issue_revoke() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = ServerDir::new(dir.path().join("srv"));
+        let id = sd.init().unwrap();
+        assert!(sd.init().is_err(), "init twice must refuse");
+        assert_eq!(sd.identity().unwrap().server_id(), id);
+        let attrs: BTreeMap<_, _> = [("role".to_owned(), "writer".to_owned())].into();
+        let c1 = sd.issue_client("alice", attrs.clone(), None, 5).unwrap();
+        assert_eq!(c1.claims.epoch(), 1);
+        assert_eq!(c1.server, "127.0.0.1:7443");
+        let c2 = sd.issue_client("alice", attrs, Some("h:1"), 6).unwrap();
+        assert_eq!(c2.claims.epoch(), 2);
+        assert_ne!(c1.key, c2.key);
+        let reg = sd.registry().unwrap();
+        assert!(!reg.is_current("alice", 1));
+        assert!(reg.is_current("alice", 2));
+        assert!(sd.revoke_client("alice").unwrap());
+        assert!(!sd.registry().unwrap().is_current("alice", 2));
+        assert!(!sd.revoke_client("bob").unwrap());
+    }
+
+    #[test]
+    fn master_key_refused_when_readable_by_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sd = ServerDir::new(dir.path());
+        sd.init().unwrap();
+        let p = dir.path().join("master.key");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = sd.master_key().unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+    }
+}

@@ -1,0 +1,294 @@
+//! The data service: one function per request.
+
+use std::io::{Seek, SeekFrom};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ferry_proto::auth::Principal;
+use ferry_proto::message::{
+    self, DeleteOk, ErrorCode, ErrorMsg, Get, GetOk, List, ListOk, Message, Put, PutReady,
+};
+use ferry_proto::names::{SourceName, validate_prefix};
+use ferry_store::Entry;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::Error;
+use crate::pipe::{self, WriteCmd};
+use crate::policy::Op;
+use crate::server::Shared;
+use crate::wire::{Incoming, Wire};
+
+/// Entries per listing page; at most about 700 bytes each, so a page fits one frame.
+const LIST_PAGE: usize = 1000;
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Message {
+    Message::Error(ErrorMsg {
+        code,
+        message: message.into(),
+    })
+}
+
+fn to_wire(e: Entry) -> message::Entry {
+    message::Entry {
+        source: e.source,
+        version: e.version,
+        size: e.size,
+        hash: e.hash,
+        modified: e.modified,
+        by: e.by,
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Checks the name and the principal's right; returns the refusal to send otherwise.
+fn authorize(shared: &Shared, p: &Principal, op: Op, source: &str) -> Result<SourceName, Message> {
+    let name =
+        SourceName::parse(source).map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
+    if !shared.policy.allows(p.role(), &p.name, op, name.as_str()) {
+        return Err(error(
+            ErrorCode::Forbidden,
+            format!(
+                "role '{}' may not {} '{}'",
+                p.role().unwrap_or("-"),
+                op.as_str(),
+                name
+            ),
+        ));
+    }
+    Ok(name)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    pipe::join(tokio::task::spawn_blocking(f)).await
+}
+
+/// Handles one request. An `Err` means the connection must close.
+pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    wire: &mut Wire<S>,
+    p: &Principal,
+    msg: Message,
+) -> Result<(), Error> {
+    let reply = match msg {
+        Message::Put(req) => return put(shared, wire, p, req).await,
+        Message::Get(req) => return get(shared, wire, p, req).await,
+        Message::Stat(req) => match authorize(shared, p, Op::Stat, &req.source) {
+            Err(m) => m,
+            Ok(name) => {
+                let store = shared.store.clone();
+                match blocking(move || Ok(store.stat(name.as_str())?)).await? {
+                    Some(e) => Message::StatOk(to_wire(e)),
+                    None => error(ErrorCode::NotFound, format!("no source '{}'", req.source)),
+                }
+            }
+        },
+        Message::Delete(req) => match authorize(shared, p, Op::Delete, &req.source) {
+            Err(m) => m,
+            Ok(name) => {
+                let store = shared.store.clone();
+                let by = p.name.clone();
+                match blocking(move || Ok(store.delete(name.as_str(), &by, now())?)).await? {
+                    Some(version) => Message::DeleteOk(DeleteOk { version }),
+                    None => error(ErrorCode::NotFound, format!("no source '{}'", req.source)),
+                }
+            }
+        },
+        Message::List(req) => list(shared, p, req).await?,
+        other => {
+            let m = error(
+                ErrorCode::BadRequest,
+                format!("unexpected message {}", other.type_name()),
+            );
+            wire.send(&m).await?;
+            return Err(Error::Protocol(format!(
+                "unexpected {} from client",
+                other.type_name()
+            )));
+        }
+    };
+    wire.send(&reply).await
+}
+
+async fn list(shared: &Shared, p: &Principal, req: List) -> Result<Message, Error> {
+    if let Err(e) = validate_prefix(&req.prefix) {
+        return Ok(error(ErrorCode::BadRequest, e.to_string()));
+    }
+    let store = shared.store.clone();
+    let prefix = req.prefix.clone();
+    let after = req.after.clone();
+    let page = blocking(move || Ok(store.list(&prefix, after.as_deref(), LIST_PAGE)?)).await?;
+    let next = if page.len() == LIST_PAGE {
+        page.last().map(|e| e.source.clone())
+    } else {
+        None
+    };
+    let entries = page
+        .into_iter()
+        .filter(|e| shared.policy.allows(p.role(), &p.name, Op::List, &e.source))
+        .map(to_wire)
+        .collect();
+    Ok(Message::ListOk(ListOk { entries, next }))
+}
+
+async fn put<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    wire: &mut Wire<S>,
+    p: &Principal,
+    req: Put,
+) -> Result<(), Error> {
+    let name = match authorize(shared, p, Op::Put, &req.source) {
+        Ok(n) => n,
+        Err(m) => return wire.send(&m).await,
+    };
+    if req.offset != 0 {
+        return wire
+            .send(&error(
+                ErrorCode::Unsupported,
+                "resuming an upload is not supported",
+            ))
+            .await;
+    }
+    let writer = {
+        let store = shared.store.clone();
+        blocking(move || Ok(store.begin_put()?)).await?
+    };
+    let (tx, done) = pipe::spawn_writer(writer, |w| Ok(w.finish()?));
+    wire.send(&Message::PutReady(PutReady { offset: 0 }))
+        .await?;
+    let mut received = 0u64;
+    let end = loop {
+        let frame = tokio::time::timeout(shared.limits.transfer_timeout, wire.recv())
+            .await
+            .map_err(|_| Error::Timeout("upload data"))??;
+        match frame {
+            Incoming::Data(buf) => {
+                received += buf.len() as u64;
+                if req.size.is_some_and(|s| received > s) {
+                    wire.send(&error(ErrorCode::BadRequest, "more data than announced"))
+                        .await?;
+                    return Err(Error::Protocol("upload exceeded its size".into()));
+                }
+                if tx.send(WriteCmd::Data(buf)).await.is_err() {
+                    // The writer failed; its error is reported below.
+                    break None;
+                }
+            }
+            Incoming::Message(Message::PutEnd(end)) => break Some(end),
+            Incoming::Message(other) => {
+                return Err(Error::Protocol(format!(
+                    "unexpected {} during upload",
+                    other.type_name()
+                )));
+            }
+        }
+    };
+    let staged = match end {
+        Some(_) => {
+            let _ = tx.send(WriteCmd::Finish).await;
+            drop(tx);
+            pipe::join(done).await
+        }
+        None => {
+            drop(tx);
+            pipe::join(done).await.and(Ok(None))
+        }
+    };
+    let staged = match staged {
+        Ok(Some(s)) => s,
+        Ok(None) | Err(_) => {
+            let why = staged
+                .err()
+                .map_or_else(|| "storage failed".to_owned(), |e| e.to_string());
+            tracing::error!("upload of {name} failed: {why}");
+            wire.send(&error(
+                ErrorCode::Internal,
+                "the server could not store the data",
+            ))
+            .await?;
+            return Err(Error::Internal(why));
+        }
+    };
+    // `end` is Some here: the None arm returned above.
+    let Some(end) = end else {
+        return Err(Error::Internal("unreachable".into()));
+    };
+    let size_ok = staged.size() == end.size && req.size.is_none_or(|s| s == end.size);
+    if !size_ok || staged.hash() != end.hash {
+        // Dropping `staged` deletes the temporary file; nothing becomes visible.
+        return wire
+            .send(&error(
+                ErrorCode::HashMismatch,
+                "the data received does not match the announced size and hash",
+            ))
+            .await;
+    }
+    let store = shared.store.clone();
+    let by = p.name.clone();
+    let entry = blocking(move || Ok(store.commit(name.as_str(), staged, &by, now())?)).await?;
+    tracing::info!(
+        "{} stored {} v{} ({} bytes)",
+        p.name,
+        entry.source,
+        entry.version,
+        entry.size
+    );
+    wire.send(&Message::PutOk(to_wire(entry))).await
+}
+
+async fn get<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    wire: &mut Wire<S>,
+    p: &Principal,
+    req: Get,
+) -> Result<(), Error> {
+    let name = match authorize(shared, p, Op::Get, &req.source) {
+        Ok(n) => n,
+        Err(m) => return wire.send(&m).await,
+    };
+    let store = shared.store.clone();
+    let version = req.version;
+    let found = blocking(move || Ok(store.open_blob(name.as_str(), version)?)).await?;
+    let Some((entry, mut file)) = found else {
+        return wire
+            .send(&error(
+                ErrorCode::NotFound,
+                format!("no source '{}'", req.source),
+            ))
+            .await;
+    };
+    if req.offset > entry.size {
+        return wire
+            .send(&error(ErrorCode::BadRequest, "offset beyond the end"))
+            .await;
+    }
+    if req.offset > 0 {
+        file.seek(SeekFrom::Start(req.offset))?;
+    }
+    let remaining = entry.size - req.offset;
+    wire.send(&Message::GetOk(GetOk {
+        entry: to_wire(entry),
+        offset: req.offset,
+    }))
+    .await?;
+    let (mut rx, done) = pipe::spawn_reader(file, Some(remaining), false);
+    let mut sent = 0u64;
+    while let Some(mut chunk) = rx.recv().await {
+        sent += chunk.len() as u64;
+        wire.send_chunk(&mut chunk).await?;
+    }
+    wire.flush().await?;
+    let read = pipe::join(done).await?;
+    if sent != remaining || read.len != remaining {
+        // The blob is shorter than its record: the client's hash check will fail too.
+        return Err(Error::Internal(
+            "stored blob is shorter than its record".into(),
+        ));
+    }
+    Ok(())
+}
