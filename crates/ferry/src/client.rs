@@ -73,7 +73,7 @@ impl Client {
                 })?;
             let _ = tcp.set_nodelay(true);
             connector.connect(name, tcp).await.map_err(|e| {
-                if e.to_string().contains(tls::PIN_MISMATCH) {
+                if tls::is_pin_mismatch(&e) {
                     Error::ServerIdMismatch(addr.to_owned())
                 } else {
                     Error::Connect {
@@ -188,6 +188,18 @@ impl Client {
         w: W,
         progress: Progress<'_>,
     ) -> Result<(Entry, W), Error> {
+        self.get_with_start(source, w, &mut |_| {}, progress).await
+    }
+
+    /// Like [`Client::get`], and calls `on_start` with the entry being sent as soon as the
+    /// server has answered, before any data arrives (to size a progress bar, for example).
+    pub async fn get_with_start<W: Write + Send + 'static>(
+        &mut self,
+        source: &str,
+        w: W,
+        on_start: &mut (dyn FnMut(&Entry) + Send),
+        progress: Progress<'_>,
+    ) -> Result<(Entry, W), Error> {
         let source = SourceName::parse(source)?;
         self.wire
             .send(&Message::Get(Get {
@@ -200,6 +212,7 @@ impl Client {
             Message::GetOk(ok) if ok.offset == 0 => ok,
             m => return Err(Self::unexpected(&m)),
         };
+        on_start(&ok.entry);
         let size = ok.entry.size;
         let (tx, done) = pipe::spawn_writer(HashingWriter::new(w), |w| {
             let (mut inner, hash, len) = w.into_parts();

@@ -79,8 +79,16 @@ pub fn client_config(pin: ServerId) -> Result<rustls::ClientConfig, Error> {
     Ok(cfg)
 }
 
-/// The message of the error a pin mismatch raises, so callers can recognise it.
-pub const PIN_MISMATCH: &str = "server key does not match the pinned server ID";
+/// Whether a TLS connection failed because the server's key is not the pinned one.
+pub fn is_pin_mismatch(e: &std::io::Error) -> bool {
+    let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return false;
+    };
+    other.0.downcast_ref::<PinMismatch>().is_some()
+}
 
 /// Accepts exactly one server key, and checks that the server signed the handshake with it.
 #[derive(Debug)]
@@ -138,7 +146,7 @@ struct PinMismatch;
 
 impl std::fmt::Display for PinMismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(PIN_MISMATCH)
+        f.write_str("server key does not match the pinned server ID")
     }
 }
 

@@ -1,0 +1,137 @@
+//! Shared test fixtures: a real server on a loopback port, in a temp dir.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ferry::proto::credential::Credential;
+use ferry::{Server, ServerDir};
+use tokio::sync::oneshot;
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+static HOOK: Once = Once::new();
+
+/// Counts every panic in this test process, including in server tasks that tokio would
+/// otherwise swallow.
+pub fn install_panic_counter() {
+    HOOK.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, Ordering::SeqCst);
+            prev(info);
+        }));
+    });
+}
+
+pub fn panics() -> usize {
+    PANICS.load(Ordering::SeqCst)
+}
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub server_dir: ServerDir,
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(limits: impl FnOnce(&mut ferry::server::Limits)) -> Self {
+        install_panic_counter();
+        let dir = tempfile::tempdir().unwrap();
+        let server_dir = ServerDir::new(dir.path().join("srv"));
+        server_dir.init().unwrap();
+        let bound = Server::open(&server_dir)
+            .unwrap()
+            .with_limits(limits)
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        let addr = bound.local_addr();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            bound
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            dir,
+            server_dir,
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn issue(&self, name: &str, role: &str) -> Credential {
+        let attrs = BTreeMap::from([("role".to_owned(), role.to_owned())]);
+        self.server_dir
+            .issue_client(name, attrs, Some(&self.addr.to_string()), 0)
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .expect("server shuts down")
+                .unwrap();
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (BLAKE3 in XOF mode), `len` of them.
+pub struct Pattern {
+    reader: blake3::OutputReader,
+    left: u64,
+}
+
+impl Pattern {
+    pub fn new(seed: &str, len: u64) -> Self {
+        Self {
+            reader: blake3::Hasher::new().update(seed.as_bytes()).finalize_xof(),
+            left: len,
+        }
+    }
+
+    /// BLAKE3 of the whole pattern.
+    pub fn hash(seed: &str, len: u64) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        std::io::copy(&mut Pattern::new(seed, len), &mut h).unwrap();
+        *h.finalize().as_bytes()
+    }
+}
+
+impl std::io::Read for Pattern {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.left) as usize;
+        self.reader.fill(&mut buf[..n]);
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Waits until `f` is true, at most `limit`.
+pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}

@@ -1,0 +1,222 @@
+//! Transfers over real loopback TLS against a real store on disk.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Pattern, TestServer, eventually, panics};
+use ferry::Client;
+use ferry::pipe::HashingWriter;
+use ferry::proto::message::{Message, Put, PutEnd};
+use ferry::wire::{Chunk, Wire};
+
+const MIB: u64 = 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_puts_256_mib_and_reader_gets_it_back_identical() {
+    let srv = TestServer::start().await;
+    let writer = srv.issue("w", "writer");
+    let reader = srv.issue("r", "reader");
+    let size = 256 * MIB;
+
+    let mut c = Client::connect(&writer).await.unwrap();
+    let entry = c
+        .put(
+            "big/blob",
+            Pattern::new("big", size),
+            Some(size),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(entry.size, size);
+    assert_eq!(entry.version, 1);
+    assert_eq!(entry.hash, Pattern::hash("big", size));
+    c.close().await.unwrap();
+
+    let mut c = Client::connect(&reader).await.unwrap();
+    let mut seen = 0;
+    let (got, sink) = c
+        .get("big/blob", HashingWriter::new(std::io::sink()), &mut |n| {
+            seen = n
+        })
+        .await
+        .unwrap();
+    let (_, hash, len) = sink.into_parts();
+    assert_eq!((len, seen), (size, size));
+    assert_eq!(hash, Pattern::hash("big", size), "bytes differ");
+    assert_eq!(got.by, "w");
+    c.close().await.unwrap();
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_style_put_without_size_and_empty_blob() {
+    let srv = TestServer::start().await;
+    let mut c = Client::connect(&srv.issue("w", "writer")).await.unwrap();
+    let e = c
+        .put("a", Pattern::new("x", 3 * MIB + 7), None, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(e.size, 3 * MIB + 7);
+    let e = c.put_bytes("empty", Vec::new()).await.unwrap();
+    assert_eq!(e.size, 0);
+    assert_eq!(c.get_bytes("empty").await.unwrap(), b"");
+    // A file that turns out shorter than announced is refused by the client.
+    let short = c
+        .put("b", Pattern::new("x", 10), Some(20), &mut |_| {})
+        .await;
+    assert!(short.is_err());
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_list_stat_delete() {
+    let srv = TestServer::start().await;
+    let mut c = Client::connect(&srv.issue("w", "writer")).await.unwrap();
+    assert_eq!(c.put_bytes("d/a", b"1".to_vec()).await.unwrap().version, 1);
+    assert_eq!(c.put_bytes("d/a", b"22".to_vec()).await.unwrap().version, 2);
+    c.put_bytes("d/b", b"3".to_vec()).await.unwrap();
+    c.put_bytes("e/c", b"4".to_vec()).await.unwrap();
+    assert_eq!(c.get_bytes("d/a").await.unwrap(), b"22");
+    let names: Vec<_> = c
+        .list("d/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.source)
+        .collect();
+    assert_eq!(names, ["d/a", "d/b"]);
+    assert_eq!(c.list("").await.unwrap().len(), 3);
+    assert_eq!(c.stat("d/a").await.unwrap().size, 2);
+    assert_eq!(c.delete("d/a").await.unwrap(), 3);
+    assert!(matches!(
+        c.stat("d/a").await,
+        Err(ferry::Error::NotFound(_))
+    ));
+    assert!(matches!(
+        c.get_bytes("d/a").await,
+        Err(ferry::Error::NotFound(_))
+    ));
+    assert_eq!(c.put_bytes("d/a", b"5".to_vec()).await.unwrap().version, 4);
+    // Invalid names never reach the server.
+    assert!(matches!(c.stat("../x").await, Err(ferry::Error::Name(_))));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_past_one_frame() {
+    let srv = TestServer::start().await;
+    let mut c = Client::connect(&srv.issue("w", "writer")).await.unwrap();
+    for i in 0..2500 {
+        c.put_bytes(&format!("many/{i:05}"), vec![1]).await.unwrap();
+    }
+    let all = c.list("many/").await.unwrap();
+    assert_eq!(all.len(), 2500);
+    assert!(all.windows(2).all(|w| w[0].source < w[1].source));
+    srv.stop().await;
+}
+
+/// Authenticates over a raw wire so a test can misbehave after authentication.
+async fn raw_session(
+    srv: &TestServer,
+    cred: &ferry::proto::credential::Credential,
+) -> Wire<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tls = Client::connect_tls(&srv.addr.to_string(), cred.server_id)
+        .await
+        .unwrap();
+    let exporter = ferry::tls::export(tls.get_ref().1).unwrap();
+    let mut wire = Wire::new(tls);
+    let (hello, wait) =
+        ferry::proto::psk::PskClient::new(cred.claims.clone(), cred.key.clone()).start(&exporter);
+    wire.send(&hello).await.unwrap();
+    wait.finish(wire.recv_message().await.unwrap()).unwrap();
+    wire
+}
+
+fn tmp_files(srv: &TestServer) -> usize {
+    std::fs::read_dir(srv.server_dir.store_path().join("tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_cut_off_midway_leaves_the_previous_version() {
+    let srv = TestServer::start().await;
+    let cred = srv.issue("w", "writer");
+    let mut c = Client::connect(&cred).await.unwrap();
+    let v1 = c.put_bytes("doc", b"version one".to_vec()).await.unwrap();
+
+    let mut wire = raw_session(&srv, &cred).await;
+    wire.send(&Message::Put(Put {
+        source: "doc".into(),
+        size: Some(8 * MIB),
+        offset: 0,
+    }))
+    .await
+    .unwrap();
+    assert!(matches!(
+        wire.recv_message().await.unwrap(),
+        Message::PutReady(_)
+    ));
+    for _ in 0..8 {
+        let mut chunk = Chunk::with_capacity(256 * 1024);
+        chunk
+            .fill_from(&mut Pattern::new("cut", 256 * 1024))
+            .unwrap();
+        wire.send_chunk(&mut chunk).await.unwrap();
+    }
+    wire.flush().await.unwrap();
+    // Cut: drop the TCP connection without finishing.
+    drop(wire);
+
+    assert!(
+        eventually(Duration::from_secs(5), || tmp_files(&srv) == 0).await,
+        "the partial upload's temporary file was not removed"
+    );
+    let now = c.stat("doc").await.unwrap();
+    assert_eq!(now, v1);
+    assert_eq!(c.get_bytes("doc").await.unwrap(), b"version one");
+    assert_eq!(c.list("").await.unwrap().len(), 1);
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_whose_hash_does_not_match_is_refused_and_invisible() {
+    let srv = TestServer::start().await;
+    let cred = srv.issue("w", "writer");
+    let mut wire = raw_session(&srv, &cred).await;
+    wire.send(&Message::Put(Put {
+        source: "doc".into(),
+        size: None,
+        offset: 0,
+    }))
+    .await
+    .unwrap();
+    assert!(matches!(
+        wire.recv_message().await.unwrap(),
+        Message::PutReady(_)
+    ));
+    let mut chunk = Chunk::with_capacity(1000);
+    chunk.fill_from(&mut Pattern::new("h", 1000)).unwrap();
+    wire.send_chunk(&mut chunk).await.unwrap();
+    wire.send(&Message::PutEnd(PutEnd {
+        size: 1000,
+        hash: [0; 32],
+    }))
+    .await
+    .unwrap();
+    let Message::Error(e) = wire.recv_message().await.unwrap() else {
+        panic!("accepted a wrong hash")
+    };
+    assert_eq!(e.code, ferry::proto::message::ErrorCode::HashMismatch);
+    let mut c = Client::connect(&cred).await.unwrap();
+    assert!(matches!(
+        c.stat("doc").await,
+        Err(ferry::Error::NotFound(_))
+    ));
+    assert!(eventually(Duration::from_secs(5), || tmp_files(&srv) == 0).await);
+    srv.stop().await;
+}
