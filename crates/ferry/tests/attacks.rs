@@ -1,5 +1,7 @@
 //! Every attack the design claims to stop, tried for real over loopback TLS.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

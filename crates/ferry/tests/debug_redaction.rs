@@ -1,5 +1,7 @@
 //! `{:?}` of every config, credential and state type shows no key bytes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::TestServer;

@@ -1,6 +1,8 @@
 //! Malformed input and misbehaving peers: an error or a timeout, never a panic, and the
 //! server keeps serving others.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::{Command, Stdio};

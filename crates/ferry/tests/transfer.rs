@@ -1,5 +1,7 @@
 //! Transfers over real loopback TLS against a real store on disk.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
