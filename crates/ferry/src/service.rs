@@ -188,23 +188,18 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
-    let staged = match end {
-        Some(_) => {
-            let _ = tx.send(WriteCmd::Finish).await;
-            drop(tx);
-            pipe::join(done).await
-        }
-        None => {
-            drop(tx);
-            pipe::join(done).await.and(Ok(None))
-        }
-    };
-    let staged = match staged {
-        Ok(Some(s)) => s,
-        Ok(None) | Err(_) => {
-            let why = staged
-                .err()
-                .map_or_else(|| "storage failed".to_owned(), |e| e.to_string());
+    // Only a completed upload is finished; otherwise the writer drops its temporary file.
+    if end.is_some() {
+        let _ = tx.send(WriteCmd::Finish).await;
+    }
+    drop(tx);
+    let (end, staged) = match (end, pipe::join(done).await) {
+        (Some(end), Ok(Some(staged))) => (end, staged),
+        (_, result) => {
+            let why = match result {
+                Err(e) => e.to_string(),
+                Ok(_) => "the writer stopped early".to_owned(),
+            };
             tracing::error!("upload of {name} failed: {why}");
             wire.send(&error(
                 ErrorCode::Internal,
@@ -213,10 +208,6 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(
             .await?;
             return Err(Error::Internal(why));
         }
-    };
-    // `end` is Some here: the None arm returned above.
-    let Some(end) = end else {
-        return Err(Error::Internal("unreachable".into()));
     };
     let size_ok = staged.size() == end.size && req.size.is_none_or(|s| s == end.size);
     if !size_ok || staged.hash() != end.hash {
