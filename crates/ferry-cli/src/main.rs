@@ -1,1 +1,81 @@
-fn main() {}
+//! `ferry`: the command-line interface to ferry.
+//!
+//! Every failure prints one line, `ferry: <message>`, to stderr and exits with a code that
+//! says what kind of failure it was (see `ferry --help`).
+
+mod admin;
+mod cli;
+mod credential;
+mod demo;
+mod exit;
+mod output;
+mod progress;
+mod serve;
+mod transfer;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::exit::Failure;
+
+fn main() -> ExitCode {
+    // Even a bug gets one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!(
+            "ferry: internal error: {}",
+            exit::one_line(&info.to_string())
+        );
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return exit::usage(&e),
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => exit::report(&e),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve(_) => serve::init_logging("info"),
+        // Other commands log only when asked to.
+        _ if std::env::var_os("FERRY_LOG").is_some() => serve::init_logging("warn"),
+        _ => {}
+    }
+    match cli.command {
+        Command::Init(a) => admin::init(&a),
+        Command::Client(c) => admin::client(&c),
+        Command::Serve(a) => block_on(serve::serve(&a)),
+        Command::Put(a) => block_on(interruptible(transfer::put(&a))),
+        Command::Get(a) => block_on(interruptible(transfer::get(&a))),
+        Command::Ls(a) => block_on(transfer::ls(&a)),
+        Command::Stat(a) => block_on(transfer::stat(&a)),
+        Command::Rm(a) => block_on(transfer::rm(&a)),
+        Command::Demo => block_on(demo::run()),
+    }
+}
+
+/// Runs `f` on a multi-threaded runtime.
+fn block_on(f: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let r = rt.block_on(f);
+    // A blocking reader may be stuck on a terminal's stdin after an interrupt; do not wait
+    // for it for long.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    r
+}
+
+/// Runs a transfer, abandoning it cleanly on Ctrl-C: dropping it closes the connection and
+/// deletes any partial download.
+async fn interruptible(f: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::select! {
+        r = f => r,
+        _ = tokio::signal::ctrl_c() => Err(Failure::new(exit::FAILURE, "interrupted").into()),
+    }
+}

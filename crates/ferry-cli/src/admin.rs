@@ -1,0 +1,229 @@
+//! Commands that work on the server folder: `init` and `client issue|revoke|list`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use ferry::{ServerDir, fsutil};
+use serde_json::json;
+
+use crate::cli::{ClientCommand, ClientListArgs, DirArg, IssueArgs, RevokeArgs};
+use crate::exit::{Failure, NOT_FOUND};
+use crate::output;
+
+/// The server folder: `--dir`, else `$FERRY_DIR` (both via clap), else the data folder.
+pub fn server_dir(arg: &DirArg) -> anyhow::Result<ServerDir> {
+    if let Some(dir) = &arg.dir {
+        return Ok(ServerDir::new(dir));
+    }
+    let data = dirs::data_dir().ok_or_else(|| {
+        anyhow!("cannot find a per-user data folder; pass --dir DIR or set FERRY_DIR")
+    })?;
+    Ok(ServerDir::new(data.join("ferry")))
+}
+
+/// `ferry init`.
+pub fn init(arg: &DirArg) -> anyhow::Result<()> {
+    let dir = server_dir(arg)?;
+    let id = dir.init()?;
+    println!("{id}");
+    let d = quote(dir.path());
+    eprintln!("created a ferry server in {}", dir.path().display());
+    eprintln!(
+        "  configuration: {}",
+        dir.path().join("ferry.toml").display()
+    );
+    eprintln!("next:");
+    eprintln!("  ferry serve --dir {d}");
+    eprintln!("  ferry client issue NAME --role writer --dir {d}");
+    Ok(())
+}
+
+/// `ferry client ...`.
+pub fn client(cmd: &ClientCommand) -> anyhow::Result<()> {
+    match cmd {
+        ClientCommand::Issue(a) => issue(a),
+        ClientCommand::Revoke(a) => revoke(a),
+        ClientCommand::List(a) => list(a),
+    }
+}
+
+fn issue(a: &IssueArgs) -> anyhow::Result<()> {
+    let dir = server_dir(&a.dir)?;
+    ferry::proto::names::validate_client_name(&a.name)?;
+    let mut attrs = BTreeMap::from([("role".to_owned(), a.role.clone())]);
+    for (k, v) in &a.attrs {
+        if attrs.insert(k.clone(), v.clone()).is_some() {
+            bail!("--attr {k}=... is given twice");
+        }
+    }
+    let out = match &a.out {
+        Some(p) if p.as_os_str() == "-" => None,
+        Some(p) => Some(p.clone()),
+        None => Some(PathBuf::from(format!("{}.cred", a.name))),
+    };
+    // Check the destination before issuing: issuing invalidates the previous credential,
+    // so failing to write the new one afterwards would leave the client with none.
+    if let Some(path) = &out {
+        check_writable(path)?;
+    }
+    let role_known = dir.config()?.roles.contains_key(&a.role);
+    let previous = dir.registry()?.clients.get(&a.name).cloned();
+    let cred = dir.issue_client(&a.name, attrs, a.server.as_deref(), output::now())?;
+    let epoch = cred.claims.epoch();
+    let text = cred.to_toml();
+    match &out {
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(text.as_bytes())?;
+            stdout.flush()?;
+            eprintln!(
+                "issued a credential for {} (role {}, epoch {epoch}, server {})",
+                a.name, a.role, cred.server
+            );
+        }
+        Some(path) => {
+            fsutil::write_secret(path, text.as_bytes()).with_context(|| {
+                format!(
+                    "issued {} epoch {epoch} but could not write {}; run the command again",
+                    a.name,
+                    path.display()
+                )
+            })?;
+            eprintln!(
+                "wrote {} (mode 0600): credential for {} (role {}, epoch {epoch}, server {})",
+                path.display(),
+                a.name,
+                a.role,
+                cred.server
+            );
+            eprintln!(
+                "give it to the client, e.g.: ferry ls --cred {}",
+                quote(path)
+            );
+        }
+    }
+    if epoch > 1 {
+        eprintln!(
+            "note: this re-issue invalidated {}'s previous credential (epoch {})",
+            a.name,
+            epoch - 1
+        );
+    }
+    if !role_known {
+        eprintln!(
+            "warning: ferry.toml defines no role '{}'; the server will refuse this client every operation until it does",
+            a.role
+        );
+    }
+    if previous.is_some_and(|p| p.revoked) {
+        eprintln!(
+            "note: {} was revoked; this credential reinstates it",
+            a.name
+        );
+    }
+    Ok(())
+}
+
+/// Fails unless `path` can plausibly be written: its folder exists and it is not a folder.
+fn check_writable(path: &Path) -> anyhow::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        bail!(
+            "cannot write {}: no folder {}",
+            path.display(),
+            parent.display()
+        );
+    }
+    if path.is_dir() {
+        bail!("cannot write {}: it is a folder", path.display());
+    }
+    Ok(())
+}
+
+fn revoke(a: &RevokeArgs) -> anyhow::Result<()> {
+    let dir = server_dir(&a.dir)?;
+    if !dir.revoke_client(&a.name)? {
+        return Err(Failure::new(NOT_FOUND, format!("no client named '{}'", a.name)).into());
+    }
+    println!("revoked {}", a.name);
+    eprintln!(
+        "its credential no longer works, also on a running server; re-issue with: ferry client issue {} --role ROLE",
+        a.name
+    );
+    Ok(())
+}
+
+fn list(a: &ClientListArgs) -> anyhow::Result<()> {
+    let dir = server_dir(&a.dir)?;
+    let reg = dir.registry()?;
+    let status = |revoked: bool| if revoked { "revoked" } else { "active" };
+    if a.json {
+        let items: Vec<_> = reg
+            .clients
+            .iter()
+            .map(|(name, c)| {
+                let mut others = c.attributes.clone();
+                let role = others.remove("role").unwrap_or_default();
+                json!({
+                    "name": name,
+                    "role": role,
+                    "attributes": others,
+                    "epoch": c.epoch,
+                    "issued": c.issued,
+                    "status": status(c.revoked),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(());
+    }
+    if reg.clients.is_empty() {
+        eprintln!("no clients issued yet; issue one with: ferry client issue NAME --role ROLE");
+        return Ok(());
+    }
+    let mut rows = vec![
+        ["NAME", "ROLE", "ATTRIBUTES", "EPOCH", "ISSUED", "STATUS"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
+    for (name, c) in &reg.clients {
+        let others: Vec<String> = c
+            .attributes
+            .iter()
+            .filter(|(k, _)| k.as_str() != "role")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        rows.push(vec![
+            name.clone(),
+            c.attributes.get("role").cloned().unwrap_or_default(),
+            if others.is_empty() {
+                "-".to_owned()
+            } else {
+                others.join(",")
+            },
+            c.epoch.to_string(),
+            output::time(c.issued),
+            status(c.revoked).to_owned(),
+        ]);
+    }
+    print!("{}", output::table(&rows, &[3]));
+    Ok(())
+}
+
+/// A path as a shell word, quoted if needed.
+pub fn quote(path: &Path) -> String {
+    let s = path.display().to_string();
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=@,:".contains(&b))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}

@@ -1,0 +1,275 @@
+//! The command line: clap definitions only.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Example:
+  ferry init --dir ./srv                          # prints the server ID
+  ferry serve --dir ./srv &                       # listens on 0.0.0.0:7443
+  ferry client issue alice --role writer --dir ./srv  # writes ./alice.cred (mode 0600)
+  ferry client issue bob --role reader --dir ./srv    # writes ./bob.cred
+  ferry put reports/q3 q3.pdf --cred alice.cred
+  ferry get reports/q3 -o q3.pdf --cred bob.cred
+  ferry client revoke bob --dir ./srv             # bob.cred stops working at once
+  ferry demo                                      # all of the above, in a temporary folder
+
+Environment:
+  FERRY_DIR   server folder for init, serve and client (default: the per-user data folder)
+  FERRY_CRED  credential file for put, get, ls, stat and rm
+  FERRY_LOG   log filter for serve (default: info)
+
+Exit codes:
+  0  success
+  1  any other error
+  2  usage error
+  3  authentication failed
+  4  permission denied
+  5  not found
+  6  server ID mismatch (the server is not the one the credential pins)";
+
+/// ferry moves data securely between clients and a server: TLS 1.3, a pinned server key,
+/// and per-client credentials whose key is derived from the server's master key.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new server folder (master key, TLS identity, configuration) and print its
+    /// server ID.
+    Init(DirArg),
+    /// Run the server until Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+    /// Issue, revoke and list client credentials (run on the server's machine).
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Upload a file (or standard input) as a new version of SOURCE.
+    Put(PutArgs),
+    /// Download the current version of SOURCE to standard output or a file.
+    Get(GetArgs),
+    /// List the sources you may see, optionally only those starting with PREFIX.
+    Ls(LsArgs),
+    /// Show the current version of one source.
+    Stat(StatArgs),
+    /// Delete a source.
+    Rm(RmArgs),
+    /// Run the whole flow (init, serve, issue, put, get, refusals) in a temporary folder
+    /// and check that every step behaves as expected.
+    Demo,
+}
+
+/// The server folder.
+#[derive(Debug, Args)]
+pub struct DirArg {
+    /// Server folder [default: $FERRY_DIR, else the per-user data folder's "ferry"].
+    #[arg(long, value_name = "DIR", env = "FERRY_DIR", hide_env = true)]
+    pub dir: Option<PathBuf>,
+}
+
+/// `ferry serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The server folder.
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Address to listen on, overriding `listen` in ferry.toml (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+/// `ferry client ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Issue a credential for NAME, or re-issue it (which invalidates the previous one).
+    Issue(IssueArgs),
+    /// Revoke NAME's credential; it stops working at once, even on a running server.
+    Revoke(RevokeArgs),
+    /// List issued clients with their role, epoch and status.
+    List(ClientListArgs),
+}
+
+/// `ferry client issue`.
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// Client name: letters, digits and . _ - (starting with a letter or digit).
+    pub name: String,
+    /// Role, which decides what the client may do (see [roles] in ferry.toml).
+    #[arg(long, value_name = "ROLE")]
+    pub role: String,
+    /// Another attribute to bind into the credential, as KEY=VALUE (repeatable).
+    #[arg(long = "attr", value_name = "KEY=VALUE", value_parser = parse_attr)]
+    pub attrs: Vec<(String, String)>,
+    /// Address clients use to reach the server [default: `address` in ferry.toml].
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_server)]
+    pub server: Option<String>,
+    /// Where to write the credential (mode 0600); "-" prints it [default: ./NAME.cred].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// The server folder.
+    #[command(flatten)]
+    pub dir: DirArg,
+}
+
+/// `ferry client revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// Client name.
+    pub name: String,
+    /// The server folder.
+    #[command(flatten)]
+    pub dir: DirArg,
+}
+
+/// `ferry client list`.
+#[derive(Debug, Args)]
+pub struct ClientListArgs {
+    /// The server folder.
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The credential file.
+#[derive(Debug, Args)]
+pub struct CredArg {
+    /// Credential file (mode 0600) written by `ferry client issue`.
+    #[arg(long, value_name = "FILE", env = "FERRY_CRED")]
+    pub cred: PathBuf,
+}
+
+/// `ferry put`.
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// Source name to store under, e.g. reports/q3.
+    pub source: String,
+    /// File to upload; "-" or nothing reads standard input.
+    #[arg(value_name = "FILE|-")]
+    pub file: Option<PathBuf>,
+    /// The credential.
+    #[command(flatten)]
+    pub cred: CredArg,
+}
+
+/// `ferry get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Source name to download.
+    pub source: String,
+    /// File to write (replaced only once the download is complete and verified); "-" or
+    /// nothing writes standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE|-")]
+    pub output: Option<PathBuf>,
+    /// The credential.
+    #[command(flatten)]
+    pub cred: CredArg,
+}
+
+/// `ferry ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only sources whose name starts with this.
+    #[arg(default_value = "")]
+    pub prefix: String,
+    /// The credential.
+    #[command(flatten)]
+    pub cred: CredArg,
+    /// Print a JSON array instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ferry stat`.
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    /// Source name.
+    pub source: String,
+    /// The credential.
+    #[command(flatten)]
+    pub cred: CredArg,
+    /// Print a JSON object instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ferry rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Source name to delete.
+    pub source: String,
+    /// The credential.
+    #[command(flatten)]
+    pub cred: CredArg,
+}
+
+/// Parses `--attr KEY=VALUE`.
+fn parse_attr(s: &str) -> Result<(String, String), String> {
+    let Some((k, v)) = s.split_once('=') else {
+        return Err("expected KEY=VALUE".into());
+    };
+    if k == "role" {
+        return Err("set the role with --role, not --attr role=...".into());
+    }
+    ferry::proto::names::validate_attr_key(k).map_err(|e| e.to_string())?;
+    ferry::proto::names::validate_attr_value(v).map_err(|e| e.to_string())?;
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+/// Parses `--server HOST:PORT` (a credential with anything else would not load).
+fn parse_server(s: &str) -> Result<String, String> {
+    let ok = match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty() && !s.contains(char::is_whitespace) && port.parse::<u16>().is_ok()
+        }
+        None => false,
+    };
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("expected HOST:PORT, e.g. files.example.com:7443".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn attrs() {
+        assert_eq!(
+            parse_attr("team=ops").unwrap(),
+            ("team".into(), "ops".into())
+        );
+        assert_eq!(parse_attr("k=a=b").unwrap(), ("k".into(), "a=b".into()));
+        assert!(parse_attr("role=admin").is_err());
+        assert!(parse_attr("team").is_err());
+        assert!(parse_attr("=x").is_err());
+        assert!(parse_attr("Team=x").is_err());
+        assert!(parse_attr("team=").is_err());
+    }
+
+    #[test]
+    fn servers() {
+        assert!(parse_server("127.0.0.1:7443").is_ok());
+        assert!(parse_server("[::1]:7443").is_ok());
+        assert!(parse_server("host.example:1").is_ok());
+        assert!(parse_server("host.example").is_err());
+        assert!(parse_server(":7443").is_err());
+        assert!(parse_server("host:x").is_err());
+        assert!(parse_server("a b:1").is_err());
+    }
+}

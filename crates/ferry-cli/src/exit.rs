@@ -1,0 +1,156 @@
+//! Exit codes and the one line printed for a failure.
+
+use std::fmt;
+use std::process::ExitCode;
+
+/// Any other error.
+pub const FAILURE: u8 = 1;
+/// Usage error (bad arguments).
+pub const USAGE: u8 = 2;
+/// Authentication failed.
+pub const AUTH_FAILED: u8 = 3;
+/// Permission denied.
+pub const FORBIDDEN: u8 = 4;
+/// Not found.
+pub const NOT_FOUND: u8 = 5;
+/// The server is not the one the credential pins.
+pub const SERVER_ID_MISMATCH: u8 = 6;
+
+/// An error raised by the command itself, with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// Exit code.
+    pub code: u8,
+    /// What to tell the user.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with `code`.
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+fn library_code(e: &ferry::Error) -> u8 {
+    match e {
+        ferry::Error::AuthFailed => AUTH_FAILED,
+        ferry::Error::Forbidden(_) => FORBIDDEN,
+        ferry::Error::NotFound(_) => NOT_FOUND,
+        ferry::Error::ServerIdMismatch(_) => SERVER_ID_MISMATCH,
+        _ => FAILURE,
+    }
+}
+
+/// The exit code for an error: the first cause in the chain that has one.
+pub fn code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(f) = cause.downcast_ref::<Failure>() {
+            return f.code;
+        }
+        if let Some(e) = cause.downcast_ref::<ferry::Error>() {
+            return library_code(e);
+        }
+    }
+    FAILURE
+}
+
+/// The one line describing an error (without the `ferry: ` prefix).
+pub fn message(err: &anyhow::Error) -> String {
+    // An authentication failure says nothing more, whatever context was added.
+    if err.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<ferry::Error>(),
+            Some(ferry::Error::AuthFailed)
+        )
+    }) {
+        return "authentication failed".to_owned();
+    }
+    // Like `{:#}`, but skipping a cause its wrapper's message already quotes (the library's
+    // errors often include their source's text).
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    one_line(&out)
+}
+
+/// Joins the non-empty lines of `text` into one.
+pub fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Prints `ferry: <message>` to stderr and returns the exit code.
+pub fn report(err: &anyhow::Error) -> ExitCode {
+    eprintln!("ferry: {}", message(err));
+    ExitCode::from(code(err))
+}
+
+/// Handles a command-line parsing error: help and version go to stdout with status 0;
+/// anything else is one line on stderr with status 2.
+pub fn usage(err: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if !err.use_stderr() || err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = err.print();
+        return ExitCode::from(if err.use_stderr() { USAGE } else { 0 });
+    }
+    let text = err.render().to_string();
+    // Keep clap's first paragraph (what is wrong) and drop usage and tips.
+    let first = text.split("\n\n").next().unwrap_or("");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("ferry: {} (see --help)", one_line(first));
+    ExitCode::from(USAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes() {
+        let e = anyhow::Error::new(ferry::Error::AuthFailed).context("while connecting");
+        assert_eq!(code(&e), AUTH_FAILED);
+        assert_eq!(message(&e), "authentication failed");
+        let e = anyhow::Error::new(ferry::Error::Forbidden("role 'r' may not put 'x'".into()));
+        assert_eq!(code(&e), FORBIDDEN);
+        assert_eq!(message(&e), "permission denied: role 'r' may not put 'x'");
+        let e = anyhow::Error::new(ferry::Error::NotFound("no source 'x'".into()));
+        assert_eq!(code(&e), NOT_FOUND);
+        let e = anyhow::Error::new(ferry::Error::ServerIdMismatch("h:1".into()));
+        assert_eq!(code(&e), SERVER_ID_MISMATCH);
+        let e = anyhow::Error::new(Failure::new(NOT_FOUND, "no client 'x'"));
+        assert_eq!(code(&e), NOT_FOUND);
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = anyhow::Error::new(ferry::Error::Connect {
+            addr: "h:1".into(),
+            source: io,
+        })
+        .context("ls");
+        assert_eq!(message(&e), "ls: cannot connect to h:1: refused");
+        let e = anyhow::anyhow!("a\n  b\n\nc");
+        assert_eq!(code(&e), FAILURE);
+        assert_eq!(message(&e), "a b c");
+    }
+}

@@ -1,0 +1,176 @@
+//! Formatting for people and for scripts: times, sizes, entries, tables, JSON.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ferry::client::hex;
+use ferry::proto::message::Entry;
+use serde_json::{Value, json};
+
+/// Seconds since the Unix epoch, now.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SSZ` (UTC).
+pub fn time(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+/// A byte count for people: `512 B`, `1.5 MiB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The start of a hash, for one-line summaries.
+pub fn short_hash(hash: &[u8; 32]) -> String {
+    let mut h = hex(hash);
+    h.truncate(16);
+    h.push('…');
+    h
+}
+
+/// An entry as a JSON object.
+pub fn entry_json(e: &Entry) -> Value {
+    json!({
+        "source": e.source,
+        "version": e.version,
+        "size": e.size,
+        "hash": hex(&e.hash),
+        "modified": e.modified,
+        "by": e.by,
+    })
+}
+
+/// `stat`'s human form: one `label value` line per field.
+pub fn entry_lines(e: &Entry) -> String {
+    format!(
+        "source    {}\nversion   {}\nsize      {} bytes ({})\nblake3    {}\nmodified  {} ({})\nby        {}",
+        e.source,
+        e.version,
+        e.size,
+        size(e.size),
+        hex(&e.hash),
+        time(e.modified),
+        e.modified,
+        e.by
+    )
+}
+
+/// Rows of cells as aligned columns (two spaces apart, last column not padded). Columns
+/// listed in `right` are right-aligned.
+pub fn table(rows: &[Vec<String>], right: &[usize]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c > 0 {
+                line.push_str("  ");
+            }
+            let pad = widths[c].saturating_sub(cell.chars().count());
+            if right.contains(&c) {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                if c + 1 < row.len() {
+                    line.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `ls`'s lines: name, size, version, modified, by.
+pub fn entries_table(entries: &[Entry]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.source.clone(),
+                e.size.to_string(),
+                format!("v{}", e.version),
+                time(e.modified),
+                e.by.clone(),
+            ]
+        })
+        .collect();
+    table(&rows, &[1, 2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(time(0), "1970-01-01 00:00:00Z");
+        assert_eq!(time(951_782_400), "2000-02-29 00:00:00Z");
+        assert_eq!(time(1_735_689_599), "2024-12-31 23:59:59Z");
+        assert_eq!(time(4_102_444_800), "2100-01-01 00:00:00Z");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(256 << 20), "256.0 MiB");
+    }
+
+    #[test]
+    fn tables_align() {
+        let rows = vec![
+            vec!["a".to_owned(), "1".to_owned(), "x".to_owned()],
+            vec!["long".to_owned(), "100".to_owned(), "y".to_owned()],
+        ];
+        assert_eq!(table(&rows, &[1]), "a       1  x\nlong  100  y\n");
+    }
+}

@@ -1,0 +1,301 @@
+//! Running the real `ferry` binary in temporary folders, with bounded waits.
+#![allow(dead_code)]
+// Test support: a failed step should fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ferry");
+/// Bound on any ordinary command.
+pub const SHORT: Duration = Duration::from_secs(60);
+
+/// What a finished command produced.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "command failed: {}", self.stderr);
+        self
+    }
+}
+
+/// A temporary home: HOME, the data folder and the default server folder all live inside it,
+/// so nothing touches the real user's files.
+pub struct Env {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("home")).unwrap();
+        Self { tmp }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.tmp.path().join(p)
+    }
+
+    /// The default server folder ($FERRY_DIR).
+    pub fn server_dir(&self) -> PathBuf {
+        self.join("srv")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(self.path())
+            .env("HOME", self.join("home"))
+            .env("XDG_DATA_HOME", self.join("home/.local/share"))
+            .env("FERRY_DIR", self.server_dir())
+            .env_remove("FERRY_CRED")
+            .env_remove("FERRY_LOG");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Out {
+        run(self.command(args), None, SHORT)
+    }
+
+    pub fn run_stdin(&self, args: &[&str], input: Vec<u8>) -> Out {
+        run(self.command(args), Some(input), SHORT)
+    }
+
+    /// `ferry init` in the default folder; returns the printed server ID.
+    pub fn init(&self) -> String {
+        let out = self.run(&["init"]).ok();
+        out.text().trim().to_owned()
+    }
+
+    /// Issues a credential to `NAME.cred` in the temp folder, for the server at `addr`.
+    pub fn issue(&self, name: &str, role: &str, addr: &str) -> PathBuf {
+        let path = self.join(&format!("{name}.cred"));
+        self.run(&[
+            "client",
+            "issue",
+            name,
+            "--role",
+            role,
+            "--server",
+            addr,
+            "--out",
+            path.to_str().unwrap(),
+        ])
+        .ok();
+        path
+    }
+}
+
+/// Runs `cmd` to completion, killing it and failing the test if it takes longer than
+/// `timeout`.
+pub fn run(mut cmd: Command, input: Option<Vec<u8>>, timeout: Duration) -> Out {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let writer = child.stdin.take().map(|mut stdin| {
+        let data = input.unwrap_or_default();
+        thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        })
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_t = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err_t = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let status = match wait_timeout(&mut child, timeout) {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = err_t.join().unwrap_or_default();
+            panic!(
+                "{cmd:?} did not finish within {timeout:?}; stderr: {}",
+                String::from_utf8_lossy(&err)
+            );
+        }
+    };
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    Out {
+        code: status.code().unwrap_or(-1),
+        stdout: out_t.join().unwrap(),
+        stderr: String::from_utf8_lossy(&err_t.join().unwrap()).into_owned(),
+    }
+}
+
+/// Waits for `child` at most `timeout`.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A `ferry serve` child on a loopback port, killed when dropped.
+pub struct Served {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    /// `127.0.0.1:PORT`, read from the "listening on" line.
+    pub addr: String,
+}
+
+impl Served {
+    /// Starts `ferry serve --listen 127.0.0.1:0` on `env`'s default folder.
+    pub fn start(env: &Env) -> Self {
+        Self::start_with(env, &[])
+    }
+
+    /// Same, with extra environment variables.
+    pub fn start_with(env: &Env, vars: &[(&str, &str)]) -> Self {
+        let mut cmd = env.command(&["serve", "--listen", "127.0.0.1:0"]);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut served = Self {
+            child,
+            log,
+            addr: String::new(),
+        };
+        let line = served
+            .wait_for_log("listening on ", Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("server did not start; log: {:?}", served.log()));
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap()
+            .trim()
+            .to_owned();
+        assert!(
+            addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+            "{addr}"
+        );
+        served.addr = addr;
+        served
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits at most `timeout` for a log line containing `needle`; returns it.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.log().into_iter().find(|l| l.contains(needle)) {
+                return Some(l);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends a signal with `kill`.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits at most `timeout` for the server to exit.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_timeout(&mut self.child, timeout)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An env with an initialised server running, and a writer and a reader credential.
+pub struct Setup {
+    pub env: Env,
+    pub server: Served,
+    pub writer: PathBuf,
+    pub reader: PathBuf,
+}
+
+impl Setup {
+    pub fn new() -> Self {
+        let env = Env::new();
+        env.init();
+        let server = Served::start(&env);
+        let writer = env.issue("alice", "writer", &server.addr);
+        let reader = env.issue("bob", "reader", &server.addr);
+        Self {
+            env,
+            server,
+            writer,
+            reader,
+        }
+    }
+
+    /// Runs a command with `--cred CRED` appended.
+    pub fn with(&self, cred: &Path, args: &[&str]) -> Out {
+        let mut v = args.to_vec();
+        v.extend(["--cred", cred.to_str().unwrap()]);
+        self.env.run(&v)
+    }
+}

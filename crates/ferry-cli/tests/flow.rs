@@ -1,0 +1,188 @@
+//! The everyday flow through the real binaries: put, get, ls, stat, rm.
+// Helpers outside #[test] functions unwrap too: a failed step should fail the test loudly.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::fs;
+
+use common::Setup;
+
+fn blake3_hex(data: &[u8]) -> String {
+    blake3::hash(data).to_hex().to_string()
+}
+
+/// Random-looking bytes.
+fn data(seed: &str, len: usize) -> Vec<u8> {
+    let mut out = vec![0; len];
+    blake3::Hasher::new()
+        .update(seed.as_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+#[test]
+fn put_get_ls_stat_rm() {
+    let s = Setup::new();
+    let content = data("flow", 3 << 20);
+    let file = s.env.join("report.bin");
+    fs::write(&file, &content).unwrap();
+
+    // Put a file.
+    let out = s
+        .with(&s.writer, &["put", "reports/q3", file.to_str().unwrap()])
+        .ok();
+    let line = out.text();
+    assert!(
+        line.starts_with("stored reports/q3 v1 (3145728 bytes, blake3 "),
+        "{line}"
+    );
+    assert_eq!(line.lines().count(), 1);
+
+    // Put standard input, both without a FILE and with "-".
+    let note = b"hello from stdin\n".to_vec();
+    let out = s.env.run_stdin(
+        &["put", "notes/today", "--cred", s.writer.to_str().unwrap()],
+        note.clone(),
+    );
+    assert!(
+        out.ok()
+            .text()
+            .starts_with("stored notes/today v1 (17 bytes")
+    );
+    let out = s.env.run_stdin(
+        &[
+            "put",
+            "notes/today",
+            "-",
+            "--cred",
+            s.writer.to_str().unwrap(),
+        ],
+        note.clone(),
+    );
+    assert!(
+        out.ok()
+            .text()
+            .starts_with("stored notes/today v2 (17 bytes")
+    );
+
+    // The reader gets both back, byte for byte, to stdout and to a file.
+    let out = s.with(&s.reader, &["get", "reports/q3"]).ok();
+    assert!(out.stdout == content, "stdout differs from the original");
+    let out = s.with(&s.reader, &["get", "notes/today", "-o", "-"]).ok();
+    assert_eq!(out.stdout, note);
+    let copy = s.env.join("copy.bin");
+    let out = s
+        .with(
+            &s.reader,
+            &["get", "reports/q3", "-o", copy.to_str().unwrap()],
+        )
+        .ok();
+    assert!(
+        out.text().starts_with("saved reports/q3 v1"),
+        "{}",
+        out.text()
+    );
+    assert!(
+        fs::read(&copy).unwrap() == content,
+        "file differs from the original"
+    );
+
+    // FERRY_CRED works in place of --cred.
+    let mut cmd = s.env.command(&["get", "notes/today"]);
+    cmd.env("FERRY_CRED", &s.reader);
+    let out = common::run(cmd, None, common::SHORT).ok();
+    assert_eq!(out.stdout, note);
+
+    // ls, all and by prefix, human and JSON.
+    let out = s.with(&s.reader, &["ls"]).ok().text();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("notes/today") && lines[0].contains("v2"),
+        "{out}"
+    );
+    assert!(lines[1].starts_with("reports/q3"), "{out}");
+    for want in ["3145728", "v1", "alice"] {
+        assert!(lines[1].contains(want), "{out}");
+    }
+    let out = s.with(&s.reader, &["ls", "reports/", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = v.as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["source"], "reports/q3");
+    assert_eq!(items[0]["hash"], blake3_hex(&content));
+
+    // stat --json.
+    let out = s.with(&s.reader, &["stat", "reports/q3", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["source"], "reports/q3");
+    assert_eq!(v["size"], content.len() as u64);
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["hash"], blake3_hex(&content));
+    assert_eq!(v["by"], "alice");
+    assert!(v["modified"].as_u64().unwrap() > 1_600_000_000);
+    let human = s.with(&s.reader, &["stat", "notes/today"]).ok().text();
+    assert!(human.contains(&blake3_hex(&note)), "{human}");
+
+    // rm, then stat says not found.
+    let out = s.with(&s.writer, &["rm", "reports/q3"]).ok();
+    assert!(
+        out.text().starts_with("deleted reports/q3"),
+        "{}",
+        out.text()
+    );
+    let out = s.with(&s.reader, &["stat", "reports/q3"]);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert_eq!(out.stderr, "ferry: not found: no source 'reports/q3'\n");
+    let out = s.with(&s.reader, &["ls", "reports/"]).ok();
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn get_of_a_missing_source_leaves_the_file_alone() {
+    let s = Setup::new();
+    let target = s.env.join("precious.txt");
+    fs::write(&target, b"keep me").unwrap();
+    let before: Vec<_> = fs::read_dir(s.env.path()).unwrap().collect();
+    let out = s.with(
+        &s.reader,
+        &["get", "no/such/source", "-o", target.to_str().unwrap()],
+    );
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert_eq!(out.stderr, "ferry: not found: no source 'no/such/source'\n");
+    assert_eq!(fs::read(&target).unwrap(), b"keep me");
+    let after: Vec<_> = fs::read_dir(s.env.path()).unwrap().collect();
+    assert_eq!(before.len(), after.len(), "no temporary file left behind");
+
+    // A get that succeeds replaces the file.
+    s.env
+        .run_stdin(
+            &["put", "doc", "--cred", s.writer.to_str().unwrap()],
+            b"new".to_vec(),
+        )
+        .ok();
+    s.with(&s.reader, &["get", "doc", "-o", target.to_str().unwrap()])
+        .ok();
+    assert_eq!(fs::read(&target).unwrap(), b"new");
+    let after: Vec<_> = fs::read_dir(s.env.path()).unwrap().collect();
+    assert_eq!(before.len(), after.len(), "no temporary file left behind");
+}
+
+#[test]
+fn empty_source_round_trips() {
+    let s = Setup::new();
+    let empty = s.env.join("empty");
+    fs::write(&empty, b"").unwrap();
+    let out = s
+        .with(&s.writer, &["put", "e", empty.to_str().unwrap()])
+        .ok();
+    assert!(
+        out.text().starts_with("stored e v1 (0 bytes"),
+        "{}",
+        out.text()
+    );
+    let out = s.with(&s.reader, &["get", "e"]).ok();
+    assert!(out.stdout.is_empty());
+}
