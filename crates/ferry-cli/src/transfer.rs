@@ -61,16 +61,35 @@ pub async fn put(a: &PutArgs) -> anyhow::Result<()> {
 /// `ferry get`.
 pub async fn get(a: &GetArgs) -> anyhow::Result<()> {
     SourceName::parse(&a.source)?;
-    match named_file(a.output.as_deref()) {
-        Some(path) => get_to_file(a, path).await,
-        None => get_to_stdout(a).await,
+    let Some(path) = named_file(a.output.as_deref()) else {
+        return get_streaming(a, Box::new(std::io::stdout()), "standard output").await;
+    };
+    match fs::metadata(path) {
+        // A device, FIFO or socket (such as /dev/null) cannot be replaced by renaming a
+        // temporary file over it: stream into it, as into standard output.
+        Ok(m) if !m.is_file() && !m.is_dir() => {
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            get_streaming(a, Box::new(f), &path.display().to_string()).await
+        }
+        // Write through a symbolic link to its target, keeping the link.
+        Ok(_) if path.is_symlink() => {
+            let target = fs::canonicalize(path)
+                .with_context(|| format!("cannot resolve {}", path.display()))?;
+            get_to_file(a, &target).await
+        }
+        _ => get_to_file(a, path).await,
     }
 }
 
-async fn get_to_stdout(a: &GetArgs) -> anyhow::Result<()> {
+/// Streams a download into `out`; on a hash mismatch the bytes already written cannot be
+/// taken back, and the error says so.
+async fn get_streaming(a: &GetArgs, out: Box<dyn Write + Send>, what: &str) -> anyhow::Result<()> {
     let mut client = connect(&a.cred).await?;
     let bar = Bar::new(&format!("get {}", a.source));
-    let out = BufWriter::with_capacity(ferry::pipe::CHUNK, std::io::stdout());
+    let out = BufWriter::with_capacity(ferry::pipe::CHUNK, out);
     let result = client
         .get_with_start(&a.source, out, &mut |e| bar.start(Some(e.size)), &mut |n| {
             bar.set(n)
@@ -81,7 +100,7 @@ async fn get_to_stdout(a: &GetArgs) -> anyhow::Result<()> {
         Ok(_) => {}
         Err(e @ ferry::Error::HashMismatch) => {
             return Err(
-                anyhow::Error::new(e).context("discard what was written to standard output")
+                anyhow::Error::new(e).context(format!("discard what was written to {what}"))
             );
         }
         Err(e) => return Err(e.into()),

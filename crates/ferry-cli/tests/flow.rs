@@ -186,3 +186,45 @@ fn empty_source_round_trips() {
     let out = s.with(&s.reader, &["get", "e"]).ok();
     assert!(out.stdout.is_empty());
 }
+
+/// `-o` onto something that is not a regular file must stream into it, never rename a
+/// temporary file over it (that once replaced /dev/null with a regular file); `-o` onto a
+/// symbolic link writes its target and keeps the link.
+#[test]
+fn get_into_a_fifo_and_through_a_symlink() {
+    use std::os::unix::fs::FileTypeExt;
+    let s = Setup::new();
+    let content = data("special", 300_000);
+    let file = s.env.join("src.bin");
+    fs::write(&file, &content).unwrap();
+    s.with(&s.writer, &["put", "doc", file.to_str().unwrap()])
+        .ok();
+
+    let fifo = s.env.join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let reader_path = fifo.clone();
+    let reader = std::thread::spawn(move || fs::read(reader_path).unwrap());
+    s.with(&s.reader, &["get", "doc", "-o", fifo.to_str().unwrap()])
+        .ok();
+    assert_eq!(reader.join().unwrap(), content);
+    assert!(
+        fs::metadata(&fifo).unwrap().file_type().is_fifo(),
+        "the FIFO was replaced"
+    );
+
+    let target = s.env.join("real.bin");
+    fs::write(&target, b"old").unwrap();
+    let link = s.env.join("link.bin");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    s.with(&s.reader, &["get", "doc", "-o", link.to_str().unwrap()])
+        .ok();
+    assert!(
+        fs::symlink_metadata(&link).unwrap().is_symlink(),
+        "the link was replaced"
+    );
+    assert_eq!(fs::read(&target).unwrap(), content);
+}
