@@ -84,8 +84,9 @@ impl Credential {
         }
         let raw: Raw = toml::from_str(text).map_err(|e| {
             // toml's messages quote the offending line, which could hold the key: keep only
-            // the first line of the message, which names the problem.
-            CredentialError::Syntax(e.message().lines().next().unwrap_or("").to_owned())
+            // the first line of the message, which names the problem, and redact what it
+            // quotes from the file (an unknown field's name, a string value).
+            CredentialError::Syntax(redact_quoted(e.message().lines().next().unwrap_or("")))
         })?;
         let server = raw.server.trim();
         if server.is_empty() || server.contains(char::is_whitespace) || !server.contains(':') {
@@ -130,6 +131,48 @@ impl Credential {
     }
 }
 
+/// Replaces each span of `message` quoted in backticks or double quotes with `…`, unless it
+/// is one of the file's field names or a single character (such as an expected `=`): serde
+/// and toml quote text from the file that way, and that text could be the key.
+fn redact_quoted(message: &str) -> String {
+    const FIELDS: [&str; 6] = ["server", "server_id", "name", "epoch", "key", "attributes"];
+    // serde writes an unknown field's name unescaped, so it may itself hold backticks: cut
+    // everything up to the list of expected fields, which ends the message.
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let tail = rest.rfind("`, expected").map_or("`", |i| &rest[i..]);
+        return format!("unknown field `…{tail}");
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '`' && c != '"' {
+            continue;
+        }
+        // Double-quoted spans are Rust-escaped strings: a backslash escapes the next char.
+        let mut quoted = String::new();
+        let mut closed = false;
+        let mut escaped = false;
+        for q in chars.by_ref() {
+            if q == c && !escaped {
+                closed = true;
+                break;
+            }
+            escaped = c == '"' && q == '\\' && !escaped;
+            quoted.push(q);
+        }
+        if FIELDS.contains(&quoted.as_str()) || quoted.chars().count() <= 1 {
+            out.push_str(&quoted);
+        } else {
+            out.push('…');
+        }
+        if closed {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +206,37 @@ mod tests {
         let broken = c.to_toml().replace("key = \"", "key = ");
         let e = Credential::parse(&broken).unwrap_err();
         assert!(!e.to_string().contains("abab"), "{e}");
+        // The key's text in the wrong place: as a string value, as a field name.
+        for broken in [
+            c.to_toml()
+                .replace("epoch = 2", &format!("epoch = \"{hex}\"")),
+            c.to_toml()
+                .replace("[attributes]", &format!("{hex} = 1\n[attributes]")),
+        ] {
+            let e = Credential::parse(&broken).unwrap_err();
+            assert!(!e.to_string().contains("abab"), "{e}");
+        }
+    }
+
+    #[test]
+    fn redaction_keeps_field_names_and_punctuation() {
+        assert_eq!(
+            redact_quoted("unknown field `abab`, expected one of `server`, `key`"),
+            "unknown field `…`, expected one of `server`, `key`"
+        );
+        assert_eq!(
+            redact_quoted(r#"invalid type: string "a\"b`c", expected u64"#),
+            r#"invalid type: string "…", expected u64"#
+        );
+        assert_eq!(
+            redact_quoted("invalid basic string, expected `\"`"),
+            "invalid basic string, expected `\"`"
+        );
+        assert_eq!(redact_quoted("unclosed `abc"), "unclosed `…");
+        assert_eq!(
+            redact_quoted("unknown field `a`b`, expected`c`, expected one of `server`, `key`"),
+            "unknown field `…`, expected one of `server`, `key`"
+        );
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub mod auth;
 pub mod claims;
 pub mod credential;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod message;
 pub mod names;
 pub mod psk;
