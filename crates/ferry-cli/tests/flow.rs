@@ -207,10 +207,17 @@ fn get_into_a_fifo_and_through_a_symlink() {
         .unwrap();
     assert!(made.success());
     let reader_path = fifo.clone();
-    let reader = std::thread::spawn(move || fs::read(reader_path).unwrap());
-    s.with(&s.reader, &["get", "doc", "-o", fifo.to_str().unwrap()])
-        .ok();
-    assert_eq!(reader.join().unwrap(), content);
+    let (tx, rx) = std::sync::mpsc::channel();
+    // If the get never writes into the FIFO this thread waits forever; the test then fails
+    // on the timeout below instead of hanging (the stuck thread ends with the process).
+    std::thread::spawn(move || tx.send(fs::read(reader_path).unwrap()));
+    let out = s.with(&s.reader, &["get", "doc", "-o", fifo.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let got = rx.recv_timeout(std::time::Duration::from_secs(30));
+    assert!(
+        got == Ok(content.clone()),
+        "the FIFO did not receive the content"
+    );
     assert!(
         fs::metadata(&fifo).unwrap().file_type().is_fifo(),
         "the FIFO was replaced"
