@@ -156,7 +156,9 @@ impl Client {
         let mut sent = 0u64;
         while let Some(mut chunk) = rx.recv().await {
             sent += chunk.len() as u64;
-            self.wire.send_chunk(&mut chunk).await?;
+            tokio::time::timeout(RESPONSE_TIMEOUT, self.wire.send_chunk(&mut chunk))
+                .await
+                .map_err(|_| Error::Timeout("the server to accept data"))??;
             progress(sent);
         }
         let read = pipe::join(done).await?;

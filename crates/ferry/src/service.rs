@@ -269,11 +269,18 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     .await?;
     let (mut rx, done) = pipe::spawn_reader(file, Some(remaining), false);
     let mut sent = 0u64;
+    // A client that stops reading must not hold the connection, the file and the thread
+    // forever: each chunk must leave within the transfer deadline.
+    let deadline = shared.limits.transfer_timeout;
     while let Some(mut chunk) = rx.recv().await {
         sent += chunk.len() as u64;
-        wire.send_chunk(&mut chunk).await?;
+        tokio::time::timeout(deadline, wire.send_chunk(&mut chunk))
+            .await
+            .map_err(|_| Error::Timeout("the client to read"))??;
     }
-    wire.flush().await?;
+    tokio::time::timeout(deadline, wire.flush())
+        .await
+        .map_err(|_| Error::Timeout("the client to read"))??;
     let read = pipe::join(done).await?;
     if sent != remaining || read.len != remaining {
         // The blob is shorter than its record: the client's hash check will fail too.

@@ -207,3 +207,54 @@ async fn a_standard_tls_client_completes_tls13_with_x25519_and_tls12_is_refused(
     still_serves(&srv).await;
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_a_download_is_dropped() {
+    let srv = TestServer::start_with(|l| l.transfer_timeout = Duration::from_millis(500)).await;
+    let cred = srv.issue("slow", "writer");
+    let mut c = Client::connect(&cred).await.unwrap();
+    c.put(
+        "big",
+        common::Pattern::new("slow", 64 << 20),
+        Some(64 << 20),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    // Ask for 64 MiB, read only the answer header, then stop reading.
+    let mut wire = authenticated_raw(&srv).await;
+    wire.send(&ferry::proto::message::Message::Get(
+        ferry::proto::message::Get {
+            source: "big".into(),
+            version: None,
+            offset: 0,
+        },
+    ))
+    .await
+    .unwrap();
+    assert!(matches!(
+        wire.recv_message().await.unwrap(),
+        ferry::proto::message::Message::GetOk(_)
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The server gave up writing: draining now reaches the end well before 64 MiB.
+    let mut drained = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match wire.get_mut().read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n as u64,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server kept the stalled download open");
+    assert!(
+        drained < 64 << 20,
+        "the server sent everything ({drained} bytes)"
+    );
+    still_serves(&srv).await;
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
