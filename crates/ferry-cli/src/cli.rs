@@ -27,7 +27,8 @@ Exit codes:
   3  authentication failed
   4  permission denied
   5  not found
-  6  server ID mismatch (the server is not the one the credential pins)";
+  6  server ID mismatch (the server is not the one the credential pins)
+  141  the reader of standard output went away (as with SIGPIPE)";
 
 /// ferry moves data securely between clients and a server: TLS 1.3, a pinned server key,
 /// and per-client credentials whose key is derived from the server's master key.

@@ -53,6 +53,17 @@ fn library_code(e: &ferry::Error) -> u8 {
     }
 }
 
+/// Whether the error is a write to a closed pipe.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        let io = match c.downcast_ref::<ferry::Error>() {
+            Some(ferry::Error::Io(e)) => Some(e),
+            _ => c.downcast_ref::<std::io::Error>(),
+        };
+        io.is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// The exit code for an error: the first cause in the chain that has one.
 pub fn code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {

@@ -35,6 +35,9 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`ferry get x | head`): stop quietly, with the
+        // status a process killed by SIGPIPE would have.
+        Err(e) if exit::is_broken_pipe(&e) => ExitCode::from(141),
         Err(e) => exit::report(&e),
     }
 }

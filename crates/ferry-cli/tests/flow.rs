@@ -235,3 +235,36 @@ fn get_into_a_fifo_and_through_a_symlink() {
     );
     assert_eq!(fs::read(&target).unwrap(), content);
 }
+
+/// `ferry get x | head -c 10`: the reader goes away; ferry stops quietly with 141, as a
+/// process killed by SIGPIPE would, instead of printing an error.
+#[test]
+fn a_closed_output_pipe_ends_quietly() {
+    use std::io::Read;
+    let s = Setup::new();
+    let file = s.env.join("big.bin");
+    fs::write(&file, data("pipe", 8 << 20)).unwrap();
+    s.with(&s.writer, &["put", "big", file.to_str().unwrap()])
+        .ok();
+    let mut cmd = s
+        .env
+        .command(&["get", "big", "--cred", s.reader.to_str().unwrap()]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let status = common::wait_timeout(&mut child, std::time::Duration::from_secs(30))
+        .expect("ferry get did not stop after its reader went away");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(141), "stderr: {err}");
+    assert_eq!(err, "");
+}

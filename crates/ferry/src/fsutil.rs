@@ -107,8 +107,12 @@ pub fn read_secret_text(path: &Path) -> io::Result<Zeroizing<String>> {
     }
 }
 
-/// Creates a folder (and its parents) only its owner can enter.
+/// Creates a folder (and its parents) that only its owner can enter. A folder that already
+/// exists keeps its permissions: ferry does not change the mode of a folder it did not make.
 pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
     fs::create_dir_all(path)?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o700))
 }
@@ -140,6 +144,17 @@ mod tests {
         write_atomic(&p, b"two", 0o644).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn private_dir_is_0700_but_an_existing_one_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("a/b");
+        create_private_dir(&new).unwrap();
+        assert_eq!(fs::metadata(&new).unwrap().mode() & 0o777, 0o700);
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(dir.path()).unwrap();
+        assert_eq!(fs::metadata(dir.path()).unwrap().mode() & 0o777, 0o755);
     }
 
     #[test]
