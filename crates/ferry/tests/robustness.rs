@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::{TestServer, panics};
 use ferry::Client;
-use ferry::proto::psk::PskClient;
 use ferry::wire::Wire;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -87,16 +86,7 @@ async fn a_client_stalling_mid_handshake_times_out() {
 }
 
 async fn authenticated_raw(srv: &TestServer) -> Wire<tokio_rustls::client::TlsStream<TcpStream>> {
-    let cred = srv.issue("raw", "writer");
-    let tls = Client::connect_tls(&srv.addr.to_string(), cred.server_id)
-        .await
-        .unwrap();
-    let e = ferry::tls::export(tls.get_ref().1).unwrap();
-    let mut wire = Wire::new(tls);
-    let (hello, wait) = PskClient::new(cred.claims.clone(), cred.key.clone()).start(&e);
-    wire.send(&hello).await.unwrap();
-    wait.finish(wire.recv_message().await.unwrap()).unwrap();
-    wire
+    common::raw_session(srv.addr, &srv.issue("raw", "writer")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

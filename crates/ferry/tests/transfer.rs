@@ -10,7 +10,7 @@ use common::{Pattern, TestServer, eventually, panics};
 use ferry::Client;
 use ferry::pipe::HashingWriter;
 use ferry::proto::message::{Message, Put, PutEnd};
-use ferry::wire::{Chunk, Wire};
+use ferry::wire::Chunk;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -120,23 +120,6 @@ async fn listing_pages_past_one_frame() {
     srv.stop().await;
 }
 
-/// Authenticates over a raw wire so a test can misbehave after authentication.
-async fn raw_session(
-    srv: &TestServer,
-    cred: &ferry::proto::credential::Credential,
-) -> Wire<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let tls = Client::connect_tls(&srv.addr.to_string(), cred.server_id)
-        .await
-        .unwrap();
-    let exporter = ferry::tls::export(tls.get_ref().1).unwrap();
-    let mut wire = Wire::new(tls);
-    let (hello, wait) =
-        ferry::proto::psk::PskClient::new(cred.claims.clone(), cred.key.clone()).start(&exporter);
-    wire.send(&hello).await.unwrap();
-    wait.finish(wire.recv_message().await.unwrap()).unwrap();
-    wire
-}
-
 fn tmp_files(srv: &TestServer) -> usize {
     std::fs::read_dir(srv.server_dir.store_path().join("tmp"))
         .map(|d| d.count())
@@ -150,7 +133,7 @@ async fn a_put_cut_off_midway_leaves_the_previous_version() {
     let mut c = Client::connect(&cred).await.unwrap();
     let v1 = c.put_bytes("doc", b"version one".to_vec()).await.unwrap();
 
-    let mut wire = raw_session(&srv, &cred).await;
+    let mut wire = common::raw_session(srv.addr, &cred).await;
     wire.send(&Message::Put(Put {
         source: "doc".into(),
         size: Some(8 * MIB),
@@ -189,7 +172,7 @@ async fn a_put_cut_off_midway_leaves_the_previous_version() {
 async fn a_put_whose_hash_does_not_match_is_refused_and_invisible() {
     let srv = TestServer::start().await;
     let cred = srv.issue("w", "writer");
-    let mut wire = raw_session(&srv, &cred).await;
+    let mut wire = common::raw_session(srv.addr, &cred).await;
     wire.send(&Message::Put(Put {
         source: "doc".into(),
         size: None,

@@ -135,3 +135,21 @@ pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// A connection authenticated by hand, as a raw framed wire, so a test can misbehave after
+/// authentication.
+pub async fn raw_session(
+    addr: SocketAddr,
+    cred: &Credential,
+) -> ferry::wire::Wire<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tls = ferry::Client::connect_tls(&addr.to_string(), cred.server_id)
+        .await
+        .unwrap();
+    let exporter = ferry::tls::export(tls.get_ref().1).unwrap();
+    let mut wire = ferry::wire::Wire::new(tls);
+    let (hello, wait) =
+        ferry::proto::psk::PskClient::new(cred.claims.clone(), cred.key.clone()).start(&exporter);
+    wire.send(&hello).await.unwrap();
+    wait.finish(wire.recv_message().await.unwrap()).unwrap();
+    wire
+}
