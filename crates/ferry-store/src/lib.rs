@@ -31,8 +31,10 @@
 //!
 //! # Index tables and record encoding
 //!
-//! - `current`: `&str` (source) → record (live entry or tombstone).
-//! - `versions`: `(&str, u64)` (source, version) → record (live versions only).
+//! - `current`: `&[u8]` (source name, UTF-8 checked by the store) → record (live entry or
+//!   tombstone). Keys are bytes rather than `&str` so that a damaged key is an error, not a
+//!   panic inside redb.
+//! - `versions`: `(&[u8], u64)` (source, version) → record (live versions only).
 //! - `blob_refs`: `&[u8; 32]` (hash) → `u64` number of version records referencing it
 //!   (absent means zero).
 //! - `meta`: `&str` → `u64`; `"format"` = 1.
@@ -40,6 +42,32 @@
 //! All integers are big-endian. A record is `kind u8` (0 = live, 1 = tombstone) ‖ `version u64` ‖ `size u64` ‖
 //! `hash [u8; 32]` ‖ `modified u64` (unix seconds) ‖ `by_len u16` ‖ `by` (UTF-8, `by_len`
 //! bytes), with nothing after. A tombstone has size 0 and an all-zero hash.
+//!
+//! # Example
+//!
+//! ```
+//! use std::io::Read;
+//! use ferry_store::{Store, StoreOptions};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path(), StoreOptions::default())?;
+//!
+//! let mut upload = store.begin_put()?;
+//! upload.write_chunk(b"hello, ")?;
+//! upload.write_chunk(b"world")?;
+//! let staged = upload.finish()?; // fsynced, not yet visible
+//! assert!(store.stat("greeting")?.is_none());
+//!
+//! let entry = store.commit("greeting", staged, "alice", 1_700_000_000)?;
+//! assert_eq!((entry.version, entry.size), (1, 12));
+//! assert_eq!(entry.hash, *blake3::hash(b"hello, world").as_bytes());
+//!
+//! let (_, mut file) = store.open_blob("greeting", None)?.expect("just stored");
+//! let mut content = String::new();
+//! file.read_to_string(&mut content)?;
+//! assert_eq!(content, "hello, world");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
