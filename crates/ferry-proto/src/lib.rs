@@ -34,7 +34,9 @@
 //!
 //! let (hello, client) = psk::PskClient::new(claims, key).start(&exporter);
 //! let server = auth::ServerAuth::new(exporter.clone());
-//! let auth::ServerStep::Accept { reply, principal } = server.handle(hello, &Registry(master)) else {
+//! let mut rng = rand_core::OsRng;
+//! let step = server.handle(hello, &Registry(master), &mut rng, 0);
+//! let auth::ServerStep::Accept { reply, principal, .. } = step else {
 //!     panic!("rejected");
 //! };
 //! assert_eq!(principal.role(), Some("writer"));
@@ -51,9 +53,11 @@ pub mod frame;
 pub mod fuzzing;
 pub mod message;
 pub mod names;
+pub mod password;
 pub mod psk;
 pub mod secret;
 pub mod server_id;
+pub mod session;
 
 /// The ALPN protocol name of this protocol version.
 pub const ALPN: &[u8] = b"ferry/1";

@@ -51,6 +51,112 @@ pub enum Message {
     DeleteOk(DeleteOk),
     /// S→C: the request failed.
     Error(ErrorMsg),
+    /// C→S: start a password login (OPAQUE KE1).
+    PasswordLoginStart(PasswordLoginStart),
+    /// S→C: the OPAQUE response (KE2) and the record's Argon2id parameters.
+    PasswordLoginResponse(OpaqueResponse),
+    /// C→S: the OPAQUE finalization (KE3).
+    PasswordLoginFinish(PasswordLoginFinish),
+    /// C→S: the client could not finish (wrong password, or not the right server).
+    PasswordLoginFailed(Empty),
+    /// C→S: redeem an invite and start registering a password.
+    RegisterStart(RegisterStart),
+    /// S→C: the OPAQUE registration response and the Argon2id parameters to use.
+    RegisterResponse(OpaqueResponse),
+    /// C→S: the OPAQUE registration upload.
+    RegisterFinish(RegisterFinish),
+    /// S→C: the record is stored and the invite spent.
+    RegisterOk(Empty),
+    /// C→S: resume a session.
+    SessionAuth(SessionAuth),
+}
+
+/// Start a password login.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordLoginStart {
+    /// User name.
+    pub user: String,
+    /// OPAQUE `KE1` (RFC 9807 §6.3).
+    #[serde(with = "serde_bytes")]
+    pub request: Vec<u8>,
+    /// Whether the client wants a session to resume later.
+    #[serde(default)]
+    pub session: bool,
+}
+
+/// An OPAQUE server message plus the key-stretching parameters the client must use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpaqueResponse {
+    /// OPAQUE `KE2` or `RegistrationResponse`.
+    #[serde(with = "serde_bytes")]
+    pub response: Vec<u8>,
+    /// Argon2id parameters.
+    pub ksf: crate::password::KsfParams,
+}
+
+/// Finish a password login.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordLoginFinish {
+    /// OPAQUE `KE3`.
+    #[serde(with = "serde_bytes")]
+    pub finalization: Vec<u8>,
+}
+
+/// Redeem an invite.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterStart {
+    /// Canonical invite claims (name, serial as epoch, `role`, `expires`).
+    #[serde(with = "serde_bytes")]
+    pub claims: Vec<u8>,
+    /// `HMAC-SHA256(invite_key, "ferry invite client v1" ‖ 0x00 ‖ exporter ‖ SHA-256(claims))`.
+    #[serde(with = "serde_bytes")]
+    pub mac: Digest,
+    /// OPAQUE `RegistrationRequest`.
+    #[serde(with = "serde_bytes")]
+    pub request: Vec<u8>,
+}
+
+impl core::fmt::Debug for RegisterStart {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RegisterStart").finish_non_exhaustive()
+    }
+}
+
+/// Finish a registration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterFinish {
+    /// OPAQUE `RegistrationRecord` upload.
+    #[serde(with = "serde_bytes")]
+    pub upload: Vec<u8>,
+}
+
+/// Resume a session.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionAuth {
+    /// The session ID.
+    #[serde(with = "serde_bytes")]
+    pub id: [u8; 16],
+    /// `HMAC-SHA256(secret, "ferry session client v1" ‖ 0x00 ‖ exporter ‖ id)`.
+    #[serde(with = "serde_bytes")]
+    pub mac: Digest,
+}
+
+impl core::fmt::Debug for SessionAuth {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SessionAuth").finish_non_exhaustive()
+    }
+}
+
+/// A session the server opened for this login.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionGrant {
+    /// Random session ID.
+    #[serde(with = "serde_bytes")]
+    pub id: [u8; 16],
+    /// Seconds of inactivity after which the session ends.
+    pub idle_secs: u64,
+    /// Unix time at which the session ends regardless.
+    pub expires: u64,
 }
 
 /// A message with no fields.
@@ -66,6 +172,9 @@ pub struct PskAuth {
     /// `HMAC-SHA256(psk, "ferry psk client v1" ‖ 0x00 ‖ exporter ‖ SHA-256(claims))`.
     #[serde(with = "serde_bytes")]
     pub mac: Digest,
+    /// Whether the client wants a session to resume later.
+    #[serde(default)]
+    pub session: bool,
 }
 
 impl core::fmt::Debug for PskAuth {
@@ -93,6 +202,9 @@ pub struct AuthOk {
     pub proof: Vec<u8>,
     /// Who the client is now.
     pub principal: PrincipalInfo,
+    /// A session opened by this authentication, if the client asked for one.
+    #[serde(default)]
+    pub session: Option<Box<SessionGrant>>,
 }
 
 impl core::fmt::Debug for AuthOk {
@@ -285,6 +397,15 @@ impl Message {
             Self::Delete(_) => "delete",
             Self::DeleteOk(_) => "delete_ok",
             Self::Error(_) => "error",
+            Self::PasswordLoginStart(_) => "password_login_start",
+            Self::PasswordLoginResponse(_) => "password_login_response",
+            Self::PasswordLoginFinish(_) => "password_login_finish",
+            Self::PasswordLoginFailed(_) => "password_login_failed",
+            Self::RegisterStart(_) => "register_start",
+            Self::RegisterResponse(_) => "register_response",
+            Self::RegisterFinish(_) => "register_finish",
+            Self::RegisterOk(_) => "register_ok",
+            Self::SessionAuth(_) => "session_auth",
         }
     }
 }
@@ -306,6 +427,28 @@ mod tests {
             Message::PskAuth(PskAuth {
                 claims: vec![1, 2],
                 mac: [3; 32],
+                session: true,
+            }),
+            Message::PasswordLoginResponse(OpaqueResponse {
+                response: vec![9; 40],
+                ksf: crate::password::KsfParams::DEFAULT,
+            }),
+            Message::SessionAuth(SessionAuth {
+                id: [1; 16],
+                mac: [2; 32],
+            }),
+            Message::AuthOk(AuthOk {
+                method: "password".into(),
+                proof: vec![],
+                principal: PrincipalInfo {
+                    name: "a".into(),
+                    attributes: Default::default(),
+                },
+                session: Some(Box::new(SessionGrant {
+                    id: [3; 16],
+                    idle_secs: 60,
+                    expires: 99,
+                })),
             }),
             Message::AuthFailed(Empty {}),
             Message::Put(Put {

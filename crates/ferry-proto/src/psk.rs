@@ -17,14 +17,16 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::auth::{AuthError, ClientAuth, ClientStep, Principal};
+use crate::auth::{AuthError, Authenticated, ClientAuth, ClientSession, ClientStep, Principal};
 use crate::claims::Claims;
 use crate::message::{self, Message, PskAuth};
-use crate::secret::{Exporter, MasterKey, Psk};
+use crate::secret::{Exporter, InviteKey, MasterKey, Psk};
 
 const DERIVE_INFO: &[u8] = b"ferry psk v1\0";
 const CLIENT_LABEL: &[u8] = b"ferry psk client v1\0";
 const SERVER_LABEL: &[u8] = b"ferry psk server v1\0";
+const INVITE_INFO: &[u8] = b"ferry invite v1\0";
+const INVITE_CLIENT_LABEL: &[u8] = b"ferry invite client v1\0";
 
 /// Derives a client's psk from the master key and its claims.
 pub fn derive_psk(master: &MasterKey, claims: &Claims) -> Psk {
@@ -32,11 +34,35 @@ pub fn derive_psk(master: &MasterKey, claims: &Claims) -> Psk {
 }
 
 pub(crate) fn derive_psk_from_encoded(master: &MasterKey, encoded_claims: &[u8]) -> Psk {
+    Psk::from_bytes(*derive(master, DERIVE_INFO, encoded_claims))
+}
+
+fn derive(master: &MasterKey, info: &[u8], encoded_claims: &[u8]) -> zeroize::Zeroizing<[u8; 32]> {
     let hk = Hkdf::<Sha256>::new(None, master.expose_secret());
     let mut okm = zeroize::Zeroizing::new([0u8; 32]);
     // 32 bytes is far below HKDF-SHA256's limit of 255 * 32.
-    let _ = hk.expand_multi_info(&[DERIVE_INFO, encoded_claims], okm.as_mut());
-    Psk::from_bytes(*okm)
+    let _ = hk.expand_multi_info(&[info, encoded_claims], okm.as_mut());
+    okm
+}
+
+/// Derives a one-time invite's key: like a psk, under its own label, so an invite can never
+/// serve as a credential nor the reverse.
+pub fn derive_invite_key(master: &MasterKey, claims: &Claims) -> InviteKey {
+    derive_invite_key_from_encoded(master, &claims.encode())
+}
+
+pub(crate) fn derive_invite_key_from_encoded(master: &MasterKey, encoded: &[u8]) -> InviteKey {
+    InviteKey::from_bytes(*derive(master, INVITE_INFO, encoded))
+}
+
+/// The invite holder's proof on the connection with `exporter`.
+pub fn invite_mac(key: &InviteKey, exporter: &Exporter, encoded_claims: &[u8]) -> message::Digest {
+    mac(
+        &Psk::from_bytes(*key.expose_secret()),
+        INVITE_CLIENT_LABEL,
+        exporter,
+        encoded_claims,
+    )
 }
 
 fn mac(psk: &Psk, label: &[u8], exporter: &Exporter, encoded_claims: &[u8]) -> message::Digest {
@@ -68,12 +94,23 @@ pub(crate) fn mac_eq(a: &message::Digest, b: &[u8]) -> bool {
 pub struct PskClient {
     claims: Claims,
     psk: Psk,
+    session: bool,
 }
 
 impl PskClient {
     /// A client holding `claims` and the `psk` issued for them.
     pub fn new(claims: Claims, psk: Psk) -> Self {
-        Self { claims, psk }
+        Self {
+            claims,
+            psk,
+            session: false,
+        }
+    }
+
+    /// Asks the server to open a session that later connections can resume.
+    pub fn with_session(mut self) -> Self {
+        self.session = true;
+        self
     }
 
     /// The first message, for the connection whose exporter is given.
@@ -82,6 +119,7 @@ impl PskClient {
         let msg = Message::PskAuth(PskAuth {
             mac: client_mac(&self.psk, exporter, &encoded),
             claims: encoded.clone(),
+            session: self.session,
         });
         let expected = server_mac(&self.psk, exporter, &encoded);
         (
@@ -89,6 +127,7 @@ impl PskClient {
             PskClientWait {
                 expected,
                 claims: self.claims,
+                exporter: exporter.clone(),
             },
         )
     }
@@ -98,6 +137,7 @@ impl PskClient {
 pub struct PskClientWait {
     expected: message::Digest,
     claims: Claims,
+    exporter: Exporter,
 }
 
 impl core::fmt::Debug for PskClientWait {
@@ -109,12 +149,20 @@ impl core::fmt::Debug for PskClientWait {
 impl PskClientWait {
     /// Checks the server's answer. Only a correct server proof yields the principal.
     pub fn finish(self, msg: Message) -> Result<Principal, AuthError> {
+        self.finish_with_session(msg).map(|a| a.principal)
+    }
+
+    /// Like [`Self::finish`], also returning the session the server opened, if any.
+    pub fn finish_with_session(self, msg: Message) -> Result<Authenticated, AuthError> {
         match msg {
             Message::AuthOk(ok) if ok.method == "psk" => {
                 if !mac_eq(&self.expected, &ok.proof) {
                     return Err(AuthError::BadServerProof);
                 }
-                Ok(Principal::from_claims(&self.claims))
+                Ok(Authenticated {
+                    principal: Principal::from_claims(&self.claims),
+                    session: ok.session.map(|g| ClientSession::open(&self.exporter, &g)),
+                })
             }
             Message::AuthFailed(_) => Err(AuthError::Rejected),
             _ => Err(AuthError::Unexpected),
@@ -129,7 +177,7 @@ impl From<PskClientWait> for ClientAuth {
 }
 
 pub(crate) fn client_step(w: PskClientWait, msg: Message) -> Result<ClientStep, AuthError> {
-    w.finish(msg).map(ClientStep::Done)
+    w.finish_with_session(msg).map(ClientStep::Done)
 }
 
 #[cfg(test)]

@@ -51,6 +51,15 @@ secret_bytes!(
     Psk
 );
 secret_bytes!(
+    /// A session's secret: derived by both ends from the exporter of the connection that
+    /// opened the session, never sent.
+    SessionSecret
+);
+secret_bytes!(
+    /// A one-time invite's key: HKDF of the master key over the invite's claims.
+    InviteKey
+);
+secret_bytes!(
     /// The TLS exporter value of one connection (RFC 8446 §7.5), used as channel binding.
     ///
     /// Both ends of a connection compute the same value; nobody else can.

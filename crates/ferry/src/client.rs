@@ -101,12 +101,27 @@ impl Client {
                 Err(Error::Closed | Error::Io(_)) => return Err(Error::AuthFailed),
                 Err(e) => return Err(e),
             };
-            match state.handle(msg).map_err(|_| Error::AuthFailed)? {
+            match state
+                .handle(msg, &mut rand_core::OsRng)
+                .map_err(|_| Error::AuthFailed)?
+            {
                 ClientStep::Send(m, next) => {
                     wire.send(&m).await?;
                     state = next;
                 }
-                ClientStep::Done(principal) => return Ok(Self { wire, principal }),
+                ClientStep::SendAndFail(m, _) => {
+                    let _ = wire.send(&m).await;
+                    return Err(Error::AuthFailed);
+                }
+                ClientStep::Done(a) => {
+                    return Ok(Self {
+                        wire,
+                        principal: a.principal,
+                    });
+                }
+                ClientStep::Registered => {
+                    return Err(Error::Protocol("unexpected registration answer".into()));
+                }
             }
         }
     }

@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod clock;
 pub mod config;
 mod error;
 pub mod fsutil;

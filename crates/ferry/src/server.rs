@@ -288,12 +288,15 @@ async fn authenticate(
             master: &shared.master,
             registry: shared.registry.current(),
         };
-        match state.handle(msg, &ctx) {
+        let now = crate::clock::now();
+        match state.handle(msg, &ctx, &mut rand_core::OsRng, now) {
             ServerStep::Continue { reply, next } => {
                 wire.send(&reply).await?;
                 state = next;
             }
-            ServerStep::Accept { reply, principal } => {
+            ServerStep::Accept {
+                reply, principal, ..
+            } => {
                 wire.send(&reply).await?;
                 tracing::info!(
                     "{peer}: authenticated {} (role {})",
@@ -302,7 +305,13 @@ async fn authenticate(
                 );
                 return Ok(Some(principal));
             }
-            ServerStep::Reject { reply, reason } => {
+            ServerStep::Register { .. } => {
+                // This server offers no invites yet.
+                tracing::warn!("{peer}: unexpected registration");
+                wire.send(&Message::AuthFailed(Default::default())).await?;
+                return Ok(None);
+            }
+            ServerStep::Reject { reply, reason, .. } => {
                 tracing::warn!("{peer}: authentication failed ({reason:?})");
                 wire.send(&reply).await?;
                 let _ = tokio::io::AsyncWriteExt::shutdown(wire.get_mut()).await;

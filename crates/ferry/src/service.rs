@@ -1,7 +1,6 @@
 //! The data service: one function per request.
 
 use std::io::{Seek, SeekFrom};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_proto::auth::Principal;
 use ferry_proto::message::{
@@ -39,9 +38,7 @@ fn to_wire(e: Entry) -> message::Entry {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::clock::now()
 }
 
 /// Checks the name and the principal's right; returns the refusal to send otherwise.
