@@ -69,6 +69,10 @@ pub enum Message {
     RegisterOk(Empty),
     /// C→S: resume a session.
     SessionAuth(SessionAuth),
+    /// C→S: end the session this connection belongs to.
+    Logout(Empty),
+    /// S→C: the session is ended.
+    LogoutOk(Empty),
 }
 
 /// Start a password login.
@@ -406,6 +410,8 @@ impl Message {
             Self::RegisterFinish(_) => "register_finish",
             Self::RegisterOk(_) => "register_ok",
             Self::SessionAuth(_) => "session_auth",
+            Self::Logout(_) => "logout",
+            Self::LogoutOk(_) => "logout_ok",
         }
     }
 }

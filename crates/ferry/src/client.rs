@@ -4,12 +4,14 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_proto::auth::{ClientAuth, ClientStep, Principal};
+use ferry_proto::auth::{self, ClientAuth, ClientSession, ClientStep, Principal};
 use ferry_proto::credential::Credential;
 use ferry_proto::message::{self, Entry, Get, List, Message, Put, PutEnd, SourceRef};
 use ferry_proto::names::SourceName;
 use ferry_proto::psk::PskClient;
+use ferry_proto::secret::{InviteKey, SessionSecret};
 use ferry_proto::server_id::ServerId;
+use ferry_proto::session::SessionId;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -89,11 +91,25 @@ impl Client {
     }
 
     async fn authenticate(tls: TlsStream<TcpStream>, cred: &Credential) -> Result<Self, Error> {
+        let (client, _) = Self::run_auth(tls, |exporter| {
+            let (first, wait) =
+                PskClient::new(cred.claims.clone(), cred.key.clone()).start(exporter);
+            Ok((first, wait.into()))
+        })
+        .await?;
+        client.ok_or_else(|| Error::Protocol("unexpected registration answer".into()))
+    }
+
+    /// Runs an authentication exchange whose first message `start` makes from the exporter.
+    /// Returns the client (None after a registration) and the session the server opened.
+    async fn run_auth(
+        tls: TlsStream<TcpStream>,
+        start: impl FnOnce(&ferry_proto::secret::Exporter) -> Result<(Message, ClientAuth), Error>,
+    ) -> Result<(Option<Self>, Option<ClientSession>), Error> {
         let exporter = tls::export(tls.get_ref().1)?;
         let mut wire = Wire::new(tls);
-        let (first, wait) = PskClient::new(cred.claims.clone(), cred.key.clone()).start(&exporter);
+        let (first, mut state) = start(&exporter)?;
         wire.send(&first).await?;
-        let mut state: ClientAuth = wait.into();
         loop {
             let msg = match wire.recv_message().await {
                 Ok(m) => m,
@@ -101,28 +117,116 @@ impl Client {
                 Err(Error::Closed | Error::Io(_)) => return Err(Error::AuthFailed),
                 Err(e) => return Err(e),
             };
-            match state
-                .handle(msg, &mut rand_core::OsRng)
-                .map_err(|_| Error::AuthFailed)?
-            {
+            // Key stretching (Argon2id) runs here, off the async threads.
+            let step =
+                tokio::task::spawn_blocking(move || state.handle(msg, &mut rand_core::OsRng))
+                    .await
+                    .map_err(|e| Error::Internal(format!("authentication worker failed: {e}")))?
+                    .map_err(|_| Error::AuthFailed)?;
+            match step {
                 ClientStep::Send(m, next) => {
                     wire.send(&m).await?;
                     state = next;
                 }
                 ClientStep::SendAndFail(m, _) => {
                     let _ = wire.send(&m).await;
+                    // Wait for the server's verdict so it has counted the failure.
+                    let _ = tokio::time::timeout(RESPONSE_TIMEOUT, wire.recv_message()).await;
                     return Err(Error::AuthFailed);
                 }
                 ClientStep::Done(a) => {
-                    return Ok(Self {
-                        wire,
-                        principal: a.principal,
-                    });
+                    return Ok((
+                        Some(Self {
+                            wire,
+                            principal: a.principal,
+                        }),
+                        a.session,
+                    ));
                 }
                 ClientStep::Registered => {
-                    return Err(Error::Protocol("unexpected registration answer".into()));
+                    let _ = tokio::io::AsyncWriteExt::shutdown(wire.get_mut()).await;
+                    return Ok((None, None));
                 }
             }
+        }
+    }
+
+    /// Logs in with a password (OPAQUE). With `want_session`, the server opens a session that
+    /// [`Client::resume`] can use later without the password.
+    pub async fn login(
+        addr: &str,
+        pin: ServerId,
+        user: &str,
+        password: &[u8],
+        want_session: bool,
+    ) -> Result<(Self, Option<ClientSession>), Error> {
+        ferry_proto::names::validate_client_name(user)?;
+        let tls = Self::connect_tls(addr, pin).await?;
+        let fut = Self::run_auth(tls, |exporter| {
+            auth::password_login(
+                &mut rand_core::OsRng,
+                exporter,
+                user,
+                password,
+                want_session,
+            )
+            .map_err(|_| Error::Internal("cannot start a login".into()))
+        });
+        // Generous: the client's Argon2id may take a while on a slow machine.
+        let (client, session) = tokio::time::timeout(4 * CONNECT_TIMEOUT, fut)
+            .await
+            .map_err(|_| Error::Timeout("the login"))??;
+        let client =
+            client.ok_or_else(|| Error::Protocol("unexpected registration answer".into()))?;
+        Ok((client, session))
+    }
+
+    /// Resumes a session on a new connection: no password, nothing replayable sent.
+    pub async fn resume(
+        addr: &str,
+        pin: ServerId,
+        id: SessionId,
+        secret: &SessionSecret,
+    ) -> Result<Self, Error> {
+        let tls = Self::connect_tls(addr, pin).await?;
+        let fut = Self::run_auth(tls, |exporter| {
+            Ok(auth::resume_session(exporter, id, secret))
+        });
+        let (client, _) = tokio::time::timeout(CONNECT_TIMEOUT, fut)
+            .await
+            .map_err(|_| Error::Timeout("authentication"))??;
+        client.ok_or_else(|| Error::Protocol("unexpected registration answer".into()))
+    }
+
+    /// Redeems an invite: sets the password of the invited user. The invite is spent.
+    pub async fn register(invite: &Credential, password: &[u8]) -> Result<(), Error> {
+        let tls = Self::connect_tls(&invite.server, invite.server_id).await?;
+        let key = InviteKey::from_bytes(*invite.key.expose_secret());
+        let fut = Self::run_auth(tls, |exporter| {
+            auth::register(
+                &mut rand_core::OsRng,
+                exporter,
+                &invite.claims,
+                &key,
+                password,
+            )
+            .map_err(|_| Error::Internal("cannot start a registration".into()))
+        });
+        match tokio::time::timeout(4 * CONNECT_TIMEOUT, fut)
+            .await
+            .map_err(|_| Error::Timeout("the registration"))??
+        {
+            (None, _) => Ok(()),
+            (Some(_), _) => Err(Error::Protocol("unexpected login answer".into())),
+        }
+    }
+
+    /// Ends this connection's session on the server, then closes the connection.
+    pub async fn logout(mut self) -> Result<(), Error> {
+        self.wire.send(&Message::Logout(Default::default())).await?;
+        match self.recv().await? {
+            Message::LogoutOk(_) => self.close().await,
+            m => Err(Self::unexpected(&m)),
         }
     }
 

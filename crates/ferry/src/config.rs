@@ -34,6 +34,25 @@ idle_timeout_secs = 300
 admin = [{ ops = ["*"], sources = ["**"] }]
 writer = [{ ops = ["put", "get", "list", "stat", "delete"], sources = ["**"] }]
 reader = [{ ops = ["get", "list", "stat"], sources = ["**"] }]
+
+# Failed password logins: after max_failures within window_secs, the account and the source
+# address are locked for lockout_secs, doubling with each further failure (at most an hour).
+[login]
+max_failures = 5
+window_secs = 900
+lockout_secs = 60
+
+# Sessions end after idle_secs without use, and after max_secs in any case.
+[sessions]
+idle_secs = 604800
+max_secs = 2592000
+
+# Argon2id parameters for new password records (RFC 9106): memory in KiB, passes, lanes.
+# Raising them affects new and reset passwords; existing records keep their own.
+[password]
+m_kib = 65536
+t = 3
+p = 1
 "#;
 
 /// The parsed configuration.
@@ -61,6 +80,46 @@ pub struct Config {
     /// Role rules.
     #[serde(default)]
     pub roles: BTreeMap<String, Vec<Rule>>,
+    /// Limits on failed password logins.
+    #[serde(default)]
+    pub login: crate::limiter::LoginLimits,
+    /// Session lifetimes.
+    #[serde(default)]
+    pub sessions: SessionLimits,
+    /// Argon2id parameters for new password records (existing records keep theirs).
+    #[serde(default = "default_ksf")]
+    pub password: ferry_proto::password::KsfParams,
+}
+
+/// Session lifetimes, from `[sessions]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionLimits {
+    /// Seconds of inactivity that end a session.
+    #[serde(default = "default_session_idle")]
+    pub idle_secs: u64,
+    /// Seconds after which a session ends regardless.
+    #[serde(default = "default_session_max")]
+    pub max_secs: u64,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            idle_secs: default_session_idle(),
+            max_secs: default_session_max(),
+        }
+    }
+}
+
+fn default_session_idle() -> u64 {
+    7 * 86400
+}
+fn default_session_max() -> u64 {
+    30 * 86400
+}
+fn default_ksf() -> ferry_proto::password::KsfParams {
+    ferry_proto::password::KsfParams::DEFAULT
 }
 
 fn default_listen() -> String {
@@ -95,6 +154,11 @@ impl Config {
         if c.max_connections == 0 || c.handshake_timeout_secs == 0 || c.idle_timeout_secs == 0 {
             return Err(Error::Config(
                 "ferry.toml: max_connections and timeouts must be positive".into(),
+            ));
+        }
+        if c.password.argon2().is_none() {
+            return Err(Error::Config(
+                "ferry.toml: [password] parameters are out of range for Argon2id".into(),
             ));
         }
         // Compile the rules now so a bad pattern is reported at start.

@@ -25,12 +25,15 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod client;
 pub mod clock;
 pub mod config;
 mod error;
 pub mod fsutil;
 pub mod identity;
+pub mod limiter;
+pub mod live;
 pub mod pipe;
 pub mod policy;
 pub mod registry;

@@ -7,9 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -89,72 +87,14 @@ impl RegistryLock {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    ino: u64,
-    len: u64,
-    mtime: i64,
-    mtime_nsec: i64,
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let m = std::fs::metadata(path).ok()?;
-    Some(Stamp {
-        ino: m.ino(),
-        len: m.len(),
-        mtime: m.mtime(),
-        mtime_nsec: m.mtime_nsec(),
-    })
-}
-
-/// The registry as a running server sees it, re-read whenever the file changes.
-pub struct LiveRegistry {
-    path: PathBuf,
-    state: RwLock<(Option<Stamp>, Arc<Registry>)>,
-}
-
-impl std::fmt::Debug for LiveRegistry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiveRegistry")
-            .field("path", &self.path)
-            .finish()
+impl crate::live::Loadable for Registry {
+    fn load(path: &Path) -> Result<Self, Error> {
+        Registry::load(path)
     }
 }
 
-impl LiveRegistry {
-    /// Loads the registry at `path`.
-    pub fn open(path: PathBuf) -> Result<Self, Error> {
-        let st = stamp(&path);
-        let reg = Registry::load(&path)?;
-        Ok(Self {
-            path,
-            state: RwLock::new((st, Arc::new(reg))),
-        })
-    }
-
-    /// The current registry, re-read if the file changed. If the new file does not parse,
-    /// nobody is current (fail closed) until it is fixed.
-    pub fn current(&self) -> Arc<Registry> {
-        let now = stamp(&self.path);
-        if let Ok(guard) = self.state.read()
-            && guard.0 == now
-        {
-            return guard.1.clone();
-        }
-        let reg = match Registry::load(&self.path) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!("{e}; refusing all credentials until it is fixed");
-                Registry::default()
-            }
-        };
-        let reg = Arc::new(reg);
-        if let Ok(mut guard) = self.state.write() {
-            *guard = (now, reg.clone());
-        }
-        reg
-    }
-}
+/// The client registry as a running server sees it, re-read whenever the file changes.
+pub type LiveRegistry = crate::live::LiveFile<Registry>;
 
 #[cfg(test)]
 mod tests {

@@ -5,10 +5,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_proto::auth::{Method, Principal, ServerAuth, ServerContext, ServerStep};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ferry_proto::auth::{
+    Method, Principal, RejectReason, ServerAuth, ServerContext, ServerStep, StoredSession,
+};
 use ferry_proto::claims::Claims;
 use ferry_proto::message::Message;
+use ferry_proto::password::{KsfParams, OpaqueKeys, UserRecord};
 use ferry_proto::secret::MasterKey;
+use ferry_proto::session::SessionId;
 use ferry_store::{Store, StoreOptions};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -16,6 +23,10 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::accounts::{Invites, SessionEntry, Sessions, Users, session_id_text};
+use crate::config::SessionLimits;
+use crate::limiter::Limiter;
+use crate::live::LiveFile;
 use crate::policy::Policy;
 use crate::registry::{LiveRegistry, Registry};
 use crate::server_dir::ServerDir;
@@ -45,6 +56,14 @@ pub(crate) struct Shared {
     pub(crate) policy: Policy,
     pub(crate) store: Arc<Store>,
     pub(crate) limits: Limits,
+    pub(crate) dir: ServerDir,
+    pub(crate) opaque: OpaqueKeys,
+    pub(crate) users: LiveFile<Users>,
+    pub(crate) invites: LiveFile<Invites>,
+    pub(crate) sessions: LiveFile<Sessions>,
+    pub(crate) limiter: Limiter,
+    pub(crate) session_limits: SessionLimits,
+    pub(crate) new_ksf: KsfParams,
 }
 
 /// A server ready to bind.
@@ -91,6 +110,14 @@ impl Server {
                 policy,
                 store: Arc::new(store),
                 limits,
+                opaque: dir.opaque_keys()?,
+                users: LiveFile::open(dir.file("users.toml"))?,
+                invites: LiveFile::open(dir.file("invites.toml"))?,
+                sessions: LiveFile::open(dir.file("sessions.toml"))?,
+                limiter: Limiter::new(config.login.clone()),
+                session_limits: config.sessions.clone(),
+                new_ksf: config.password,
+                dir: dir.clone(),
             }),
             listen: config.listen,
         })
@@ -191,28 +218,111 @@ impl BoundServer {
 }
 
 struct AuthCtx<'a> {
-    master: &'a MasterKey,
+    shared: &'a Shared,
     registry: Arc<Registry>,
+    users: Arc<Users>,
+    invites: Arc<Invites>,
+    sessions: Arc<Sessions>,
+    ip: IpAddr,
+    now: u64,
+}
+
+impl<'a> AuthCtx<'a> {
+    fn new(shared: &'a Shared, ip: IpAddr, now: u64) -> Self {
+        Self {
+            shared,
+            registry: shared.registry.current(),
+            users: shared.users.current(),
+            invites: shared.invites.current(),
+            sessions: shared.sessions.current(),
+            ip,
+            now,
+        }
+    }
+
+    /// Whether a principal may (still) act: its credential current, its user present, its
+    /// session live.
+    fn valid(&self, p: &Principal) -> bool {
+        match &p.method {
+            Method::Psk { epoch } => self.registry.is_current(&p.name, *epoch),
+            Method::Password => self.users.users.contains_key(&p.name),
+            Method::Session { id } => self.live_session(id).is_some(),
+            _ => false,
+        }
+    }
+
+    fn live_session(&self, id: &SessionId) -> Option<StoredSession> {
+        let entry = self.sessions.sessions.get(&session_id_text(id))?;
+        if !entry.live(self.now) {
+            return None;
+        }
+        let principal = entry.principal()?;
+        // A session lives only as long as what opened it.
+        if !self.valid(&principal) {
+            return None;
+        }
+        Some(StoredSession {
+            secret: entry.secret()?,
+            principal,
+        })
+    }
 }
 
 impl ServerContext for AuthCtx<'_> {
     fn master_key(&self) -> &MasterKey {
-        self.master
+        &self.shared.master
     }
 
     fn claims_current(&self, claims: &Claims) -> bool {
         self.registry.is_current(claims.name(), claims.epoch())
     }
+
+    fn invite_current(&self, claims: &Claims) -> bool {
+        self.invites
+            .invites
+            .get(claims.name())
+            .is_some_and(|i| !i.spent && i.serial == claims.epoch())
+    }
+
+    fn opaque_keys(&self) -> Option<&OpaqueKeys> {
+        Some(&self.shared.opaque)
+    }
+
+    fn user(&self, name: &str) -> Option<(UserRecord, BTreeMap<String, String>)> {
+        let u = self.users.users.get(name)?;
+        Some((u.user_record()?, u.attributes.clone()))
+    }
+
+    fn login_allowed(&self, name: &str) -> bool {
+        self.shared.limiter.allowed(name, self.ip, self.now)
+    }
+
+    fn new_record_ksf(&self) -> KsfParams {
+        self.shared.new_ksf
+    }
+
+    fn session(&self, id: &SessionId) -> Option<StoredSession> {
+        self.live_session(id)
+    }
+
+    fn session_lifetimes(&self) -> (u64, u64) {
+        (
+            self.shared.session_limits.idle_secs,
+            self.shared.session_limits.max_secs,
+        )
+    }
 }
 
 impl Shared {
-    /// Whether a principal authenticated earlier may still act (not revoked, not re-issued).
-    pub(crate) fn still_valid(&self, p: &Principal) -> bool {
-        match p.method {
-            Method::Psk { epoch } => self.registry.current().is_current(&p.name, epoch),
-            _ => false,
-        }
+    /// Whether a principal authenticated earlier may still act (not revoked, not re-issued,
+    /// user not removed, session not ended).
+    pub(crate) fn still_valid(&self, p: &Principal, ip: IpAddr) -> bool {
+        AuthCtx::new(self, ip, crate::clock::now()).valid(p)
     }
+}
+
+async fn blocking(f: impl FnOnce() -> Result<(), Error> + Send + 'static) -> Result<(), Error> {
+    crate::pipe::join(tokio::task::spawn_blocking(f)).await
 }
 
 async fn serve_connection(
@@ -237,7 +347,7 @@ async fn serve_connection(
     let exporter = tls::export(tls.get_ref().1)?;
     let mut wire = Wire::new(tls);
     wire.set_limit(PRE_AUTH_LIMIT);
-    let principal =
+    let (principal, session) =
         match tokio::time::timeout_at(deadline, authenticate(shared, &mut wire, exporter, peer))
             .await
         {
@@ -261,7 +371,16 @@ async fn serve_connection(
             },
             _ = stop.changed() => break,
         };
-        if !shared.still_valid(&principal) {
+        if let Message::Logout(_) = msg {
+            if let Some(id) = session {
+                let dir = shared.dir.clone();
+                blocking(move || dir.revoke_session(&session_id_text(&id)).map(|_| ())).await?;
+                tracing::info!("{peer}: {} logged out", principal.name);
+            }
+            wire.send(&Message::LogoutOk(Default::default())).await?;
+            break;
+        }
+        if !shared.still_valid(&principal, peer.ip()) {
             tracing::info!(
                 "{peer}: {} is no longer authorised; closing",
                 principal.name
@@ -275,44 +394,106 @@ async fn serve_connection(
     Ok(())
 }
 
+/// Runs the authentication exchange. Returns the principal and the session the connection
+/// belongs to, or `None` if authentication failed (already answered).
 async fn authenticate(
     shared: &Shared,
     wire: &mut Wire<TlsStream<TcpStream>>,
     exporter: ferry_proto::secret::Exporter,
     peer: SocketAddr,
-) -> Result<Option<Principal>, Error> {
+) -> Result<Option<(Principal, Option<SessionId>)>, Error> {
     let mut state = ServerAuth::new(exporter);
     loop {
         let msg = wire.recv_message().await?;
-        let ctx = AuthCtx {
-            master: &shared.master,
-            registry: shared.registry.current(),
-        };
         let now = crate::clock::now();
-        match state.handle(msg, &ctx, &mut rand_core::OsRng, now) {
+        let step = {
+            let ctx = AuthCtx::new(shared, peer.ip(), now);
+            state.handle(msg, &ctx, &mut rand_core::OsRng, now)
+        };
+        match step {
             ServerStep::Continue { reply, next } => {
                 wire.send(&reply).await?;
                 state = next;
             }
             ServerStep::Accept {
-                reply, principal, ..
+                reply,
+                principal,
+                session,
             } => {
+                let mut session_id = None;
+                if let Some(s) = session {
+                    let origin = match principal.method {
+                        Method::Psk { epoch } => format!("psk:{epoch}"),
+                        _ => "password".to_owned(),
+                    };
+                    let entry = SessionEntry {
+                        name: principal.name.clone(),
+                        attributes: principal.attributes.clone(),
+                        origin,
+                        secret: data_encoding::HEXLOWER.encode(s.secret.expose_secret()),
+                        created: now,
+                        last_used: now,
+                        idle_secs: s.idle_secs,
+                        expires: s.expires,
+                    };
+                    let dir = shared.dir.clone();
+                    let id = s.id;
+                    blocking(move || dir.add_session(&id, entry, now)).await?;
+                    session_id = Some(s.id);
+                }
+                if let Method::Session { id } = principal.method {
+                    let dir = shared.dir.clone();
+                    blocking(move || dir.touch_session(&id, now)).await?;
+                    session_id = Some(id);
+                }
+                if principal.method == Method::Password {
+                    shared.limiter.success(&principal.name);
+                }
                 wire.send(&reply).await?;
                 tracing::info!(
-                    "{peer}: authenticated {} (role {})",
+                    "{peer}: authenticated {} (role {}) by {}",
                     principal.name,
-                    principal.role().unwrap_or("-")
+                    principal.role().unwrap_or("-"),
+                    principal.method.name()
                 );
-                return Ok(Some(principal));
+                return Ok(Some((principal, session_id)));
             }
-            ServerStep::Register { .. } => {
-                // This server offers no invites yet.
-                tracing::warn!("{peer}: unexpected registration");
-                wire.send(&Message::AuthFailed(Default::default())).await?;
+            ServerStep::Register {
+                reply,
+                invite,
+                record,
+            } => {
+                let dir = shared.dir.clone();
+                let name = invite.name().to_owned();
+                let stored = crate::pipe::join(tokio::task::spawn_blocking(move || {
+                    dir.register_user(&invite, &record, now)
+                }))
+                .await?;
+                if stored {
+                    tracing::info!("{peer}: registered user {name}");
+                    wire.send(&reply).await?;
+                } else {
+                    tracing::warn!("{peer}: registration for {name} lost to another");
+                    wire.send(&Message::AuthFailed(Default::default())).await?;
+                }
                 return Ok(None);
             }
-            ServerStep::Reject { reply, reason, .. } => {
-                tracing::warn!("{peer}: authentication failed ({reason:?})");
+            ServerStep::Reject {
+                reply,
+                reason,
+                user,
+            } => {
+                // Count only attempts that were evaluated: one refused because of a lock
+                // says nothing about the password and must not extend the lock.
+                if let (RejectReason::PasswordFailed, Some(user)) = (reason, &user)
+                    && shared.limiter.allowed(user, peer.ip(), now)
+                {
+                    shared.limiter.failure(user, peer.ip(), now);
+                }
+                tracing::warn!(
+                    "{peer}: authentication failed ({reason:?}{})",
+                    user.map(|u| format!(", user {u}")).unwrap_or_default()
+                );
                 wire.send(&reply).await?;
                 let _ = tokio::io::AsyncWriteExt::shutdown(wire.get_mut()).await;
                 return Ok(None);

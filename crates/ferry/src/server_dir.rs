@@ -19,10 +19,17 @@ use ferry_proto::secret::MasterKey;
 use ferry_proto::server_id::ServerId;
 use zeroize::Zeroizing;
 
+use crate::accounts::{
+    InviteEntry, Invites, SessionEntry, Sessions, UserEntry, Users, session_id_text,
+};
 use crate::config::{Config, DEFAULT_CONFIG};
 use crate::identity::Identity;
+use crate::live::Loadable;
 use crate::registry::{ClientRecord, Registry, RegistryLock};
 use crate::{Error, fsutil, tls};
+use ferry_proto::auth::INVITE_EXPIRES;
+use ferry_proto::password::{OpaqueKeys, UserRecord};
+use ferry_proto::session::SessionId;
 
 /// A server folder on disk.
 #[derive(Clone, Debug)]
@@ -166,6 +173,191 @@ impl ServerDir {
             key: psk::derive_psk(&master, &claims),
             claims,
         })
+    }
+
+    /// Path of a file in the folder.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// The server's OPAQUE keys, created on first use.
+    pub fn opaque_keys(&self) -> Result<OpaqueKeys, Error> {
+        self.check_exists()?;
+        let path = self.file("opaque.key");
+        if !path.exists() {
+            let _lock = RegistryLock::acquire(&self.path)?;
+            if !path.exists() {
+                let keys = OpaqueKeys::generate(&mut rand_core::OsRng);
+                let hex = Zeroizing::new(data_encoding::HEXLOWER.encode(&keys.to_bytes()) + "\n");
+                fsutil::write_secret(&path, hex.as_bytes())?;
+            }
+        }
+        let text = fsutil::read_secret_text(&path)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let bytes = Zeroizing::new(
+            data_encoding::HEXLOWER_PERMISSIVE
+                .decode(text.trim().as_bytes())
+                .map_err(|_| Error::Config(format!("{}: not hexadecimal", path.display())))?,
+        );
+        OpaqueKeys::from_bytes(&bytes)
+            .ok_or_else(|| Error::Config(format!("{}: not OPAQUE keys", path.display())))
+    }
+
+    /// Users.
+    pub fn users(&self) -> Result<Users, Error> {
+        self.check_exists()?;
+        Users::load(&self.file("users.toml"))
+    }
+
+    /// Invites.
+    pub fn invites(&self) -> Result<Invites, Error> {
+        self.check_exists()?;
+        Invites::load(&self.file("invites.toml"))
+    }
+
+    /// Sessions.
+    pub fn sessions(&self) -> Result<Sessions, Error> {
+        self.check_exists()?;
+        Sessions::load(&self.file("sessions.toml"))
+    }
+
+    /// Creates a one-time invite for `name`, valid for `valid_secs`. A newer invite for the
+    /// same name replaces an older one.
+    pub fn invite_user(
+        &self,
+        name: &str,
+        attributes: BTreeMap<String, String>,
+        server: Option<&str>,
+        valid_secs: u64,
+        now: u64,
+    ) -> Result<Credential, Error> {
+        let master = self.master_key()?;
+        let identity = self.identity()?;
+        let config = self.config()?;
+        self.opaque_keys()?;
+        let _lock = RegistryLock::acquire(&self.path)?;
+        let mut invites = Invites::load(&self.file("invites.toml"))?;
+        let serial = invites.invites.get(name).map_or(1, |i| i.serial + 1);
+        let expires = now.saturating_add(valid_secs);
+        let mut claim_attrs = attributes.clone();
+        claim_attrs.insert(INVITE_EXPIRES.to_owned(), expires.to_string());
+        let claims =
+            Claims::new(name, serial, claim_attrs).map_err(|e| Error::Config(e.to_string()))?;
+        invites.invites.insert(
+            name.to_owned(),
+            InviteEntry {
+                serial,
+                attributes,
+                expires,
+                spent: false,
+            },
+        );
+        invites.save(&self.file("invites.toml"))?;
+        let key = psk::derive_invite_key(&master, &claims);
+        Ok(Credential {
+            server: server.unwrap_or(&config.address).to_owned(),
+            server_id: identity.server_id(),
+            key: ferry_proto::secret::Psk::from_bytes(*key.expose_secret()),
+            claims,
+        })
+    }
+
+    /// Stores a record for the invite's user and spends the invite, atomically. Returns false
+    /// if the invite is no longer current (spent meanwhile, or replaced).
+    pub fn register_user(
+        &self,
+        invite: &Claims,
+        record: &UserRecord,
+        now: u64,
+    ) -> Result<bool, Error> {
+        let _lock = RegistryLock::acquire(&self.path)?;
+        let mut invites = Invites::load(&self.file("invites.toml"))?;
+        let Some(entry) = invites.invites.get_mut(invite.name()) else {
+            return Ok(false);
+        };
+        if entry.spent || entry.serial != invite.epoch() || now >= entry.expires {
+            return Ok(false);
+        }
+        entry.spent = true;
+        let attributes = entry.attributes.clone();
+        let mut users = Users::load(&self.file("users.toml"))?;
+        users.users.insert(
+            invite.name().to_owned(),
+            UserEntry {
+                attributes,
+                record: data_encoding::BASE64.encode(&record.record),
+                ksf: record.ksf,
+                created: now,
+            },
+        );
+        // Users first: a crash between the two leaves an unspent invite for an existing
+        // user, which a second registration simply overwrites; never a spent invite and no user.
+        users.save(&self.file("users.toml"))?;
+        invites.save(&self.file("invites.toml"))?;
+        // A new password ends the sessions of the old one.
+        let mut sessions = Sessions::load(&self.file("sessions.toml"))?;
+        let before = sessions.sessions.len();
+        sessions
+            .sessions
+            .retain(|_, s| s.name != invite.name() || s.origin != "password");
+        if sessions.sessions.len() != before {
+            sessions.save(&self.file("sessions.toml"))?;
+        }
+        Ok(true)
+    }
+
+    /// Removes a user and ends the user's sessions. Returns false if there was no such user.
+    pub fn remove_user(&self, name: &str) -> Result<bool, Error> {
+        self.check_exists()?;
+        let _lock = RegistryLock::acquire(&self.path)?;
+        let mut users = Users::load(&self.file("users.toml"))?;
+        let existed = users.users.remove(name).is_some();
+        users.save(&self.file("users.toml"))?;
+        let mut invites = Invites::load(&self.file("invites.toml"))?;
+        if invites.invites.remove(name).is_some() {
+            invites.save(&self.file("invites.toml"))?;
+        }
+        let mut sessions = Sessions::load(&self.file("sessions.toml"))?;
+        sessions
+            .sessions
+            .retain(|_, s| s.name != name || s.origin != "password");
+        sessions.save(&self.file("sessions.toml"))?;
+        Ok(existed)
+    }
+
+    /// Stores a new session.
+    pub fn add_session(&self, id: &SessionId, entry: SessionEntry, now: u64) -> Result<(), Error> {
+        let _lock = RegistryLock::acquire(&self.path)?;
+        let mut sessions = Sessions::load(&self.file("sessions.toml"))?;
+        sessions.prune(now);
+        sessions.sessions.insert(session_id_text(id), entry);
+        sessions.save(&self.file("sessions.toml"))
+    }
+
+    /// Marks a session used at `now` (its idle lifetime starts again).
+    pub fn touch_session(&self, id: &SessionId, now: u64) -> Result<(), Error> {
+        let _lock = RegistryLock::acquire(&self.path)?;
+        let mut sessions = Sessions::load(&self.file("sessions.toml"))?;
+        if let Some(s) = sessions.sessions.get_mut(&session_id_text(id)) {
+            s.last_used = now;
+            sessions.save(&self.file("sessions.toml"))?;
+        }
+        Ok(())
+    }
+
+    /// Ends a session by its hex ID. Returns false if there was no such session.
+    pub fn revoke_session(&self, id_text: &str) -> Result<bool, Error> {
+        self.check_exists()?;
+        let _lock = RegistryLock::acquire(&self.path)?;
+        let mut sessions = Sessions::load(&self.file("sessions.toml"))?;
+        let existed = sessions
+            .sessions
+            .remove(&id_text.to_ascii_lowercase())
+            .is_some();
+        if existed {
+            sessions.save(&self.file("sessions.toml"))?;
+        }
+        Ok(existed)
     }
 
     /// Revokes `name`. Returns false if there was no such client.

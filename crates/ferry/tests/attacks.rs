@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use common::{TestServer, panics};
 use ferry::identity::Identity;
@@ -15,7 +14,6 @@ use ferry::proto::message::Message;
 use ferry::proto::psk::PskClient;
 use ferry::wire::Wire;
 use ferry::{Client, Error};
-use tokio::net::TcpListener;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_cannot_put_or_delete() {
@@ -174,67 +172,11 @@ async fn a_proof_captured_on_one_connection_fails_on_another() {
     srv.stop().await;
 }
 
-/// A man in the middle that terminates TLS on both sides and relays every byte between them.
-struct Mitm {
-    addr: String,
-    identity_id: ferry::proto::server_id::ServerId,
-    relayed: Arc<AtomicUsize>,
-}
-
-async fn start_mitm(upstream: String, upstream_id: ferry::proto::server_id::ServerId) -> Mitm {
-    let identity = Identity::generate().unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(identity.server_config().unwrap()));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let relayed = Arc::new(AtomicUsize::new(0));
-    let count = relayed.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            let upstream = upstream.clone();
-            let count = count.clone();
-            tokio::spawn(async move {
-                let Ok(down) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(up) = Client::connect_tls(&upstream, upstream_id).await else {
-                    return;
-                };
-                let (dr, dw) = tokio::io::split(down);
-                let (ur, uw) = tokio::io::split(up);
-                tokio::join!(relay(dr, uw, count.clone()), relay(ur, dw, count));
-            });
-        }
-    });
-    Mitm {
-        addr,
-        identity_id: identity.server_id(),
-        relayed,
-    }
-}
-
-/// Copies bytes one way, counting them as they pass.
-async fn relay(
-    mut from: impl tokio::io::AsyncRead + Unpin,
-    mut to: impl tokio::io::AsyncWrite + Unpin,
-    count: Arc<AtomicUsize>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0; 16 * 1024];
-    while let Ok(n) = from.read(&mut buf).await {
-        if n == 0 || to.write_all(&buf[..n]).await.is_err() || to.flush().await.is_err() {
-            break;
-        }
-        count.fetch_add(n, Ordering::SeqCst);
-    }
-    let _ = to.shutdown().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relaying_man_in_the_middle_cannot_authenticate() {
     let srv = TestServer::start().await;
     let cred = srv.issue("c", "writer");
-    let mitm = start_mitm(srv.addr.to_string(), cred.server_id).await;
+    let mitm = common::start_mitm(srv.addr.to_string(), cred.server_id).await;
 
     // A client that pins the real server refuses the MITM's TLS outright.
     assert!(matches!(

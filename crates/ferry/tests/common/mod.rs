@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -44,10 +45,28 @@ impl TestServer {
     }
 
     pub async fn start_with(limits: impl FnOnce(&mut ferry::server::Limits)) -> Self {
+        Self::start_full(|t| t, limits).await
+    }
+
+    /// Starts a server whose ferry.toml is `edit(default text)`. Password records use small
+    /// Argon2id parameters unless `edit` says otherwise, to keep tests quick.
+    pub async fn start_with_config(edit: impl FnOnce(String) -> String) -> Self {
+        Self::start_full(edit, |_| {}).await
+    }
+
+    pub async fn start_full(
+        edit: impl FnOnce(String) -> String,
+        limits: impl FnOnce(&mut ferry::server::Limits),
+    ) -> Self {
         install_panic_counter();
         let dir = tempfile::tempdir().unwrap();
         let server_dir = ServerDir::new(dir.path().join("srv"));
         server_dir.init().unwrap();
+        let cfg = server_dir.path().join("ferry.toml");
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("m_kib = 65536\nt = 3", "m_kib = 1024\nt = 1");
+        std::fs::write(&cfg, edit(text)).unwrap();
         let bound = Server::open(&server_dir)
             .unwrap()
             .with_limits(limits)
@@ -71,6 +90,53 @@ impl TestServer {
             stop: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// Stops this server and starts another on the same folder, with ferry.toml edited.
+    pub async fn restart(mut self, edit: impl FnOnce(String) -> String) -> Self {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let cfg = self.server_dir.path().join("ferry.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(&cfg, edit(text)).unwrap();
+        let bound = Server::open(&self.server_dir)
+            .unwrap()
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        self.addr = bound.local_addr();
+        let (tx, rx) = oneshot::channel::<()>();
+        self.task = Some(tokio::spawn(async move {
+            bound
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        }));
+        self.stop = Some(tx);
+        self
+    }
+
+    /// An invite for `name` with `role`, valid for `secs`.
+    pub fn invite(&self, name: &str, role: &str, secs: u64) -> Credential {
+        let attrs = BTreeMap::from([("role".to_owned(), role.to_owned())]);
+        self.server_dir
+            .invite_user(
+                name,
+                attrs,
+                Some(&self.addr.to_string()),
+                secs,
+                ferry::clock::now(),
+            )
+            .unwrap()
     }
 
     pub fn issue(&self, name: &str, role: &str) -> Credential {
@@ -152,4 +218,60 @@ pub async fn raw_session(
     wire.send(&hello).await.unwrap();
     wait.finish(wire.recv_message().await.unwrap()).unwrap();
     wire
+}
+
+/// A man in the middle that terminates TLS on both sides and relays every byte between them.
+pub struct Mitm {
+    pub addr: String,
+    pub identity_id: ferry::proto::server_id::ServerId,
+    pub relayed: Arc<AtomicUsize>,
+}
+
+pub async fn start_mitm(upstream: String, upstream_id: ferry::proto::server_id::ServerId) -> Mitm {
+    let identity = ferry::identity::Identity::generate().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(identity.server_config().unwrap()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let relayed = Arc::new(AtomicUsize::new(0));
+    let count = relayed.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let upstream = upstream.clone();
+            let count = count.clone();
+            tokio::spawn(async move {
+                let Ok(down) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(up) = ferry::Client::connect_tls(&upstream, upstream_id).await else {
+                    return;
+                };
+                let (dr, dw) = tokio::io::split(down);
+                let (ur, uw) = tokio::io::split(up);
+                tokio::join!(relay(dr, uw, count.clone()), relay(ur, dw, count));
+            });
+        }
+    });
+    Mitm {
+        addr,
+        identity_id: identity.server_id(),
+        relayed,
+    }
+}
+
+/// Copies bytes one way, counting them as they pass.
+async fn relay(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    count: Arc<AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0; 16 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 || to.write_all(&buf[..n]).await.is_err() || to.flush().await.is_err() {
+            break;
+        }
+        count.fetch_add(n, Ordering::SeqCst);
+    }
+    let _ = to.shutdown().await;
 }

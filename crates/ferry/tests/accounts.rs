@@ -1,0 +1,281 @@
+//! User accounts over real loopback TLS: invites, OPAQUE registration and login, sessions,
+//! online-guessing limits.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, panics};
+use ferry::proto::message::Message;
+use ferry::wire::Wire;
+use ferry::{Client, Error};
+
+const PW: &[u8] = b"correct horse battery staple";
+
+async fn enrol(srv: &TestServer, name: &str, role: &str) {
+    let mut invite = srv.invite(name, role, 3600);
+    invite.server = srv.addr.to_string();
+    Client::register(&invite, PW).await.unwrap();
+}
+
+fn pin(srv: &TestServer) -> ferry::proto::server_id::ServerId {
+    srv.server_dir.identity().unwrap().server_id()
+}
+
+async fn login(
+    srv: &TestServer,
+    user: &str,
+    pw: &[u8],
+) -> Result<(Client, Option<ferry::proto::auth::ClientSession>), Error> {
+    Client::login(&srv.addr.to_string(), pin(srv), user, pw, true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invite_register_login_put_get_and_resume() {
+    let srv = TestServer::start().await;
+    let invite = srv.invite("carol", "writer", 3600);
+    Client::register(&invite, PW).await.unwrap();
+    // The invite is spent: a second registration fails.
+    assert!(matches!(
+        Client::register(&invite, b"another").await,
+        Err(Error::AuthFailed)
+    ));
+
+    let (mut c, session) = login(&srv, "carol", PW).await.unwrap();
+    assert_eq!(c.principal().role(), Some("writer"));
+    c.put_bytes("notes/a", b"hello".to_vec()).await.unwrap();
+    c.close().await.unwrap();
+
+    let s = session.expect("a session");
+    let mut r = Client::resume(&srv.addr.to_string(), pin(&srv), s.id, &s.secret)
+        .await
+        .unwrap();
+    assert_eq!(r.principal().name, "carol");
+    assert_eq!(r.get_bytes("notes/a").await.unwrap(), b"hello");
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_invite_fails() {
+    let srv = TestServer::start().await;
+    let invite = srv.invite("dan", "reader", 0);
+    assert!(matches!(
+        Client::register(&invite, PW).await,
+        Err(Error::AuthFailed)
+    ));
+    assert!(srv.server_dir.users().unwrap().users.is_empty());
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_and_unknown_user_fail_alike() {
+    let srv = TestServer::start().await;
+    enrol(&srv, "carol", "writer").await;
+    let wrong = login(&srv, "carol", b"wrong")
+        .await
+        .expect_err("wrong password accepted");
+    let unknown = login(&srv, "nobody", PW)
+        .await
+        .expect_err("unknown user accepted");
+    assert_eq!(wrong.to_string(), unknown.to_string());
+    assert!(matches!(wrong, Error::AuthFailed));
+    assert!(matches!(unknown, Error::AuthFailed));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_cannot_complete_a_login_or_a_resumption() {
+    let srv = TestServer::start().await;
+    enrol(&srv, "carol", "writer").await;
+    let (_, session) = login(&srv, "carol", PW).await.unwrap();
+    let s = session.unwrap();
+    let mitm = common::start_mitm(srv.addr.to_string(), pin(&srv)).await;
+    // A client tricked into pinning the relay: OPAQUE's context is the client↔relay exporter.
+    let r = Client::login(&mitm.addr, mitm.identity_id, "carol", PW, true).await;
+    assert!(matches!(r, Err(Error::AuthFailed)), "{r:?}");
+    let r = Client::resume(&mitm.addr, mitm.identity_id, s.id, &s.secret).await;
+    assert!(matches!(r, Err(Error::AuthFailed)), "{r:?}");
+    assert!(mitm.relayed.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_proof_from_one_connection_is_refused_on_another() {
+    let srv = TestServer::start().await;
+    enrol(&srv, "carol", "writer").await;
+    let (_, session) = login(&srv, "carol", PW).await.unwrap();
+    let s = session.unwrap();
+    let addr = srv.addr.to_string();
+    let tls1 = Client::connect_tls(&addr, pin(&srv)).await.unwrap();
+    let e1 = ferry::tls::export(tls1.get_ref().1).unwrap();
+    let (captured, _) = ferry::proto::auth::resume_session(&e1, s.id, &s.secret);
+    let tls2 = Client::connect_tls(&addr, pin(&srv)).await.unwrap();
+    let mut wire = Wire::new(tls2);
+    wire.send(&captured).await.unwrap();
+    assert!(matches!(
+        wire.recv_message().await.unwrap(),
+        Message::AuthFailed(_)
+    ));
+    let mut wire1 = Wire::new(tls1);
+    wire1.send(&captured).await.unwrap();
+    assert!(matches!(
+        wire1.recv_message().await.unwrap(),
+        Message::AuthOk(_)
+    ));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logged_out_revoked_expired_and_removed_sessions_are_refused() {
+    let srv =
+        TestServer::start_with_config(|t| t.replace("idle_secs = 604800", "idle_secs = 2")).await;
+    enrol(&srv, "carol", "writer").await;
+    let addr = srv.addr.to_string();
+    let resume = |s: &ferry::proto::auth::ClientSession| {
+        let (id, secret, addr, pin) = (s.id, s.secret.clone(), addr.clone(), pin(&srv));
+        async move { Client::resume(&addr, pin, id, &secret).await }
+    };
+
+    // Logout.
+    let (c, s) = login(&srv, "carol", PW).await.unwrap();
+    let s = s.unwrap();
+    c.logout().await.unwrap();
+    assert!(matches!(resume(&s).await, Err(Error::AuthFailed)));
+
+    // Admin revocation, also of a connection that is open.
+    let (_, s) = login(&srv, "carol", PW).await.unwrap();
+    let s = s.unwrap();
+    let mut open = resume(&s).await.unwrap();
+    assert!(
+        srv.server_dir
+            .revoke_session(&ferry::accounts::session_id_text(&s.id))
+            .unwrap()
+    );
+    assert!(matches!(resume(&s).await, Err(Error::AuthFailed)));
+    assert!(matches!(open.stat("x").await, Err(Error::AuthFailed)));
+
+    // Idle expiry (2 s here).
+    let (_, s) = login(&srv, "carol", PW).await.unwrap();
+    let s = s.unwrap();
+    assert!(resume(&s).await.is_ok());
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert!(matches!(resume(&s).await, Err(Error::AuthFailed)));
+
+    // Removing the user ends its sessions.
+    let (_, s) = login(&srv, "carol", PW).await.unwrap();
+    let s = s.unwrap();
+    assert!(srv.server_dir.remove_user("carol").unwrap());
+    assert!(matches!(resume(&s).await, Err(Error::AuthFailed)));
+    assert!(matches!(
+        login(&srv, "carol", PW).await,
+        Err(Error::AuthFailed)
+    ));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_lock_the_account_until_the_window_passes() {
+    let srv = TestServer::start_with_config(|t| {
+        t.replace("max_failures = 5", "max_failures = 3")
+            .replace("lockout_secs = 60", "lockout_secs = 2")
+    })
+    .await;
+    enrol(&srv, "carol", "writer").await;
+    for _ in 0..3 {
+        assert!(matches!(
+            login(&srv, "carol", b"guess").await,
+            Err(Error::AuthFailed)
+        ));
+    }
+    // Locked: even the right password fails, with the same error.
+    let locked = login(&srv, "carol", PW)
+        .await
+        .expect_err("a locked account let a login in");
+    assert!(matches!(locked, Error::AuthFailed));
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert!(login(&srv, "carol", PW).await.is_ok());
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raised_argon2_parameters_keep_old_records_working() {
+    let srv = TestServer::start().await;
+    enrol(&srv, "old", "writer").await;
+    let srv = srv
+        .restart(|t| t.replace("m_kib = 1024\nt = 1", "m_kib = 2048\nt = 2"))
+        .await;
+    enrol(&srv, "new", "writer").await;
+    let users = srv.server_dir.users().unwrap();
+    assert_eq!(
+        (users.users["old"].ksf.m_kib, users.users["old"].ksf.t),
+        (1024, 1)
+    );
+    assert_eq!(
+        (users.users["new"].ksf.m_kib, users.users["new"].ksf.t),
+        (2048, 2)
+    );
+    assert!(login(&srv, "old", PW).await.is_ok());
+    assert!(login(&srv, "new", PW).await.is_ok());
+    srv.stop().await;
+}
+
+/// Every file below `dir`, byte by byte.
+fn all_bytes(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_directory_holds_neither_the_password_nor_an_unsalted_hash() {
+    use sha2::Digest;
+    let srv = TestServer::start().await;
+    enrol(&srv, "carol", "writer").await;
+    let (mut c, _) = login(&srv, "carol", PW).await.unwrap();
+    c.put_bytes("x", b"data".to_vec()).await.unwrap();
+    c.close().await.unwrap();
+    let digests: Vec<Vec<u8>> = vec![
+        sha2::Sha256::digest(PW).to_vec(),
+        sha2::Sha512::digest(PW).to_vec(),
+        sha2::Sha224::digest(PW).to_vec(),
+        sha2::Sha384::digest(PW).to_vec(),
+        blake3::hash(PW).as_bytes().to_vec(),
+    ];
+    let mut needles: Vec<Vec<u8>> = vec![PW.to_vec(), PW.to_ascii_uppercase()];
+    for d in &digests {
+        needles.push(d.clone());
+        needles.push(data_encoding::HEXLOWER.encode(d).into_bytes());
+        needles.push(data_encoding::HEXUPPER.encode(d).into_bytes());
+        needles.push(data_encoding::BASE64.encode(d).into_bytes());
+    }
+    needles.push(data_encoding::BASE64.encode(PW).into_bytes());
+    needles.push(data_encoding::HEXLOWER.encode(PW).into_bytes());
+    let files = all_bytes(srv.server_dir.path());
+    assert!(
+        files.iter().any(|(p, _)| p.ends_with("users.toml")),
+        "no users file to search"
+    );
+    for (path, bytes) in &files {
+        for n in &needles {
+            assert!(
+                !bytes.windows(n.len()).any(|w| w == n.as_slice()),
+                "{} contains the password or a hash of it",
+                path.display()
+            );
+        }
+    }
+    srv.stop().await;
+}
