@@ -73,6 +73,20 @@ pub enum Message {
     Logout(Empty),
     /// S→C: the session is ended.
     LogoutOk(Empty),
+    /// C→S (authenticated user): start changing one's password (OPAQUE registration request).
+    PasswordChangeStart(PasswordChangeStart),
+    /// C→S: the new OPAQUE record upload (after a `register_response`).
+    PasswordChangeFinish(RegisterFinish),
+    /// S→C: the new password is set; the user's password sessions have ended.
+    PasswordChangeOk(Empty),
+}
+
+/// Start a password change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordChangeStart {
+    /// OPAQUE `RegistrationRequest` for the new password.
+    #[serde(with = "serde_bytes")]
+    pub request: Vec<u8>,
 }
 
 /// Start a password login.
@@ -412,6 +426,9 @@ impl Message {
             Self::SessionAuth(_) => "session_auth",
             Self::Logout(_) => "logout",
             Self::LogoutOk(_) => "logout_ok",
+            Self::PasswordChangeStart(_) => "password_change_start",
+            Self::PasswordChangeFinish(_) => "password_change_finish",
+            Self::PasswordChangeOk(_) => "password_change_ok",
         }
     }
 }

@@ -221,6 +221,44 @@ impl Client {
         }
     }
 
+    /// Changes the password of the logged-in user (OPAQUE registration of the new password).
+    /// The server ends the user's password sessions, this one included.
+    pub async fn change_password(&mut self, password: &[u8]) -> Result<(), Error> {
+        let (request, state) =
+            ferry_proto::password::client_register_start(&mut rand_core::OsRng, password)
+                .map_err(|_| Error::Internal("cannot start a password change".into()))?;
+        self.wire
+            .send(&Message::PasswordChangeStart(
+                message::PasswordChangeStart { request },
+            ))
+            .await?;
+        let r = match self.recv().await? {
+            Message::RegisterResponse(r) => r,
+            m => return Err(Self::unexpected(&m)),
+        };
+        // Key stretching runs off the async threads.
+        let upload = tokio::task::spawn_blocking(move || {
+            ferry_proto::password::client_register_finish(
+                &mut rand_core::OsRng,
+                state,
+                &r.response,
+                r.ksf,
+            )
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("password worker failed: {e}")))?
+        .map_err(|_| Error::Protocol("the server sent an unusable registration response".into()))?;
+        self.wire
+            .send(&Message::PasswordChangeFinish(message::RegisterFinish {
+                upload,
+            }))
+            .await?;
+        match self.recv().await? {
+            Message::PasswordChangeOk(_) => Ok(()),
+            m => Err(Self::unexpected(&m)),
+        }
+    }
+
     /// Ends this connection's session on the server, then closes the connection.
     pub async fn logout(mut self) -> Result<(), Error> {
         self.wire.send(&Message::Logout(Default::default())).await?;

@@ -25,6 +25,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod account_service;
 pub mod accounts;
 pub mod client;
 pub mod clock;

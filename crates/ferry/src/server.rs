@@ -388,7 +388,12 @@ async fn serve_connection(
             wire.send(&Message::AuthFailed(Default::default())).await?;
             break;
         }
-        service::handle(shared, &mut wire, &principal, msg).await?;
+        match msg {
+            Message::PasswordChangeStart(req) => {
+                crate::account_service::change_password(shared, &mut wire, &principal, req).await?
+            }
+            msg => service::handle(shared, &mut wire, &principal, msg).await?,
+        }
     }
     let _ = tokio::io::AsyncWriteExt::shutdown(wire.get_mut()).await;
     Ok(())

@@ -306,6 +306,26 @@ impl ServerDir {
         Ok(true)
     }
 
+    /// Replaces an existing user's record (a password change) and ends the user's password
+    /// sessions. Returns false if there is no such user.
+    pub fn set_password(&self, name: &str, record: &UserRecord, now: u64) -> Result<bool, Error> {
+        let _lock = RegistryLock::acquire(&self.path)?;
+        let mut users = Users::load(&self.file("users.toml"))?;
+        let Some(user) = users.users.get_mut(name) else {
+            return Ok(false);
+        };
+        user.record = data_encoding::BASE64.encode(&record.record);
+        user.ksf = record.ksf;
+        user.created = now;
+        users.save(&self.file("users.toml"))?;
+        let mut sessions = Sessions::load(&self.file("sessions.toml"))?;
+        sessions
+            .sessions
+            .retain(|_, s| s.name != name || s.origin != "password");
+        sessions.save(&self.file("sessions.toml"))?;
+        Ok(true)
+    }
+
     /// Removes a user and ends the user's sessions. Returns false if there was no such user.
     pub fn remove_user(&self, name: &str) -> Result<bool, Error> {
         self.check_exists()?;

@@ -279,3 +279,36 @@ async fn the_server_directory_holds_neither_the_password_nor_an_unsalted_hash() 
     }
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_ends_sessions_and_only_the_new_password_works() {
+    let srv = TestServer::start().await;
+    enrol(&srv, "carol", "writer").await;
+    let (_, other) = login(&srv, "carol", PW).await.unwrap();
+    let other = other.unwrap();
+    let (_, mine) = login(&srv, "carol", PW).await.unwrap();
+    let mine = mine.unwrap();
+    let mut c = Client::resume(&srv.addr.to_string(), pin(&srv), mine.id, &mine.secret)
+        .await
+        .unwrap();
+    c.change_password(b"a new passphrase").await.unwrap();
+    // Every password session ended, this one included.
+    assert!(matches!(c.stat("x").await, Err(Error::AuthFailed)));
+    for s in [&other, &mine] {
+        let r = Client::resume(&srv.addr.to_string(), pin(&srv), s.id, &s.secret).await;
+        assert!(matches!(r, Err(Error::AuthFailed)));
+    }
+    assert!(matches!(
+        login(&srv, "carol", PW).await,
+        Err(Error::AuthFailed)
+    ));
+    assert!(login(&srv, "carol", b"a new passphrase").await.is_ok());
+
+    // A credential holder has no password to change.
+    let mut psk = Client::connect(&srv.issue("svc", "writer")).await.unwrap();
+    assert!(matches!(
+        psk.change_password(b"x").await,
+        Err(Error::Forbidden(_))
+    ));
+    srv.stop().await;
+}
