@@ -1,10 +1,10 @@
 //! The password method: OPAQUE (RFC 9807) inside TLS, bound to the connection.
 //!
 //! Cipher suite: OPRF over ristretto255, 3DH key exchange over ristretto255 with SHA-512
-//! (RFC 9807 §4.1), Argon2id (RFC 9106) as the key-stretching function. The Argon2id
-//! parameters are stored with each record and sent by the server with its response, so they
-//! can be raised for new records while old records keep logging in. The TLS exporter is
-//! OPAQUE's `context` on both sides (RFC 9807 §6.4.1), so a login cannot be relayed to
+//! (the ristretto255 configuration of RFC 9807), Argon2id (RFC 9106) as the key-stretching
+//! function. The Argon2id parameters are stored with each record and sent by the server with
+//! its response, so they can be raised for new records while old records keep logging in. The
+//! TLS exporter is OPAQUE's `context` input on both sides, so a login cannot be relayed to
 //! another connection.
 //!
 //! Everything here is sans-IO: randomness comes in as an argument.
