@@ -1,4 +1,5 @@
-//! Commands that work on the server folder: `init` and `client issue|revoke|list`.
+//! Commands that work on the server folder: `init` and `client issue|revoke|list` (users and
+//! sessions: see `users`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -127,7 +128,7 @@ fn issue(a: &IssueArgs) -> anyhow::Result<()> {
 }
 
 /// Fails unless `path` can plausibly be written: its folder exists and it is not a folder.
-fn check_writable(path: &Path) -> anyhow::Result<()> {
+pub fn check_writable(path: &Path) -> anyhow::Result<()> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

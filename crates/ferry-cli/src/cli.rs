@@ -15,9 +15,19 @@ Example:
   ferry client revoke bob --dir ./srv             # bob.cred stops working at once
   ferry demo                                      # all of the above, in a temporary folder
 
+User accounts (a password instead of a credential file):
+  ferry user invite carol --role writer --dir ./srv   # writes ./carol.invite (mode 0600)
+  ferry register --invite carol.invite                # carol sets her password
+  ferry login --user carol                            # opens a session
+  ferry ls                                            # no --cred: uses the session
+  ferry logout
+
 Environment:
-  FERRY_DIR   server folder for init, serve and client (default: the per-user data folder)
-  FERRY_CRED  credential file for put, get, ls, stat and rm
+  FERRY_DIR   server folder for init, serve, client, user and session (default: the per-user
+              data folder)
+  FERRY_CRED  credential file for put, get, ls, stat and rm (without one: the login session)
+  FERRY_CONFIG  folder for profile.toml and session.toml (default: the per-user config
+              folder's \"ferry\")
   FERRY_LOG   log filter for serve (default: info)
 
 Exit codes:
@@ -61,6 +71,20 @@ pub enum Command {
     Stat(StatArgs),
     /// Delete a source.
     Rm(RmArgs),
+    /// Invite, list, remove and reset password users (run on the server's machine).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Set your password with an invite from the server's administrator (spends the invite).
+    Register(RegisterArgs),
+    /// Log in with your password; put, get, ls, stat and rm then need no --cred.
+    Login(LoginArgs),
+    /// End the login session, on the server and here.
+    Logout,
+    /// Change your password (while logged in); this ends your sessions.
+    Passwd(PasswordStdin),
+    /// List and revoke login sessions (run on the server's machine).
+    #[command(subcommand)]
+    Session(SessionCommand),
     /// Run the whole flow (init, serve, issue, put, get, refusals) in a temporary folder
     /// and check that every step behaves as expected.
     Demo,
@@ -142,9 +166,131 @@ pub struct ClientListArgs {
 /// The credential file.
 #[derive(Debug, Args)]
 pub struct CredArg {
-    /// Credential file (mode 0600) written by `ferry client issue`.
+    /// Credential file (mode 0600) written by `ferry client issue` [default: the session of
+    /// `ferry login`].
     #[arg(long, value_name = "FILE", env = "FERRY_CRED")]
-    pub cred: PathBuf,
+    pub cred: Option<PathBuf>,
+}
+
+/// `ferry user ...`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Write a one-time invite with which NAME sets a password (`ferry register`).
+    Invite(InviteArgs),
+    /// List users and pending invites.
+    List(ClientListArgs),
+    /// Remove NAME: the password stops working and NAME's sessions end.
+    Remove(UserNameArgs),
+    /// Remove NAME's password and write a new invite with the same role and attributes.
+    Reset(ResetArgs),
+}
+
+/// Where an invite goes and how long it is valid.
+#[derive(Debug, Args)]
+pub struct InviteOut {
+    /// Address users reach the server at [default: `address` in ferry.toml].
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_server)]
+    pub server: Option<String>,
+    /// Where to write the invite (mode 0600); "-" prints it [default: ./NAME.invite].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// How long the invite is valid: a number and s, m, h or d, e.g. 30m, 7d.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub expires: u64,
+    /// The server folder.
+    #[command(flatten)]
+    pub dir: DirArg,
+}
+
+/// `ferry user invite`.
+#[derive(Debug, Args)]
+pub struct InviteArgs {
+    /// User name: letters, digits and . _ - (starting with a letter or digit).
+    pub name: String,
+    /// Role, which decides what the user may do (see [roles] in ferry.toml).
+    #[arg(long, value_name = "ROLE")]
+    pub role: String,
+    /// Another attribute the user gets, as KEY=VALUE (repeatable).
+    #[arg(long = "attr", value_name = "KEY=VALUE", value_parser = parse_attr)]
+    pub attrs: Vec<(String, String)>,
+    /// Destination and validity.
+    #[command(flatten)]
+    pub out: InviteOut,
+}
+
+/// `ferry user reset`.
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// User name.
+    pub name: String,
+    /// Destination and validity of the new invite.
+    #[command(flatten)]
+    pub out: InviteOut,
+}
+
+/// `ferry user remove`.
+#[derive(Debug, Args)]
+pub struct UserNameArgs {
+    /// User name.
+    pub name: String,
+    /// The server folder.
+    #[command(flatten)]
+    pub dir: DirArg,
+}
+
+/// `ferry session ...`.
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// List sessions (never their secrets).
+    List(ClientListArgs),
+    /// End a session at once, also on a running server.
+    Revoke(SessionRevokeArgs),
+}
+
+/// `ferry session revoke`.
+#[derive(Debug, Args)]
+pub struct SessionRevokeArgs {
+    /// Session ID, as `ferry session list` shows it.
+    pub id: String,
+    /// The server folder.
+    #[command(flatten)]
+    pub dir: DirArg,
+}
+
+/// `--password-stdin`.
+#[derive(Debug, Args)]
+pub struct PasswordStdin {
+    /// Read the password from the first line of standard input instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// `ferry register`.
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// Invite file (mode 0600) written by `ferry user invite`.
+    #[arg(long, value_name = "FILE")]
+    pub invite: PathBuf,
+    /// How to read the password.
+    #[command(flatten)]
+    pub password: PasswordStdin,
+}
+
+/// `ferry login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Server address [default: the one remembered by `ferry register` or `ferry login`].
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_server, requires = "server_id")]
+    pub server: Option<String>,
+    /// The server's ID, as `ferry init` printed it (required with --server).
+    #[arg(long, value_name = "ID", requires = "server")]
+    pub server_id: Option<String>,
+    /// User name [default: the remembered one].
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// How to read the password.
+    #[command(flatten)]
+    pub password: PasswordStdin,
 }
 
 /// `ferry put`.
@@ -224,6 +370,26 @@ fn parse_attr(s: &str) -> Result<(String, String), String> {
     Ok((k.to_owned(), v.to_owned()))
 }
 
+/// Parses a duration such as `90s`, `30m`, `24h` or `7d` into seconds.
+fn parse_duration(s: &str) -> Result<u64, String> {
+    let err = || "expected a number and s, m, h or d, e.g. 30m, 24h, 7d".to_owned();
+    let unit = match s.chars().last() {
+        Some('s') => 1,
+        Some('m') => 60,
+        Some('h') => 3600,
+        Some('d') => 86_400,
+        _ => return Err(err()),
+    };
+    let n = &s[..s.len() - 1];
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err());
+    }
+    n.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(err)
+}
+
 /// Parses `--server HOST:PORT` (a credential with anything else would not load).
 fn parse_server(s: &str) -> Result<String, String> {
     let ok = match s.rsplit_once(':') {
@@ -261,6 +427,27 @@ mod tests {
         assert!(parse_attr("=x").is_err());
         assert!(parse_attr("Team=x").is_err());
         assert!(parse_attr("team=").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0s").unwrap(), 0);
+        assert_eq!(parse_duration("90s").unwrap(), 90);
+        assert_eq!(parse_duration("30m").unwrap(), 1800);
+        assert_eq!(parse_duration("24h").unwrap(), 86_400);
+        assert_eq!(parse_duration("7d").unwrap(), 604_800);
+        for bad in [
+            "",
+            "h",
+            "24",
+            "-1h",
+            "1.5h",
+            "1w",
+            "+3d",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

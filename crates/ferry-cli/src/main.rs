@@ -3,6 +3,7 @@
 //! Every failure prints one line, `ferry: <message>`, to stderr and exits with a code that
 //! says what kind of failure it was (see `ferry --help`).
 
+mod account;
 mod admin;
 mod cli;
 mod credential;
@@ -12,6 +13,7 @@ mod output;
 mod progress;
 mod serve;
 mod transfer;
+mod users;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -58,6 +60,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ls(a) => block_on(transfer::ls(&a)),
         Command::Stat(a) => block_on(transfer::stat(&a)),
         Command::Rm(a) => block_on(transfer::rm(&a)),
+        Command::User(c) => users::user(&c),
+        Command::Session(c) => users::session(&c),
+        Command::Register(a) => block_on(account::register(&a)),
+        Command::Login(a) => block_on(account::login(&a)),
+        Command::Logout => block_on(account::logout()),
+        Command::Passwd(a) => block_on(account::passwd(&a)),
         Command::Demo => block_on(demo::run()),
     }
 }

@@ -1,4 +1,5 @@
-//! Commands that talk to a server with a credential: `put`, `get`, `ls`, `stat`, `rm`.
+//! Commands that talk to a server with a credential or a login session: `put`, `get`, `ls`,
+//! `stat`, `rm`.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
@@ -9,13 +10,27 @@ use anyhow::{Context, bail};
 use ferry::Client;
 use ferry::proto::names::{SourceName, validate_prefix};
 
+use crate::account::StoredSession;
 use crate::cli::{CredArg, GetArgs, LsArgs, PutArgs, RmArgs, StatArgs};
+use crate::exit::{self, Failure};
 use crate::progress::Bar;
 use crate::{credential, output};
 
+/// Connects for a data command: with the credential file if one is given (`--cred` or
+/// `FERRY_CRED`), else with the session of `ferry login`.
 async fn connect(cred: &CredArg) -> anyhow::Result<Client> {
-    let cred = credential::load(&cred.cred)?;
-    Ok(Client::connect(&cred).await?)
+    if let Some(path) = &cred.cred {
+        let cred = credential::load(path)?;
+        return Ok(Client::connect(&cred).await?);
+    }
+    match StoredSession::load()? {
+        Some(session) => session.resume().await,
+        None => Err(Failure::new(
+            exit::FAILURE,
+            "no credential (--cred or FERRY_CRED) and not logged in (ferry login)",
+        )
+        .into()),
+    }
 }
 
 /// A FILE argument, or `None` for standard input or output (no argument, or "-").

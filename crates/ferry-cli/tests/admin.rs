@@ -149,7 +149,10 @@ fn help_and_usage() {
     ] {
         assert!(help.contains(want), "{want} missing from:\n{help}");
     }
-    for cmd in ["init", "serve", "put", "get", "ls", "stat", "rm", "demo"] {
+    for cmd in [
+        "init", "serve", "put", "get", "ls", "stat", "rm", "demo", "register", "login", "logout",
+        "passwd",
+    ] {
         let out = env.run(&[cmd, "--help"]).ok();
         assert!(out.text().contains("Usage: ferry"), "{cmd}");
     }
@@ -159,9 +162,12 @@ fn help_and_usage() {
     let out = env.run(&["frobnicate"]);
     assert_eq!(out.code, 2);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    // Without a credential and without a login session, one line says how to get either.
     let out = env.run(&["ls"]);
-    assert_eq!(out.code, 2, "--cred is required");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(out.stderr.contains("--cred"), "{}", out.stderr);
+    assert!(out.stderr.contains("ferry login"), "{}", out.stderr);
 }
 
 #[test]

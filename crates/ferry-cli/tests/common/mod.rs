@@ -60,13 +60,20 @@ impl Env {
         self.join("srv")
     }
 
+    /// The client's configuration folder ($FERRY_CONFIG: profile.toml, session.toml).
+    pub fn config_dir(&self) -> PathBuf {
+        self.join("config")
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.args(args)
             .current_dir(self.path())
             .env("HOME", self.join("home"))
             .env("XDG_DATA_HOME", self.join("home/.local/share"))
+            .env("XDG_CONFIG_HOME", self.join("home/.config"))
             .env("FERRY_DIR", self.server_dir())
+            .env("FERRY_CONFIG", self.config_dir())
             .env_remove("FERRY_CRED")
             .env_remove("FERRY_LOG");
         c

@@ -1,0 +1,436 @@
+//! The user's side of password accounts: `register`, `login`, `logout`, `passwd`, and the
+//! files that remember them.
+//!
+//! ```text
+//! CONFIG/profile.toml  server, server_id, user: where `ferry login` goes by default
+//! CONFIG/session.toml  server, server_id, user, id, secret (hex), expires (mode 0600)
+//! ```
+//!
+//! CONFIG is `$FERRY_CONFIG`, else the per-user configuration folder's `ferry`.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use ferry::proto::auth::ClientSession;
+use ferry::proto::credential::Credential;
+use ferry::proto::secret::SessionSecret;
+use ferry::proto::server_id::ServerId;
+use ferry::proto::session::SessionId;
+use ferry::{Client, fsutil};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::cli::{LoginArgs, PasswordStdin, RegisterArgs};
+use crate::exit::{AUTH_FAILED, FAILURE, Failure};
+use crate::output;
+
+/// What a session-based connection says when the server refuses the session.
+pub const SESSION_ENDED: &str =
+    "authentication failed (the session may have ended: run ferry login)";
+
+/// The folder holding profile.toml and session.toml.
+pub fn config_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("FERRY_CONFIG").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    let base = dirs::config_dir()
+        .ok_or_else(|| anyhow!("cannot find a per-user configuration folder; set FERRY_CONFIG"))?;
+    Ok(base.join("ferry"))
+}
+
+/// Where `ferry login` goes by default.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Server address.
+    pub server: String,
+    /// The server's ID.
+    pub server_id: String,
+    /// User name.
+    pub user: String,
+}
+
+impl Profile {
+    fn path() -> anyhow::Result<PathBuf> {
+        Ok(config_dir()?.join("profile.toml"))
+    }
+
+    /// The profile, if there is one.
+    pub fn load() -> anyhow::Result<Option<Self>> {
+        let path = Self::path()?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(anyhow!("cannot read {}: {e}", path.display())),
+        };
+        let p =
+            toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.message()))?;
+        Ok(Some(p))
+    }
+
+    /// Writes the profile.
+    pub fn save(&self) -> anyhow::Result<PathBuf> {
+        let path = Self::path()?;
+        let text = format!(
+            "# ferry profile: where `ferry login` goes. Written by `ferry register` and `ferry login`.\n{}",
+            toml::to_string(self)?
+        );
+        write_config(&path, text.as_bytes(), 0o644)?;
+        Ok(path)
+    }
+}
+
+/// A login session, as stored in session.toml.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredSession {
+    /// Server address.
+    pub server: String,
+    /// The server's ID.
+    pub server_id: String,
+    /// User name.
+    pub user: String,
+    /// Session ID, hex.
+    pub id: String,
+    /// Session secret, hex.
+    pub secret: String,
+    /// Absolute end, Unix seconds.
+    pub expires: u64,
+}
+
+impl Drop for StoredSession {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+    }
+}
+
+impl StoredSession {
+    fn path() -> anyhow::Result<PathBuf> {
+        Ok(config_dir()?.join("session.toml"))
+    }
+
+    /// The stored session, if any.
+    pub fn load() -> anyhow::Result<Option<Self>> {
+        let path = Self::path()?;
+        let text = match fsutil::read_secret_text(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error().is_some() => {
+                return Err(anyhow!("cannot read {}: {e}", path.display()));
+            }
+            Err(e) => return Err(anyhow!("session file {}: {e}", path.display())),
+        };
+        let s = toml::from_str(&text)
+            .map_err(|e| anyhow!("{}: {}; run ferry login", path.display(), e.message()))?;
+        Ok(Some(s))
+    }
+
+    /// Writes session.toml (mode 0600).
+    fn save(&self) -> anyhow::Result<PathBuf> {
+        let path = Self::path()?;
+        let body = Zeroizing::new(toml::to_string(self)?);
+        let text = Zeroizing::new(format!(
+            "# ferry login session (its secret: keep private). Written by `ferry login`.\n{}",
+            body.as_str()
+        ));
+        write_config(&path, text.as_bytes(), 0o600)?;
+        Ok(path)
+    }
+
+    /// Deletes session.toml; true if there was one.
+    pub fn remove() -> anyhow::Result<bool> {
+        let path = Self::path()?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(anyhow!("cannot delete {}: {e}", path.display())),
+        }
+    }
+
+    fn server_id(&self) -> anyhow::Result<ServerId> {
+        ServerId::parse(&self.server_id).map_err(|e| {
+            anyhow!(
+                "{}: server_id: {e}; run ferry login",
+                Self::path().map_or_else(|_| "session.toml".into(), |p| p.display().to_string())
+            )
+        })
+    }
+
+    fn id(&self) -> anyhow::Result<SessionId> {
+        let mut id = SessionId::default();
+        decode_hex(&self.id, &mut id)
+            .ok_or_else(|| anyhow!("session.toml: bad id; run ferry login"))?;
+        Ok(id)
+    }
+
+    fn secret(&self) -> anyhow::Result<SessionSecret> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        decode_hex(&self.secret, key.as_mut())
+            .ok_or_else(|| anyhow!("session.toml: bad secret; run ferry login"))?;
+        Ok(SessionSecret::from_bytes(*key))
+    }
+
+    /// Connects and resumes this session. A refusal says the session may have ended.
+    pub async fn resume(&self) -> anyhow::Result<Client> {
+        let pin = self.server_id()?;
+        let (id, secret) = (self.id()?, self.secret()?);
+        match Client::resume(&self.server, pin, id, &secret).await {
+            Ok(c) => Ok(c),
+            Err(ferry::Error::AuthFailed) => Err(Failure::new(AUTH_FAILED, SESSION_ENDED).into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn decode_hex(text: &str, out: &mut [u8]) -> Option<()> {
+    if text.len() != out.len() * 2 {
+        return None;
+    }
+    data_encoding::HEXLOWER_PERMISSIVE
+        .decode_mut(text.as_bytes(), out)
+        .ok()?;
+    Some(())
+}
+
+/// Writes a file in the config folder, creating the folder (mode 0700) if needed.
+fn write_config(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        fsutil::create_private_dir(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    fsutil::write_atomic(path, data, mode)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Reads a password: one line of standard input with `--password-stdin`, else a prompt on
+/// the terminal without echo (twice with `confirm`).
+fn read_password(
+    how: &PasswordStdin,
+    prompt: &str,
+    confirm: bool,
+) -> anyhow::Result<Zeroizing<String>> {
+    let pw = if how.password_stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        let pw = line
+            .strip_suffix('\n')
+            .map_or(line.as_str(), |l| l.strip_suffix('\r').unwrap_or(l));
+        Zeroizing::new(pw.to_owned())
+    } else {
+        let ask = |prompt: &str| {
+            rpassword::prompt_password(prompt)
+                .map(Zeroizing::new)
+                .context(
+                    "cannot read the password from the terminal (for scripts: --password-stdin)",
+                )
+        };
+        let first = ask(prompt)?;
+        if confirm && !first.is_empty() && *ask("again: ")? != *first {
+            bail!("the passwords differ; nothing changed");
+        }
+        first
+    };
+    if pw.is_empty() {
+        bail!("the password is empty; nothing changed");
+    }
+    Ok(pw)
+}
+
+/// `ferry register`.
+pub async fn register(a: &RegisterArgs) -> anyhow::Result<()> {
+    let invite = load_invite(&a.invite)?;
+    let name = invite.claims.name().to_owned();
+    if let Some(expires) = invite_expiry(&invite)
+        && expires <= output::now()
+    {
+        return Err(Failure::new(
+            AUTH_FAILED,
+            format!(
+                "this invite expired at {}; ask for a new one",
+                output::time(expires)
+            ),
+        )
+        .into());
+    }
+    if !a.password.password_stdin {
+        eprintln!(
+            "registering {name} (role {}) at {}",
+            invite.claims.role(),
+            invite.server
+        );
+    }
+    let pw = read_password(&a.password, &format!("new password for {name}: "), true)?;
+    Client::register(&invite, pw.as_bytes()).await?;
+    let profile = Profile {
+        server: invite.server.clone(),
+        server_id: invite.server_id.to_string(),
+        user: name.clone(),
+    };
+    let saved = profile.save();
+    println!(
+        "registered {name} (role {}) at {}; the invite is spent",
+        invite.claims.role(),
+        invite.server
+    );
+    match saved {
+        Ok(path) => eprintln!(
+            "remembered the server in {}; log in with: ferry login",
+            path.display()
+        ),
+        Err(e) => eprintln!(
+            "warning: {}; log in with: ferry login --server {} --server-id {} --user {name}",
+            crate::exit::message(&e),
+            invite.server,
+            invite.server_id
+        ),
+    }
+    Ok(())
+}
+
+fn load_invite(path: &Path) -> anyhow::Result<Credential> {
+    let text = fsutil::read_secret_text(path).map_err(|e| {
+        if e.raw_os_error().is_some() {
+            anyhow!("cannot read invite file {}: {e}", path.display())
+        } else {
+            anyhow!("invite file {}: {e}", path.display())
+        }
+    })?;
+    let invite =
+        Credential::parse(&text).with_context(|| format!("invite file {}", path.display()))?;
+    if invite_expiry(&invite).is_none() {
+        bail!(
+            "{} is not an invite (no expiry); a credential file is used with --cred",
+            path.display()
+        );
+    }
+    Ok(invite)
+}
+
+/// When an invite ends, from its claims.
+pub fn invite_expiry(invite: &Credential) -> Option<u64> {
+    invite
+        .claims
+        .attributes()
+        .get(ferry::proto::auth::INVITE_EXPIRES)
+        .and_then(|e| e.parse().ok())
+}
+
+/// `ferry login`.
+pub async fn login(a: &LoginArgs) -> anyhow::Result<()> {
+    let profile = Profile::load()?;
+    let (server, server_id) = match (&a.server, &a.server_id, &profile) {
+        (Some(s), Some(id), _) => (s.clone(), id.clone()),
+        (None, None, Some(p)) => (p.server.clone(), p.server_id.clone()),
+        (None, None, None) => bail!(
+            "no server known; pass --server HOST:PORT --server-id ID (or run ferry register first)"
+        ),
+        // clap makes each of --server and --server-id require the other.
+        _ => bail!("give --server and --server-id together"),
+    };
+    let pin = ServerId::parse(&server_id).map_err(|e| anyhow!("server ID {server_id}: {e}"))?;
+    let user = match (&a.user, &profile) {
+        (Some(u), _) => u.clone(),
+        (None, Some(p)) => p.user.clone(),
+        (None, None) => bail!("no user name; pass --user NAME"),
+    };
+    ferry::proto::names::validate_client_name(&user)?;
+    let pw = read_password(&a.password, &format!("password for {user}: "), false)?;
+    let (client, session) = Client::login(&server, pin, &user, pw.as_bytes(), true).await?;
+    drop(pw);
+    let role = client.principal().role().unwrap_or("-").to_owned();
+    let _ = client.close().await;
+    let session = session.ok_or_else(|| anyhow!("the server did not open a session"))?;
+    store_session(&server, &server_id, &user, &session)?;
+    if a.server.is_some() || a.user.is_some() {
+        let p = Profile {
+            server: server.clone(),
+            server_id: server_id.clone(),
+            user: user.clone(),
+        };
+        if let Err(e) = p.save() {
+            eprintln!("warning: {}", crate::exit::message(&e));
+        }
+    }
+    println!(
+        "logged in as {user} (role {role}); session valid until {}",
+        output::time(session.expires)
+    );
+    Ok(())
+}
+
+fn store_session(
+    server: &str,
+    server_id: &str,
+    user: &str,
+    session: &ClientSession,
+) -> anyhow::Result<()> {
+    let stored = StoredSession {
+        server: server.to_owned(),
+        server_id: server_id.to_owned(),
+        user: user.to_owned(),
+        id: ferry::accounts::session_id_text(&session.id),
+        // The one place the secret leaves memory: a 0600 file only its owner can read.
+        secret: data_encoding::HEXLOWER.encode(session.secret.expose_secret()),
+        expires: session.expires,
+    };
+    stored.save()?;
+    Ok(())
+}
+
+/// The stored session, or a one-line failure saying how to get one.
+fn require_session() -> anyhow::Result<StoredSession> {
+    StoredSession::load()?
+        .ok_or_else(|| Failure::new(FAILURE, "not logged in (ferry login)").into())
+}
+
+/// `ferry logout`.
+pub async fn logout() -> anyhow::Result<()> {
+    let Some(s) = StoredSession::load()? else {
+        eprintln!("not logged in; nothing to do");
+        return Ok(());
+    };
+    let result = match s.resume().await {
+        Ok(client) => client.logout().await.map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    StoredSession::remove()?;
+    match result {
+        Ok(()) => {
+            println!("logged out {} from {}", s.user, s.server);
+            Ok(())
+        }
+        Err(e) if crate::exit::code(&e) == AUTH_FAILED => {
+            println!(
+                "the session had already ended on the server; removed it here ({} at {})",
+                s.user, s.server
+            );
+            Ok(())
+        }
+        Err(e) => Err(Failure::new(
+            FAILURE,
+            format!(
+                "removed the local session, but could not end it on the server ({}); it stays valid there until it expires or an administrator revokes it",
+                crate::exit::message(&e)
+            ),
+        )
+        .into()),
+    }
+}
+
+/// `ferry passwd`.
+pub async fn passwd(a: &PasswordStdin) -> anyhow::Result<()> {
+    let s = require_session()?;
+    let pw = read_password(a, &format!("new password for {}: ", s.user), true)?;
+    let mut client = s.resume().await?;
+    client.change_password(pw.as_bytes()).await?;
+    drop(pw);
+    let _ = client.close().await;
+    StoredSession::remove()?;
+    println!("changed the password of {}", s.user);
+    eprintln!("this ended your sessions, this one too; log in again with: ferry login");
+    Ok(())
+}

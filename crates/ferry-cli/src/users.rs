@@ -1,0 +1,328 @@
+//! Commands on the server folder for password accounts: `user invite|list|remove|reset` and
+//! `session list|revoke`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use ferry::fsutil;
+use serde_json::json;
+
+use crate::admin::{check_writable, quote, server_dir};
+use crate::cli::{
+    ClientListArgs, InviteArgs, InviteOut, ResetArgs, SessionCommand, SessionRevokeArgs,
+    UserCommand, UserNameArgs,
+};
+use crate::exit::{Failure, NOT_FOUND};
+use crate::output;
+
+/// `ferry user ...`.
+pub fn user(cmd: &UserCommand) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::Invite(a) => invite(a),
+        UserCommand::List(a) => list(a),
+        UserCommand::Remove(a) => remove(a),
+        UserCommand::Reset(a) => reset(a),
+    }
+}
+
+/// `ferry session ...`.
+pub fn session(cmd: &SessionCommand) -> anyhow::Result<()> {
+    match cmd {
+        SessionCommand::List(a) => session_list(a),
+        SessionCommand::Revoke(a) => session_revoke(a),
+    }
+}
+
+fn invite(a: &InviteArgs) -> anyhow::Result<()> {
+    ferry::proto::names::validate_client_name(&a.name)?;
+    let mut attrs = BTreeMap::from([("role".to_owned(), a.role.clone())]);
+    for (k, v) in &a.attrs {
+        if k == ferry::proto::auth::INVITE_EXPIRES {
+            bail!("--attr {k}=... is reserved for the invite's expiry; use --expires");
+        }
+        if attrs.insert(k.clone(), v.clone()).is_some() {
+            bail!("--attr {k}=... is given twice");
+        }
+    }
+    let existing = server_dir(&a.out.dir)?.users()?.users.contains_key(&a.name);
+    write_invite(&a.name, attrs, &a.out)?;
+    if existing {
+        eprintln!(
+            "note: {} already has a password; registering this invite replaces it",
+            a.name
+        );
+    }
+    Ok(())
+}
+
+/// Creates an invite and writes it where `out` says; tells on stderr what was written.
+fn write_invite(
+    name: &str,
+    attrs: BTreeMap<String, String>,
+    out: &InviteOut,
+) -> anyhow::Result<()> {
+    let dir = server_dir(&out.dir)?;
+    let role = attrs.get("role").cloned().unwrap_or_default();
+    let path = match &out.out {
+        Some(p) if p.as_os_str() == "-" => None,
+        Some(p) => Some(p.clone()),
+        None => Some(PathBuf::from(format!("{name}.invite"))),
+    };
+    if let Some(p) = &path {
+        check_writable(p)?;
+    }
+    let role_known = dir.config()?.roles.contains_key(&role);
+    let invite = dir.invite_user(
+        name,
+        attrs,
+        out.server.as_deref(),
+        out.expires,
+        output::now(),
+    )?;
+    let until = crate::account::invite_expiry(&invite).map_or_else(|| "?".into(), output::time);
+    let text = invite.to_toml();
+    match &path {
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(text.as_bytes())?;
+            stdout.flush()?;
+            eprintln!(
+                "invite for {name} (role {role}, server {}), valid until {until}",
+                invite.server
+            );
+        }
+        Some(p) => {
+            fsutil::write_secret(p, text.as_bytes()).with_context(|| {
+                format!(
+                    "created an invite for {name} but could not write {}; run the command again",
+                    p.display()
+                )
+            })?;
+            eprintln!(
+                "wrote {} (mode 0600): invite for {name} (role {role}, server {}), valid until {until}",
+                p.display(),
+                invite.server
+            );
+            eprintln!(
+                "give it to {name}, who runs: ferry register --invite {}",
+                quote(p)
+            );
+        }
+    }
+    if !role_known {
+        eprintln!(
+            "warning: ferry.toml defines no role '{role}'; the server will refuse {name} every operation until it does"
+        );
+    }
+    Ok(())
+}
+
+fn list(a: &ClientListArgs) -> anyhow::Result<()> {
+    let dir = server_dir(&a.dir)?;
+    let users = dir.users()?;
+    let invites = dir.invites()?;
+    let now = output::now();
+    let invite_status = |spent: bool, expires: u64| {
+        if spent {
+            "spent"
+        } else if now >= expires {
+            "expired"
+        } else {
+            "pending"
+        }
+    };
+    let split = |attrs: &BTreeMap<String, String>| {
+        let mut others = attrs.clone();
+        let role = others.remove("role").unwrap_or_default();
+        (role, others)
+    };
+    if a.json {
+        let users: Vec<_> = users
+            .users
+            .iter()
+            .map(|(name, u)| {
+                let (role, others) = split(&u.attributes);
+                json!({
+                    "name": name,
+                    "role": role,
+                    "attributes": others,
+                    "password_set": u.created,
+                    "argon2id": {"m_kib": u.ksf.m_kib, "t": u.ksf.t, "p": u.ksf.p},
+                })
+            })
+            .collect();
+        let invites: Vec<_> = invites
+            .invites
+            .iter()
+            .map(|(name, i)| {
+                let (role, others) = split(&i.attributes);
+                json!({
+                    "name": name,
+                    "role": role,
+                    "attributes": others,
+                    "expires": i.expires,
+                    "spent": i.spent,
+                    "status": invite_status(i.spent, i.expires),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"users": users, "invites": invites}))?
+        );
+        return Ok(());
+    }
+    let attr_text = |others: &BTreeMap<String, String>| {
+        if others.is_empty() {
+            "-".to_owned()
+        } else {
+            others
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    };
+    if users.users.is_empty() {
+        eprintln!("no users yet; invite one with: ferry user invite NAME --role ROLE");
+    } else {
+        let mut rows = vec![
+            [
+                "USER",
+                "ROLE",
+                "ATTRIBUTES",
+                "PASSWORD SET",
+                "ARGON2ID m/t/p",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ];
+        for (name, u) in &users.users {
+            let (role, others) = split(&u.attributes);
+            rows.push(vec![
+                name.clone(),
+                role,
+                attr_text(&others),
+                output::time(u.created),
+                format!("{}KiB/{}/{}", u.ksf.m_kib, u.ksf.t, u.ksf.p),
+            ]);
+        }
+        print!("{}", output::table(&rows, &[]));
+    }
+    if !invites.invites.is_empty() {
+        if !users.users.is_empty() {
+            println!();
+        }
+        let mut rows = vec![
+            ["INVITE", "ROLE", "ATTRIBUTES", "EXPIRES", "STATUS"]
+                .map(str::to_owned)
+                .to_vec(),
+        ];
+        for (name, i) in &invites.invites {
+            let (role, others) = split(&i.attributes);
+            rows.push(vec![
+                name.clone(),
+                role,
+                attr_text(&others),
+                output::time(i.expires),
+                invite_status(i.spent, i.expires).to_owned(),
+            ]);
+        }
+        print!("{}", output::table(&rows, &[]));
+    }
+    Ok(())
+}
+
+fn remove(a: &UserNameArgs) -> anyhow::Result<()> {
+    let dir = server_dir(&a.dir)?;
+    let had_invite = dir.invites()?.invites.contains_key(&a.name);
+    if !dir.remove_user(&a.name)? {
+        let mut msg = format!("no user named '{}'", a.name);
+        if had_invite {
+            msg.push_str(" (its invite was withdrawn)");
+        }
+        return Err(Failure::new(NOT_FOUND, msg).into());
+    }
+    println!("removed {}", a.name);
+    eprintln!(
+        "its password no longer works and its sessions ended, also on a running server; invite it again with: ferry user invite {} --role ROLE",
+        a.name
+    );
+    Ok(())
+}
+
+fn reset(a: &ResetArgs) -> anyhow::Result<()> {
+    let dir = server_dir(&a.out.dir)?;
+    let Some(user) = dir.users()?.users.get(&a.name).cloned() else {
+        return Err(Failure::new(NOT_FOUND, format!("no user named '{}'", a.name)).into());
+    };
+    // Check the destination first: removing the user and then failing to write the invite
+    // would leave nobody able to set the password.
+    if let Some(p) = a.out.out.as_ref().filter(|p| p.as_os_str() != "-") {
+        check_writable(p)?;
+    } else if a.out.out.is_none() {
+        check_writable(&PathBuf::from(format!("{}.invite", a.name)))?;
+    }
+    dir.remove_user(&a.name)?;
+    eprintln!("removed {}'s password and ended its sessions", a.name);
+    write_invite(&a.name, user.attributes, &a.out)
+}
+
+fn session_list(a: &ClientListArgs) -> anyhow::Result<()> {
+    let dir = server_dir(&a.dir)?;
+    let sessions = dir.sessions()?;
+    let now = output::now();
+    // The effective end: the absolute one or the idle one, whichever comes first.
+    let ends =
+        |s: &ferry::accounts::SessionEntry| s.expires.min(s.last_used.saturating_add(s.idle_secs));
+    let live = sessions.sessions.iter().filter(|(_, s)| s.live(now));
+    if a.json {
+        let items: Vec<_> = live
+            .map(|(id, s)| {
+                json!({
+                    "id": id,
+                    "user": s.name,
+                    "origin": s.origin,
+                    "created": s.created,
+                    "last_used": s.last_used,
+                    "expires": ends(s),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(());
+    }
+    let mut rows = vec![
+        ["ID", "USER", "ORIGIN", "CREATED", "LAST USED", "EXPIRES"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
+    for (id, s) in live {
+        rows.push(vec![
+            id.clone(),
+            s.name.clone(),
+            s.origin.clone(),
+            output::time(s.created),
+            output::time(s.last_used),
+            output::time(ends(s)),
+        ]);
+    }
+    if rows.len() == 1 {
+        eprintln!("no live sessions");
+        return Ok(());
+    }
+    print!("{}", output::table(&rows, &[]));
+    Ok(())
+}
+
+fn session_revoke(a: &SessionRevokeArgs) -> anyhow::Result<()> {
+    let dir = server_dir(&a.dir)?;
+    if !dir.revoke_session(&a.id)? {
+        return Err(Failure::new(NOT_FOUND, format!("no session '{}'", a.id)).into());
+    }
+    println!("revoked session {}", a.id);
+    eprintln!("it no longer works, also on a running server");
+    Ok(())
+}
