@@ -39,6 +39,7 @@ fn messages() -> Vec<Message> {
         Message::PskAuth(PskAuth {
             claims: claims.encode(),
             mac: [3; 32],
+            session: true,
         }),
         Message::AuthOk(AuthOk {
             method: "psk".into(),
@@ -47,6 +48,7 @@ fn messages() -> Vec<Message> {
                 name: "alice".into(),
                 attributes: [("role".to_owned(), "writer".to_owned())].into(),
             },
+            session: None,
         }),
         Message::AuthFailed(Empty {}),
         Message::Put(Put {
@@ -89,6 +91,9 @@ fn messages() -> Vec<Message> {
 }
 
 fn main() {
+    for (name, bytes) in ferry_proto::fuzzing::auth_server_seeds() {
+        write("auth_server", name, &bytes);
+    }
     // message: every variant, then malformed ones.
     let msgs = messages();
     for m in &msgs {

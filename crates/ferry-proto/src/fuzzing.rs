@@ -185,6 +185,165 @@ fn has_hex_run(s: &str, n: usize) -> bool {
     false
 }
 
+/// A server context with one registered user, one invite and one session, none of whose
+/// secrets the fuzzer knows. Built once per process.
+struct FuzzCtx {
+    master: crate::secret::MasterKey,
+    keys: crate::password::OpaqueKeys,
+    record: crate::password::UserRecord,
+}
+
+fn fuzz_ctx() -> &'static FuzzCtx {
+    static CTX: std::sync::OnceLock<FuzzCtx> = std::sync::OnceLock::new();
+    CTX.get_or_init(|| {
+        use crate::password::*;
+        let mut rng = rand_core::OsRng;
+        let keys = OpaqueKeys::generate(&mut rng);
+        let ksf = KsfParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        };
+        let record = (|| {
+            let (req, st) = client_register_start(&mut rng, b"secret password").ok()?;
+            let resp = server_register_start(&keys, "alice", &req).ok()?;
+            let up = client_register_finish(&mut rng, st, &resp, ksf).ok()?;
+            server_register_finish(&up, ksf).ok()
+        })()
+        .unwrap_or_else(|| panic!("fuzz context: cannot register"));
+        let mut master = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rng, &mut master);
+        FuzzCtx {
+            master: crate::secret::MasterKey::from_bytes(master),
+            keys,
+            record,
+        }
+    })
+}
+
+impl crate::auth::ServerContext for FuzzCtx {
+    fn master_key(&self) -> &crate::secret::MasterKey {
+        &self.master
+    }
+    fn claims_current(&self, _: &Claims) -> bool {
+        true
+    }
+    fn invite_current(&self, _: &Claims) -> bool {
+        true
+    }
+    fn opaque_keys(&self) -> Option<&crate::password::OpaqueKeys> {
+        Some(&self.keys)
+    }
+    fn user(
+        &self,
+        name: &str,
+    ) -> Option<(
+        crate::password::UserRecord,
+        std::collections::BTreeMap<String, String>,
+    )> {
+        (name == "alice").then(|| (self.record.clone(), Default::default()))
+    }
+    fn new_record_ksf(&self) -> crate::password::KsfParams {
+        crate::password::KsfParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        }
+    }
+    fn session(&self, _: &crate::session::SessionId) -> Option<crate::auth::StoredSession> {
+        Some(crate::auth::StoredSession {
+            secret: crate::secret::SessionSecret::from_bytes([7; 32]),
+            principal: crate::auth::Principal {
+                name: "alice".into(),
+                attributes: Default::default(),
+                method: crate::auth::Method::Password,
+            },
+        })
+    }
+}
+
+/// Feeds the frames in `data`, as messages, to the server's authentication state machine.
+/// Whatever they say, they must never authenticate anyone or register a password: the fuzzer
+/// knows no key, password, invite or session secret (every lookup answers "yes, current").
+pub fn auth_server(data: &[u8]) {
+    use crate::auth::{ServerAuth, ServerStep};
+    let ctx = fuzz_ctx();
+    let mut state = ServerAuth::new(crate::secret::Exporter::from_bytes([3; 32]));
+    let mut rest = data;
+    for _ in 0..8 {
+        let Ok(Some((_, body, used))) = frame::decode(rest) else {
+            return;
+        };
+        rest = &rest[used..];
+        let Ok(msg) = Message::decode(body) else {
+            return;
+        };
+        match state.handle(msg, ctx, &mut rand_core::OsRng, 1_000) {
+            ServerStep::Continue { next, .. } => state = next,
+            ServerStep::Accept { principal, .. } => {
+                panic!("random input authenticated {:?}", principal.name)
+            }
+            ServerStep::Register { invite, .. } => {
+                panic!("random input registered a password for {:?}", invite.name())
+            }
+            ServerStep::Reject { .. } => return,
+        }
+    }
+}
+
+/// Seed inputs for [`auth_server`]: well-formed openings of every method, framed.
+pub fn auth_server_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::message::*;
+    let mut rng = rand_core::OsRng;
+    let exporter = crate::secret::Exporter::from_bytes([3; 32]);
+    let framed = |msgs: &[Message]| {
+        let mut out = Vec::new();
+        for m in msgs {
+            let _ = frame::encode(frame::Kind::Message, &m.encode(), &mut out);
+        }
+        out
+    };
+    let mut seeds = Vec::new();
+    if let Ok((login, _)) =
+        crate::auth::password_login(&mut rng, &exporter, "alice", b"guess", true)
+    {
+        let fin = Message::PasswordLoginFinish(PasswordLoginFinish {
+            finalization: vec![0; 64],
+        });
+        seeds.push(("password-login", framed(&[login.clone(), fin])));
+        seeds.push((
+            "password-login-failed",
+            framed(&[login, Message::PasswordLoginFailed(Empty {})]),
+        ));
+    }
+    let claims = Claims::new("alice", 1, [("role", "writer"), ("expires", "2000")]);
+    if let Ok(claims) = claims {
+        let key = crate::secret::InviteKey::from_bytes([1; 32]);
+        if let Ok((reg, _)) = crate::auth::register(&mut rng, &exporter, &claims, &key, b"pw") {
+            let fin = Message::RegisterFinish(RegisterFinish {
+                upload: vec![0; 192],
+            });
+            seeds.push(("register", framed(&[reg, fin])));
+        }
+        seeds.push((
+            "psk",
+            framed(&[Message::PskAuth(PskAuth {
+                claims: claims.encode(),
+                mac: [0; 32],
+                session: true,
+            })]),
+        ));
+    }
+    seeds.push((
+        "session",
+        framed(&[Message::SessionAuth(SessionAuth {
+            id: [1; 16],
+            mac: [2; 32],
+        })]),
+    ));
+    seeds
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

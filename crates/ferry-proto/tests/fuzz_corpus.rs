@@ -82,3 +82,8 @@ fn credential() {
 fn server_id() {
     replay("server_id", fuzzing::server_id);
 }
+
+#[test]
+fn auth_server() {
+    replay("auth_server", fuzzing::auth_server);
+}
