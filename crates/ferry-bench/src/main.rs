@@ -5,6 +5,7 @@
 //! checks BLAKE3 end to end itself, the bare baseline hashes what it received and the
 //! external tools' output is hashed after the timed part. A run that moved the wrong bytes is
 //! an error, not a figure. See docs/BENCHMARKS.md.
+#![forbid(unsafe_code)]
 
 mod ext;
 mod procs;

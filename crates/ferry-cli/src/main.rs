@@ -2,6 +2,7 @@
 //!
 //! Every failure prints one line, `ferry: <message>`, to stderr and exits with a code that
 //! says what kind of failure it was (see `ferry --help`).
+#![forbid(unsafe_code)]
 
 mod account;
 mod admin;

@@ -117,12 +117,20 @@ impl Client {
                 Err(Error::Closed | Error::Io(_)) => return Err(Error::AuthFailed),
                 Err(e) => return Err(e),
             };
-            // Key stretching (Argon2id) runs here, off the async threads.
-            let step =
+            // Only the OPAQUE steps stretch the password (Argon2id, tens of milliseconds): run
+            // those off the async threads; the others are a few HMACs, cheaper than a handoff.
+            let stretches = matches!(
+                state,
+                ClientAuth::PasswordResponse { .. } | ClientAuth::RegisterResponse { .. }
+            );
+            let step = if stretches {
                 tokio::task::spawn_blocking(move || state.handle(msg, &mut rand_core::OsRng))
                     .await
                     .map_err(|e| Error::Internal(format!("authentication worker failed: {e}")))?
-                    .map_err(|_| Error::AuthFailed)?;
+            } else {
+                state.handle(msg, &mut rand_core::OsRng)
+            }
+            .map_err(|_| Error::AuthFailed)?;
             match step {
                 ClientStep::Send(m, next) => {
                     wire.send(&m).await?;
