@@ -14,11 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow, bail};
 use ferry::proto::auth::ClientSession;
 use ferry::proto::credential::Credential;
-use ferry::proto::secret::SessionSecret;
 use ferry::proto::server_id::ServerId;
-use ferry::proto::session::SessionId;
 use ferry::{Client, fsutil};
-use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::cli::{LoginArgs, PasswordStdin, RegisterArgs};
@@ -39,158 +36,85 @@ pub fn config_dir() -> anyhow::Result<PathBuf> {
     Ok(base.join("ferry"))
 }
 
-/// Where `ferry login` goes by default.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Profile {
-    /// Server address.
-    pub server: String,
-    /// The server's ID.
-    pub server_id: String,
-    /// User name.
-    pub user: String,
+pub use ferry::proto::files::{Profile, SessionFile as StoredSession};
+
+fn profile_path() -> anyhow::Result<PathBuf> {
+    Ok(config_dir()?.join("profile.toml"))
 }
 
-impl Profile {
-    fn path() -> anyhow::Result<PathBuf> {
-        Ok(config_dir()?.join("profile.toml"))
-    }
-
-    /// The profile, if there is one.
-    pub fn load() -> anyhow::Result<Option<Self>> {
-        let path = Self::path()?;
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(anyhow!("cannot read {}: {e}", path.display())),
-        };
-        let p =
-            toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.message()))?;
-        Ok(Some(p))
-    }
-
-    /// Writes the profile.
-    pub fn save(&self) -> anyhow::Result<PathBuf> {
-        let path = Self::path()?;
-        let text = format!(
-            "# ferry profile: where `ferry login` goes. Written by `ferry register` and `ferry login`.\n{}",
-            toml::to_string(self)?
-        );
-        write_config(&path, text.as_bytes(), 0o644)?;
-        Ok(path)
-    }
+/// The profile, if there is one.
+pub fn load_profile() -> anyhow::Result<Option<Profile>> {
+    let path = profile_path()?;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(anyhow!("cannot read {}: {e}", path.display())),
+    };
+    let p = Profile::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(Some(p))
 }
 
-/// A login session, as stored in session.toml.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoredSession {
-    /// Server address.
-    pub server: String,
-    /// The server's ID.
-    pub server_id: String,
-    /// User name.
-    pub user: String,
-    /// Session ID, hex.
-    pub id: String,
-    /// Session secret, hex.
-    pub secret: String,
-    /// Absolute end, Unix seconds.
-    pub expires: u64,
+/// Writes the profile.
+pub fn save_profile(profile: &Profile) -> anyhow::Result<PathBuf> {
+    let path = profile_path()?;
+    let text = profile.to_toml().map_err(|e| anyhow!("{e}"))?;
+    write_config(&path, text.as_bytes(), 0o644)?;
+    Ok(path)
 }
 
-impl Drop for StoredSession {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.secret);
-    }
+fn session_path() -> anyhow::Result<PathBuf> {
+    Ok(config_dir()?.join("session.toml"))
 }
 
-impl StoredSession {
-    fn path() -> anyhow::Result<PathBuf> {
-        Ok(config_dir()?.join("session.toml"))
-    }
-
-    /// The stored session, if any.
-    pub fn load() -> anyhow::Result<Option<Self>> {
-        let path = Self::path()?;
-        let text = match fsutil::read_secret_text(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) if e.raw_os_error().is_some() => {
-                return Err(anyhow!("cannot read {}: {e}", path.display()));
-            }
-            Err(e) => return Err(anyhow!("session file {}: {e}", path.display())),
-        };
-        let s = toml::from_str(&text)
-            .map_err(|e| anyhow!("{}: {}; run ferry login", path.display(), e.message()))?;
-        Ok(Some(s))
-    }
-
-    /// Writes session.toml (mode 0600).
-    fn save(&self) -> anyhow::Result<PathBuf> {
-        let path = Self::path()?;
-        let body = Zeroizing::new(toml::to_string(self)?);
-        let text = Zeroizing::new(format!(
-            "# ferry login session (its secret: keep private). Written by `ferry login`.\n{}",
-            body.as_str()
-        ));
-        write_config(&path, text.as_bytes(), 0o600)?;
-        Ok(path)
-    }
-
-    /// Deletes session.toml; true if there was one.
-    pub fn remove() -> anyhow::Result<bool> {
-        let path = Self::path()?;
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(anyhow!("cannot delete {}: {e}", path.display())),
+/// The stored session, if any.
+pub fn load_session() -> anyhow::Result<Option<StoredSession>> {
+    let path = session_path()?;
+    let text = match fsutil::read_secret_text(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error().is_some() => {
+            return Err(anyhow!("cannot read {}: {e}", path.display()));
         }
-    }
+        Err(e) => return Err(anyhow!("session file {}: {e}", path.display())),
+    };
+    let s = StoredSession::parse(&text)
+        .map_err(|e| anyhow!("{}: {e}; run ferry login", path.display()))?;
+    Ok(Some(s))
+}
 
-    fn server_id(&self) -> anyhow::Result<ServerId> {
-        ServerId::parse(&self.server_id).map_err(|e| {
-            anyhow!(
-                "{}: server_id: {e}; run ferry login",
-                Self::path().map_or_else(|_| "session.toml".into(), |p| p.display().to_string())
-            )
-        })
-    }
+/// Writes session.toml (mode 0600).
+fn save_session(session: &StoredSession) -> anyhow::Result<PathBuf> {
+    let path = session_path()?;
+    let text = session.to_toml().map_err(|e| anyhow!("{e}"))?;
+    write_config(&path, text.as_bytes(), 0o600)?;
+    Ok(path)
+}
 
-    fn id(&self) -> anyhow::Result<SessionId> {
-        let mut id = SessionId::default();
-        decode_hex(&self.id, &mut id)
-            .ok_or_else(|| anyhow!("session.toml: bad id; run ferry login"))?;
-        Ok(id)
-    }
-
-    fn secret(&self) -> anyhow::Result<SessionSecret> {
-        let mut key = Zeroizing::new([0u8; 32]);
-        decode_hex(&self.secret, key.as_mut())
-            .ok_or_else(|| anyhow!("session.toml: bad secret; run ferry login"))?;
-        Ok(SessionSecret::from_bytes(*key))
-    }
-
-    /// Connects and resumes this session. A refusal says the session may have ended.
-    pub async fn resume(&self) -> anyhow::Result<Client> {
-        let pin = self.server_id()?;
-        let (id, secret) = (self.id()?, self.secret()?);
-        match Client::resume(&self.server, pin, id, &secret).await {
-            Ok(c) => Ok(c),
-            Err(ferry::Error::AuthFailed) => Err(Failure::new(AUTH_FAILED, SESSION_ENDED).into()),
-            Err(e) => Err(e.into()),
-        }
+/// Deletes session.toml; true if there was one.
+pub fn remove_session() -> anyhow::Result<bool> {
+    let path = session_path()?;
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(anyhow!("cannot delete {}: {e}", path.display())),
     }
 }
 
-fn decode_hex(text: &str, out: &mut [u8]) -> Option<()> {
-    if text.len() != out.len() * 2 {
-        return None;
+/// Connects and resumes a stored session. A refusal says the session may have ended.
+pub async fn resume_session(s: &StoredSession) -> anyhow::Result<Client> {
+    let pin = ServerId::parse(&s.server_id)
+        .map_err(|e| anyhow!("session.toml: server_id: {e}; run ferry login"))?;
+    let id = s
+        .session_id()
+        .ok_or_else(|| anyhow!("session.toml: bad id; run ferry login"))?;
+    let secret = s
+        .session_secret()
+        .ok_or_else(|| anyhow!("session.toml: bad secret; run ferry login"))?;
+    match Client::resume(&s.server, pin, id, &secret).await {
+        Ok(c) => Ok(c),
+        Err(ferry::Error::AuthFailed) => Err(Failure::new(AUTH_FAILED, SESSION_ENDED).into()),
+        Err(e) => Err(e.into()),
     }
-    data_encoding::HEXLOWER_PERMISSIVE
-        .decode_mut(text.as_bytes(), out)
-        .ok()?;
-    Some(())
 }
 
 /// Writes a file in the config folder, creating the folder (mode 0700) if needed.
@@ -270,7 +194,7 @@ pub async fn register(a: &RegisterArgs) -> anyhow::Result<()> {
         server_id: invite.server_id.to_string(),
         user: name.clone(),
     };
-    let saved = profile.save();
+    let saved = save_profile(&profile);
     println!(
         "registered {name} (role {}) at {}; the invite is spent",
         invite.claims.role(),
@@ -321,7 +245,7 @@ pub fn invite_expiry(invite: &Credential) -> Option<u64> {
 
 /// `ferry login`.
 pub async fn login(a: &LoginArgs) -> anyhow::Result<()> {
-    let profile = Profile::load()?;
+    let profile = load_profile()?;
     let (server, server_id) = match (&a.server, &a.server_id, &profile) {
         (Some(s), Some(id), _) => (s.clone(), id.clone()),
         (None, None, Some(p)) => (p.server.clone(), p.server_id.clone()),
@@ -351,7 +275,7 @@ pub async fn login(a: &LoginArgs) -> anyhow::Result<()> {
             server_id: server_id.clone(),
             user: user.clone(),
         };
-        if let Err(e) = p.save() {
+        if let Err(e) = save_profile(&p) {
             eprintln!("warning: {}", crate::exit::message(&e));
         }
     }
@@ -377,27 +301,26 @@ fn store_session(
         secret: data_encoding::HEXLOWER.encode(session.secret.expose_secret()),
         expires: session.expires,
     };
-    stored.save()?;
+    save_session(&stored)?;
     Ok(())
 }
 
 /// The stored session, or a one-line failure saying how to get one.
 fn require_session() -> anyhow::Result<StoredSession> {
-    StoredSession::load()?
-        .ok_or_else(|| Failure::new(FAILURE, "not logged in (ferry login)").into())
+    load_session()?.ok_or_else(|| Failure::new(FAILURE, "not logged in (ferry login)").into())
 }
 
 /// `ferry logout`.
 pub async fn logout() -> anyhow::Result<()> {
-    let Some(s) = StoredSession::load()? else {
+    let Some(s) = load_session()? else {
         eprintln!("not logged in; nothing to do");
         return Ok(());
     };
-    let result = match s.resume().await {
+    let result = match resume_session(&s).await {
         Ok(client) => client.logout().await.map_err(anyhow::Error::from),
         Err(e) => Err(e),
     };
-    StoredSession::remove()?;
+    remove_session()?;
     match result {
         Ok(()) => {
             println!("logged out {} from {}", s.user, s.server);
@@ -425,11 +348,11 @@ pub async fn logout() -> anyhow::Result<()> {
 pub async fn passwd(a: &PasswordStdin) -> anyhow::Result<()> {
     let s = require_session()?;
     let pw = read_password(a, &format!("new password for {}: ", s.user), true)?;
-    let mut client = s.resume().await?;
+    let mut client = resume_session(&s).await?;
     client.change_password(pw.as_bytes()).await?;
     drop(pw);
     let _ = client.close().await;
-    StoredSession::remove()?;
+    remove_session()?;
     println!("changed the password of {}", s.user);
     eprintln!("this ended your sessions, this one too; log in again with: ferry login");
     Ok(())

@@ -10,7 +10,6 @@ use anyhow::{Context, bail};
 use ferry::Client;
 use ferry::proto::names::{SourceName, validate_prefix};
 
-use crate::account::StoredSession;
 use crate::cli::{CredArg, GetArgs, LsArgs, PutArgs, RmArgs, StatArgs};
 use crate::exit::{self, Failure};
 use crate::progress::Bar;
@@ -23,8 +22,8 @@ async fn connect(cred: &CredArg) -> anyhow::Result<Client> {
         let cred = credential::load(path)?;
         return Ok(Client::connect(&cred).await?);
     }
-    match StoredSession::load()? {
-        Some(session) => session.resume().await,
+    match crate::account::load_session()? {
+        Some(session) => crate::account::resume_session(&session).await,
         None => Err(Failure::new(
             exit::FAILURE,
             "no credential (--cred or FERRY_CRED) and not logged in (ferry login)",

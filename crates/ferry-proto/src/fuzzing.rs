@@ -344,6 +344,66 @@ pub fn auth_server_seeds() -> Vec<(&'static str, Vec<u8>)> {
     seeds
 }
 
+/// Parses `data` (if UTF-8) as every state file ferry keeps (`users.toml`, `invites.toml`,
+/// `sessions.toml`, `profile.toml`, `session.toml`). Whatever parses must survive its own
+/// encoding unchanged, its accessors must not panic, and no error may quote the file (a run of
+/// 16 hex digits in an error would be a secret leaking into a log).
+pub fn state_files(data: &[u8]) {
+    use crate::files::*;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    fn check<T: PartialEq + core::fmt::Debug>(
+        what: &str,
+        parsed: Result<T, FileError>,
+        reparse: impl Fn(&T) -> Result<T, FileError>,
+    ) -> Option<T> {
+        match parsed {
+            Ok(v) => {
+                let again = reparse(&v);
+                assert!(
+                    again.as_ref() == Ok(&v),
+                    "{what}: does not survive its own encoding"
+                );
+                Some(v)
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                let hex_run = msg
+                    .as_bytes()
+                    .split(|b| !b.is_ascii_hexdigit())
+                    .any(|run| run.len() >= 16);
+                assert!(!hex_run, "{what}: error quotes the file: {msg}");
+                None
+            }
+        }
+    }
+    let reparse_users = |v: &Users| v.to_toml().and_then(|t| Users::parse(&t));
+    if let Some(users) = check("users", Users::parse(text), reparse_users) {
+        for u in users.users.values() {
+            let _ = u.user_record();
+        }
+    }
+    check("invites", Invites::parse(text), |v| {
+        v.to_toml().and_then(|t| Invites::parse(&t))
+    });
+    if let Some(sessions) = check("sessions", Sessions::parse(text), |v| {
+        v.to_toml().and_then(|t| Sessions::parse(&t))
+    }) {
+        for s in sessions.sessions.values() {
+            let _ = (s.live(u64::MAX), s.secret(), s.principal());
+        }
+    }
+    check("profile", Profile::parse(text), |v| {
+        v.to_toml().and_then(|t| Profile::parse(&t))
+    });
+    if let Some(s) = check("session file", SessionFile::parse(text), |v| {
+        v.to_toml().and_then(|t| SessionFile::parse(&t))
+    }) {
+        let _ = (s.session_id(), s.session_secret());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,6 +48,7 @@
 pub mod auth;
 pub mod claims;
 pub mod credential;
+pub mod files;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -87,3 +87,8 @@ fn server_id() {
 fn auth_server() {
     replay("auth_server", fuzzing::auth_server);
 }
+
+#[test]
+fn state_files() {
+    replay("state_files", fuzzing::state_files);
+}

@@ -20,7 +20,7 @@ use ferry_proto::server_id::ServerId;
 use zeroize::Zeroizing;
 
 use crate::accounts::{
-    InviteEntry, Invites, SessionEntry, Sessions, UserEntry, Users, session_id_text,
+    FileIo, InviteEntry, Invites, SessionEntry, Sessions, UserEntry, Users, session_id_text,
 };
 use crate::config::{Config, DEFAULT_CONFIG};
 use crate::identity::Identity;

@@ -1,0 +1,398 @@
+//! The formats of the files ferry keeps, parsed without IO.
+//!
+//! Server side: `users.toml`, `invites.toml`, `sessions.toml`. Client side: `profile.toml`
+//! (where `ferry login` goes) and `session.toml` (a stored login session). All are TOML;
+//! unknown keys are refused. Parse errors never quote the file, which may hold secrets (session
+//! secrets, OPAQUE records): they name a missing field or a line number, nothing else.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::auth::{Method, Principal};
+use crate::password::{KsfParams, UserRecord};
+use crate::secret::SessionSecret;
+use crate::session::SessionId;
+
+/// Largest file parsed.
+pub const MAX_FILE_LEN: usize = 1 << 20;
+
+/// A file that does not parse. Never holds text from the file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FileError(String);
+
+/// Describes a TOML error without quoting the input: a missing field's name (if it looks like
+/// one of ours) or the line of the problem.
+pub(crate) fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let first = e.message().lines().next().unwrap_or("");
+    if let Some(field) = first
+        .strip_prefix("missing field `")
+        .and_then(|r| r.strip_suffix('`'))
+        .filter(|f| {
+            !f.is_empty() && f.len() <= 32 && f.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
+    {
+        return format!("missing field `{field}`");
+    }
+    match e.span() {
+        Some(span) => {
+            let line = 1 + text
+                .as_bytes()
+                .get(..span.start)
+                .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count());
+            format!("unexpected or malformed entry at line {line}")
+        }
+        None => "unexpected or malformed entry".to_owned(),
+    }
+}
+
+/// Parses TOML into `T`, with errors that quote nothing.
+pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, FileError> {
+    if text.len() > MAX_FILE_LEN {
+        return Err(FileError("file too large".into()));
+    }
+    toml::from_str(text).map_err(|e| FileError(describe_toml_error(text, &e)))
+}
+
+fn to_toml<T: Serialize>(header: &str, value: &T) -> Result<Zeroizing<String>, FileError> {
+    let body =
+        Zeroizing::new(toml::to_string(value).map_err(|_| FileError("cannot encode".into()))?);
+    Ok(Zeroizing::new(format!("{header}\n{}", *body)))
+}
+
+/// One user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    /// Attributes, `role` among them.
+    pub attributes: BTreeMap<String, String>,
+    /// The OPAQUE registration record, base64.
+    pub record: String,
+    /// Argon2id parameters of the record.
+    pub ksf: KsfParams,
+    /// When the password was set (Unix seconds).
+    pub created: u64,
+}
+
+impl UserEntry {
+    /// The record in the form the protocol takes.
+    pub fn user_record(&self) -> Option<UserRecord> {
+        let record = data_encoding::BASE64.decode(self.record.as_bytes()).ok()?;
+        Some(UserRecord {
+            record,
+            ksf: self.ksf,
+        })
+    }
+}
+
+/// All users.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Users {
+    /// By name.
+    #[serde(default)]
+    pub users: BTreeMap<String, UserEntry>,
+}
+
+impl Users {
+    /// Parses the file.
+    pub fn parse(text: &str) -> Result<Self, FileError> {
+        parse_toml(text)
+    }
+
+    /// The file's text (written with mode 0600).
+    pub fn to_toml(&self) -> Result<Zeroizing<String>, FileError> {
+        to_toml(
+            "# ferry users: OPAQUE records only, never passwords. Managed by `ferry user`.",
+            self,
+        )
+    }
+}
+
+/// One invite.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InviteEntry {
+    /// Serial: the invite claims' epoch; a new invite for the same name takes the next one.
+    pub serial: u64,
+    /// Attributes the user will get.
+    pub attributes: BTreeMap<String, String>,
+    /// Unix seconds after which the invite is void.
+    pub expires: u64,
+    /// Whether it was redeemed.
+    #[serde(default)]
+    pub spent: bool,
+}
+
+/// All invites (the latest per name).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Invites {
+    /// By user name.
+    #[serde(default)]
+    pub invites: BTreeMap<String, InviteEntry>,
+}
+
+impl Invites {
+    /// Parses the file.
+    pub fn parse(text: &str) -> Result<Self, FileError> {
+        parse_toml(text)
+    }
+
+    /// The file's text (written with mode 0600).
+    pub fn to_toml(&self) -> Result<Zeroizing<String>, FileError> {
+        to_toml("# ferry invites. Managed by `ferry user invite`.", self)
+    }
+}
+
+/// One session.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionEntry {
+    /// Owner's name.
+    pub name: String,
+    /// Owner's attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// How it was opened: `password`, or `psk:EPOCH`.
+    pub origin: String,
+    /// The secret, hex.
+    pub secret: String,
+    /// When it was opened.
+    pub created: u64,
+    /// When it was last used.
+    pub last_used: u64,
+    /// Idle lifetime, seconds.
+    pub idle_secs: u64,
+    /// Absolute end.
+    pub expires: u64,
+}
+
+impl std::fmt::Debug for SessionEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionEntry")
+            .field("name", &self.name)
+            .field("origin", &self.origin)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionEntry {
+    /// Whether it is still live at `now`.
+    pub fn live(&self, now: u64) -> bool {
+        now < self.expires && now < self.last_used.saturating_add(self.idle_secs)
+    }
+
+    /// The method that opened it.
+    pub fn origin_method(&self) -> Option<Method> {
+        match self.origin.as_str() {
+            "password" => Some(Method::Password),
+            o => o
+                .strip_prefix("psk:")
+                .and_then(|e| e.parse().ok())
+                .map(|epoch| Method::Psk { epoch }),
+        }
+    }
+
+    /// The secret.
+    pub fn secret(&self) -> Option<SessionSecret> {
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        if self.secret.len() != 64 {
+            return None;
+        }
+        data_encoding::HEXLOWER_PERMISSIVE
+            .decode_mut(self.secret.as_bytes(), key.as_mut())
+            .ok()?;
+        Some(SessionSecret::from_bytes(*key))
+    }
+
+    /// The principal it opened as.
+    pub fn principal(&self) -> Option<Principal> {
+        Some(Principal {
+            name: self.name.clone(),
+            attributes: self.attributes.clone(),
+            method: self.origin_method()?,
+        })
+    }
+}
+
+/// Session IDs as they appear in files and on the command line.
+pub fn session_id_text(id: &SessionId) -> String {
+    data_encoding::HEXLOWER.encode(id)
+}
+
+/// All sessions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sessions {
+    /// By hex session ID.
+    #[serde(default)]
+    pub sessions: BTreeMap<String, SessionEntry>,
+}
+
+impl Sessions {
+    /// Parses the file.
+    pub fn parse(text: &str) -> Result<Self, FileError> {
+        parse_toml(text)
+    }
+
+    /// The file's text (written with mode 0600).
+    pub fn to_toml(&self) -> Result<Zeroizing<String>, FileError> {
+        to_toml(
+            "# ferry sessions (secrets: keep private). Managed by the server and `ferry session`.",
+            self,
+        )
+    }
+
+    /// Drops sessions that ended before `now`.
+    pub fn prune(&mut self, now: u64) {
+        self.sessions.retain(|_, s| s.live(now));
+    }
+}
+
+/// `profile.toml`: where `ferry login` goes by default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Server address.
+    pub server: String,
+    /// The server's ID.
+    pub server_id: String,
+    /// User name.
+    pub user: String,
+}
+
+impl Profile {
+    /// Parses the file.
+    pub fn parse(text: &str) -> Result<Self, FileError> {
+        parse_toml(text)
+    }
+
+    /// The file's text.
+    pub fn to_toml(&self) -> Result<Zeroizing<String>, FileError> {
+        to_toml(
+            "# ferry profile: where `ferry login` goes. Written by `ferry register` and `ferry login`.",
+            self,
+        )
+    }
+}
+
+/// `session.toml`: a stored login session (holds its secret: mode 0600).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFile {
+    /// Server address.
+    pub server: String,
+    /// The server's ID.
+    pub server_id: String,
+    /// User name.
+    pub user: String,
+    /// Session ID, hex.
+    pub id: String,
+    /// Session secret, hex.
+    pub secret: String,
+    /// Absolute end, Unix seconds.
+    pub expires: u64,
+}
+
+impl Drop for SessionFile {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+    }
+}
+
+impl core::fmt::Debug for SessionFile {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SessionFile")
+            .field("server", &self.server)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionFile {
+    /// Parses the file.
+    pub fn parse(text: &str) -> Result<Self, FileError> {
+        parse_toml(text)
+    }
+
+    /// The file's text (it holds the secret: write it with mode 0600).
+    pub fn to_toml(&self) -> Result<Zeroizing<String>, FileError> {
+        to_toml(
+            "# ferry login session: keep secret (mode 0600). Written by `ferry login`.",
+            self,
+        )
+    }
+
+    /// The session ID.
+    pub fn session_id(&self) -> Option<SessionId> {
+        let mut id = [0u8; 16];
+        (self.id.len() == 32).then_some(())?;
+        data_encoding::HEXLOWER_PERMISSIVE
+            .decode_mut(self.id.as_bytes(), &mut id)
+            .ok()?;
+        Some(id)
+    }
+
+    /// The session secret.
+    pub fn session_secret(&self) -> Option<SessionSecret> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        (self.secret.len() == 64).then_some(())?;
+        data_encoding::HEXLOWER_PERMISSIVE
+            .decode_mut(self.secret.as_bytes(), key.as_mut())
+            .ok()?;
+        Some(SessionSecret::from_bytes(*key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_quote_nothing_from_the_file() {
+        let secret = "ab".repeat(32);
+        for text in [
+            format!("[sessions.x]\nname = \"a\"\nsecret = 5\nsecret2 = \"{secret}\""),
+            format!("{secret} = 1"),
+            format!("server = \"{secret}\"\nserver_id = 1"),
+            "[[[".to_owned(),
+        ] {
+            for e in [
+                Sessions::parse(&text).err(),
+                SessionFile::parse(&text).err(),
+                Users::parse(&text).err(),
+                Profile::parse(&text).err(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                assert!(!e.to_string().contains("abab"), "{e}");
+            }
+        }
+        let e = Profile::parse("server = \"a\"\nuser = \"b\"").unwrap_err();
+        assert_eq!(e.to_string(), "missing field `server_id`");
+    }
+
+    #[test]
+    fn round_trips() {
+        let s = SessionFile {
+            server: "h:1".into(),
+            server_id: "X".into(),
+            user: "u".into(),
+            id: "00".repeat(16),
+            secret: "11".repeat(32),
+            expires: 9,
+        };
+        assert_eq!(SessionFile::parse(&s.to_toml().unwrap()).unwrap(), s);
+        assert_eq!(s.session_id(), Some([0; 16]));
+        assert!(s.session_secret().is_some());
+        assert!(!format!("{s:?}").contains("1111"));
+        let mut bad = s.clone();
+        bad.secret = "zz".repeat(32);
+        assert!(bad.session_secret().is_none());
+    }
+}
