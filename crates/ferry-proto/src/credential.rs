@@ -83,7 +83,7 @@ impl Credential {
             return Err(CredentialError::TooLarge);
         }
         let raw: Raw = toml::from_str(text)
-            .map_err(|e| CredentialError::Syntax(describe_syntax_error(text, &e)))?;
+            .map_err(|e| CredentialError::Syntax(crate::files::describe_toml_error(text, &e)))?;
         let server = raw.server.trim();
         if server.is_empty() || server.contains(char::is_whitespace) || !server.contains(':') {
             return Err(CredentialError::Server);
@@ -124,32 +124,6 @@ impl Credential {
             out.push_str(&format!("{k} = {}\n", q(v)));
         }
         out
-    }
-}
-
-const FIELDS: [&str; 6] = ["server", "server_id", "name", "epoch", "key", "attributes"];
-
-/// Describes a TOML error without quoting the file: the TOML parser's own messages quote
-/// what it read (an unknown field's name, a mistyped value), and that could be the key. Only
-/// a missing field's name, checked against our own list, and the line number are kept.
-fn describe_syntax_error(text: &str, e: &toml::de::Error) -> String {
-    let first = e.message().lines().next().unwrap_or("");
-    if let Some(field) = first
-        .strip_prefix("missing field `")
-        .and_then(|r| r.strip_suffix('`'))
-        .filter(|f| FIELDS.contains(f))
-    {
-        return format!("missing field `{field}`");
-    }
-    match e.span() {
-        Some(span) => {
-            let line = 1 + text
-                .as_bytes()
-                .get(..span.start)
-                .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count());
-            format!("unexpected or malformed entry at line {line}")
-        }
-        None => "unexpected or malformed entry".to_owned(),
     }
 }
 
