@@ -64,7 +64,7 @@ fn to_toml<T: Serialize>(header: &str, value: &T) -> Result<Zeroizing<String>, F
 }
 
 /// One user.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserEntry {
     /// Attributes, `role` among them.
@@ -75,6 +75,17 @@ pub struct UserEntry {
     pub ksf: KsfParams,
     /// When the password was set (Unix seconds).
     pub created: u64,
+}
+
+impl core::fmt::Debug for UserEntry {
+    // The record allows an offline dictionary attack on the password: never print it.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("UserEntry")
+            .field("attributes", &self.attributes)
+            .field("ksf", &self.ksf)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
 }
 
 impl UserEntry {
@@ -375,6 +386,21 @@ mod tests {
         }
         let e = Profile::parse("server = \"a\"\nuser = \"b\"").unwrap_err();
         assert_eq!(e.to_string(), "missing field `server_id`");
+    }
+
+    #[test]
+    fn debug_shows_no_record_or_secret() {
+        let users = Users::parse(
+            "[users.a]\nrecord = \"UkVDT1JEUkVDT1JE\"\ncreated = 1\n[users.a.attributes]\nrole = \"r\"\n[users.a.ksf]\nm_kib = 8\nt = 1\np = 1\n",
+        )
+        .unwrap();
+        assert!(!format!("{users:?}").contains("UkVDT1JE"));
+        let sessions = Sessions::parse(&format!(
+            "[sessions.x]\nname = \"a\"\norigin = \"password\"\nsecret = \"{}\"\ncreated = 1\nlast_used = 1\nidle_secs = 1\nexpires = 1\n[sessions.x.attributes]\n",
+            "cd".repeat(32)
+        ))
+        .unwrap();
+        assert!(!format!("{sessions:?}").contains("cdcd"));
     }
 
     #[test]
