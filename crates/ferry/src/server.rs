@@ -316,8 +316,15 @@ impl ServerContext for AuthCtx<'_> {
 impl Shared {
     /// Whether a principal authenticated earlier may still act (not revoked, not re-issued,
     /// user not removed, session not ended).
+    ///
+    /// Runs before every request, so it reads only the file the principal depends on: a
+    /// credential needs the client registry alone, a password login the users alone.
     pub(crate) fn still_valid(&self, p: &Principal, ip: IpAddr) -> bool {
-        AuthCtx::new(self, ip, crate::clock::now()).valid(p)
+        match &p.method {
+            Method::Psk { epoch } => self.registry.current().is_current(&p.name, *epoch),
+            Method::Password => self.users.current().users.contains_key(&p.name),
+            _ => AuthCtx::new(self, ip, crate::clock::now()).valid(p),
+        }
     }
 }
 
@@ -481,6 +488,7 @@ async fn authenticate(
                     tracing::warn!("{peer}: registration for {name} lost to another");
                     wire.send(&Message::AuthFailed(Default::default())).await?;
                 }
+                let _ = tokio::io::AsyncWriteExt::shutdown(wire.get_mut()).await;
                 return Ok(None);
             }
             ServerStep::Reject {
