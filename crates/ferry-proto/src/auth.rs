@@ -41,6 +41,13 @@ pub enum Method {
         /// The session's ID.
         id: SessionId,
     },
+    /// A mesh member: the member key of `epoch` and the device's TLS key.
+    Mesh {
+        /// The member's device ID.
+        device: crate::server_id::ServerId,
+        /// The epoch of the key it proved.
+        epoch: u64,
+    },
 }
 
 impl Method {
@@ -50,6 +57,7 @@ impl Method {
             Self::Psk { .. } => "psk",
             Self::Password => "password",
             Self::Session { .. } => "session",
+            Self::Mesh { .. } => "mesh",
         }
     }
 }

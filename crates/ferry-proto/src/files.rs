@@ -24,6 +24,12 @@ pub const MAX_FILE_LEN: usize = 1 << 20;
 #[error("{0}")]
 pub struct FileError(String);
 
+impl FileError {
+    pub(crate) fn new(what: &str) -> Self {
+        Self(what.to_owned())
+    }
+}
+
 /// Describes a TOML error without quoting the input: a missing field's name (if it looks like
 /// one of ours) or the line of the problem.
 pub(crate) fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {

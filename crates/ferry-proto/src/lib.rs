@@ -14,6 +14,7 @@
 //! * [`auth`] — the authentication layer every method plugs into.
 //! * [`server_id`] — the fingerprint clients pin.
 //! * [`credential`] — the credential file a client keeps.
+//! * [`mesh`] — the LAN mesh: join PAKE, member keys, sealed announcements.
 //!
 //! A whole psk authentication, both ends driven in memory:
 //!
@@ -52,6 +53,7 @@ pub mod files;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod mesh;
 pub mod message;
 pub mod names;
 pub mod password;

@@ -79,6 +79,24 @@ pub enum Message {
     PasswordChangeFinish(RegisterFinish),
     /// S→C: the new password is set; the user's password sessions have ended.
     PasswordChangeOk(Empty),
+    /// Joiner → opener: start a mesh join (CPace).
+    MeshJoinStart(crate::mesh::wire::MeshJoinStart),
+    /// Opener → joiner: CPace answer and confirmation.
+    MeshJoinResponse(crate::mesh::wire::MeshJoinResponse),
+    /// Joiner → opener: confirmation and device signature.
+    MeshJoinFinish(crate::mesh::wire::MeshJoinFinish),
+    /// Opener → joiner: the join succeeded; here is the mesh.
+    MeshJoinOk(Box<crate::mesh::wire::MeshGrant>),
+    /// Member → member: authenticate.
+    MeshAuth(crate::mesh::wire::MeshAuth),
+    /// Member → member: send me your mesh state (key, epoch, members).
+    MeshState(Empty),
+    /// The mesh state.
+    MeshStateOk(Box<crate::mesh::wire::MeshGrant>),
+    /// Member → member: list every source's state, tombstones included.
+    MeshList(crate::mesh::wire::MeshList),
+    /// A page of source states.
+    MeshListOk(crate::mesh::wire::MeshListOk),
 }
 
 /// Start a password change.
@@ -429,6 +447,15 @@ impl Message {
             Self::PasswordChangeStart(_) => "password_change_start",
             Self::PasswordChangeFinish(_) => "password_change_finish",
             Self::PasswordChangeOk(_) => "password_change_ok",
+            Self::MeshJoinStart(_) => "mesh_join_start",
+            Self::MeshJoinResponse(_) => "mesh_join_response",
+            Self::MeshJoinFinish(_) => "mesh_join_finish",
+            Self::MeshJoinOk(_) => "mesh_join_ok",
+            Self::MeshAuth(_) => "mesh_auth",
+            Self::MeshState(_) => "mesh_state",
+            Self::MeshStateOk(_) => "mesh_state_ok",
+            Self::MeshList(_) => "mesh_list",
+            Self::MeshListOk(_) => "mesh_list_ok",
         }
     }
 }

@@ -87,3 +87,8 @@ mod tests {
         assert_ne!(Psk::from_bytes([1; 32]), Psk::from_bytes([2; 32]));
     }
 }
+secret_bytes!(
+    /// A mesh's 256-bit key at one epoch: random, handed to each member when it joins, and
+    /// replaced by a new random key whenever a member is removed.
+    MeshKey
+);

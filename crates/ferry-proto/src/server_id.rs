@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// The fingerprint of a server's public key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServerId([u8; 32]);
 
 /// A string that is not a server ID.
@@ -23,6 +23,11 @@ impl ServerId {
     /// The ID of the key whose DER SubjectPublicKeyInfo is given.
     pub fn from_spki(spki_der: &[u8]) -> Self {
         Self(Sha256::digest(spki_der).into())
+    }
+
+    /// Wraps raw bytes received from a peer (an ID, not a key to hash).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
     }
 
     /// The raw 32 bytes.

@@ -1,0 +1,19 @@
+//! The LAN mesh: peers that share one password to join, then a random mesh key.
+//!
+//! * [`pake`] — the balanced PAKE (CPace) behind an interface of ours.
+//! * [`join`] — joining: CPace bound to the TLS exporter, with key confirmation.
+//! * [`key`] — the mesh key schedule: announcement keys and member keys per epoch.
+//! * [`announce`] — sealed UDP announcements.
+//! * [`replay`] — freshness of announcements.
+//! * [`state`] — a member's view of the mesh, its file, and merging views.
+//! * [`wire`] — the mesh's messages.
+//! * [`member_auth`] — members authenticating to each other.
+
+pub mod announce;
+pub mod join;
+pub mod key;
+pub mod member_auth;
+pub mod pake;
+pub mod replay;
+pub mod state;
+pub mod wire;

@@ -1,0 +1,149 @@
+//! The mesh's messages, carried in message frames like every other (see [`crate::message`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::Digest;
+use crate::secret::MeshKey;
+
+/// Joiner → opener: the first CPace message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshJoinStart {
+    /// CPace share `Ya`.
+    #[serde(with = "serde_bytes")]
+    pub share: Vec<u8>,
+    /// The joiner's DER SubjectPublicKeyInfo (its device ID is the SHA-256 of it).
+    #[serde(with = "serde_bytes")]
+    pub device: Vec<u8>,
+    /// The joiner's chosen display name.
+    pub name: String,
+    /// The port the joiner serves TLS on (its address is the connection's source).
+    pub port: u16,
+}
+
+/// Opener → joiner: the CPace answer and the opener's confirmation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshJoinResponse {
+    /// CPace share `Yb`.
+    #[serde(with = "serde_bytes")]
+    pub share: Vec<u8>,
+    /// `confirm_r`.
+    #[serde(with = "serde_bytes")]
+    pub confirm: Digest,
+}
+
+/// Joiner → opener: the joiner's confirmation and device signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshJoinFinish {
+    /// `confirm_i`.
+    #[serde(with = "serde_bytes")]
+    pub confirm: Digest,
+    /// Ed25519 signature over `device_proof("join", exporter)`.
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// One member, as the mesh state lists it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// DER SubjectPublicKeyInfo of the member's TLS key; its device ID is the SHA-256 of it.
+    #[serde(with = "serde_bytes")]
+    pub spki: Vec<u8>,
+    /// Display name.
+    pub name: String,
+    /// Where it was last known to serve TLS, `ip:port` (may be empty).
+    #[serde(default)]
+    pub addr: String,
+}
+
+/// The mesh state a member holds: handed to a joiner, and fetched by members to catch up.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshGrant {
+    /// The mesh's name.
+    pub name: String,
+    /// The key's epoch.
+    pub epoch: u64,
+    /// The mesh key of that epoch.
+    #[serde(with = "key_bytes")]
+    pub key: MeshKey,
+    /// Current members, the sender included.
+    pub members: Vec<MemberInfo>,
+    /// Device IDs removed from the mesh: never readmitted by merging member lists.
+    #[serde(default)]
+    pub removed: Vec<serde_bytes::ByteArray<32>>,
+}
+
+impl core::fmt::Debug for MeshGrant {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MeshGrant")
+            .field("name", &self.name)
+            .field("epoch", &self.epoch)
+            .field("members", &self.members.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Member → member: authentication with the member key and the device key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshAuth {
+    /// The member's device ID.
+    #[serde(with = "serde_bytes")]
+    pub device: [u8; 32],
+    /// The epoch of the key the MAC uses.
+    pub epoch: u64,
+    /// `member_mac(key, epoch, device, 'c', exporter)`.
+    #[serde(with = "serde_bytes")]
+    pub mac: Digest,
+    /// Ed25519 signature over `device_proof("auth", exporter)`.
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// One source's state, tombstones included, for mesh synchronisation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshEntry {
+    /// Source name.
+    pub source: String,
+    /// Version.
+    pub version: u64,
+    /// BLAKE3 of the content; all zero for a tombstone.
+    #[serde(with = "serde_bytes")]
+    pub hash: Digest,
+    /// Whether it is a tombstone.
+    pub deleted: bool,
+}
+
+/// Ask for a page of every source's state, tombstones included.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshList {
+    /// Start strictly after this name.
+    #[serde(default)]
+    pub after: Option<String>,
+}
+
+/// A page of source states, sorted by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshListOk {
+    /// The page.
+    pub entries: Vec<MeshEntry>,
+    /// Whether more follow.
+    pub more: bool,
+}
+
+/// Serialises a mesh key as a CBOR byte string (MeshKey itself has no `Serialize`, so it can
+/// only reach the wire through a grant).
+mod key_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::secret::MeshKey;
+
+    pub(super) fn serialize<S: Serializer>(key: &MeshKey, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(key.expose_secret())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MeshKey, D::Error> {
+        let mut bytes = serde_bytes::ByteArray::<32>::deserialize(d)?.into_array();
+        let key = MeshKey::from_bytes(bytes);
+        zeroize::Zeroize::zeroize(&mut bytes);
+        Ok(key)
+    }
+}
