@@ -94,6 +94,9 @@ fn main() {
     for (name, bytes) in ferry_proto::fuzzing::auth_server_seeds() {
         write("auth_server", name, &bytes);
     }
+    for (name, bytes) in ferry_proto::fuzzing::announcement_seeds() {
+        write("announcement", name, &bytes);
+    }
     // message: every variant, then malformed ones.
     let msgs = messages();
     for m in &msgs {

@@ -129,7 +129,7 @@ fn write_config(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
 
 /// Reads a password: one line of standard input with `--password-stdin`, else a prompt on
 /// the terminal without echo (twice with `confirm`).
-fn read_password(
+pub fn read_password(
     how: &PasswordStdin,
     prompt: &str,
     confirm: bool,

@@ -85,6 +85,9 @@ pub enum Command {
     /// List and revoke login sessions (run on the server's machine).
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Join peers of one LAN into a mesh that shares changes (create, open, join, up, ...).
+    #[command(subcommand)]
+    Mesh(MeshCommand),
     /// Run the whole flow (init, serve, issue, put, get, refusals) in a temporary folder
     /// and check that every step behaves as expected.
     Demo,
@@ -252,6 +255,82 @@ pub enum SessionCommand {
 pub struct SessionRevokeArgs {
     /// Session ID, as `ferry session list` shows it.
     pub id: String,
+    /// The server folder.
+    #[command(flatten)]
+    pub dir: DirArg,
+}
+
+/// `ferry mesh ...`.
+#[derive(Debug, Subcommand)]
+pub enum MeshCommand {
+    /// Start a new mesh with this peer as its only member (initialises DIR if it is empty)
+    /// and print the peer's device ID.
+    Create(MeshCreateArgs),
+    /// Accept joins with a password for a while (the peer's running server answers them).
+    Open(MeshOpenArgs),
+    /// Join the mesh of an open peer (initialises DIR if it is empty) and print this peer's
+    /// device ID. The password is used for this join only and never stored.
+    Join(MeshJoinArgs),
+    /// List the members: device ID, name, address and when each was last heard from.
+    Members(DirArg),
+    /// Remove a member and rotate the mesh key: it can no longer fetch or announce.
+    Remove(MeshRemoveArgs),
+}
+
+/// `ferry mesh create`.
+#[derive(Debug, Args)]
+pub struct MeshCreateArgs {
+    /// The server folder.
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// This peer's display name [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The mesh's name.
+    #[arg(long, value_name = "NAME", default_value = "mesh")]
+    pub mesh_name: String,
+}
+
+/// `ferry mesh open`.
+#[derive(Debug, Args)]
+pub struct MeshOpenArgs {
+    /// The server folder.
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// How long joins are accepted, e.g. 90s, 10m, 1h.
+    #[arg(long = "for", value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub duration: u64,
+    /// How to read the password.
+    #[command(flatten)]
+    pub password: PasswordStdin,
+}
+
+/// `ferry mesh join`.
+#[derive(Debug, Args)]
+pub struct MeshJoinArgs {
+    /// The server folder of this peer.
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The open peer's TLS address.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_server, required = true)]
+    pub peer: String,
+    /// The open peer's device ID (as `ferry mesh create` printed it).
+    #[arg(long, value_name = "ID", required = true)]
+    pub peer_id: String,
+    /// This peer's display name [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// How to read the password.
+    #[command(flatten)]
+    pub password: PasswordStdin,
+}
+
+/// `ferry mesh remove`.
+#[derive(Debug, Args)]
+pub struct MeshRemoveArgs {
+    /// The device ID of the member to remove.
+    #[arg(value_name = "DEVICE")]
+    pub device: String,
     /// The server folder.
     #[command(flatten)]
     pub dir: DirArg,

@@ -10,6 +10,7 @@ mod cli;
 mod credential;
 mod demo;
 mod exit;
+mod mesh;
 mod output;
 mod progress;
 mod serve;
@@ -67,12 +68,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(a) => block_on(account::login(&a)),
         Command::Logout => block_on(account::logout()),
         Command::Passwd(a) => block_on(account::passwd(&a)),
+        Command::Mesh(c) => mesh::run(c),
         Command::Demo => block_on(demo::run()),
     }
 }
 
 /// Runs `f` on a multi-threaded runtime.
-fn block_on(f: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+pub(crate) fn block_on(f: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -404,6 +404,127 @@ pub fn state_files(data: &[u8]) {
     }
 }
 
+/// The key the announcement target seals and opens with.
+pub const ANNOUNCE_FUZZ_KEY: [u8; 32] = [0x42; 32];
+
+/// Feeds `data` to the announcement decoder three ways: as a whole datagram (opened with a
+/// fixed key: the fuzzer cannot forge the tag, so this exercises the header checks), as the
+/// plaintext of a datagram sealed with that key (so the body decoder sees arbitrary bytes),
+/// and as a `mesh.toml`. Whatever opens must re-seal and open to the same body; whatever
+/// parses as a mesh state must survive its own encoding.
+pub fn announcement(data: &[u8]) {
+    use crate::mesh::announce::{self, FORMAT, HEADER_LEN, MAGIC};
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+    let key = || Some(zeroize::Zeroizing::new(ANNOUNCE_FUZZ_KEY));
+    if let Ok(body) = announce::open(data, |_| key()) {
+        let again = announce::seal(&ANNOUNCE_FUZZ_KEY, 1, [0; 24], &body);
+        if let Ok(d) = again {
+            assert_eq!(announce::open(&d, |_| key()).ok(), Some(body));
+        }
+    }
+
+    let mut datagram = Vec::with_capacity(HEADER_LEN + data.len() + 16);
+    datagram.extend_from_slice(MAGIC);
+    datagram.push(FORMAT);
+    datagram.extend_from_slice(&7u64.to_be_bytes());
+    datagram.extend_from_slice(&[9; 24]);
+    let sealed = XChaCha20Poly1305::new(&ANNOUNCE_FUZZ_KEY.into()).encrypt(
+        &XNonce::from([9; 24]),
+        Payload {
+            msg: data,
+            aad: &datagram,
+        },
+    );
+    if let Ok(sealed) = sealed {
+        datagram.extend_from_slice(&sealed);
+        if let Ok(body) = announce::open(&datagram, |e| (e == 7).then(key).flatten()) {
+            let d = announce::seal(&ANNOUNCE_FUZZ_KEY, 7, [1; 24], &body);
+            if let Ok(d) = d {
+                assert_eq!(announce::open(&d, |_| key()).ok(), Some(body));
+            }
+        }
+    }
+
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(state) = crate::mesh::state::MeshState::parse(text)
+    {
+        let _ = state.members_digest();
+        let encoded = state.to_toml();
+        let Ok(encoded) = encoded else {
+            panic!("mesh state does not encode");
+        };
+        let back = crate::mesh::state::MeshState::parse(&encoded);
+        assert!(
+            back.as_ref().is_ok_and(|b| b.members == state.members
+                && b.epoch == state.epoch
+                && b.key == state.key
+                && b.removed == state.removed),
+            "mesh state does not survive its own encoding"
+        );
+    }
+}
+
+/// Seeds for the announcement target: sealed datagrams, their bodies, and a mesh state file.
+pub fn announcement_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::mesh::announce::{self, Body, Event};
+    use crate::mesh::state::{Member, MeshState};
+    let body = |event| Body {
+        sender: [3; 32],
+        counter: 1_700_000_000_000_000,
+        time: 1_700_000_000_000,
+        addr: vec![10, 0, 0, 2],
+        port: 4433,
+        manual: true,
+        event,
+    };
+    let change = body(Event::Change {
+        source: "docs/a.txt".into(),
+        version: 3,
+        hash: [5; 32],
+        deleted: false,
+    });
+    let digest = body(Event::Digest {
+        sources: [1; 32],
+        members: [2; 32],
+    });
+    let mut seeds = Vec::new();
+    for (name, b) in [("change", &change), ("digest", &digest)] {
+        if let Ok(d) = announce::seal(&ANNOUNCE_FUZZ_KEY, 1, [4; 24], b) {
+            seeds.push((name, d));
+        }
+        let mut plain = Vec::new();
+        let _ = ciborium::into_writer(b, &mut plain);
+        seeds.push((
+            if name == "change" {
+                "change-body"
+            } else {
+                "digest-body"
+            },
+            plain,
+        ));
+    }
+    let mut state = MeshState::create(
+        "home",
+        Member {
+            spki: vec![1, 2, 3],
+            name: "a".into(),
+            addr: "10.0.0.1:4433".into(),
+        },
+        crate::secret::MeshKey::from_bytes([6; 32]),
+    );
+    state.add_member(Member {
+        spki: vec![4, 5],
+        name: "b".into(),
+        addr: String::new(),
+    });
+    if let Ok(text) = state.to_toml() {
+        seeds.push(("mesh-toml", text.as_bytes().to_vec()));
+    }
+    seeds
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,3 +92,8 @@ fn auth_server() {
 fn state_files() {
     replay("state_files", fuzzing::state_files);
 }
+
+#[test]
+fn announcement() {
+    replay("announcement", fuzzing::announcement);
+}

@@ -481,6 +481,11 @@ impl Client {
         }
     }
 
+    /// A client over a connection some other method (the mesh's) authenticated.
+    pub(crate) fn from_parts(wire: Wire<TlsStream<TcpStream>>, principal: Principal) -> Self {
+        Self { wire, principal }
+    }
+
     /// Sends one raw message and returns the raw answer (for tests of the protocol itself).
     pub async fn raw_request(&mut self, msg: &Message) -> Result<Message, Error> {
         self.wire.send(msg).await?;

@@ -87,6 +87,18 @@ impl Identity {
         &self.cert
     }
 
+    /// The DER SubjectPublicKeyInfo of the key (its SHA-256 is the server ID).
+    pub fn spki(&self) -> Result<Vec<u8>, Error> {
+        let ee = webpki::EndEntityCert::try_from(&self.cert)
+            .map_err(|_| Error::Config("unreadable identity certificate".into()))?;
+        Ok(ee.subject_public_key_info().as_ref().to_vec())
+    }
+
+    /// The private key, for signing device proofs.
+    pub(crate) fn private_key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(self.key.clone_key())
+    }
+
     /// The TLS server configuration for this identity.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, Error> {
         crate::tls::server_config(

@@ -35,6 +35,7 @@ pub mod fsutil;
 pub mod identity;
 pub mod limiter;
 pub mod live;
+pub mod mesh;
 pub mod pipe;
 pub mod policy;
 pub mod registry;

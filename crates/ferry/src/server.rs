@@ -64,6 +64,7 @@ pub(crate) struct Shared {
     pub(crate) limiter: Limiter,
     pub(crate) session_limits: SessionLimits,
     pub(crate) new_ksf: KsfParams,
+    pub(crate) mesh: crate::mesh::serve::MeshShared,
 }
 
 /// A server ready to bind.
@@ -102,6 +103,7 @@ impl Server {
             shutdown_grace: Duration::from_secs(5),
         };
         let acceptor = TlsAcceptor::from(Arc::new(identity.server_config()?));
+        let device = crate::mesh::device::DeviceKey::from_identity(&identity)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 acceptor,
@@ -117,6 +119,7 @@ impl Server {
                 limiter: Limiter::new(config.login.clone()),
                 session_limits: config.sessions.clone(),
                 new_ksf: config.password,
+                mesh: crate::mesh::serve::MeshShared::open(dir, device)?,
                 dir: dir.clone(),
             }),
             listen: config.listen,
@@ -247,6 +250,7 @@ impl<'a> AuthCtx<'a> {
             Method::Psk { epoch } => self.registry.is_current(&p.name, *epoch),
             Method::Password => self.users.users.contains_key(&p.name),
             Method::Session { id } => self.live_session(id).is_some(),
+            Method::Mesh { device, epoch } => self.shared.mesh.still_valid(device, *epoch),
             _ => false,
         }
     }
@@ -399,6 +403,10 @@ async fn serve_connection(
             Message::PasswordChangeStart(req) => {
                 crate::account_service::change_password(shared, &mut wire, &principal, req).await?
             }
+            msg @ (Message::MeshState(_) | Message::MeshList(_)) => {
+                crate::mesh::serve::handle(&shared.mesh, &shared.store, &mut wire, &principal, msg)
+                    .await?
+            }
             msg => service::handle(shared, &mut wire, &principal, msg).await?,
         }
     }
@@ -414,9 +422,33 @@ async fn authenticate(
     exporter: ferry_proto::secret::Exporter,
     peer: SocketAddr,
 ) -> Result<Option<(Principal, Option<SessionId>)>, Error> {
+    let first = wire.recv_message().await?;
+    let first = match first {
+        Message::MeshJoinStart(m) => {
+            crate::mesh::serve::join(&shared.mesh, &shared.dir, wire, &exporter, peer, m).await?;
+            let _ = tokio::io::AsyncWriteExt::shutdown(wire.get_mut()).await;
+            return Ok(None);
+        }
+        Message::MeshAuth(m) => {
+            return match crate::mesh::serve::member_auth(&shared.mesh, wire, &exporter, peer, m)
+                .await?
+            {
+                Some(p) => Ok(Some((p, None))),
+                None => {
+                    let _ = tokio::io::AsyncWriteExt::shutdown(wire.get_mut()).await;
+                    Ok(None)
+                }
+            };
+        }
+        other => other,
+    };
+    let mut pending = Some(first);
     let mut state = ServerAuth::new(exporter);
     loop {
-        let msg = wire.recv_message().await?;
+        let msg = match pending.take() {
+            Some(m) => m,
+            None => wire.recv_message().await?,
+        };
         let now = crate::clock::now();
         let step = {
             let ctx = AuthCtx::new(shared, peer.ip(), now);

@@ -1,0 +1,195 @@
+//! `ferry mesh ...`: create, open, join, list, remove and run a LAN mesh peer.
+
+use anyhow::{Context, bail};
+use ferry::ServerDir;
+use ferry::mesh::device::DeviceKey;
+use ferry::proto::mesh::state::{Member, MeshState};
+use ferry::proto::secret::MeshKey;
+use ferry::proto::server_id::ServerId;
+
+use crate::account::read_password;
+use crate::admin::server_dir;
+use crate::cli::{DirArg, MeshCommand, MeshCreateArgs, MeshJoinArgs, MeshOpenArgs, MeshRemoveArgs};
+use crate::exit::{AUTH_FAILED, Failure, NOT_FOUND};
+
+/// Runs one `ferry mesh` command.
+pub fn run(cmd: MeshCommand) -> anyhow::Result<()> {
+    match cmd {
+        MeshCommand::Create(a) => create(&a),
+        MeshCommand::Open(a) => open(&a),
+        MeshCommand::Join(a) => crate::block_on(join(&a)),
+        MeshCommand::Members(a) => members(&a),
+        MeshCommand::Remove(a) => remove(&a),
+    }
+}
+
+/// Initialises `dir` as a server folder if it holds none yet.
+fn ensure_server(dir: &ServerDir) -> anyhow::Result<()> {
+    if !dir.path().join("identity.key").exists() {
+        dir.init()?;
+        eprintln!("created a ferry server in {}", dir.path().display());
+    }
+    Ok(())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "peer".to_owned())
+}
+
+fn random_key() -> anyhow::Result<MeshKey> {
+    let mut k = zeroize::Zeroizing::new([0u8; 32]);
+    ferry::tls::random_bytes(k.as_mut())?;
+    Ok(MeshKey::from_bytes(*k))
+}
+
+fn listen_port(dir: &ServerDir) -> u16 {
+    dir.config()
+        .ok()
+        .and_then(|c| c.listen.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn create(a: &MeshCreateArgs) -> anyhow::Result<()> {
+    let dir = server_dir(&a.dir)?;
+    ensure_server(&dir)?;
+    if dir.mesh_state()?.is_some() {
+        bail!("{} is already in a mesh", dir.path().display());
+    }
+    let device = DeviceKey::from_identity(&dir.identity()?)?;
+    let me = Member {
+        spki: device.spki().to_vec(),
+        name: a.name.clone().unwrap_or_else(host_name),
+        addr: String::new(),
+    };
+    let state = MeshState::create(&a.mesh_name, me, random_key()?);
+    let created = dir.update_mesh(|s| match s {
+        Some(_) => (false, false),
+        None => {
+            *s = Some(state);
+            (true, true)
+        }
+    })?;
+    if !created {
+        bail!("{} is already in a mesh", dir.path().display());
+    }
+    println!("{}", device.id());
+    eprintln!("created mesh '{}' in {}", a.mesh_name, dir.path().display());
+    eprintln!("next: ferry mesh open --dir {}", dir.path().display());
+    Ok(())
+}
+
+fn open(a: &MeshOpenArgs) -> anyhow::Result<()> {
+    let dir = server_dir(&a.dir)?;
+    if dir.mesh_state()?.is_none() {
+        bail!(
+            "{} is in no mesh: run ferry mesh create first",
+            dir.path().display()
+        );
+    }
+    let pw = read_password(&a.password, "join password: ", true)?;
+    if pw.is_empty() {
+        bail!("the join password is empty");
+    }
+    let until = ferry::clock::now().saturating_add(a.duration);
+    dir.open_mesh(pw, until)?;
+    eprintln!(
+        "accepting joins for {}s (the peer's running server answers them)",
+        a.duration
+    );
+    Ok(())
+}
+
+async fn join(a: &MeshJoinArgs) -> anyhow::Result<()> {
+    let dir = server_dir(&a.dir)?;
+    let peer_id = ServerId::parse(&a.peer_id).context("--peer-id")?;
+    ensure_server(&dir)?;
+    if dir.mesh_state()?.is_some() {
+        bail!("{} is already in a mesh", dir.path().display());
+    }
+    let device = DeviceKey::from_identity(&dir.identity()?)?;
+    let pw = read_password(&a.password, "join password: ", false)?;
+    let name = a.name.clone().unwrap_or_else(host_name);
+    let grant = match ferry::mesh::peer::join(
+        &a.peer,
+        peer_id,
+        &device,
+        &name,
+        listen_port(&dir),
+        pw.as_bytes(),
+    )
+    .await
+    {
+        Ok(g) => g,
+        Err(ferry::Error::AuthFailed) => {
+            return Err(Failure::new(
+                AUTH_FAILED,
+                "joining failed: wrong password, or the peer is not accepting joins",
+            )
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    drop(pw);
+    let mut state = MeshState::from_grant(grant).context("the peer sent an invalid mesh")?;
+    if !state.is_member(&device.id()) {
+        bail!("the peer's mesh does not list this peer as a member");
+    }
+    if let Some(m) = state.members.get_mut(&peer_id) {
+        m.addr = a.peer.clone();
+    }
+    let mesh_name = state.name.clone();
+    dir.update_mesh(|s| {
+        *s = Some(state);
+        (true, ())
+    })?;
+    println!("{}", device.id());
+    eprintln!("joined mesh '{mesh_name}' in {}", dir.path().display());
+    Ok(())
+}
+
+fn members(a: &DirArg) -> anyhow::Result<()> {
+    let dir = server_dir(a)?;
+    let Some(state) = dir.mesh_state()? else {
+        bail!("{} is in no mesh", dir.path().display());
+    };
+    let me = dir.identity()?.server_id();
+    let now = ferry::clock::now();
+    println!("mesh '{}', epoch {}", state.name, state.epoch);
+    for (id, name, addr, seen) in ferry::mesh::files::members_with_seen(&state, &dir.mesh_seen()) {
+        let seen = match seen {
+            _ if id == me => "this peer".to_owned(),
+            Some(t) => format!("{}s ago", now.saturating_sub(t)),
+            None => "never".to_owned(),
+        };
+        let addr = if addr.is_empty() { "-" } else { addr.as_str() };
+        println!("{id}  {name:<16}  {addr:<22}  {seen}");
+    }
+    Ok(())
+}
+
+fn remove(a: &MeshRemoveArgs) -> anyhow::Result<()> {
+    let dir = server_dir(&a.dir)?;
+    let device = ServerId::parse(&a.device).context("DEVICE")?;
+    if device == dir.identity()?.server_id() {
+        bail!("this is this peer's own device ID; remove it from another member");
+    }
+    let key = random_key()?;
+    let epoch = dir.update_mesh(|s| match s {
+        Some(s) if s.members.contains_key(&device) => {
+            s.remove(&device, key);
+            (true, Some(s.epoch))
+        }
+        _ => (false, None),
+    })?;
+    match epoch {
+        Some(e) => {
+            eprintln!("removed {device}; the mesh key is rotated (epoch {e})");
+            Ok(())
+        }
+        None => Err(Failure::new(NOT_FOUND, format!("{device} is not a member")).into()),
+    }
+}

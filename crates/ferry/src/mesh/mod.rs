@@ -1,0 +1,12 @@
+//! The LAN mesh: peers that are each a ferry server, joined with a shared password, that
+//! announce changes by sealed UDP datagrams and fetch from each other over TLS.
+//!
+//! * [`device`] — device keys: signing and verifying device proofs.
+//! * [`files`] — the mesh's files in a server folder.
+//! * [`peer`] — the connecting side: joining, and connecting to a member.
+//! * `serve` — the accepting side: joins, member authentication, mesh state and listing.
+
+pub mod device;
+pub mod files;
+pub mod peer;
+pub(crate) mod serve;

@@ -1,0 +1,160 @@
+//! The connecting side of the mesh: joining through an open peer, and connecting to a member
+//! as a member.
+
+use std::collections::BTreeMap;
+
+use ferry_proto::auth::{Method, Principal};
+use ferry_proto::mesh::join::Joiner;
+use ferry_proto::mesh::member_auth;
+use ferry_proto::mesh::state::MeshState;
+use ferry_proto::mesh::wire::{MeshEntry, MeshGrant, MeshJoinFinish, MeshJoinStart, MeshList};
+use ferry_proto::message::{Empty, Message};
+use ferry_proto::server_id::ServerId;
+
+use super::device::DeviceKey;
+use crate::client::{CONNECT_TIMEOUT, Client, RESPONSE_TIMEOUT};
+use crate::wire::Wire;
+use crate::{Error, tls};
+
+/// Joins the mesh of the peer at `addr` (pinned to `peer`) with `password`, as device `me`
+/// named `name`, serving TLS on `port`. Every failure of the PAKE is [`Error::AuthFailed`].
+pub async fn join(
+    addr: &str,
+    peer: ServerId,
+    me: &DeviceKey,
+    name: &str,
+    port: u16,
+    password: &[u8],
+) -> Result<MeshGrant, Error> {
+    let tls = Client::connect_tls(addr, peer).await?;
+    let exporter = tls::export(tls.get_ref().1)?;
+    let mut wire = Wire::new(tls);
+    let run = async {
+        let mut rng = rand_core_10::UnwrapErr(getrandom_04::SysRng);
+        let (share, joiner) = Joiner::start(password, &exporter, &me.id(), peer, &mut rng)
+            .map_err(|_| Error::AuthFailed)?;
+        wire.send(&Message::MeshJoinStart(MeshJoinStart {
+            share,
+            device: me.spki().to_vec(),
+            name: name.to_owned(),
+            port,
+        }))
+        .await?;
+        let (yb, confirm_r) = match recv(&mut wire).await? {
+            Message::MeshJoinResponse(r) => (r.share, r.confirm),
+            _ => return Err(Error::AuthFailed),
+        };
+        let signature = me.prove("join", &exporter)?;
+        let confirm = match joiner.confirm(&yb, &confirm_r) {
+            Ok(c) => c,
+            Err(_) => {
+                // Tell the opener, so it counts the failure, with a confirmation that fails.
+                let _ = wire
+                    .send(&Message::MeshJoinFinish(MeshJoinFinish {
+                        confirm: [0; 32],
+                        signature,
+                    }))
+                    .await;
+                let _ = tokio::time::timeout(RESPONSE_TIMEOUT, wire.recv_message()).await;
+                return Err(Error::AuthFailed);
+            }
+        };
+        wire.send(&Message::MeshJoinFinish(MeshJoinFinish {
+            confirm,
+            signature,
+        }))
+        .await?;
+        match recv(&mut wire).await? {
+            Message::MeshJoinOk(g) => Ok(*g),
+            _ => Err(Error::AuthFailed),
+        }
+    };
+    // The opener may delay its answer after failed attempts (up to 8 s).
+    let out = tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, run)
+        .await
+        .map_err(|_| Error::Timeout("the join"))?;
+    let _ = tokio::io::AsyncWriteExt::shutdown(wire.get_mut()).await;
+    out
+}
+
+async fn recv<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    wire: &mut Wire<S>,
+) -> Result<Message, Error> {
+    match tokio::time::timeout(RESPONSE_TIMEOUT, wire.recv_message()).await {
+        Ok(Ok(m)) => Ok(m),
+        Ok(Err(Error::Closed | Error::Io(_))) => Err(Error::AuthFailed),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::Timeout("the peer's answer")),
+    }
+}
+
+/// Connects to member `peer` at `addr` and authenticates as member `me`, with the key of
+/// `epoch` from `state` (the current one, or the previous one to catch up after a rotation).
+pub async fn connect_member(
+    addr: &str,
+    peer: ServerId,
+    me: &DeviceKey,
+    state: &MeshState,
+    epoch: u64,
+) -> Result<Client, Error> {
+    let key = state
+        .key_for(epoch)
+        .ok_or_else(|| Error::Config(format!("no mesh key for epoch {epoch}")))?
+        .clone();
+    let tls = Client::connect_tls(addr, peer).await?;
+    let exporter = tls::export(tls.get_ref().1)?;
+    let mut wire = Wire::new(tls);
+    let signature = me.prove("auth", &exporter)?;
+    let (first, wait) = member_auth::start(&key, epoch, &me.id(), &peer, signature, &exporter);
+    let run = async {
+        wire.send(&first).await?;
+        let reply = recv(&mut wire).await?;
+        wait.finish(reply).map_err(|_| Error::AuthFailed)
+    };
+    let info = tokio::time::timeout(CONNECT_TIMEOUT, run)
+        .await
+        .map_err(|_| Error::Timeout("member authentication"))??;
+    let principal = Principal {
+        name: info.name,
+        attributes: BTreeMap::new(),
+        method: Method::Mesh {
+            device: me.id(),
+            epoch,
+        },
+    };
+    Ok(Client::from_parts(wire, principal))
+}
+
+impl Client {
+    /// A member's mesh state (to a member connection).
+    pub async fn mesh_state(&mut self) -> Result<MeshGrant, Error> {
+        match self.raw_request(&Message::MeshState(Empty {})).await? {
+            Message::MeshStateOk(g) => Ok(*g),
+            Message::AuthFailed(_) => Err(Error::AuthFailed),
+            m => Err(Error::Protocol(format!("unexpected {}", m.type_name()))),
+        }
+    }
+
+    /// Every source's state on a member, tombstones included (to a member connection).
+    pub async fn mesh_list(&mut self) -> Result<Vec<MeshEntry>, Error> {
+        let mut out: Vec<MeshEntry> = Vec::new();
+        // Bounded: each page advances past the last name, and a page holds up to 1000.
+        loop {
+            let after = out.last().map(|e| e.source.clone());
+            match self
+                .raw_request(&Message::MeshList(MeshList { after }))
+                .await?
+            {
+                Message::MeshListOk(page) => {
+                    let more = page.more && !page.entries.is_empty();
+                    out.extend(page.entries);
+                    if !more {
+                        return Ok(out);
+                    }
+                }
+                Message::AuthFailed(_) => return Err(Error::AuthFailed),
+                m => return Err(Error::Protocol(format!("unexpected {}", m.type_name()))),
+            }
+        }
+    }
+}

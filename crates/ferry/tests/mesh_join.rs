@@ -1,0 +1,226 @@
+//! Mesh membership over real loopback TLS: joining with the password (CPace bound to the
+//! connection), member authentication, and removal.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use ferry::mesh::device::DeviceKey;
+use ferry::mesh::peer;
+use ferry::proto::mesh::state::{Member, MeshState};
+use ferry::proto::secret::MeshKey;
+use ferry::{Error, ServerDir};
+use zeroize::Zeroizing;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn device(dir: &ServerDir) -> DeviceKey {
+    DeviceKey::from_identity(&dir.identity().unwrap()).unwrap()
+}
+
+/// A: a running server that created a mesh and is open for joins.
+async fn opener() -> TestServer {
+    let a = TestServer::start().await;
+    let d = device(&a.server_dir);
+    let me = Member {
+        spki: d.spki().to_vec(),
+        name: "a".into(),
+        addr: a.addr.to_string(),
+    };
+    a.server_dir
+        .update_mesh(|s| {
+            *s = Some(MeshState::create("home", me, MeshKey::from_bytes([7; 32])));
+            (true, ())
+        })
+        .unwrap();
+    a.server_dir
+        .open_mesh(Zeroizing::new(PASSWORD.into()), ferry::clock::now() + 600)
+        .unwrap();
+    a
+}
+
+/// A fresh server folder (not running) for a joiner.
+fn joiner_dir(tmp: &tempfile::TempDir, name: &str) -> ServerDir {
+    let d = ServerDir::new(tmp.path().join(name));
+    d.init().unwrap();
+    d
+}
+
+async fn join(a: &TestServer, b: &ServerDir, pw: &str) -> Result<MeshState, Error> {
+    let a_id = a.server_dir.identity().unwrap().server_id();
+    let g = peer::join(
+        &a.addr.to_string(),
+        a_id,
+        &device(b),
+        "b",
+        4433,
+        pw.as_bytes(),
+    )
+    .await?;
+    let s = MeshState::from_grant(g).unwrap();
+    b.update_mesh(|x| {
+        *x = Some(s.clone());
+        (true, ())
+    })
+    .unwrap();
+    Ok(s)
+}
+
+#[tokio::test]
+async fn join_hands_over_the_mesh_and_members_authenticate() {
+    let a = opener().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = joiner_dir(&tmp, "b");
+    let state = join(&a, &b, PASSWORD).await.unwrap();
+    let b_id = device(&b).id();
+    let a_id = a.server_dir.identity().unwrap().server_id();
+    assert_eq!(state.epoch, 1);
+    assert_eq!(state.key, MeshKey::from_bytes([7; 32]));
+    assert!(state.is_member(&a_id) && state.is_member(&b_id));
+    // The opener recorded the joiner with its address; the joiner stored no password.
+    let on_a = a.server_dir.mesh_state().unwrap().unwrap();
+    assert_eq!(on_a.members[&b_id].addr, "127.0.0.1:4433");
+    let b_files: Vec<u8> = std::fs::read(b.path().join("mesh.toml")).unwrap();
+    assert!(!String::from_utf8_lossy(&b_files).contains(PASSWORD));
+
+    // A client of A writes; B, as a member, reads it; B may not write.
+    let cred = a.issue("w", "writer");
+    let mut w = ferry::Client::connect(&cred).await.unwrap();
+    w.put_bytes("docs/a.txt", b"hello mesh".to_vec())
+        .await
+        .unwrap();
+    let mut m = peer::connect_member(&a.addr.to_string(), a_id, &device(&b), &state, 1)
+        .await
+        .unwrap();
+    assert_eq!(m.get_bytes("docs/a.txt").await.unwrap(), b"hello mesh");
+    let listed = m.mesh_list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].source, "docs/a.txt");
+    assert!(matches!(
+        m.put_bytes("docs/b.txt", b"x".to_vec()).await,
+        Err(Error::Forbidden(_))
+    ));
+    let g = m.mesh_state().await.unwrap();
+    assert_eq!(g.members.len(), 2);
+}
+
+#[tokio::test]
+async fn wrong_password_closed_mesh_and_relay_fail_alike_and_failures_slow_down() {
+    let a = opener().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = joiner_dir(&tmp, "b");
+    assert!(matches!(
+        join(&a, &b, "wrong").await,
+        Err(Error::AuthFailed)
+    ));
+
+    // Relayed through a man in the middle who terminates TLS on both sides: the exporters
+    // differ, so even the right password fails.
+    let a_id = a.server_dir.identity().unwrap().server_id();
+    let mitm = common::start_mitm(a.addr.to_string(), a_id).await;
+    let relayed = peer::join(
+        &mitm.addr,
+        mitm.identity_id,
+        &device(&b),
+        "b",
+        0,
+        PASSWORD.as_bytes(),
+    )
+    .await;
+    assert!(matches!(relayed, Err(Error::AuthFailed)), "{relayed:?}");
+    assert!(mitm.relayed.load(std::sync::atomic::Ordering::SeqCst) > 0);
+
+    // Two failures so far: the next answer waits at least join_delay(2) = 500 ms, and a
+    // further one join_delay(3) = 1 s.
+    let t = Instant::now();
+    assert!(matches!(
+        join(&a, &b, "wrong again").await,
+        Err(Error::AuthFailed)
+    ));
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    assert!(matches!(
+        join(&a, &b, "and again").await,
+        Err(Error::AuthFailed)
+    ));
+    assert!(
+        t.elapsed() >= Duration::from_millis(1000),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // Closed: the right password now fails exactly like a wrong one.
+    a.server_dir.close_mesh().unwrap();
+    assert!(matches!(
+        join(&a, &b, PASSWORD).await,
+        Err(Error::AuthFailed)
+    ));
+    // Nothing was added by any of these.
+    assert_eq!(a.server_dir.mesh_state().unwrap().unwrap().members.len(), 1);
+}
+
+#[tokio::test]
+async fn a_removed_member_can_no_longer_fetch_and_a_stale_epoch_is_refused() {
+    let a = opener().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = joiner_dir(&tmp, "b");
+    let c = joiner_dir(&tmp, "c");
+    let b_state = join(&a, &b, PASSWORD).await.unwrap();
+    let c_state = join(&a, &c, PASSWORD).await.unwrap();
+    let a_id = a.server_dir.identity().unwrap().server_id();
+    let addr = a.addr.to_string();
+    peer::connect_member(&addr, a_id, &device(&b), &b_state, 1)
+        .await
+        .unwrap();
+
+    // Remove b: the key rotates to epoch 2.
+    let b_id = device(&b).id();
+    a.server_dir
+        .update_mesh(|s| {
+            let s = s.as_mut().unwrap();
+            assert!(s.remove(&b_id, MeshKey::from_bytes([8; 32])));
+            (true, ())
+        })
+        .unwrap();
+    let r = peer::connect_member(&addr, a_id, &device(&b), &b_state, 1).await;
+    assert!(matches!(r, Err(Error::AuthFailed)), "{r:?}");
+    // Even holding the new key, b's device is refused by its ID.
+    let mut stolen = b_state.clone();
+    stolen.rotate(MeshKey::from_bytes([8; 32]));
+    let r = peer::connect_member(&addr, a_id, &device(&b), &stolen, 2).await;
+    assert!(matches!(r, Err(Error::AuthFailed)), "{r:?}");
+    // A member that missed the rotation may still fetch the new mesh state with the
+    // previous key, and then authenticates at the new epoch.
+    let mut m = peer::connect_member(&addr, a_id, &device(&c), &c_state, 1)
+        .await
+        .unwrap();
+    let g = m.mesh_state().await.unwrap();
+    assert_eq!(g.epoch, 2);
+    let mut caught_up = c_state.clone();
+    let merged = caught_up.merge(g);
+    assert!(merged.rekeyed && !merged.rotate);
+    peer::connect_member(&addr, a_id, &device(&c), &caught_up, 2)
+        .await
+        .unwrap();
+    // A member claiming another device's ID without its key is refused (wrong signature).
+    let r = peer::connect_member(&addr, a_id, &device(&b), &caught_up, 2).await;
+    assert!(matches!(r, Err(Error::AuthFailed)), "{r:?}");
+    // Two epochs behind (a rotated twice more): refused.
+    a.server_dir
+        .update_mesh(|s| {
+            let s = s.as_mut().unwrap();
+            s.rotate(MeshKey::from_bytes([9; 32]));
+            s.rotate(MeshKey::from_bytes([10; 32]));
+            (true, ())
+        })
+        .unwrap();
+    let r = peer::connect_member(&addr, a_id, &device(&c), &caught_up, 2).await;
+    assert!(matches!(r, Err(Error::AuthFailed)), "{r:?}");
+    assert_eq!(common::panics(), 0);
+}
