@@ -163,6 +163,15 @@ async fn wrong_password_closed_mesh_and_relay_fail_alike_and_failures_slow_down(
     ));
     // Nothing was added by any of these.
     assert_eq!(a.server_dir.mesh_state().unwrap().unwrap().members.len(), 1);
+
+    // A new window starts from zero failures: the right password joins without the delay
+    // the old window's four failures (2 s) would impose.
+    a.server_dir
+        .open_mesh(Zeroizing::new(PASSWORD.into()), ferry::clock::now() + 300)
+        .unwrap();
+    let t = Instant::now();
+    join(&a, &b, PASSWORD).await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
 
 #[tokio::test]

@@ -38,7 +38,8 @@ pub(crate) struct MeshShared {
     pub(crate) state: LiveFile<MeshFile>,
     pub(crate) open: LiveFile<OpenFile>,
     pub(crate) device: DeviceKey,
-    failures: Mutex<u32>,
+    /// (end of the open window the count belongs to, failed joins in it).
+    failures: Mutex<(u64, u32)>,
 }
 
 impl MeshShared {
@@ -47,22 +48,28 @@ impl MeshShared {
             state: LiveFile::open(dir.file(super::files::MESH_FILE))?,
             open: LiveFile::open(dir.file(super::files::OPEN_FILE))?,
             device,
-            failures: Mutex::new(0),
+            failures: Mutex::new((0, 0)),
         })
     }
 
-    fn failures(&self) -> u32 {
-        self.failures
-            .lock()
-            .map(|g| *g)
-            .unwrap_or(MAX_JOIN_FAILURES)
+    /// Failed joins in the window that ends at `until` (0: no window). A new window starts
+    /// from zero, so reopening after the limit closed one is not slowed by the old count.
+    fn failures(&self, until: u64) -> u32 {
+        match self.failures.lock() {
+            Ok(g) if g.0 == until => g.1,
+            Ok(_) => 0,
+            Err(_) => MAX_JOIN_FAILURES,
+        }
     }
 
-    fn set_failures(&self, f: impl FnOnce(u32) -> u32) -> u32 {
+    /// Counts a failure in the window ending at `until`, or (with `failed == false`) clears the
+    /// count after a success. Returns the new count.
+    fn record(&self, until: u64, failed: bool) -> u32 {
         match self.failures.lock() {
             Ok(mut g) => {
-                *g = f(*g);
-                *g
+                let count = if g.0 == until { g.1 } else { 0 };
+                *g = (until, if failed { count.saturating_add(1) } else { 0 });
+                g.1
             }
             Err(_) => MAX_JOIN_FAILURES,
         }
@@ -145,9 +152,10 @@ pub(crate) async fn join<S: AsyncRead + AsyncWrite + Unpin>(
     peer: SocketAddr,
     start: MeshJoinStart,
 ) -> Result<(), Error> {
-    tokio::time::sleep(join_delay(mesh.failures())).await;
-    let now = clock::now();
     let window = mesh.open.current();
+    let until = window.0.as_ref().map_or(0, |w| w.until);
+    tokio::time::sleep(join_delay(mesh.failures(until))).await;
+    let now = clock::now();
     let in_mesh = mesh.state.current().0.is_some();
     let password = match &window.0 {
         Some(w) if w.until > now && in_mesh => Some(w.password.clone()),
@@ -193,7 +201,7 @@ pub(crate) async fn join<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     if let Err(why) = outcome {
-        let n = mesh.set_failures(|n| n.saturating_add(1));
+        let n = mesh.record(until, true);
         tracing::warn!("{peer}: mesh join failed ({why}); {n} failures in this window");
         if n >= MAX_JOIN_FAILURES && open {
             tracing::warn!("too many failed joins: closing the mesh to joins");
@@ -203,7 +211,7 @@ pub(crate) async fn join<S: AsyncRead + AsyncWrite + Unpin>(
         wire.send(&Message::AuthFailed(Empty {})).await?;
         return Ok(());
     }
-    mesh.set_failures(|_| 0);
+    mesh.record(until, false);
     let member = Member {
         spki: start.device.clone(),
         name: start.name.clone(),
