@@ -413,9 +413,7 @@ pub const ANNOUNCE_FUZZ_KEY: [u8; 32] = [0x42; 32];
 /// and as a `mesh.toml`. Whatever opens must re-seal and open to the same body; whatever
 /// parses as a mesh state must survive its own encoding.
 pub fn announcement(data: &[u8]) {
-    use crate::mesh::announce::{self, FORMAT, HEADER_LEN, MAGIC};
-    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-    use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+    use crate::mesh::announce;
 
     let key = || Some(zeroize::Zeroizing::new(ANNOUNCE_FUZZ_KEY));
     if let Ok(body) = announce::open(data, |_| key()) {
@@ -425,25 +423,11 @@ pub fn announcement(data: &[u8]) {
         }
     }
 
-    let mut datagram = Vec::with_capacity(HEADER_LEN + data.len() + 16);
-    datagram.extend_from_slice(MAGIC);
-    datagram.push(FORMAT);
-    datagram.extend_from_slice(&7u64.to_be_bytes());
-    datagram.extend_from_slice(&[9; 24]);
-    let sealed = XChaCha20Poly1305::new(&ANNOUNCE_FUZZ_KEY.into()).encrypt(
-        &XNonce::from([9; 24]),
-        Payload {
-            msg: data,
-            aad: &datagram,
-        },
-    );
-    if let Ok(sealed) = sealed {
-        datagram.extend_from_slice(&sealed);
-        if let Ok(body) = announce::open(&datagram, |e| (e == 7).then(key).flatten()) {
-            let d = announce::seal(&ANNOUNCE_FUZZ_KEY, 7, [1; 24], &body);
-            if let Ok(d) = d {
-                assert_eq!(announce::open(&d, |_| key()).ok(), Some(body));
-            }
+    let datagram = announce::seal_raw(&ANNOUNCE_FUZZ_KEY, 7, [9; 24], data);
+    if let Ok(body) = announce::open(&datagram, |e| (e == 7).then(key).flatten()) {
+        let d = announce::seal(&ANNOUNCE_FUZZ_KEY, 7, [1; 24], &body);
+        if let Ok(d) = d {
+            assert_eq!(announce::open(&d, |_| key()).ok(), Some(body));
         }
     }
 

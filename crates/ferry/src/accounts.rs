@@ -20,7 +20,8 @@ pub use ferry_proto::files::{
 use crate::live::Loadable;
 use crate::{Error, fsutil};
 
-fn read(path: &Path) -> Result<Option<zeroize::Zeroizing<String>>, Error> {
+/// Reads a secret state file as text; `None` if it does not exist.
+pub(crate) fn read(path: &Path) -> Result<Option<zeroize::Zeroizing<String>>, Error> {
     match fsutil::read_secret_text(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

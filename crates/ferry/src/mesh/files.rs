@@ -20,6 +20,7 @@ use ferry_proto::mesh::state::MeshState;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::accounts::read;
 use crate::live::Loadable;
 use crate::registry::RegistryLock;
 use crate::server_dir::ServerDir;
@@ -31,14 +32,6 @@ pub const MESH_FILE: &str = "mesh.toml";
 pub const OPEN_FILE: &str = "mesh-open.toml";
 /// `mesh-seen.toml`.
 pub const SEEN_FILE: &str = "mesh-seen.toml";
-
-fn read(path: &Path) -> Result<Option<Zeroizing<String>>, Error> {
-    match fsutil::read_secret_text(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::Config(format!("{}: {e}", path.display()))),
-    }
-}
 
 /// The mesh this peer belongs to, if any.
 #[derive(Debug, Default)]
