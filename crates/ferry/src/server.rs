@@ -92,6 +92,7 @@ impl Server {
             &dir.store_path(),
             StoreOptions {
                 keep_versions: config.keep_versions,
+                keep_changes: config.keep_changes,
             },
         )?;
         let limits = Limits {
