@@ -12,6 +12,7 @@ Example:
   ferry client issue bob --role reader --dir ./srv    # writes ./bob.cred
   ferry put reports/q3 q3.pdf --cred alice.cred
   ferry get reports/q3 -o q3.pdf --cred bob.cred
+  ferry watch reports/ --cred bob.cred             # one line per change, until Ctrl-C
   ferry client revoke bob --dir ./srv             # bob.cred stops working at once
   ferry demo                                      # all of the above, in a temporary folder
 
