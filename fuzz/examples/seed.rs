@@ -87,6 +87,29 @@ fn messages() -> Vec<Message> {
             code: ErrorCode::HashMismatch,
             message: "hash mismatch".into(),
         }),
+        Message::Watch(Watch {
+            prefix: "reports/".into(),
+            after: Some(41),
+        }),
+        Message::WatchOk(WatchOk {
+            seq: 57,
+            ping_ms: 20_000,
+        }),
+        Message::Event(WatchEvent {
+            seq: 42,
+            source: "reports/2026/q3.csv".into(),
+            version: 3,
+            deleted: false,
+            size: 10,
+            hash: [7; 32],
+            modified: 1_700_000_000,
+            by: "alice".into(),
+        }),
+        Message::WatchGap(WatchGap {
+            oldest: 17,
+            seq: 57,
+        }),
+        Message::WatchPing(WatchPing { seq: 57 }),
     ]
 }
 

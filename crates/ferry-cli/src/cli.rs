@@ -12,6 +12,7 @@ Example:
   ferry client issue bob --role reader --dir ./srv    # writes ./bob.cred
   ferry put reports/q3 q3.pdf --cred alice.cred
   ferry get reports/q3 -o q3.pdf --cred bob.cred
+  ferry watch reports/ --cred bob.cred             # one line per change, until Ctrl-C
   ferry client revoke bob --dir ./srv             # bob.cred stops working at once
   ferry demo                                      # all of the above, in a temporary folder
 
@@ -25,7 +26,8 @@ User accounts (a password instead of a credential file):
 Environment:
   FERRY_DIR   server folder for init, serve, client, user and session (default: the per-user
               data folder)
-  FERRY_CRED  credential file for put, get, ls, stat and rm (without one: the login session)
+  FERRY_CRED  credential file for put, get, ls, stat, rm and watch (without one: the login
+              session)
   FERRY_CONFIG  folder for profile.toml and session.toml (default: the per-user config
               folder's \"ferry\")
   FERRY_LOG   log filter for serve (default: info)
@@ -71,12 +73,15 @@ pub enum Command {
     Stat(StatArgs),
     /// Delete a source.
     Rm(RmArgs),
+    /// Print changes (puts and deletes) as they happen, until Ctrl-C.
+    #[command(long_about = WATCH_ABOUT)]
+    Watch(WatchArgs),
     /// Invite, list, remove and reset password users (run on the server's machine).
     #[command(subcommand)]
     User(UserCommand),
     /// Set your password with an invite from the server's administrator (spends the invite).
     Register(RegisterArgs),
-    /// Log in with your password; put, get, ls, stat and rm then need no --cred.
+    /// Log in with your password; put, get, ls, stat, rm and watch then need no --cred.
     Login(LoginArgs),
     /// End the login session, on the server and here.
     Logout,
@@ -92,6 +97,25 @@ pub enum Command {
     /// and check that every step behaves as expected.
     Demo,
 }
+
+const WATCH_ABOUT: &str = "\
+Print changes (puts and deletes) as they happen, until Ctrl-C.
+
+The server pushes one event per change to a source starting with PREFIX that you may list
+(others are skipped). Each change has a server-wide sequence number (seq). One line per event:
+
+  seq 12  put  docs/a.txt  v3  1.2 KiB  blake3:5e1fb8a0c3d2e4f6…  by alice
+  seq 13  rm   docs/a.txt  v4  by bob
+
+With --json, one JSON object per line: {\"seq\", \"op\" (\"put\" or \"rm\"), \"source\", \"version\",
+\"deleted\", \"size\", \"hash\" (64 hex digits, null for rm), \"modified\" (Unix seconds), \"by\"}.
+
+If the connection is cut, watch prints one line to stderr and reconnects (after 0.2 s,
+doubling up to 5 s between attempts), resuming after the last change it saw: nothing is missed
+or printed twice. If the server no longer keeps some of the changes since then, a warning
+says so on stderr and watch goes on with the oldest change the server still has. A failed
+first connection, a refused authentication (a revoked credential, for example) or a wrong
+server ID end the command with the usual exit codes.";
 
 /// The server folder.
 #[derive(Debug, Args)]
@@ -424,6 +448,24 @@ pub struct StatArgs {
     /// Print a JSON object instead of lines.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `ferry watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Only sources whose name starts with this.
+    #[arg(default_value = "")]
+    pub prefix: String,
+    /// The credential.
+    #[command(flatten)]
+    pub cred: CredArg,
+    /// Print one JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Start after this sequence number (0: every change the server still keeps) instead
+    /// of with the changes from now on.
+    #[arg(long, value_name = "SEQ")]
+    pub since: Option<u64>,
 }
 
 /// `ferry rm`.

@@ -16,6 +16,7 @@ mod progress;
 mod serve;
 mod transfer;
 mod users;
+mod watch;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -62,6 +63,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ls(a) => block_on(transfer::ls(&a)),
         Command::Stat(a) => block_on(transfer::stat(&a)),
         Command::Rm(a) => block_on(transfer::rm(&a)),
+        Command::Watch(a) => block_on(watch::watch(&a)),
         Command::User(c) => users::user(&c),
         Command::Session(c) => users::session(&c),
         Command::Register(a) => block_on(account::register(&a)),

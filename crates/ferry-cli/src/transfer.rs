@@ -17,7 +17,7 @@ use crate::{credential, output};
 
 /// Connects for a data command: with the credential file if one is given (`--cred` or
 /// `FERRY_CRED`), else with the session of `ferry login`.
-async fn connect(cred: &CredArg) -> anyhow::Result<Client> {
+pub(crate) async fn connect(cred: &CredArg) -> anyhow::Result<Client> {
     if let Some(path) = &cred.cred {
         let cred = credential::load(path)?;
         return Ok(Client::connect(&cred).await?);

@@ -97,6 +97,86 @@ pub enum Message {
     MeshList(crate::mesh::wire::MeshList),
     /// A page of source states.
     MeshListOk(crate::mesh::wire::MeshListOk),
+    /// C→S: turn this connection into a stream of change events.
+    Watch(Watch),
+    /// S→C: the stream starts; events, gaps and pings follow until the connection closes.
+    WatchOk(WatchOk),
+    /// S→C: one change the principal may see.
+    Event(WatchEvent),
+    /// S→C: changes the client asked to resume from are gone; the stream skips ahead.
+    WatchGap(WatchGap),
+    /// S→C: keep-alive, with the stream's position.
+    WatchPing(WatchPing),
+}
+
+/// Start watching for changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watch {
+    /// Only sources whose name starts with this string.
+    #[serde(default)]
+    pub prefix: String,
+    /// Resume after this sequence number (the last one seen); absent: only changes from now.
+    #[serde(default)]
+    pub after: Option<u64>,
+}
+
+/// The watch stream starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchOk {
+    /// The last change sequence number the server has given out.
+    pub seq: u64,
+    /// The server sends something (at least a `watch_ping`) at least this often, in
+    /// milliseconds; silence for much longer means the link is dead. 20 000 if absent.
+    #[serde(default = "default_ping_ms")]
+    pub ping_ms: u64,
+}
+
+/// Default of [`WatchOk::ping_ms`].
+pub const DEFAULT_PING_MS: u64 = 20_000;
+
+fn default_ping_ms() -> u64 {
+    DEFAULT_PING_MS
+}
+
+/// One change: a new current version of a source, or its deletion.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    /// Server-wide sequence number of the change: increasing, never reused.
+    pub seq: u64,
+    /// Source name.
+    pub source: String,
+    /// The version the change made current (a deletion takes a number too).
+    pub version: u64,
+    /// `true` if the source was deleted.
+    #[serde(default)]
+    pub deleted: bool,
+    /// Size of the new content in bytes (0 for a deletion).
+    pub size: u64,
+    /// BLAKE3 of the new content (all zeros for a deletion).
+    #[serde(with = "serde_bytes")]
+    pub hash: Digest,
+    /// When the change was made, in seconds since the Unix epoch.
+    pub modified: u64,
+    /// Name of the principal who made it.
+    pub by: String,
+}
+
+/// Changes after the requested position were pruned from the server's log (or the position
+/// is unknown to it): some may have been missed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchGap {
+    /// The oldest sequence number the server still has.
+    pub oldest: u64,
+    /// The stream continues with changes after this sequence number.
+    pub seq: u64,
+}
+
+/// Keep-alive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchPing {
+    /// The stream's position: every change up to this number has been sent or is not
+    /// visible to the principal, so resuming after it misses nothing.
+    pub seq: u64,
 }
 
 /// Start a password change.
@@ -456,6 +536,11 @@ impl Message {
             Self::MeshStateOk(_) => "mesh_state_ok",
             Self::MeshList(_) => "mesh_list",
             Self::MeshListOk(_) => "mesh_list_ok",
+            Self::Watch(_) => "watch",
+            Self::WatchOk(_) => "watch_ok",
+            Self::Event(_) => "event",
+            Self::WatchGap(_) => "watch_gap",
+            Self::WatchPing(_) => "watch_ping",
         }
     }
 }
@@ -522,7 +607,137 @@ mod tests {
                 code: ErrorCode::Forbidden,
                 message: "no".into(),
             }),
+            Message::Watch(Watch {
+                prefix: "docs/".into(),
+                after: Some(12),
+            }),
+            Message::WatchOk(WatchOk {
+                seq: 40,
+                ping_ms: 250,
+            }),
+            Message::Event(WatchEvent {
+                seq: 13,
+                source: "docs/a.txt".into(),
+                version: 3,
+                deleted: true,
+                size: 0,
+                hash: [0; 32],
+                modified: 1_700_000_000,
+                by: "alice".into(),
+            }),
+            Message::WatchGap(WatchGap { oldest: 9, seq: 40 }),
+            Message::WatchPing(WatchPing { seq: u64::MAX }),
         ]
+    }
+
+    /// `{"<ty>": {fields...}}` from hand-made CBOR field bytes, for malformed variants.
+    fn one_entry(ty: &str, fields: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = vec![0xa1, 0x60 + ty.len() as u8];
+        out.extend_from_slice(ty.as_bytes());
+        out.push(0xa0 + fields.len() as u8);
+        for (k, v) in fields {
+            out.push(0x60 + k.len() as u8);
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(v);
+        }
+        out
+    }
+
+    #[test]
+    fn watch_messages_have_their_wire_names_and_defaults() {
+        assert_eq!(
+            Message::decode(&one_entry("watch", &[])).unwrap(),
+            Message::Watch(Watch {
+                prefix: String::new(),
+                after: None
+            })
+        );
+        // {"watch_ok": {"seq": 5, "later": "x"}}: ping_ms defaults, unknown fields ignored.
+        assert_eq!(
+            Message::decode(&one_entry(
+                "watch_ok",
+                &[("seq", &[5]), ("later", &[0x61, b'x'])]
+            ))
+            .unwrap(),
+            Message::WatchOk(WatchOk {
+                seq: 5,
+                ping_ms: DEFAULT_PING_MS
+            })
+        );
+        assert_eq!(
+            Message::decode(&one_entry("watch_ping", &[("seq", &[0x18, 200])])).unwrap(),
+            Message::WatchPing(WatchPing { seq: 200 })
+        );
+        // `deleted` may be omitted (false); null `after` is "from now".
+        let mut hash = vec![0x58, 0x20];
+        hash.extend_from_slice(&[7; 32]);
+        let event = one_entry(
+            "event",
+            &[
+                ("seq", &[1]),
+                ("source", &[0x61, b's']),
+                ("version", &[2]),
+                ("size", &[3]),
+                ("hash", &hash),
+                ("modified", &[4]),
+                ("by", &[0x61, b'b']),
+            ],
+        );
+        let Message::Event(e) = Message::decode(&event).unwrap() else {
+            panic!("not an event")
+        };
+        assert!(!e.deleted);
+        assert_eq!((e.seq, e.version, e.size, e.hash), (1, 2, 3, [7; 32]));
+        assert_eq!(
+            Message::decode(&one_entry("watch", &[("after", &[0xf6])])).unwrap(),
+            Message::Watch(Watch::default())
+        );
+        for m in samples().iter().skip(10) {
+            let name = m.type_name();
+            let bytes = m.encode();
+            assert_eq!(&bytes[2..2 + name.len()], name.as_bytes(), "{name}");
+        }
+    }
+
+    #[test]
+    fn malformed_watch_messages_are_refused() {
+        let mut short_hash = vec![0x58, 0x1f];
+        short_hash.extend_from_slice(&[7; 31]);
+        for bad in [
+            // Missing required fields.
+            one_entry("watch_ok", &[]),
+            one_entry("watch_gap", &[("oldest", &[1])]),
+            one_entry("watch_ping", &[]),
+            one_entry("event", &[("seq", &[1])]),
+            // Wrong types: a negative number, text for a number, a number for a prefix.
+            one_entry("watch_ping", &[("seq", &[0x20])]),
+            one_entry("watch", &[("after", &[0x61, b'1'])]),
+            one_entry("watch", &[("prefix", &[1])]),
+            one_entry("watch_ok", &[("seq", &[0x1b, 1, 2, 3])]),
+            // A hash of 31 bytes.
+            one_entry(
+                "event",
+                &[
+                    ("seq", &[1]),
+                    ("source", &[0x61, b's']),
+                    ("version", &[2]),
+                    ("size", &[3]),
+                    ("hash", &short_hash),
+                    ("modified", &[4]),
+                    ("by", &[0x61, b'b']),
+                ],
+            ),
+            // Not a map of fields.
+            vec![0xa1, 0x65, b'w', b'a', b't', b'c', b'h', 0x80],
+        ] {
+            assert_eq!(Message::decode(&bad), Err(DecodeError), "{bad:02x?}");
+        }
+        for m in samples().iter().skip(10) {
+            let good = m.encode();
+            for cut in 0..good.len() {
+                assert!(Message::decode(&good[..cut]).is_err(), "{m:?} cut at {cut}");
+            }
+        }
     }
 
     #[test]

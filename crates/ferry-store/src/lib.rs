@@ -29,6 +29,14 @@
 //! at any point leaves at worst an unreferenced blob or temp file, which the next
 //! [`Store::open`] removes.
 //!
+//! # Changes and replicas
+//!
+//! Every commit and delete is numbered store-wide and logged ([`Store::changes_since`],
+//! [`Store::last_seq`]); [`Store::on_change`] installs a callback that runs after each one,
+//! which is how a server wakes the connections that watch for changes. The LAN mesh stores
+//! versions that other peers numbered with [`Store::commit_replica`] and
+//! [`Store::delete_replica`], which apply only if they win under [`replica_wins`].
+//!
 //! # Index tables and record encoding
 //!
 //! - `current`: `&[u8]` (source name, UTF-8 checked by the store) → record (live entry or
@@ -37,7 +45,12 @@
 //! - `versions`: `(&[u8], u64)` (source, version) → record (live versions only).
 //! - `blob_refs`: `&[u8; 32]` (hash) → `u64` number of version records referencing it
 //!   (absent means zero).
-//! - `meta`: `&str` → `u64`; `"format"` = 1.
+//! - `changes`: `u64` (store-wide sequence number, from 1, never reused) → `source_len u16` ‖
+//!   `source` ‖ record (as below) of the version the change made current: the change log
+//!   that [`Store::changes_since`] reads. Appended in the transaction of every commit and
+//!   delete (replicas' too), pruned there to the newest [`StoreOptions::keep_changes`].
+//! - `meta`: `&str` → `u64`; `"format"` = 2, `"last_seq"` = the last sequence number given
+//!   out. A format-1 index (before the change log) is upgraded when opened.
 //!
 //! All integers are big-endian. A record is `kind u8` (0 = live, 1 = tombstone) ‖ `version u64` ‖ `size u64` ‖
 //! `hash [u8; 32]` ‖ `modified u64` (unix seconds) ‖ `by_len u16` ‖ `by` (UTF-8, `by_len`
@@ -79,7 +92,7 @@ mod store;
 mod writer;
 
 pub use error::StoreError;
-pub use store::{Entry, Store, StoreOptions};
+pub use store::{Change, Changes, Entry, Head, Store, StoreOptions, replica_wins};
 pub use writer::{BlobWriter, StagedBlob};
 
 /// A BLAKE3 hash of a blob's content.

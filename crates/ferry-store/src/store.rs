@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use crate::fsutil::{self, TMP_FILE_MODE, blob_location, hex, parse_blob_name};
 use crate::record::{Record, check_by};
@@ -31,7 +31,12 @@ const BLOB_REFS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("blob_re
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 const FORMAT_KEY: &str = "format";
-const FORMAT_VERSION: u64 = 1;
+/// 2 added the `changes` table and `meta["last_seq"]`. A format-1 index is upgraded on open
+/// (the table is created, the log starts empty); a binary that only knows format 1 refuses a
+/// format-2 index, so it cannot commit without logging the change.
+const FORMAT_VERSION: u64 = 2;
+/// Formats [`init_tables`] upgrades to [`FORMAT_VERSION`].
+const UPGRADABLE_FORMATS: &[u64] = &[1];
 
 const INDEX_FILE: &str = "index.redb";
 const BLOBS_DIR: &str = "blobs";
@@ -46,11 +51,17 @@ pub struct StoreOptions {
     /// How many versions of each source to keep, the current one included. Older versions
     /// are pruned when a new one is committed. `0` is treated as `1`.
     pub keep_versions: u32,
+    /// How many of the latest changes the change log keeps (see [`Store::changes_since`]);
+    /// older ones are pruned in the transaction that logs a new one. `0` is treated as `1`.
+    pub keep_changes: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { keep_versions: 3 }
+        StoreOptions {
+            keep_versions: 3,
+            keep_changes: 100_000,
+        }
     }
 }
 
@@ -93,6 +104,9 @@ pub struct Store {
     tmp: PathBuf,
     db: Database,
     keep_versions: u64,
+    keep_changes: u64,
+    /// Called with the new sequence number after every transaction that logged a change.
+    on_change: RwLock<Option<ChangeHook>>,
     /// Readers hold it shared across "look up + open the blob file", and commits across
     /// "place the blob file + index transaction"; deleting unreferenced blob files holds it
     /// exclusively. So no file is deleted between a lookup and its open, nor between a
@@ -111,6 +125,7 @@ impl fmt::Debug for Store {
         f.debug_struct("Store")
             .field("dir", &self.dir)
             .field("keep_versions", &self.keep_versions)
+            .field("keep_changes", &self.keep_changes)
             .finish_non_exhaustive()
     }
 }
@@ -159,6 +174,8 @@ impl Store {
             tmp,
             db,
             keep_versions: u64::from(opts.keep_versions.max(1)),
+            keep_changes: opts.keep_changes.max(1),
+            on_change: RwLock::new(None),
             blob_lock: RwLock::new(()),
             tmp_prefix: format!("{:x}-{nanos:x}", std::process::id()),
             tmp_counter: AtomicU64::new(0),
@@ -200,13 +217,14 @@ impl Store {
         check_by(by)?;
         let hash = staged.hash();
         let size = staged.size();
-        let (entry, freed) = {
+        let (entry, freed, seq) = {
             let _placing = self.read_lock();
             self.place_blob(staged)?;
             self.commit_index(source, hash, size, by, now)?
         };
+        self.notify(seq);
         self.remove_unreferenced(&freed);
-        tracing::debug!(source, version = entry.version, size, "committed");
+        tracing::debug!(source, version = entry.version, size, seq, "committed");
         Ok(entry)
     }
 
@@ -354,18 +372,20 @@ impl Store {
                     current.insert(source.as_bytes(), tombstone.encode()?.as_slice())?;
                     let mut freed = Vec::new();
                     prune_versions(&mut versions, &mut refs, source, 0, &mut freed)?;
-                    Some((version, freed))
+                    Some((version, freed, tombstone))
                 }
                 _ => None,
             }
         };
-        let Some((version, freed)) = outcome else {
+        let Some((version, freed, tombstone)) = outcome else {
             txn.abort()?;
             return Ok(None);
         };
+        let seq = changes::append(&txn, source, &tombstone, self.keep_changes)?;
         txn.commit()?;
+        self.notify(seq);
         self.remove_unreferenced(&freed);
-        tracing::debug!(source, version, "deleted");
+        tracing::debug!(source, version, seq, "deleted");
         Ok(Some(version))
     }
 
@@ -420,7 +440,8 @@ impl Store {
         Ok(())
     }
 
-    /// The index half of [`Store::commit`]: one write transaction.
+    /// The index half of [`Store::commit`]: one write transaction, which also logs the
+    /// change. Returns the entry, the blobs it freed and the change's sequence number.
     fn commit_index(
         &self,
         source: &str,
@@ -428,7 +449,7 @@ impl Store {
         size: u64,
         by: &str,
         now: u64,
-    ) -> Result<(Entry, Vec<Hash>), StoreError> {
+    ) -> Result<(Entry, Vec<Hash>, u64), StoreError> {
         let txn = self.db.begin_write()?;
         let (rec, freed) = {
             let mut current = txn.open_table(CURRENT)?;
@@ -462,8 +483,9 @@ impl Store {
             )?;
             (rec, freed)
         };
+        let seq = changes::append(&txn, source, &rec, self.keep_changes)?;
         txn.commit()?;
-        Ok((rec.into_entry(source.to_owned()), freed))
+        Ok((rec.into_entry(source.to_owned()), freed, seq))
     }
 
     /// After a committed transaction: deletes the blob files whose reference count reached
@@ -562,6 +584,7 @@ fn init_tables(db: &Database) -> Result<(), StoreError> {
         txn.open_table(CURRENT)?;
         txn.open_table(VERSIONS)?;
         txn.open_table(BLOB_REFS)?;
+        txn.open_table(changes::CHANGES)?;
         let mut meta = txn.open_table(META)?;
         let format = meta.get(FORMAT_KEY)?.map(|guard| guard.value());
         match format {
@@ -569,6 +592,11 @@ fn init_tables(db: &Database) -> Result<(), StoreError> {
                 meta.insert(FORMAT_KEY, FORMAT_VERSION)?;
             }
             Some(FORMAT_VERSION) => {}
+            Some(old) if UPGRADABLE_FORMATS.contains(&old) => {
+                // The tables above were created if missing; nothing else changed.
+                tracing::info!(from = old, to = FORMAT_VERSION, "store index upgraded");
+                meta.insert(FORMAT_KEY, FORMAT_VERSION)?;
+            }
             Some(other) => {
                 return Err(StoreError::Corrupt(format!(
                     "index format {other} is not supported (expected {FORMAT_VERSION})"
@@ -665,6 +693,15 @@ fn prune_versions(
     }
     Ok(())
 }
+
+mod changes;
+mod replica;
+
+pub use changes::{Change, Changes};
+pub use replica::{Head, replica_wins};
+
+/// The callback [`Store::on_change`] installs.
+type ChangeHook = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
 
 #[cfg(test)]
 mod tests;

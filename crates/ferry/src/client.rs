@@ -28,7 +28,7 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An authenticated connection to a ferry server.
 pub struct Client {
-    wire: Wire<TlsStream<TcpStream>>,
+    pub(crate) wire: Wire<TlsStream<TcpStream>>,
     principal: Principal,
 }
 
@@ -281,7 +281,7 @@ impl Client {
         &self.principal
     }
 
-    async fn recv(&mut self) -> Result<Message, Error> {
+    pub(crate) async fn recv(&mut self) -> Result<Message, Error> {
         let m = tokio::time::timeout(RESPONSE_TIMEOUT, self.wire.recv_message())
             .await
             .map_err(|_| Error::Timeout("the server's answer"))??;
@@ -292,7 +292,7 @@ impl Client {
         }
     }
 
-    fn unexpected(m: &Message) -> Error {
+    pub(crate) fn unexpected(m: &Message) -> Error {
         Error::Protocol(format!("unexpected {} from server", m.type_name()))
     }
 

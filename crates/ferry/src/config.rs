@@ -20,6 +20,8 @@ listen = "0.0.0.0:7443"
 address = "127.0.0.1:7443"
 # How many versions of each source are kept.
 keep_versions = 3
+# How many of the latest changes are kept for `ferry watch` to catch up on after a cut.
+keep_changes = 100000
 # Most connections served at once; more wait in the kernel's backlog.
 max_connections = 16384
 # Seconds a client has to finish the TLS handshake and authenticate.
@@ -68,6 +70,9 @@ pub struct Config {
     /// Versions kept per source.
     #[serde(default = "default_keep")]
     pub keep_versions: u32,
+    /// Changes kept in the change log that watchers resume from.
+    #[serde(default = "default_keep_changes")]
+    pub keep_changes: u64,
     /// Connection cap.
     #[serde(default = "default_max_conn")]
     pub max_connections: usize,
@@ -131,6 +136,9 @@ fn default_address() -> String {
 fn default_keep() -> u32 {
     3
 }
+fn default_keep_changes() -> u64 {
+    100_000
+}
 fn default_max_conn() -> usize {
     16384
 }
@@ -146,9 +154,9 @@ impl Config {
     pub fn parse(text: &str) -> Result<Self, Error> {
         let c: Self =
             toml::from_str(text).map_err(|e| Error::Config(format!("ferry.toml: {e}")))?;
-        if c.keep_versions == 0 {
+        if c.keep_versions == 0 || c.keep_changes == 0 {
             return Err(Error::Config(
-                "ferry.toml: keep_versions must be at least 1".into(),
+                "ferry.toml: keep_versions and keep_changes must be at least 1".into(),
             ));
         }
         if c.max_connections == 0 || c.handshake_timeout_secs == 0 || c.idle_timeout_secs == 0 {
@@ -184,11 +192,14 @@ mod tests {
         let c = Config::parse(DEFAULT_CONFIG).unwrap();
         assert_eq!(c.roles.len(), 3);
         assert_eq!(c.keep_versions, 3);
+        assert_eq!(c.keep_changes, 100_000);
+        assert_eq!(Config::parse("").unwrap().keep_changes, 100_000);
     }
 
     #[test]
     fn bad_configs() {
         assert!(Config::parse("keep_versions = 0").is_err());
+        assert!(Config::parse("keep_changes = 0").is_err());
         assert!(Config::parse("nonsense = 1").is_err());
         assert!(Config::parse("[roles]\nx = [{ ops = [\"fly\"], sources = [\"**\"] }]").is_err());
         assert!(Config::parse("[roles]\nx = [{ ops = [\"get\"], sources = [\"[\"] }]").is_err());

@@ -27,6 +27,7 @@
 
 mod account_service;
 pub mod accounts;
+pub mod changes;
 pub mod client;
 pub mod clock;
 pub mod config;
@@ -43,10 +44,15 @@ pub mod server;
 pub mod server_dir;
 mod service;
 pub mod tls;
+pub mod watch;
+mod watch_service;
 pub mod wire;
 
+pub use changes::ChangeFeed;
 pub use client::Client;
 pub use error::{Error, Result};
 pub use ferry_proto as proto;
+pub use ferry_store as store;
 pub use server::{BoundServer, Server};
 pub use server_dir::ServerDir;
+pub use watch::{Watch, WatchItem};

@@ -24,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::accounts::{Invites, SessionEntry, Sessions, Users, session_id_text};
+use crate::changes::ChangeFeed;
 use crate::config::SessionLimits;
 use crate::limiter::Limiter;
 use crate::live::LiveFile;
@@ -47,6 +48,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Grace period for connections to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// A watch stream with nothing to send sends a `watch_ping` after this long.
+    pub watch_ping: Duration,
 }
 
 pub(crate) struct Shared {
@@ -55,6 +58,8 @@ pub(crate) struct Shared {
     pub(crate) registry: LiveRegistry,
     pub(crate) policy: Policy,
     pub(crate) store: Arc<Store>,
+    /// Wakes watch streams after every change to `store`.
+    pub(crate) feed: ChangeFeed,
     pub(crate) limits: Limits,
     pub(crate) dir: ServerDir,
     pub(crate) opaque: OpaqueKeys,
@@ -93,6 +98,7 @@ impl Server {
             &dir.store_path(),
             StoreOptions {
                 keep_versions: config.keep_versions,
+                keep_changes: config.keep_changes,
             },
         )?;
         let limits = Limits {
@@ -101,7 +107,10 @@ impl Server {
             transfer_timeout: Duration::from_secs(60),
             max_connections: config.max_connections,
             shutdown_grace: Duration::from_secs(5),
+            watch_ping: Duration::from_millis(ferry_proto::message::DEFAULT_PING_MS),
         };
+        let store = Arc::new(store);
+        let feed = ChangeFeed::install(store.clone())?;
         let acceptor = TlsAcceptor::from(Arc::new(identity.server_config()?));
         let device = crate::mesh::device::DeviceKey::from_identity(&identity)?;
         Ok(Self {
@@ -110,7 +119,8 @@ impl Server {
                 master,
                 registry,
                 policy,
-                store: Arc::new(store),
+                store,
+                feed,
                 limits,
                 opaque: dir.opaque_keys()?,
                 users: LiveFile::open(dir.file("users.toml"))?,
@@ -129,6 +139,20 @@ impl Server {
     /// The address from the configuration.
     pub fn configured_listen(&self) -> &str {
         &self.listen
+    }
+
+    /// The server's store, for code embedded in the same process (a store directory can be
+    /// open only once). Changes made through it, such as
+    /// [`Store::commit_replica`](ferry_store::Store::commit_replica), wake watch streams and
+    /// every [`ChangeFeed`] like the server's own. Its methods block: call them from
+    /// `spawn_blocking`.
+    pub fn store(&self) -> Arc<Store> {
+        self.shared.store.clone()
+    }
+
+    /// A new follower of the store's change log (see [`ChangeFeed`]).
+    pub fn changes(&self) -> ChangeFeed {
+        self.shared.feed.clone()
     }
 
     /// Changes limits (for tests and embedding).
@@ -164,6 +188,17 @@ impl BoundServer {
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The server's store, for code embedded in the same process; see [`Server::store`].
+    pub fn store(&self) -> Arc<Store> {
+        self.shared.store.clone()
+    }
+
+    /// A new follower of the store's change log, for code embedded in the same process (see
+    /// [`ChangeFeed`]). Take it before [`BoundServer::run`], which consumes the server.
+    pub fn changes(&self) -> ChangeFeed {
+        self.shared.feed.clone()
     }
 
     /// Serves until `shutdown` resolves, then lets open connections finish their current
@@ -406,6 +441,20 @@ async fn serve_connection(
             msg @ (Message::MeshState(_) | Message::MeshList(_)) => {
                 crate::mesh::serve::handle(&shared.mesh, &shared.store, &mut wire, &principal, msg)
                     .await?
+            }
+            Message::Watch(req) => {
+                let ended = crate::watch_service::serve(
+                    shared,
+                    &mut wire,
+                    &principal,
+                    peer.ip(),
+                    req,
+                    &mut stop,
+                )
+                .await?;
+                if ended {
+                    break;
+                }
             }
             msg => service::handle(shared, &mut wire, &principal, msg).await?,
         }

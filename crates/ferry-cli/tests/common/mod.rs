@@ -193,7 +193,17 @@ impl Served {
 
     /// Same, with extra environment variables.
     pub fn start_with(env: &Env, vars: &[(&str, &str)]) -> Self {
-        let mut cmd = env.command(&["serve", "--listen", "127.0.0.1:0"]);
+        Self::start_full(env, "127.0.0.1:0", vars)
+    }
+
+    /// Starts `ferry serve --listen ADDR` (for example the address of a server that was
+    /// stopped, so that credentials issued for it still point here).
+    pub fn start_on(env: &Env, listen: &str) -> Self {
+        Self::start_full(env, listen, &[])
+    }
+
+    fn start_full(env: &Env, listen: &str, vars: &[(&str, &str)]) -> Self {
+        let mut cmd = env.command(&["serve", "--listen", listen]);
         for (k, v) in vars {
             cmd.env(k, v);
         }

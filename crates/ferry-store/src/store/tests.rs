@@ -5,17 +5,24 @@ use std::sync::{Arc, Barrier};
 
 use super::*;
 
-fn open_store(dir: &Path, keep_versions: u32) -> Store {
-    Store::open(dir, StoreOptions { keep_versions }).unwrap()
+pub(super) fn open_store(dir: &Path, keep_versions: u32) -> Store {
+    Store::open(
+        dir,
+        StoreOptions {
+            keep_versions,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
 }
 
-fn stage(store: &Store, data: &[u8]) -> StagedBlob {
+pub(super) fn stage(store: &Store, data: &[u8]) -> StagedBlob {
     let mut w = store.begin_put().unwrap();
     w.write_chunk(data).unwrap();
     w.finish().unwrap()
 }
 
-fn put(store: &Store, source: &str, data: &[u8]) -> Entry {
+pub(super) fn put(store: &Store, source: &str, data: &[u8]) -> Entry {
     store
         .commit(source, stage(store, data), "tester", 1_700_000_000)
         .unwrap()
@@ -27,7 +34,7 @@ fn read_all(mut file: File) -> Vec<u8> {
     out
 }
 
-fn fetch(store: &Store, source: &str, version: Option<u64>) -> Option<(Entry, Vec<u8>)> {
+pub(super) fn fetch(store: &Store, source: &str, version: Option<u64>) -> Option<(Entry, Vec<u8>)> {
     store
         .open_blob(source, version)
         .unwrap()
@@ -45,7 +52,7 @@ fn dir_entries(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn blob_files(store: &Store) -> Vec<PathBuf> {
+pub(super) fn blob_files(store: &Store) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for sub in dir_entries(&store.blobs) {
         files.extend(dir_entries(&sub));
@@ -61,7 +68,7 @@ fn mode(path: &Path) -> u32 {
 /// Checks the index against itself and against `blobs/`: reference counts equal the number
 /// of version records per hash, every referenced blob file exists with the right size, every
 /// blob file is referenced, and every live current record has its version record.
-fn assert_consistent(store: &Store) {
+pub(super) fn assert_consistent(store: &Store) {
     let txn = store.db.begin_read().unwrap();
     let current = txn.open_table(CURRENT).unwrap();
     let versions = txn.open_table(VERSIONS).unwrap();
