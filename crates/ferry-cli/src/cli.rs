@@ -299,6 +299,33 @@ pub enum MeshCommand {
     Members(DirArg),
     /// Remove a member and rotate the mesh key: it can no longer fetch or announce.
     Remove(MeshRemoveArgs),
+    /// Run this peer until Ctrl-C: its server (which also answers joins while the mesh is
+    /// open), the announcer of local changes and the listener that fetches other members'
+    /// changes over TLS.
+    Up(MeshUpArgs),
+}
+
+/// `ferry mesh up`.
+#[derive(Debug, Args)]
+pub struct MeshUpArgs {
+    /// The server folder.
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Address the TLS server listens on, overriding `listen` in ferry.toml.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// UDP port announcements are received on and sent to (the same on every member).
+    #[arg(long, value_name = "PORT", default_value_t = ferry::mesh::udp::DEFAULT_PORT)]
+    pub announce_port: u16,
+    /// Send announcements to these addresses instead of the IPv4 broadcast address and the
+    /// multicast groups 239.255.70.77 and ff12::7077 (comma-separated or repeated), e.g. a
+    /// subnet's broadcast address, or members on another network.
+    #[arg(long, value_name = "IP:PORT", value_delimiter = ',')]
+    pub announce_to: Vec<std::net::SocketAddr>,
+    /// How often the digest of this peer's state is announced (a missed announcement is
+    /// caught up within this), e.g. 10s, 1m.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub digest_every: u64,
 }
 
 /// `ferry mesh create`.

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
-        Command::Serve(_) => serve::init_logging("info"),
+        Command::Serve(_) | Command::Mesh(cli::MeshCommand::Up(_)) => serve::init_logging("info"),
         // Other commands log only when asked to.
         _ if std::env::var_os("FERRY_LOG").is_some() => serve::init_logging("warn"),
         _ => {}

@@ -9,7 +9,9 @@ use ferry::proto::server_id::ServerId;
 
 use crate::account::read_password;
 use crate::admin::server_dir;
-use crate::cli::{DirArg, MeshCommand, MeshCreateArgs, MeshJoinArgs, MeshOpenArgs, MeshRemoveArgs};
+use crate::cli::{
+    DirArg, MeshCommand, MeshCreateArgs, MeshJoinArgs, MeshOpenArgs, MeshRemoveArgs, MeshUpArgs,
+};
 use crate::exit::{AUTH_FAILED, Failure, NOT_FOUND};
 
 /// Runs one `ferry mesh` command.
@@ -20,6 +22,7 @@ pub fn run(cmd: MeshCommand) -> anyhow::Result<()> {
         MeshCommand::Join(a) => crate::block_on(join(&a)),
         MeshCommand::Members(a) => members(&a),
         MeshCommand::Remove(a) => remove(&a),
+        MeshCommand::Up(a) => crate::block_on(up(&a)),
     }
 }
 
@@ -165,8 +168,12 @@ fn members(a: &DirArg) -> anyhow::Result<()> {
             Some(t) => format!("{}s ago", now.saturating_sub(t)),
             None => "never".to_owned(),
         };
-        let addr = if addr.is_empty() { "-" } else { addr.as_str() };
-        println!("{id}  {name:<16}  {addr:<22}  {seen}");
+        let addr = if addr.is_empty() {
+            "-".to_owned()
+        } else {
+            printable(&addr)
+        };
+        println!("{id}  {:<16}  {addr:<22}  {seen}", printable(&name));
     }
     Ok(())
 }
@@ -191,5 +198,56 @@ fn remove(a: &MeshRemoveArgs) -> anyhow::Result<()> {
             Ok(())
         }
         None => Err(Failure::new(NOT_FOUND, format!("{device} is not a member")).into()),
+    }
+}
+
+/// A name or address another peer chose, safe to print: control characters (which could
+/// move the cursor or rewrite earlier lines of a terminal) are shown escaped.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+async fn up(a: &MeshUpArgs) -> anyhow::Result<()> {
+    let dir = server_dir(&a.dir)?;
+    if dir.mesh_state()?.is_none() {
+        bail!(
+            "{} is in no mesh: run `ferry mesh create` or `ferry mesh join` first",
+            dir.path().display()
+        );
+    }
+    let server = ferry::Server::open(&dir)?;
+    let listen = a
+        .listen
+        .clone()
+        .unwrap_or_else(|| server.configured_listen().to_owned());
+    let mut opts = ferry::mesh::runtime::MeshOptions::new(a.announce_port);
+    if !a.announce_to.is_empty() {
+        opts.targets = a.announce_to.clone();
+    }
+    opts.digest_every = std::time::Duration::from_secs(a.digest_every.max(1));
+    let shutdown = crate::serve::shutdown_signal()?;
+    let bound = server.bind(&listen).await?;
+    tracing::info!("listening on {}", bound.local_addr());
+    tracing::info!("folder {}", dir.path().display());
+    ferry::mesh::runtime::run(dir, bound, opts, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn printable_escapes_control_characters() {
+        assert_eq!(super::printable("kitchen"), "kitchen");
+        assert_eq!(super::printable("a\x1b[2Jb\n"), "a\\u{1b}[2Jb\\n");
+        assert_eq!(super::printable("café"), "café");
     }
 }

@@ -35,22 +35,27 @@ pub async fn serve(a: &ServeArgs) -> anyhow::Result<()> {
         .listen
         .clone()
         .unwrap_or_else(|| server.configured_listen().to_owned());
-    // Register the handlers before announcing the address, so a signal sent right after
-    // the "listening on" line is not lost.
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let shutdown = shutdown_signal()?;
     let bound = server.bind(&listen).await?;
     tracing::info!("listening on {}", bound.local_addr());
     tracing::info!("server ID {id}");
     tracing::info!("folder {}", dir.path().display());
-    let shutdown = async move {
+    bound.run(shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves at the first SIGINT or SIGTERM. The handlers are registered before this
+/// returns, so call it before announcing the address: a signal sent right after the
+/// "listening on" line is not lost.
+pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
         let which = tokio::select! {
             _ = int.recv() => "SIGINT",
             _ = term.recv() => "SIGTERM",
         };
         tracing::info!("{which} received");
-    };
-    bound.run(shutdown).await?;
-    tracing::info!("stopped");
-    Ok(())
+    })
 }

@@ -315,6 +315,21 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
+        Ok(self
+            .scan(prefix, after, limit, false)?
+            .into_iter()
+            .map(|(name, rec)| rec.into_entry(name))
+            .collect())
+    }
+
+    /// The records of [`Store::list`], tombstones included if `deleted` is set.
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        deleted: bool,
+    ) -> Result<Vec<(String, Record)>, StoreError> {
         let mut out = Vec::new();
         if limit == 0 {
             return Ok(out);
@@ -333,10 +348,10 @@ impl Store {
                 break;
             }
             let rec = Record::decode(value.value())?;
-            if rec.deleted {
+            if rec.deleted && !deleted {
                 continue;
             }
-            out.push(rec.into_entry(source_name(name)?));
+            out.push((source_name(name)?, rec));
             if out.len() >= limit {
                 break;
             }

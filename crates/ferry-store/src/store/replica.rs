@@ -44,6 +44,23 @@ impl From<&Record> for Head {
 }
 
 impl Store {
+    /// The heads of every source, tombstones included, sorted by name: at most `limit`,
+    /// starting strictly after `after` if given (paging as in [`Store::list`]).
+    pub fn heads(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Head)>, StoreError> {
+        Ok(self
+            .scan("", after, limit, true)?
+            .into_iter()
+            .map(|(name, rec)| {
+                let head = Head::from(&rec);
+                (name, head)
+            })
+            .collect())
+    }
+
     /// The current head of `source`, tombstones included; `None` if the store never had it.
     pub fn entry_version(&self, source: &str) -> Result<Option<Head>, StoreError> {
         let txn = self.db.begin_read()?;

@@ -324,6 +324,16 @@ fn delete_records_tombstone_and_counter_continues() {
         "still referenced by \"keep\""
     );
     assert_eq!(store.list("", None, 10).unwrap().len(), 1);
+    // heads() shows the tombstone, in name order, and pages like list().
+    let heads = store.heads(None, 10).unwrap();
+    let names: Vec<_> = heads
+        .iter()
+        .map(|(n, h)| (n.as_str(), h.version, h.deleted))
+        .collect();
+    assert_eq!(names, [("keep", 1, false), ("s", 3, true)]);
+    assert_eq!(heads[1].1.key(), (3, [0; 32]));
+    assert_eq!(store.heads(Some("keep"), 10).unwrap().len(), 1);
+    assert_eq!(store.heads(None, 1).unwrap().len(), 1);
     assert_consistent(&store);
 
     // Deleting again, or deleting what never existed, is None.

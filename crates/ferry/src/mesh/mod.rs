@@ -4,9 +4,13 @@
 //! * [`device`] — device keys: signing and verifying device proofs.
 //! * [`files`] — the mesh's files in a server folder.
 //! * [`peer`] — the connecting side: joining, and connecting to a member.
+//! * [`runtime`] — `ferry mesh up`: announcer, listener and synchroniser.
 //! * `serve` — the accepting side: joins, member authentication, mesh state and listing.
+//! * [`udp`] — the announcement sockets.
 
 pub mod device;
 pub mod files;
 pub mod peer;
+pub mod runtime;
 pub(crate) mod serve;
+pub mod udp;

@@ -269,18 +269,21 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         Message::MeshList(MeshList { after }) => {
             let store = store.clone();
             let page = crate::pipe::join(tokio::task::spawn_blocking(move || {
-                Ok(store.list("", after.as_deref(), LIST_PAGE + 1)?)
+                Ok(store.heads(after.as_deref(), LIST_PAGE + 1)?)
             }))
             .await?;
             let more = page.len() > LIST_PAGE;
             let entries = page
                 .into_iter()
                 .take(LIST_PAGE)
-                .map(|e| MeshEntry {
-                    source: e.source,
-                    version: e.version,
-                    hash: e.hash,
-                    deleted: false,
+                .map(|(source, head)| {
+                    let (version, hash) = head.key();
+                    MeshEntry {
+                        source,
+                        version,
+                        hash,
+                        deleted: head.deleted,
+                    }
                 })
                 .collect();
             wire.send(&Message::MeshListOk(MeshListOk { entries, more }))

@@ -1,0 +1,703 @@
+//! `ferry mesh up`: the server, the announcer, the listener and the synchroniser of one peer.
+//!
+//! * The announcer sends a `change` announcement for every change to the local store (a put
+//!   or delete by any client of this peer, or a version fetched from another member), and a
+//!   `digest` of the whole state every [`MeshOptions::digest_every`].
+//! * The listener opens datagrams with the current epoch's key and drops what fails to open,
+//!   what is stale or replayed ([`ReplayGuard`]) and what comes from non-members, then queues
+//!   work for the synchroniser.
+//! * The synchroniser works through that queue one job at a time: fetch a newer version from
+//!   its announcer, list a member whose digest differs and fetch what wins there, merge a
+//!   member's view of the mesh, or catch up with a rotation it missed.
+//!
+//! Conflicts resolve by [`ferry_store::replica_wins`]: the higher version, then the larger
+//! BLAKE3 hash (a tombstone's hash is zero). Every member applies the same rule to the same
+//! candidates, so all converge on the same version of every source.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_proto::mesh::announce::{self, Body, Event, OpenError};
+use ferry_proto::mesh::key::announce_key;
+use ferry_proto::mesh::replay::{ReplayGuard, first_counter};
+use ferry_proto::mesh::state::MeshState;
+use ferry_proto::mesh::wire::{MeshEntry, MeshGrant};
+use ferry_proto::message::Digest;
+use ferry_proto::secret::MeshKey;
+use ferry_proto::server_id::ServerId;
+use ferry_store::{Store, replica_wins};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{mpsc, watch};
+
+use super::device::DeviceKey;
+use super::files::{MeshFile, Seen, SeenFile};
+use super::peer;
+use super::udp::Sockets;
+use crate::changes::ChangeFeed;
+use crate::live::LiveFile;
+use crate::server::BoundServer;
+use crate::server_dir::ServerDir;
+use crate::{Error, clock, tls};
+
+/// How a peer runs.
+#[derive(Clone, Debug)]
+pub struct MeshOptions {
+    /// UDP port announcements are received on.
+    pub announce_port: u16,
+    /// Where announcements are sent (broadcast and multicast addresses, or chosen peers).
+    pub targets: Vec<SocketAddr>,
+    /// How often the state digest is announced.
+    pub digest_every: Duration,
+    /// Announcements whose time is further than this from ours are dropped.
+    pub window: Duration,
+}
+
+impl MeshOptions {
+    /// Defaults for `announce_port`: IPv4 broadcast and both multicast groups, a digest every
+    /// 10 s, a 30 s window.
+    pub fn new(announce_port: u16) -> Self {
+        Self {
+            announce_port,
+            targets: super::udp::default_targets(announce_port),
+            digest_every: Duration::from_secs(10),
+            window: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Work for the synchroniser.
+#[derive(Debug)]
+enum Job {
+    /// A member announced a change: fetch it if it wins over ours.
+    Fetch { peer: Peer, entry: MeshEntry },
+    /// A member's sources digest differs from ours: list its state, fetch what wins.
+    Sync(Peer),
+    /// A member's view of the mesh differs, or an unknown sender holds the key: merge.
+    State(Peer),
+    /// Someone announces under a newer epoch: ask the members we know for the mesh state.
+    CatchUp,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    id: ServerId,
+    addr: SocketAddr,
+}
+
+struct Ctx {
+    dir: ServerDir,
+    device: DeviceKey,
+    state: LiveFile<MeshFile>,
+    store: Arc<Store>,
+    /// (source, version) this peer installed from another member: announced as automatic.
+    replicated: Mutex<HashSet<(String, u64)>>,
+    /// The digest of the local sources; `None` after a change, until recomputed.
+    digest: Mutex<Option<Digest>>,
+    seen: Mutex<SeenFile>,
+}
+
+impl Ctx {
+    fn mesh(&self) -> Option<MeshState> {
+        self.state.current().0.clone()
+    }
+
+    /// The local sources digest, recomputed if something changed since the last time.
+    async fn local_digest(&self) -> Result<Digest, Error> {
+        if let Some(d) = *lock(&self.digest) {
+            return Ok(d);
+        }
+        let store = self.store.clone();
+        let d =
+            crate::pipe::join(tokio::task::spawn_blocking(move || sources_digest(&store))).await?;
+        *lock(&self.digest) = Some(d);
+        Ok(d)
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (every value kept
+/// under these locks stays consistent between statements).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs a mesh peer: `server` (already bound) and the announcement loops, until `shutdown`
+/// resolves.
+pub async fn run(
+    dir: ServerDir,
+    server: BoundServer,
+    opts: MeshOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let device = DeviceKey::from_identity(&dir.identity()?)?;
+    let state = LiveFile::<MeshFile>::open(dir.file(super::files::MESH_FILE))?;
+    if state.current().0.is_none() {
+        return Err(Error::Config(format!(
+            "{} is in no mesh: run `ferry mesh create` or `ferry mesh join` first",
+            dir.path().display()
+        )));
+    }
+    let sockets = Arc::new(Sockets::bind(opts.announce_port)?);
+    let tls_addr = server.local_addr();
+    let store = server.store();
+    let feed = server.changes();
+    let ctx = Arc::new(Ctx {
+        seen: Mutex::new(dir.mesh_seen()),
+        dir,
+        device,
+        state,
+        store,
+        replicated: Mutex::new(HashSet::new()),
+        digest: Mutex::new(None),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(256);
+    tracing::info!(
+        "mesh peer {} serving on {tls_addr}, announcements on UDP port {}",
+        ctx.device.id(),
+        sockets.port()
+    );
+
+    let mut stop = stop_rx.clone();
+    let server_task = tokio::spawn(server.run(async move {
+        let _ = stop.changed().await;
+    }));
+    let announcer = tokio::spawn(announce_loop(
+        ctx.clone(),
+        sockets.clone(),
+        opts.clone(),
+        tls_addr,
+        feed,
+        stop_rx.clone(),
+    ));
+    let listener = tokio::spawn(listen_loop(
+        ctx.clone(),
+        sockets,
+        opts.window,
+        jobs_tx,
+        stop_rx.clone(),
+    ));
+    let worker = tokio::spawn(sync_loop(ctx.clone(), jobs_rx, stop_rx));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let _ = announcer.await;
+    let _ = listener.await;
+    // A fetch in flight is abandoned: its staged blob is discarded, nothing half-written.
+    worker.abort();
+    let _ = worker.await;
+    save_seen(&ctx);
+    match server_task.await {
+        Ok(r) => r,
+        Err(e) => Err(Error::Internal(format!("server task failed: {e}"))),
+    }
+}
+
+/// SHA-256 over every head (name, version, hash, tombstone flag) in name order: equal on two
+/// peers exactly when they hold the same current version of every source.
+fn sources_digest(store: &Store) -> Result<Digest, Error> {
+    let mut h = Sha256::new();
+    h.update(b"ferry mesh sources v1\0");
+    let mut after: Option<String> = None;
+    // Bounded: each page advances past its last name.
+    loop {
+        let page = store.heads(after.as_deref(), 1000)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (name, head) in &page {
+            let (version, hash) = head.key();
+            h.update((name.len() as u64).to_be_bytes());
+            h.update(name.as_bytes());
+            h.update(version.to_be_bytes());
+            h.update(hash);
+            h.update([u8::from(head.deleted)]);
+        }
+    }
+    Ok(h.finalize().into())
+}
+
+/// Where this peer's TLS server is, for the announcement's `addr` field.
+fn addr_bytes(addr: SocketAddr) -> Vec<u8> {
+    match addr.ip() {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+struct Announcer {
+    ctx: Arc<Ctx>,
+    sockets: Arc<Sockets>,
+    targets: Vec<SocketAddr>,
+    tls_addr: SocketAddr,
+    counter: u64,
+}
+
+impl Announcer {
+    async fn send(&mut self, manual: bool, event: Event) {
+        let Some(mesh) = self.ctx.mesh() else { return };
+        let mut nonce = [0u8; 24];
+        if let Err(e) = tls::random_bytes(&mut nonce) {
+            tracing::warn!("not announcing: {e}");
+            return;
+        }
+        self.counter += 1;
+        let body = Body {
+            sender: *self.ctx.device.id().as_bytes(),
+            counter: self.counter,
+            time: clock::now_ms(),
+            addr: addr_bytes(self.tls_addr),
+            port: self.tls_addr.port(),
+            manual,
+            event,
+        };
+        let key = announce_key(&mesh.key, mesh.epoch);
+        match announce::seal(&key, mesh.epoch, nonce, &body) {
+            Ok(d) => self.sockets.send(&d, &self.targets).await,
+            Err(e) => tracing::warn!("not announcing: {e}"),
+        }
+    }
+}
+
+async fn announce_loop(
+    ctx: Arc<Ctx>,
+    sockets: Arc<Sockets>,
+    opts: MeshOptions,
+    tls_addr: SocketAddr,
+    mut feed: ChangeFeed,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut a = Announcer {
+        ctx: ctx.clone(),
+        sockets,
+        targets: opts.targets.clone(),
+        tls_addr,
+        counter: first_counter(clock::now_ms()),
+    };
+    let mut ticker = tokio::time::interval(opts.digest_every);
+    let mut cursor = feed.last_seq();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            page = feed.next_batch(cursor, 256) => {
+                let page = match page {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!("change feed: {e}");
+                        return;
+                    }
+                };
+                *lock(&ctx.digest) = None;
+                for c in page.changes {
+                    cursor = cursor.max(c.seq);
+                    let manual = !lock(&ctx.replicated).remove(&(c.source.clone(), c.version));
+                    let event = Event::Change {
+                        source: c.source,
+                        version: c.version,
+                        hash: if c.deleted { [0; 32] } else { c.hash },
+                        deleted: c.deleted,
+                    };
+                    a.send(manual, event).await;
+                }
+                if page.gap {
+                    // Pruned under us: the digest tells the others.
+                    cursor = cursor.max(page.last);
+                }
+            }
+            _ = ticker.tick() => {
+                let sources = match ctx.local_digest().await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!("cannot digest the store: {e}");
+                        continue;
+                    }
+                };
+                let Some(mesh) = ctx.mesh() else { continue };
+                let event = Event::Digest { sources, members: mesh.members_digest() };
+                a.send(false, event).await;
+                save_seen(&ctx);
+            }
+        }
+    }
+}
+
+fn save_seen(ctx: &Ctx) {
+    let seen = lock(&ctx.seen).clone();
+    if let Err(e) = ctx.dir.save_mesh_seen(&seen) {
+        tracing::debug!("cannot save last-seen times: {e}");
+    }
+}
+
+async fn listen_loop(
+    ctx: Arc<Ctx>,
+    sockets: Arc<Sockets>,
+    window: Duration,
+    jobs: mpsc::Sender<Job>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut guard = ReplayGuard::new(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+    let mut last_catch_up: Option<tokio::time::Instant> = None;
+    let mut buf = Sockets::buffers();
+    loop {
+        let (datagram, from) = tokio::select! {
+            _ = stop.changed() => return,
+            r = sockets.recv(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!("receive failed: {e}");
+                    // Bounded: an error that repeats at once is slowed down here.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(mesh) = ctx.mesh() else { continue };
+        let opened = announce::open(datagram, |e| {
+            (e == mesh.epoch).then(|| announce_key(&mesh.key, e))
+        });
+        let body = match opened {
+            Ok(b) => b,
+            Err(OpenError::UnknownEpoch(e)) if e > mesh.epoch => {
+                // A member moved to a newer key: we missed a rotation. Catch up, at most
+                // every five seconds however many such datagrams arrive.
+                if last_catch_up.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                    last_catch_up = Some(tokio::time::Instant::now());
+                    let _ = jobs.try_send(Job::CatchUp);
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!("{from}: dropped datagram: {e}");
+                continue;
+            }
+        };
+        let sender = ServerId::from_bytes(body.sender);
+        if sender == ctx.device.id() {
+            continue;
+        }
+        // A copy that cannot tell where its sender serves (an unspecified IPv4 address
+        // arriving over IPv6) is skipped before the replay check: its IPv4 copy will do.
+        let Some(addr) = announced_addr(&body, from) else {
+            continue;
+        };
+        let peer = Peer { id: sender, addr };
+        if !mesh.is_member(&sender) {
+            if mesh.removed.contains(&sender) {
+                guard.forget(&sender);
+                tracing::debug!("{from}: dropped datagram from removed device {sender}");
+            } else if guard
+                .check(sender, body.counter, body.time, clock::now_ms())
+                .is_ok()
+            {
+                // Holds the key but is new to us: it joined through another member.
+                let _ = jobs.try_send(Job::State(peer));
+            }
+            continue;
+        }
+        if let Err(e) = guard.check(sender, body.counter, body.time, clock::now_ms()) {
+            tracing::debug!("{from}: dropped announcement from {sender}: {e}");
+            continue;
+        }
+        lock(&ctx.seen).seen.insert(
+            sender.to_string(),
+            Seen {
+                at: clock::now(),
+                addr: addr.to_string(),
+            },
+        );
+        let job = match body.event {
+            Event::Change {
+                source,
+                version,
+                hash,
+                deleted,
+            } => Job::Fetch {
+                peer,
+                entry: MeshEntry {
+                    source,
+                    version,
+                    hash,
+                    deleted,
+                },
+            },
+            Event::Digest { sources, members } => {
+                if members != mesh.members_digest() {
+                    let _ = jobs.try_send(Job::State(peer));
+                }
+                match ctx.local_digest().await {
+                    Ok(ours) if ours == sources => continue,
+                    _ => Job::Sync(peer),
+                }
+            }
+        };
+        if jobs.try_send(job).is_err() {
+            tracing::debug!("synchronisation queue full; the next digest will catch up");
+        }
+    }
+}
+
+/// The TLS address a datagram announces: its `addr` and `port`, or the datagram's source
+/// address when the sender listens on an unspecified address of the same family.
+fn announced_addr(body: &Body, from: SocketAddr) -> Option<SocketAddr> {
+    let ip = match body.addr.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(body.addr.as_slice()).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(body.addr.as_slice()).ok()?),
+        _ => return None,
+    };
+    if !ip.is_unspecified() {
+        return Some(SocketAddr::new(ip, body.port));
+    }
+    match (ip, from) {
+        // Listening on [::] accepts IPv4 too (dual stack), so any source address will do.
+        (IpAddr::V6(_), _) => Some(with_port(from, body.port)),
+        (IpAddr::V4(_), SocketAddr::V4(_)) => Some(with_port(from, body.port)),
+        (IpAddr::V4(_), SocketAddr::V6(v6)) => v6
+            .ip()
+            .to_ipv4_mapped()
+            .map(|v4| SocketAddr::new(v4.into(), body.port)),
+    }
+}
+
+/// `from` with another port, keeping an IPv6 scope.
+fn with_port(mut from: SocketAddr, port: u16) -> SocketAddr {
+    from.set_port(port);
+    from
+}
+
+async fn sync_loop(ctx: Arc<Ctx>, mut jobs: mpsc::Receiver<Job>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let job = tokio::select! {
+            _ = stop.changed() => return,
+            j = jobs.recv() => match j { Some(j) => j, None => return },
+        };
+        let label = format!("{job:?}");
+        // Bounded: a job that hangs (a member that stops answering) is given up.
+        match tokio::time::timeout(JOB_TIMEOUT, run_job(&ctx, job)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::info!("mesh sync: {label}: {e}"),
+            Err(_) => tracing::info!("mesh sync: {label}: gave up after {JOB_TIMEOUT:?}"),
+        }
+    }
+}
+
+/// The longest one synchronisation job may take. A fetch of a large source that takes
+/// longer is abandoned and retried from the next digest; raise it for slow links.
+const JOB_TIMEOUT: Duration = Duration::from_secs(600);
+
+async fn member(ctx: &Ctx, p: Peer) -> Result<crate::client::Client, Error> {
+    let mesh = ctx
+        .mesh()
+        .ok_or_else(|| Error::Config("in no mesh".into()))?;
+    peer::connect_member(&p.addr.to_string(), p.id, &ctx.device, &mesh, mesh.epoch).await
+}
+
+async fn run_job(ctx: &Arc<Ctx>, job: Job) -> Result<(), Error> {
+    match job {
+        Job::Fetch { peer, entry } => {
+            if !wins_locally(ctx, &entry).await? {
+                return Ok(());
+            }
+            let mut c = member(ctx, peer).await?;
+            fetch(ctx, &mut c, entry).await?;
+            let _ = c.close().await;
+        }
+        Job::Sync(peer) => {
+            let mut c = member(ctx, peer).await?;
+            for entry in c.mesh_list().await? {
+                if wins_locally(ctx, &entry).await? {
+                    fetch(ctx, &mut c, entry).await?;
+                }
+            }
+            let _ = c.close().await;
+        }
+        Job::State(peer) => {
+            let mut c = member(ctx, peer).await?;
+            let grant = c.mesh_state().await?;
+            let _ = c.close().await;
+            merge(ctx, grant).await?;
+        }
+        Job::CatchUp => {
+            let Some(mesh) = ctx.mesh() else {
+                return Ok(());
+            };
+            // Bounded by the member list. The previous epoch's key authenticates us to a
+            // member that rotated (it accepts one epoch back).
+            for m in mesh.members.values() {
+                let id = m.device();
+                if id == ctx.device.id() {
+                    continue;
+                }
+                let Some(addr) = known_addr(ctx, &id, &m.addr) else {
+                    continue;
+                };
+                match member(ctx, Peer { id, addr }).await {
+                    Ok(mut c) => {
+                        let grant = c.mesh_state().await?;
+                        let _ = c.close().await;
+                        return merge(ctx, grant).await;
+                    }
+                    Err(e) => tracing::debug!("catching up from {id}: {e}"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where member `id` was last heard serving, else the address its grant recorded.
+fn known_addr(ctx: &Ctx, id: &ServerId, recorded: &str) -> Option<SocketAddr> {
+    let seen = lock(&ctx.seen)
+        .seen
+        .get(&id.to_string())
+        .map(|s| s.addr.clone());
+    seen.as_deref()
+        .into_iter()
+        .chain([recorded])
+        .find_map(|a| a.parse().ok())
+}
+
+async fn merge(ctx: &Ctx, grant: MeshGrant) -> Result<(), Error> {
+    let dir = ctx.dir.clone();
+    let mut new_key = [0u8; 32];
+    tls::random_bytes(&mut new_key)?;
+    let key = MeshKey::from_bytes(new_key);
+    zeroize::Zeroize::zeroize(&mut new_key);
+    let merged = crate::pipe::join(tokio::task::spawn_blocking(move || {
+        dir.update_mesh(|s| match s {
+            Some(s) => {
+                let m = s.merge(grant);
+                if m.rotate {
+                    s.rotate(key);
+                }
+                (m.changed || m.rotate, m)
+            }
+            None => (false, Default::default()),
+        })
+    }))
+    .await?;
+    if merged.changed || merged.rotate {
+        tracing::info!(
+            "mesh view updated (new key: {}, rotated: {})",
+            merged.rekeyed,
+            merged.rotate
+        );
+    }
+    Ok(())
+}
+
+/// Whether `entry` (a member's head) wins over this peer's head of the same source.
+async fn wins_locally(ctx: &Ctx, entry: &MeshEntry) -> Result<bool, Error> {
+    let store = ctx.store.clone();
+    let source = entry.source.clone();
+    let local = crate::pipe::join(tokio::task::spawn_blocking(move || {
+        Ok(store.entry_version(&source)?)
+    }))
+    .await?;
+    let hash = if entry.deleted { [0; 32] } else { entry.hash };
+    Ok(replica_wins(entry.version, &hash, local.as_ref()))
+}
+
+/// Installs a member's current version of `entry.source` (or its deletion) if it wins.
+async fn fetch(ctx: &Ctx, c: &mut crate::client::Client, entry: MeshEntry) -> Result<(), Error> {
+    let store = ctx.store.clone();
+    if entry.deleted {
+        let (source, version) = (entry.source.clone(), entry.version);
+        mark_replicated(ctx, &entry.source, entry.version);
+        let applied = crate::pipe::join(tokio::task::spawn_blocking(move || {
+            Ok(store.delete_replica(&source, version, "mesh", clock::now())?)
+        }))
+        .await?;
+        if applied {
+            tracing::info!("mesh: deleted {} (version {})", entry.source, entry.version);
+        }
+        return Ok(());
+    }
+    let writer = {
+        let store = store.clone();
+        crate::pipe::join(tokio::task::spawn_blocking(move || Ok(store.begin_put()?))).await?
+    };
+    let (got, writer) = match c.get(&entry.source, writer, &mut |_| {}).await {
+        Ok(x) => x,
+        // Deleted or changed on the member since it announced: its next announcement says.
+        Err(Error::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    // Mark before committing: the change feed may announce it before commit returns.
+    mark_replicated(ctx, &got.source, got.version);
+    let (source, version, by, modified) = (
+        got.source.clone(),
+        got.version,
+        got.by.clone(),
+        got.modified,
+    );
+    let installed = crate::pipe::join(tokio::task::spawn_blocking(move || {
+        let staged = writer.finish()?;
+        Ok(store.commit_replica(&source, staged, &by, modified, version)?)
+    }))
+    .await?;
+    if installed.is_some() {
+        tracing::info!(
+            "mesh: fetched {} version {} ({} bytes)",
+            got.source,
+            got.version,
+            got.size
+        );
+    } else {
+        lock(&ctx.replicated).remove(&(got.source, got.version));
+    }
+    Ok(())
+}
+
+fn mark_replicated(ctx: &Ctx, source: &str, version: u64) {
+    let mut r = lock(&ctx.replicated);
+    // Bounded: entries leave when announced; cap it in case the feed lags far behind.
+    if r.len() > 10_000 {
+        r.clear();
+    }
+    r.insert((source.to_owned(), version));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(addr: Vec<u8>, port: u16) -> Body {
+        Body {
+            sender: [1; 32],
+            counter: 1,
+            time: 0,
+            addr,
+            port,
+            manual: true,
+            event: Event::Digest {
+                sources: [0; 32],
+                members: [0; 32],
+            },
+        }
+    }
+
+    #[test]
+    fn announced_addresses() {
+        let v4: SocketAddr = "10.0.0.2:4000".parse().unwrap_or_else(|_| unreachable!());
+        let v6: SocketAddr = "[fd00::2]:4000".parse().unwrap_or_else(|_| unreachable!());
+        let mapped: SocketAddr = "[::ffff:10.0.0.3]:4000"
+            .parse()
+            .unwrap_or_else(|_| unreachable!());
+        let explicit = body(vec![10, 0, 0, 9], 7443);
+        assert_eq!(
+            announced_addr(&explicit, v6),
+            Some("10.0.0.9:7443".parse().unwrap_or_else(|_| unreachable!()))
+        );
+        let any4 = body(vec![0; 4], 7443);
+        assert_eq!(announced_addr(&any4, v4), Some(with_port(v4, 7443)));
+        assert_eq!(announced_addr(&any4, v6), None);
+        assert_eq!(
+            announced_addr(&any4, mapped),
+            Some("10.0.0.3:7443".parse().unwrap_or_else(|_| unreachable!()))
+        );
+        let any6 = body(vec![0; 16], 7443);
+        assert_eq!(announced_addr(&any6, v6), Some(with_port(v6, 7443)));
+        assert_eq!(announced_addr(&any6, v4), Some(with_port(v4, 7443)));
+        assert_eq!(announced_addr(&body(vec![1; 5], 1), v4), None);
+    }
+}
