@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod mesh;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 /// Bound on any ordinary command.
 pub const SHORT: Duration = Duration::from_secs(60);
@@ -67,8 +69,15 @@ impl Env {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.args(args)
-            .current_dir(self.path())
+        c.args(args);
+        self.apply(&mut c);
+        c
+    }
+
+    /// Gives `c` this env's folders and environment (for a `ferry` run through a wrapper
+    /// such as `ip netns exec`).
+    pub fn apply(&self, c: &mut Command) {
+        c.current_dir(self.path())
             .env("HOME", self.join("home"))
             .env("XDG_DATA_HOME", self.join("home/.local/share"))
             .env("XDG_CONFIG_HOME", self.join("home/.config"))
@@ -76,7 +85,6 @@ impl Env {
             .env("FERRY_CONFIG", self.config_dir())
             .env_remove("FERRY_CRED")
             .env_remove("FERRY_LOG");
-        c
     }
 
     pub fn run(&self, args: &[&str]) -> Out {
@@ -207,6 +215,14 @@ impl Served {
         for (k, v) in vars {
             cmd.env(k, v);
         }
+        let served = Self::spawn(cmd);
+        assert!(served.addr.starts_with("127.0.0.1:"), "{}", served.addr);
+        served
+    }
+
+    /// Spawns a long-running `ferry` command (`serve`, `mesh up`), collects its stderr, and
+    /// waits for its "listening on ADDR" line.
+    pub fn spawn(mut cmd: Command) -> Self {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -234,12 +250,14 @@ impl Served {
             .unwrap()
             .trim()
             .to_owned();
-        assert!(
-            addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
-            "{addr}"
-        );
+        assert!(!addr.ends_with(":0"), "{addr}");
         served.addr = addr;
         served
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn pid(&self) -> u32 {

@@ -520,8 +520,9 @@ async fn run_job(ctx: &Arc<Ctx>, job: Job) -> Result<(), Error> {
             let Some(mesh) = ctx.mesh() else {
                 return Ok(());
             };
-            // Bounded by the member list. The previous epoch's key authenticates us to a
-            // member that rotated (it accepts one epoch back).
+            // Bounded by the member list. Ask each member until one knows a newer epoch
+            // (another member may have missed the rotation too). The previous epoch's key
+            // authenticates us to a member that rotated (it accepts one epoch back).
             for m in mesh.members.values() {
                 let id = m.device();
                 if id == ctx.device.id() {
@@ -530,12 +531,15 @@ async fn run_job(ctx: &Arc<Ctx>, job: Job) -> Result<(), Error> {
                 let Some(addr) = known_addr(ctx, &id, &m.addr) else {
                     continue;
                 };
-                match member(ctx, Peer { id, addr }).await {
-                    Ok(mut c) => {
-                        let grant = c.mesh_state().await?;
-                        let _ = c.close().await;
-                        return merge(ctx, grant).await;
-                    }
+                let grant = async {
+                    let mut c = member(ctx, Peer { id, addr }).await?;
+                    let grant = c.mesh_state().await?;
+                    let _ = c.close().await;
+                    Ok::<_, Error>(grant)
+                };
+                match grant.await {
+                    Ok(g) if g.epoch > mesh.epoch => return merge(ctx, g).await,
+                    Ok(_) => tracing::debug!("catching up: {id} knows no newer epoch"),
                     Err(e) => tracing::debug!("catching up from {id}: {e}"),
                 }
             }

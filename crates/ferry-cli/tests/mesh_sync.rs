@@ -1,0 +1,219 @@
+//! `ferry mesh up` over loopback: three real peers announce to each other by unicast UDP
+//! (`--announce-to`) and fetch over TLS. The same runtime runs on a real LAN segment in
+//! `mesh_netns.rs`; these cover its logic where network namespaces are unavailable, and the
+//! attacks against running peers: replayed, altered and old-epoch datagrams, and a removed
+//! member.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::UdpSocket;
+use std::thread;
+use std::time::Duration;
+
+use common::mesh::{Peer, eventually, noise};
+
+/// Bound on any one convergence.
+const CONVERGE: Duration = Duration::from_secs(20);
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Three peers: `alpha` creates the mesh, `bravo` and `charlie` join it; each announces to
+/// the others' ports and to `extra` (a capturing socket), with a digest every second.
+fn three_peers(extra: &[String]) -> [Peer; 3] {
+    let ports: Vec<String> = (0..3).map(|_| free_udp_port().to_string()).collect();
+    let start = |p: &mut Peer, i: usize| {
+        let mut to: Vec<String> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| format!("127.0.0.1:{}", ports[j]))
+            .collect();
+        to.extend(extra.iter().cloned());
+        p.start(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--announce-port",
+                &ports[i],
+                "--announce-to",
+                &to.join(","),
+                "--digest-every",
+                "1s",
+            ],
+            None,
+        );
+    };
+    let mut a = Peer::local();
+    a.create("alpha");
+    start(&mut a, 0);
+    a.open();
+    let mut b = Peer::local();
+    b.join("bravo", &a);
+    start(&mut b, 1);
+    let mut c = Peer::local();
+    c.join("charlie", &a);
+    start(&mut c, 2);
+    [a, b, c]
+}
+
+fn port_of(p: &Peer) -> u16 {
+    let line = p
+        .log()
+        .into_iter()
+        .find(|l| l.contains("announcements on UDP port "))
+        .unwrap();
+    line.rsplit(' ').next().unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn three_peers_share_puts_deletes_and_concurrent_writes() {
+    let [mut a, mut b, mut c] = three_peers(&[]);
+    let wa = a.issue("alice", "writer");
+    let wb = b.issue("bob", "admin");
+    let wc = c.issue("carol", "writer");
+
+    // A put on one peer appears, byte-identical, on the other two.
+    let data = noise(300_000, 1);
+    a.put(&wa, "docs/report", &data);
+    assert!(
+        eventually(CONVERGE, || {
+            b.get(&wb, "docs/report").as_deref() == Some(&data[..])
+                && c.get(&wc, "docs/report").as_deref() == Some(&data[..])
+        }),
+        "not replicated; logs:\nB {:#?}\nC {:#?}",
+        b.log(),
+        c.log()
+    );
+
+    // A new version from another peer replaces it everywhere.
+    let v2 = noise(5000, 2);
+    c.put(&wc, "docs/report", &v2);
+    assert!(eventually(CONVERGE, || {
+        a.get(&wa, "docs/report").as_deref() == Some(&v2[..])
+            && b.get(&wb, "docs/report").as_deref() == Some(&v2[..])
+    }));
+
+    // Concurrent writes to one source: every peer ends with the same content, one of the two.
+    let (x1, x2) = (b"written on bravo".to_vec(), b"written on charlie".to_vec());
+    thread::scope(|s| {
+        s.spawn(|| b.put(&wb, "shared/x", &x1));
+        s.spawn(|| c.put(&wc, "shared/x", &x2));
+    });
+    assert!(
+        eventually(CONVERGE, || {
+            let got = [
+                a.get(&wa, "shared/x"),
+                b.get(&wb, "shared/x"),
+                c.get(&wc, "shared/x"),
+            ];
+            got[0].is_some() && got[0] == got[1] && got[1] == got[2]
+        }),
+        "did not converge"
+    );
+    let winner = a.get(&wa, "shared/x").unwrap();
+    assert!(winner == x1 || winner == x2);
+
+    // A delete on one peer deletes everywhere.
+    b.with(&wb, &["rm", "docs/report"]).ok();
+    assert!(eventually(CONVERGE, || {
+        a.get(&wa, "docs/report").is_none() && c.get(&wc, "docs/report").is_none()
+    }));
+
+    // Every member has been heard from, and every peer is still running.
+    let members = a.run(&["mesh", "members"]).ok().text();
+    assert!(
+        members.contains("bravo") && members.contains("charlie"),
+        "{members}"
+    );
+    assert!(!members.contains("never"), "{members}");
+    assert!(a.running() && b.running() && c.running());
+}
+
+#[test]
+fn replayed_altered_and_old_epoch_datagrams_are_ignored_and_a_removed_member_is_cut_off() {
+    let capture = UdpSocket::bind("127.0.0.1:0").unwrap();
+    capture
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let [mut a, mut b, mut c] = three_peers(&[capture.local_addr().unwrap().to_string()]);
+    let wa = a.issue("alice", "writer");
+    let wb = b.issue("bob", "reader");
+    let wc = c.issue("carol", "writer");
+    a.put(&wa, "x/one", b"one");
+    assert!(eventually(CONVERGE, || b.get(&wb, "x/one").is_some()));
+
+    // Capture one of alpha's datagrams (a change or a digest).
+    let mut buf = [0u8; 2048];
+    let (n, _) = capture.recv_from(&mut buf).unwrap();
+    let captured = buf[..n].to_vec();
+    let to_b = format!("127.0.0.1:{}", port_of(&b));
+    let sees = |p: &Peer, needle: &str| {
+        eventually(Duration::from_secs(10), || {
+            p.log().iter().any(|l| l.contains(needle))
+        })
+    };
+
+    // Replayed: already seen (alpha's counter has moved on, or it is this very one).
+    capture.send_to(&captured, &to_b).unwrap();
+    assert!(
+        sees(&b, "announcement counter already seen"),
+        "{:#?}",
+        b.log()
+    );
+    // One flipped bit anywhere in the sealed part, or garbage: refused.
+    let mut flipped = captured.clone();
+    let last = flipped.len() - 1;
+    flipped[last - 4] ^= 0x10;
+    capture.send_to(&flipped, &to_b).unwrap();
+    assert!(
+        sees(&b, "announcement failed authentication"),
+        "{:#?}",
+        b.log()
+    );
+    for junk in [Vec::new(), noise(40, 3), noise(1500, 4)] {
+        capture.send_to(&junk, &to_b).unwrap();
+    }
+    assert!(sees(&b, "not a ferry announcement"), "{:#?}", b.log());
+    assert!(b.running());
+
+    // Remove charlie on alpha: the key rotates; bravo learns it from alpha's announcements.
+    a.run(&["mesh", "remove", &c.id]).ok();
+    assert!(
+        eventually(CONVERGE, || {
+            b.run(&["mesh", "members"]).text().contains("epoch 2")
+        }),
+        "bravo did not catch up: {:#?}",
+        b.log()
+    );
+    // The captured datagram is now of an old epoch.
+    capture.send_to(&captured, &to_b).unwrap();
+    assert!(
+        sees(
+            &b,
+            "announcement of epoch 1, which this peer has no key for"
+        ),
+        "{:#?}",
+        b.log()
+    );
+
+    // charlie can no longer announce, nor fetch.
+    c.put(&wc, "x/removed", b"from a removed member");
+    a.put(&wa, "x/after", b"after the removal");
+    assert!(eventually(CONVERGE, || b.get(&wb, "x/after").is_some()));
+    // Three more digests go by.
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(a.get(&wa, "x/removed"), None);
+    assert_eq!(b.get(&wb, "x/removed"), None);
+    assert_eq!(c.get(&wc, "x/after"), None);
+    assert!(
+        sees(&a, "mesh authentication failed") || sees(&b, "mesh authentication failed"),
+        "charlie's catch-up was not refused: {:#?}",
+        c.log()
+    );
+    assert!(a.running() && b.running() && c.running());
+}
