@@ -363,11 +363,27 @@ pub struct MeshJoinArgs {
     #[command(flatten)]
     pub dir: DirArg,
     /// The open peer's TLS address.
-    #[arg(long, value_name = "HOST:PORT", value_parser = parse_server, required = true)]
-    pub peer: String,
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_server,
+          required_unless_present = "discover", requires = "peer_id")]
+    pub peer: Option<String>,
     /// The open peer's device ID (as `ferry mesh create` printed it).
-    #[arg(long, value_name = "ID", required = true)]
-    pub peer_id: String,
+    #[arg(
+        long,
+        value_name = "ID",
+        required_unless_present = "discover",
+        requires = "peer"
+    )]
+    pub peer_id: Option<String>,
+    /// Find the open peer by the join beacon it broadcasts while `ferry mesh open` is in
+    /// effect and it runs `ferry mesh up` (on the LAN, on --announce-port).
+    #[arg(long, conflicts_with_all = ["peer", "peer_id"])]
+    pub discover: bool,
+    /// The UDP port to listen on for beacons with --discover.
+    #[arg(long, value_name = "PORT", default_value_t = ferry::mesh::udp::DEFAULT_PORT)]
+    pub announce_port: u16,
+    /// How long --discover listens for a beacon, e.g. 5s, 1m.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub discover_for: u64,
     /// This peer's display name [default: the host name].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,

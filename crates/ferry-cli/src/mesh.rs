@@ -108,7 +108,10 @@ fn open(a: &MeshOpenArgs) -> anyhow::Result<()> {
 
 async fn join(a: &MeshJoinArgs) -> anyhow::Result<()> {
     let dir = server_dir(&a.dir)?;
-    let peer_id = ServerId::parse(&a.peer_id).context("--peer-id")?;
+    let (peer_addr, peer_id) = match (&a.peer, &a.peer_id) {
+        (Some(addr), Some(id)) => (addr.clone(), ServerId::parse(id).context("--peer-id")?),
+        _ => discover(a).await?,
+    };
     ensure_server(&dir)?;
     if dir.mesh_state()?.is_some() {
         bail!("{} is already in a mesh", dir.path().display());
@@ -117,7 +120,7 @@ async fn join(a: &MeshJoinArgs) -> anyhow::Result<()> {
     let pw = read_password(&a.password, "join password: ", false)?;
     let name = a.name.clone().unwrap_or_else(host_name);
     let grant = match ferry::mesh::peer::join(
-        &a.peer,
+        &peer_addr,
         peer_id,
         &device,
         &name,
@@ -142,7 +145,7 @@ async fn join(a: &MeshJoinArgs) -> anyhow::Result<()> {
         bail!("the peer's mesh does not list this peer as a member");
     }
     if let Some(m) = state.members.get_mut(&peer_id) {
-        m.addr = a.peer.clone();
+        m.addr = peer_addr.clone();
     }
     let mesh_name = state.name.clone();
     dir.update_mesh(|s| {
@@ -152,6 +155,51 @@ async fn join(a: &MeshJoinArgs) -> anyhow::Result<()> {
     println!("{}", device.id());
     eprintln!("joined mesh '{mesh_name}' in {}", dir.path().display());
     Ok(())
+}
+
+/// `--discover`: the one open peer heard on the LAN.
+async fn discover(a: &MeshJoinArgs) -> anyhow::Result<(String, ServerId)> {
+    let wait = std::time::Duration::from_secs(a.discover_for.max(1));
+    eprintln!(
+        "listening for an open peer on UDP port {} (at most {}s)...",
+        a.announce_port,
+        wait.as_secs()
+    );
+    let found = ferry::mesh::peer::discover(a.announce_port, wait).await?;
+    match found.as_slice() {
+        [] => Err(Failure::new(
+            NOT_FOUND,
+            format!(
+                "no open peer heard on UDP port {} within {}s: on a member, run \
+                 `ferry mesh open` while `ferry mesh up` runs, or join with --peer and --peer-id",
+                a.announce_port,
+                wait.as_secs()
+            ),
+        )
+        .into()),
+        [f] => {
+            eprintln!(
+                "found {} (mesh '{}') at {}, device ID {}",
+                printable(&f.name),
+                printable(&f.mesh),
+                f.addr,
+                f.device
+            );
+            Ok((f.addr.to_string(), f.device))
+        }
+        several => {
+            for f in several {
+                eprintln!(
+                    "  --peer {} --peer-id {}   ({}, mesh '{}')",
+                    f.addr,
+                    f.device,
+                    printable(&f.name),
+                    printable(&f.mesh)
+                );
+            }
+            bail!("several peers are open to joins; choose one with --peer and --peer-id")
+        }
+    }
 }
 
 fn members(a: &DirArg) -> anyhow::Result<()> {

@@ -26,6 +26,16 @@ fn netns_helper() {
 }
 
 const TLS_PORT: u16 = 7443;
+
+/// A peer whose commands run in `host`'s namespace.
+fn in_namespace(host: &netns::Host) -> Peer {
+    let ns = host.name().to_owned();
+    Peer::new(move || {
+        let mut c = netns::ip_command();
+        c.args(["netns", "exec", &ns, BIN]);
+        c
+    })
+}
 const ANNOUNCE_PORT: u16 = 4434;
 
 /// Creates the mesh on host 0, joins hosts 1 and 2 over the LAN, and runs `mesh up` on all
@@ -40,14 +50,7 @@ fn lan_mesh_of(lan: &Lan, names: &[&str]) -> Vec<Peer> {
         .hosts()
         .iter()
         .take(names.len())
-        .map(|h| {
-            let ns = h.name().to_owned();
-            Peer::new(move || {
-                let mut c = netns::ip_command();
-                c.args(["netns", "exec", &ns, BIN]);
-                c
-            })
-        })
+        .map(in_namespace)
         .collect();
     let listen = format!("0.0.0.0:{TLS_PORT}");
     let start = |p: &mut Peer, i: usize| {
@@ -176,4 +179,34 @@ fn each_announcement_path_alone_carries_a_change() {
             peers.iter().map(Peer::log).collect::<Vec<_>>()
         );
     }
+}
+
+#[test]
+fn a_peer_joins_by_discovering_the_open_peer_on_the_lan() {
+    let lan = netns::or_skip!(Lan::create(2));
+    let mut peers = lan_mesh_of(&lan, &["alpha"]);
+    let b = in_namespace(lan.host(1));
+    let out = b
+        .run_stdin(
+            &[
+                "mesh",
+                "join",
+                "--discover",
+                "--name",
+                "bravo",
+                "--password-stdin",
+            ],
+            &format!("{}\n", common::mesh::PASSWORD),
+        )
+        .ok();
+    assert!(
+        out.stderr
+            .contains(&format!("at {}:{TLS_PORT}", lan.host(0).addr_v4())),
+        "{}",
+        out.stderr
+    );
+    let b_id = out.text().trim().to_owned();
+    let members = peers[0].run(&["mesh", "members"]).ok().text();
+    assert!(members.contains(&b_id), "{members}");
+    assert!(peers[0].running());
 }

@@ -217,3 +217,62 @@ fn replayed_altered_and_old_epoch_datagrams_are_ignored_and_a_removed_member_is_
     );
     assert!(a.running() && b.running() && c.running());
 }
+
+#[test]
+fn join_by_discovery_finds_the_open_peer_by_its_beacon() {
+    let beacon_port = free_udp_port().to_string();
+    let mut a = Peer::local();
+    a.create("alpha");
+    a.start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--announce-port",
+            "0",
+            "--announce-to",
+            &format!("127.0.0.1:{beacon_port}"),
+        ],
+        None,
+    );
+    let discover = |p: &Peer, password: &str, wait: &str| {
+        p.run_stdin(
+            &[
+                "mesh",
+                "join",
+                "--discover",
+                "--announce-port",
+                &beacon_port,
+                "--discover-for",
+                wait,
+                "--name",
+                "bravo",
+                "--password-stdin",
+            ],
+            &format!("{password}\n"),
+        )
+    };
+    let b = Peer::local();
+    // Not open: no beacon.
+    let none = discover(&b, common::mesh::PASSWORD, "2s");
+    assert_eq!(none.code, 5, "{}", none.stderr);
+    assert!(
+        none.stderr.contains("no open peer heard"),
+        "{}",
+        none.stderr
+    );
+
+    a.open();
+    // Found, but the wrong password: the generic join failure.
+    let wrong = discover(&b, "not the password", "10s");
+    assert_eq!(wrong.code, 3, "{}", wrong.stderr);
+    assert!(wrong.stderr.contains(&a.id), "{}", wrong.stderr);
+    // Found and joined.
+    let ok = discover(&b, common::mesh::PASSWORD, "10s").ok();
+    let b_id = ok.text().trim().to_owned();
+    assert_eq!(b_id.len(), a.id.len());
+    let members = a.run(&["mesh", "members"]).ok().text();
+    assert!(
+        members.contains(&b_id) && members.contains("bravo"),
+        "{members}"
+    );
+}

@@ -410,10 +410,15 @@ pub const ANNOUNCE_FUZZ_KEY: [u8; 32] = [0x42; 32];
 /// Feeds `data` to the announcement decoder three ways: as a whole datagram (opened with a
 /// fixed key: the fuzzer cannot forge the tag, so this exercises the header checks), as the
 /// plaintext of a datagram sealed with that key (so the body decoder sees arbitrary bytes),
-/// and as a `mesh.toml`. Whatever opens must re-seal and open to the same body; whatever
-/// parses as a mesh state must survive its own encoding.
+/// as a join beacon, and as a `mesh.toml`. Whatever opens must re-seal and open to the same
+/// body; whatever decodes as a beacon must survive its own encoding; whatever parses as a mesh
+/// state must survive its own encoding.
 pub fn announcement(data: &[u8]) {
-    use crate::mesh::announce;
+    use crate::mesh::{announce, beacon};
+
+    if let Some(b) = beacon::decode(data) {
+        assert_eq!(beacon::decode(&beacon::encode(&b)), Some(b));
+    }
 
     let key = || Some(zeroize::Zeroizing::new(ANNOUNCE_FUZZ_KEY));
     if let Ok(body) = announce::open(data, |_| key()) {
@@ -473,7 +478,16 @@ pub fn announcement_seeds() -> Vec<(&'static str, Vec<u8>)> {
         sources: [1; 32],
         members: [2; 32],
     });
-    let mut seeds = Vec::new();
+    let mut seeds = vec![(
+        "beacon",
+        crate::mesh::beacon::encode(&crate::mesh::beacon::Beacon {
+            device: [3; 32],
+            addr: vec![0; 4],
+            port: 7443,
+            mesh: "home".into(),
+            name: "alpha".into(),
+        }),
+    )];
     for (name, b) in [("change", &change), ("digest", &digest)] {
         if let Ok(d) = announce::seal(&ANNOUNCE_FUZZ_KEY, 1, [4; 24], b) {
             seeds.push((name, d));

@@ -10,6 +10,7 @@
 //! * [`member_auth`] — members authenticating to each other.
 
 pub mod announce;
+pub mod beacon;
 pub mod join;
 pub mod key;
 pub mod member_auth;

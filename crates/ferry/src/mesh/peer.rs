@@ -1,9 +1,12 @@
-//! The connecting side of the mesh: joining through an open peer, and connecting to a member
-//! as a member.
+//! The connecting side of the mesh: finding an open peer by its beacon, joining through it,
+//! and connecting to a member as a member.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use ferry_proto::auth::{Method, Principal};
+use ferry_proto::mesh::beacon;
 use ferry_proto::mesh::join::Joiner;
 use ferry_proto::mesh::member_auth;
 use ferry_proto::mesh::state::MeshState;
@@ -156,5 +159,62 @@ impl Client {
                 m => return Err(Error::Protocol(format!("unexpected {}", m.type_name()))),
             }
         }
+    }
+}
+
+/// An open peer heard by [`discover`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// Its device ID (what the join pins the TLS connection to).
+    pub device: ServerId,
+    /// Where it serves TLS.
+    pub addr: SocketAddr,
+    /// The mesh's name.
+    pub mesh: String,
+    /// The peer's display name.
+    pub name: String,
+}
+
+/// Listens on UDP `port` for join beacons of open peers, for at most `wait`, and returns the
+/// distinct peers heard. Once one is heard it listens two beacon periods more (to notice a
+/// second open peer), then returns. Beacons are unauthenticated: the join that follows
+/// proves the peer knows the password.
+pub async fn discover(port: u16, wait: Duration) -> Result<Vec<Found>, Error> {
+    let sockets = super::udp::Sockets::bind(port)?;
+    let mut buf = super::udp::Sockets::buffers();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut settle: Option<tokio::time::Instant> = None;
+    let mut found: Vec<Found> = Vec::new();
+    // Bounded by the deadline.
+    loop {
+        let until = settle.map_or(deadline, |s| s.min(deadline));
+        let Ok(received) = tokio::time::timeout_at(until, sockets.recv(&mut buf)).await else {
+            return Ok(found);
+        };
+        let (datagram, from) = match received {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!("receive failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Some(b) = beacon::decode(datagram) else {
+            continue;
+        };
+        let Some(addr) = super::runtime::announced_addr(&b.addr, b.port, from) else {
+            continue;
+        };
+        let device = ServerId::from_bytes(b.device);
+        if found.iter().all(|f| f.device != device) && found.len() < 16 {
+            found.push(Found {
+                device,
+                addr,
+                mesh: b.mesh,
+                name: b.name,
+            });
+        }
+        settle
+            .get_or_insert_with(|| tokio::time::Instant::now() + 2 * super::runtime::BEACON_EVERY);
     }
 }

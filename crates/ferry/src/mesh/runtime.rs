@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_proto::mesh::announce::{self, Body, Event, OpenError};
+use ferry_proto::mesh::beacon::{self, Beacon};
 use ferry_proto::mesh::key::announce_key;
 use ferry_proto::mesh::replay::{ReplayGuard, first_counter};
 use ferry_proto::mesh::state::MeshState;
@@ -33,7 +34,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, watch};
 
 use super::device::DeviceKey;
-use super::files::{MeshFile, Seen, SeenFile};
+use super::files::{MeshFile, OpenFile, Seen, SeenFile};
 use super::peer;
 use super::udp::Sockets;
 use crate::changes::ChangeFeed;
@@ -91,6 +92,7 @@ struct Ctx {
     dir: ServerDir,
     device: DeviceKey,
     state: LiveFile<MeshFile>,
+    open: LiveFile<OpenFile>,
     store: Arc<Store>,
     /// (source, version) this peer installed from another member: announced as automatic.
     replicated: Mutex<HashSet<(String, u64)>>,
@@ -102,6 +104,15 @@ struct Ctx {
 impl Ctx {
     fn mesh(&self) -> Option<MeshState> {
         self.state.current().0.clone()
+    }
+
+    /// Whether `ferry mesh open` set a window that is still open.
+    fn is_open(&self) -> bool {
+        self.open
+            .current()
+            .0
+            .as_ref()
+            .is_some_and(|w| w.until > clock::now())
     }
 
     /// The local sources digest, recomputed if something changed since the last time.
@@ -143,8 +154,10 @@ pub async fn run(
     let tls_addr = server.local_addr();
     let store = server.store();
     let feed = server.changes();
+    let open = LiveFile::<OpenFile>::open(dir.file(super::files::OPEN_FILE))?;
     let ctx = Arc::new(Ctx {
         seen: Mutex::new(dir.mesh_seen()),
+        open,
         dir,
         device,
         state,
@@ -257,6 +270,25 @@ impl Announcer {
             Err(e) => tracing::warn!("not announcing: {e}"),
         }
     }
+
+    /// Sends a join beacon (while the mesh is open to joins).
+    async fn beacon(&self) {
+        let Some(mesh) = self.ctx.mesh() else { return };
+        let me = self.ctx.device.id();
+        let name = mesh
+            .members
+            .get(&me)
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let d = beacon::encode(&Beacon {
+            device: *me.as_bytes(),
+            addr: addr_bytes(self.tls_addr),
+            port: self.tls_addr.port(),
+            mesh: mesh.name.clone(),
+            name,
+        });
+        self.sockets.send(&d, &self.targets).await;
+    }
 }
 
 async fn announce_loop(
@@ -275,6 +307,7 @@ async fn announce_loop(
         counter: first_counter(clock::now_ms()),
     };
     let mut ticker = tokio::time::interval(opts.digest_every);
+    let mut beacons = tokio::time::interval(BEACON_EVERY);
     let mut cursor = feed.last_seq();
     loop {
         tokio::select! {
@@ -304,6 +337,11 @@ async fn announce_loop(
                     cursor = cursor.max(page.last);
                 }
             }
+            _ = beacons.tick() => {
+                if ctx.is_open() {
+                    a.beacon().await;
+                }
+            }
             _ = ticker.tick() => {
                 let sources = match ctx.local_digest().await {
                     Ok(d) => d,
@@ -320,6 +358,9 @@ async fn announce_loop(
         }
     }
 }
+
+/// How often an open peer sends its join beacon.
+pub const BEACON_EVERY: Duration = Duration::from_secs(1);
 
 fn save_seen(ctx: &Ctx) {
     let seen = lock(&ctx.seen).clone();
@@ -377,7 +418,7 @@ async fn listen_loop(
         }
         // A copy that cannot tell where its sender serves (an unspecified IPv4 address
         // arriving over IPv6) is skipped before the replay check: its IPv4 copy will do.
-        let Some(addr) = announced_addr(&body, from) else {
+        let Some(addr) = announced_addr(&body.addr, body.port, from) else {
             continue;
         };
         let peer = Peer { id: sender, addr };
@@ -438,23 +479,23 @@ async fn listen_loop(
 
 /// The TLS address a datagram announces: its `addr` and `port`, or the datagram's source
 /// address when the sender listens on an unspecified address of the same family.
-fn announced_addr(body: &Body, from: SocketAddr) -> Option<SocketAddr> {
-    let ip = match body.addr.len() {
-        4 => IpAddr::from(<[u8; 4]>::try_from(body.addr.as_slice()).ok()?),
-        16 => IpAddr::from(<[u8; 16]>::try_from(body.addr.as_slice()).ok()?),
+pub(crate) fn announced_addr(addr: &[u8], port: u16, from: SocketAddr) -> Option<SocketAddr> {
+    let ip = match addr.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(addr).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(addr).ok()?),
         _ => return None,
     };
     if !ip.is_unspecified() {
-        return Some(SocketAddr::new(ip, body.port));
+        return Some(SocketAddr::new(ip, port));
     }
     match (ip, from) {
         // Listening on [::] accepts IPv4 too (dual stack), so any source address will do.
-        (IpAddr::V6(_), _) => Some(with_port(from, body.port)),
-        (IpAddr::V4(_), SocketAddr::V4(_)) => Some(with_port(from, body.port)),
+        (IpAddr::V6(_), _) => Some(with_port(from, port)),
+        (IpAddr::V4(_), SocketAddr::V4(_)) => Some(with_port(from, port)),
         (IpAddr::V4(_), SocketAddr::V6(v6)) => v6
             .ip()
             .to_ipv4_mapped()
-            .map(|v4| SocketAddr::new(v4.into(), body.port)),
+            .map(|v4| SocketAddr::new(v4.into(), port)),
     }
 }
 
@@ -665,19 +706,17 @@ fn mark_replicated(ctx: &Ctx, source: &str, version: u64) {
 mod tests {
     use super::*;
 
-    fn body(addr: Vec<u8>, port: u16) -> Body {
-        Body {
-            sender: [1; 32],
-            counter: 1,
-            time: 0,
-            addr,
-            port,
-            manual: true,
-            event: Event::Digest {
-                sources: [0; 32],
-                members: [0; 32],
-            },
-        }
+    struct B {
+        addr: Vec<u8>,
+        port: u16,
+    }
+
+    fn body(addr: Vec<u8>, port: u16) -> B {
+        B { addr, port }
+    }
+
+    fn announced_addr(b: &B, from: SocketAddr) -> Option<SocketAddr> {
+        super::announced_addr(&b.addr, b.port, from)
     }
 
     #[test]
