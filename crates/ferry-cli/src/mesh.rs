@@ -81,7 +81,10 @@ fn create(a: &MeshCreateArgs) -> anyhow::Result<()> {
     }
     println!("{}", device.id());
     eprintln!("created mesh '{}' in {}", a.mesh_name, dir.path().display());
-    eprintln!("next: ferry mesh open --dir {}", dir.path().display());
+    eprintln!(
+        "next: ferry mesh up --dir {0}   (and, to let peers join: ferry mesh open --dir {0})",
+        dir.path().display()
+    );
     Ok(())
 }
 

@@ -474,7 +474,17 @@ async fn authenticate(
     let first = wire.recv_message().await?;
     let first = match first {
         Message::MeshJoinStart(m) => {
-            crate::mesh::serve::join(&shared.mesh, &shared.dir, wire, &exporter, peer, m).await?;
+            let max_delay = shared.limits.handshake_timeout / 2;
+            crate::mesh::serve::join(
+                &shared.mesh,
+                &shared.dir,
+                wire,
+                &exporter,
+                peer,
+                m,
+                max_delay,
+            )
+            .await?;
             let _ = tokio::io::AsyncWriteExt::shutdown(wire.get_mut()).await;
             return Ok(None);
         }

@@ -72,7 +72,7 @@ pub async fn join(
             _ => Err(Error::AuthFailed),
         }
     };
-    // The opener may delay its answer after failed attempts (up to 8 s).
+    // The opener may delay its answer after failed attempts (up to 4 s).
     let out = tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, run)
         .await
         .map_err(|_| Error::Timeout("the join"))?;

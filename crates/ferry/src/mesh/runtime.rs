@@ -58,13 +58,13 @@ pub struct MeshOptions {
 
 impl MeshOptions {
     /// Defaults for `announce_port`: IPv4 broadcast and both multicast groups, a digest every
-    /// 10 s, a 30 s window.
+    /// 10 s, a 60 s window.
     pub fn new(announce_port: u16) -> Self {
         Self {
             announce_port,
             targets: super::udp::default_targets(announce_port),
             digest_every: Duration::from_secs(10),
-            window: Duration::from_secs(30),
+            window: Duration::from_secs(60),
         }
     }
 }
@@ -439,13 +439,20 @@ async fn listen_loop(
             tracing::debug!("{from}: dropped announcement from {sender}: {e}");
             continue;
         }
-        lock(&ctx.seen).seen.insert(
-            sender.to_string(),
-            Seen {
-                at: clock::now(),
-                addr: addr.to_string(),
-            },
-        );
+        let first = lock(&ctx.seen)
+            .seen
+            .insert(
+                sender.to_string(),
+                Seen {
+                    at: clock::now(),
+                    addr: addr.to_string(),
+                },
+            )
+            .is_none_or(|before| before.addr != addr.to_string());
+        if first {
+            // A new member or a new address: record it now, not only at the next digest.
+            save_seen(&ctx);
+        }
         let job = match body.event {
             Event::Change {
                 source,

@@ -24,12 +24,14 @@ use crate::{Error, clock};
 
 /// After this many failed joins in one open window, the window closes.
 pub const MAX_JOIN_FAILURES: u32 = 20;
-/// Delay before answering a join after `n` failures: 250 ms doubling, at most 8 s.
+/// Delay before answering a join after `n` failures: 250 ms doubling, at most 4 s. The
+/// server also keeps it under half its handshake timeout, so that a slowed attempt still
+/// gets its answer (and is counted) rather than running into the connection's deadline.
 pub fn join_delay(failures: u32) -> Duration {
     if failures == 0 {
         return Duration::ZERO;
     }
-    Duration::from_millis(250u64 << failures.saturating_sub(1).min(5))
+    Duration::from_millis(250u64 << failures.saturating_sub(1).min(4))
 }
 
 /// What the server knows of its mesh.
@@ -151,10 +153,11 @@ pub(crate) async fn join<S: AsyncRead + AsyncWrite + Unpin>(
     exporter: &Exporter,
     peer: SocketAddr,
     start: MeshJoinStart,
+    max_delay: Duration,
 ) -> Result<(), Error> {
     let window = mesh.open.current();
     let until = window.0.as_ref().map_or(0, |w| w.until);
-    tokio::time::sleep(join_delay(mesh.failures(until))).await;
+    tokio::time::sleep(join_delay(mesh.failures(until)).min(max_delay)).await;
     let now = clock::now();
     let in_mesh = mesh.state.current().0.is_some();
     let password = match &window.0 {
@@ -298,3 +301,18 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Source states per `mesh_list_ok` page (each at most ~600 bytes, so a page fits a frame).
 const LIST_PAGE: usize = 1000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_delay_doubles_up_to_four_seconds() {
+        let ms = |n| join_delay(n).as_millis();
+        assert_eq!(
+            (0..8).map(ms).collect::<Vec<_>>(),
+            [0, 250, 500, 1000, 2000, 4000, 4000, 4000]
+        );
+        assert_eq!(ms(u32::MAX), 4000);
+    }
+}
