@@ -123,18 +123,8 @@ impl Peer {
     /// Issues a credential for a local client of this peer.
     pub fn issue(&self, name: &str, role: &str) -> PathBuf {
         let path = self.env.join(&format!("{name}.cred"));
-        self.run(&[
-            "client",
-            "issue",
-            name,
-            "--role",
-            role,
-            "--server",
-            &self.addr,
-            "--out",
-            path.to_str().unwrap(),
-        ])
-        .ok();
+        self.run(&super::issue_args(name, role, &self.addr, &path))
+            .ok();
         path
     }
 

@@ -104,20 +104,17 @@ impl Env {
     /// Issues a credential to `NAME.cred` in the temp folder, for the server at `addr`.
     pub fn issue(&self, name: &str, role: &str, addr: &str) -> PathBuf {
         let path = self.join(&format!("{name}.cred"));
-        self.run(&[
-            "client",
-            "issue",
-            name,
-            "--role",
-            role,
-            "--server",
-            addr,
-            "--out",
-            path.to_str().unwrap(),
-        ])
-        .ok();
+        self.run(&issue_args(name, role, addr, &path)).ok();
         path
     }
+}
+
+/// `ferry client issue NAME --role ROLE --server ADDR --out PATH`.
+pub fn issue_args<'a>(name: &'a str, role: &'a str, addr: &'a str, path: &'a Path) -> [&'a str; 9] {
+    let path = path.to_str().unwrap();
+    [
+        "client", "issue", name, "--role", role, "--server", addr, "--out", path,
+    ]
 }
 
 /// Runs `cmd` to completion, killing it and failing the test if it takes longer than
