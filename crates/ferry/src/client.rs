@@ -317,13 +317,14 @@ impl Client {
             Message::PutReady(r) if r.offset == 0 => {}
             m => return Err(Self::unexpected(&m)),
         }
-        let (mut rx, done) = pipe::spawn_reader(r, size, true);
+        let (mut rx, spares, done) = pipe::spawn_reader(r, size, true);
         let mut sent = 0u64;
         while let Some(mut chunk) = rx.recv().await {
             sent += chunk.len() as u64;
             tokio::time::timeout(RESPONSE_TIMEOUT, self.wire.send_chunk(&mut chunk))
                 .await
                 .map_err(|_| Error::Timeout("the server to accept data"))??;
+            spares.give(chunk);
             progress(sent);
         }
         let read = pipe::join(done).await?;
@@ -381,16 +382,17 @@ impl Client {
         };
         on_start(&ok.entry);
         let size = ok.entry.size;
-        let (tx, done) = pipe::spawn_writer(HashingWriter::new(w), |w| {
+        let (tx, spares, done) = pipe::spawn_writer(HashingWriter::new(w), |w| {
             let (mut inner, hash, len) = w.into_parts();
             inner.flush()?;
             Ok((inner, hash, len))
         });
         let mut received = 0u64;
         while received < size {
-            let frame = tokio::time::timeout(RESPONSE_TIMEOUT, self.wire.recv())
-                .await
-                .map_err(|_| Error::Timeout("download data"))??;
+            let frame =
+                tokio::time::timeout(RESPONSE_TIMEOUT, self.wire.recv_reusing(Some(&spares)))
+                    .await
+                    .map_err(|_| Error::Timeout("download data"))??;
             let Incoming::Data(buf) = frame else {
                 return Err(Error::Protocol(
                     "message in the middle of a download".into(),

@@ -164,14 +164,17 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(
         let store = shared.store.clone();
         blocking(move || Ok(store.begin_put()?)).await?
     };
-    let (tx, done) = pipe::spawn_writer(writer, |w| Ok(w.finish()?));
+    let (tx, spares, done) = pipe::spawn_writer(writer, |w| Ok(w.finish()?));
     wire.send(&Message::PutReady(PutReady { offset: 0 }))
         .await?;
     let mut received = 0u64;
     let end = loop {
-        let frame = tokio::time::timeout(shared.limits.transfer_timeout, wire.recv())
-            .await
-            .map_err(|_| Error::Timeout("upload data"))??;
+        let frame = tokio::time::timeout(
+            shared.limits.transfer_timeout,
+            wire.recv_reusing(Some(&spares)),
+        )
+        .await
+        .map_err(|_| Error::Timeout("upload data"))??;
         match frame {
             Incoming::Data(buf) => {
                 received += buf.len() as u64;
@@ -273,7 +276,7 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(
         offset: req.offset,
     }))
     .await?;
-    let (mut rx, done) = pipe::spawn_reader(file, Some(remaining), false);
+    let (mut rx, spares, done) = pipe::spawn_reader(file, Some(remaining), false);
     let mut sent = 0u64;
     // A client that stops reading must not hold the connection, the file and the thread
     // forever: each chunk must leave within the transfer deadline.
@@ -283,6 +286,7 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(
         tokio::time::timeout(deadline, wire.send_chunk(&mut chunk))
             .await
             .map_err(|_| Error::Timeout("the client to read"))??;
+        spares.give(chunk);
     }
     tokio::time::timeout(deadline, wire.flush())
         .await
