@@ -455,6 +455,146 @@ pub fn setup(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// The password the login section registers.
+const LOGIN_PASSWORD: &[u8] = b"ferry-bench login password";
+
+/// Argon2id for the login section's record: the least the library accepts. The stretching
+/// runs on the client only; the server's share of a login does not depend on it.
+const CHEAP_KSF: (&str, &str) = ("m_kib = 8\nt = 1\n", "8 KiB, 1 pass");
+
+/// `op` run `n` times on `conc` tasks, with the CPU time the process `pid` spent meanwhile:
+/// returns operations per second of wall time and per second of that process's CPU.
+async fn rate_and_cpu<F, Fut>(pid: u32, conc: usize, n: usize, op: F) -> Result<(f64, f64)>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let before = procs::cpu_secs(pid).context("reading the server's CPU time")?;
+    let per = n.div_ceil(conc);
+    let wall = rate(conc, n, op).await?;
+    // Let the server finish closing the last connections before reading its clock.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cpu = procs::cpu_secs(pid).context("reading the server's CPU time")? - before;
+    // One clock tick at least, so a tiny quick run cannot divide by zero.
+    Ok((wall, (per * conc) as f64 / cpu.max(0.01)))
+}
+
+/// Password logins (OPAQUE): server CPU per login against a bare TLS handshake's, and the
+/// end-to-end rate.
+pub fn login(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
+    eprintln!("password logins ({})", env.label());
+    let (mem, _) = memory_dir("ferry-bench-login-")?;
+    let root = mem.path().join("ferry");
+    let dir = ServerDir::new(root.join("srv"));
+    dir.init()?;
+    // Cheap stretching for the bench user's record, so that the client's Argon2id does not
+    // hide the server's share.
+    let cfg = dir.path().join("ferry.toml");
+    let text = std::fs::read_to_string(&cfg)?;
+    let cheap = text.replace("m_kib = 65536\nt = 3\n", CHEAP_KSF.0);
+    if cheap == text {
+        bail!("ferry.toml has no default [password] section to replace");
+    }
+    std::fs::write(&cfg, cheap)?;
+    let srv = dir.path().to_string_lossy().into_owned();
+    let (f_guard, addr) = procs::start_worker_server(exe, &["ferry-serve", &srv], env)?;
+    let (t_guard, t_addr) =
+        procs::start_worker_server(exe, &["tls-serve", &srv, "/dev/null", "-"], env)?;
+    let pin = dir.identity()?.server_id();
+    let attrs = BTreeMap::from([("role".to_owned(), "writer".to_owned())]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let invite = dir.invite_user("bench-user", attrs, Some(&addr), 3600, now)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let addr = Arc::new(addr);
+    let t_addr = Arc::new(t_addr);
+    let (f_pid, t_pid) = (f_guard.pid(), t_guard.pid());
+    rt.block_on(async {
+        Client::register(&invite, LOGIN_PASSWORD).await?;
+        let sec = format!("login, {}", env.label());
+        let conc = 16;
+        let (mut f_wall, mut f_cpu, mut b_wall, mut b_cpu) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for i in 0..o.reps {
+            let fr = || {
+                let a = addr.clone();
+                rate_and_cpu(f_pid, conc, o.conns, move || {
+                    let a = a.clone();
+                    async move {
+                        let (c, _) =
+                            Client::login(&a, pin, "bench-user", LOGIN_PASSWORD, false).await?;
+                        c.close().await?;
+                        Ok(())
+                    }
+                })
+            };
+            let br = || {
+                let a = t_addr.clone();
+                rate_and_cpu(t_pid, conc, o.conns, move || {
+                    let a = a.clone();
+                    async move { worker::tls_echo(&a, pin, 16).await }
+                })
+            };
+            let ((fw, fc), (bw, bc)) = if i % 2 == 0 {
+                let f = fr().await?;
+                (f, br().await?)
+            } else {
+                let b = br().await?;
+                (fr().await?, b)
+            };
+            f_wall.push(fw);
+            f_cpu.push(fc);
+            b_wall.push(bw);
+            b_cpu.push(bc);
+        }
+        rep.compare(
+            &sec,
+            &format!(
+                "password logins (OPAQUE) per second of server CPU (TLS handshake + login + close; client Argon2id {})",
+                CHEAP_KSF.1
+            ),
+            &f_cpu,
+            "bare rustls handshakes + 16-byte request/response per second of server CPU",
+            &b_cpu,
+            "/s",
+            Goal::None,
+        );
+        // The login's own server cost: its CPU per connection minus a bare handshake's.
+        let own: Vec<f64> = f_cpu
+            .iter()
+            .zip(&b_cpu)
+            .map(|(f, b)| 1.0 / (1.0 / f - 1.0 / b))
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .collect();
+        rep.absolute(
+            &sec,
+            "server CPU of the OPAQUE login alone (per login minus per bare handshake), as logins per CPU-second",
+            if own.is_empty() {
+                "not measurable (within the clock-tick resolution)".to_owned()
+            } else {
+                format!("{:.0} /s", median(&own))
+            },
+            "-".to_owned(),
+            None,
+        );
+        rep.compare(
+            &sec,
+            &format!("password logins/s end to end at concurrency {conc} (client Argon2id {}; client and server share the 2 cores)", CHEAP_KSF.1),
+            &f_wall,
+            "bare rustls full handshakes",
+            &b_wall,
+            "/s",
+            Goal::None,
+        );
+        Ok::<(), anyhow::Error>(())
+    })?;
+    drop((f_guard, t_guard));
+    Ok(())
+}
+
 fn nofile_soft() -> u64 {
     std::fs::read_to_string("/proc/self/limits")
         .ok()
