@@ -224,12 +224,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
 
     /// Sends one message and flushes.
     pub async fn send(&mut self, msg: &Message) -> Result<(), Error> {
+        self.queue(msg).await?;
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// Sends one message without flushing, so that what follows can leave with it.
+    pub async fn queue(&mut self, msg: &Message) -> Result<(), Error> {
         let body = msg.encode();
         let mut out = Vec::with_capacity(HEADER_LEN + body.len());
         frame::encode(Kind::Message, &body, &mut out)
             .ok_or_else(|| Error::Internal("message larger than a frame".into()))?;
         self.stream.write_all(&out).await?;
-        self.stream.flush().await?;
         Ok(())
     }
 
