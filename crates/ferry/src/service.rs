@@ -84,6 +84,22 @@ async fn blocking<T: Send + 'static>(
     pipe::join(tokio::task::spawn_blocking(f)).await
 }
 
+/// Runs a short store read (an index lookup, opening or reading at most one frame of a
+/// blob). On a multi-thread runtime it runs in place: `block_in_place` hands this worker's
+/// other tasks to another thread, and the request does not wait for a blocking thread to
+/// wake up and for its answer to come back. On any other runtime it goes to a blocking
+/// thread like [`blocking`]. Writes (which fsync) always go to a blocking thread.
+async fn read_store<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(f)
+    } else {
+        blocking(f).await
+    }
+}
+
 /// Handles one request. An `Err` means the connection must close.
 pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
@@ -98,7 +114,7 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             Err(m) => m,
             Ok(name) => {
                 let store = shared.store.clone();
-                match blocking(move || Ok(store.stat(name.as_str())?)).await? {
+                match read_store(move || Ok(store.stat(name.as_str())?)).await? {
                     Some(e) => Message::StatOk(to_wire(e)),
                     None => error(ErrorCode::NotFound, format!("no source '{}'", req.source)),
                 }
@@ -266,7 +282,7 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     let offset = req.offset;
     // Opening the blob and, when what is asked fits one frame, reading it: one trip to a
     // blocking thread, not two.
-    let found = blocking(move || {
+    let found = read_store(move || {
         let Some((entry, mut file)) = store.open_blob(name.as_str(), version)? else {
             return Ok(None);
         };

@@ -269,3 +269,17 @@ async fn gets_of_one_frame_or_less_with_offsets_and_get_bytes_at_every_size() {
     srv.stop().await;
     assert_eq!(panics(), 0);
 }
+
+/// Store reads run in place only on a multi-thread runtime (`block_in_place` would panic on
+/// this one): a server embedded in a current-thread runtime must still answer.
+#[tokio::test]
+async fn a_server_on_a_current_thread_runtime_answers_stat_and_get() {
+    let srv = TestServer::start().await;
+    let mut c = Client::connect(&srv.issue("w", "writer")).await.unwrap();
+    c.put_bytes("doc", b"one".to_vec()).await.unwrap();
+    assert_eq!(c.stat("doc").await.unwrap().size, 3);
+    assert_eq!(c.get_bytes("doc").await.unwrap(), b"one");
+    c.close().await.unwrap();
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
