@@ -307,8 +307,9 @@ pub fn bulk(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// Runs `n` operations on `conc` concurrent tasks; returns operations per second.
-async fn rate<F, Fut>(conc: usize, n: usize, op: F) -> Result<f64>
+/// Runs `n` operations (rounded up to a multiple of `conc`) on `conc` concurrent tasks;
+/// returns how many ran and the seconds they took.
+async fn rate_ops<F, Fut>(conc: usize, n: usize, op: F) -> Result<(usize, f64)>
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<()>> + Send,
@@ -335,7 +336,84 @@ where
     tokio::time::timeout(Duration::from_secs(300), all)
         .await
         .context("connection test took over 300 s")??;
-    Ok((per * conc) as f64 / start.elapsed().as_secs_f64())
+    Ok((per * conc, start.elapsed().as_secs_f64()))
+}
+
+/// Runs `n` operations on `conc` concurrent tasks; returns operations per second.
+async fn rate<F, Fut>(conc: usize, n: usize, op: F) -> Result<f64>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let (ops, secs) = rate_ops(conc, n, op).await?;
+    Ok(ops as f64 / secs)
+}
+
+/// Slices each side of a paired measurement is cut into.
+const SLICES: usize = 6;
+
+/// Rates of ferry and of its baseline, `n` operations each, measured in alternating slices
+/// (ferry, bare, bare, ferry, ... or the reverse when `ferry_first` is false) so that a
+/// change of load on the shared machine falls on both alike. Each closure runs its given
+/// number of operations and returns how many ran and their seconds.
+async fn paired_rates<FA, FutA, FB, FutB>(
+    n: usize,
+    ferry_first: bool,
+    ferry: FA,
+    base: FB,
+) -> Result<(f64, f64)>
+where
+    FA: Fn(usize) -> FutA,
+    FutA: std::future::Future<Output = Result<(usize, f64)>>,
+    FB: Fn(usize) -> FutB,
+    FutB: std::future::Future<Output = Result<(usize, f64)>>,
+{
+    let slice = n.div_ceil(SLICES).max(1);
+    let (mut f, mut b) = ((0usize, 0f64), (0usize, 0f64));
+    for s in 0..SLICES {
+        let add = |acc: &mut (usize, f64), (ops, secs): (usize, f64)| {
+            acc.0 += ops;
+            acc.1 += secs;
+        };
+        if (s % 2 == 0) == ferry_first {
+            add(&mut f, ferry(slice).await?);
+            add(&mut b, base(slice).await?);
+        } else {
+            add(&mut b, base(slice).await?);
+            add(&mut f, ferry(slice).await?);
+        }
+    }
+    Ok((f.0 as f64 / f.1, b.0 as f64 / b.1))
+}
+
+/// Median latencies (ms) of `n` ferry operations and `n` baseline ones, run one by one in
+/// alternation (which goes first alternates too), so that both see the same load.
+async fn paired_latency<FA, FutA, FB, FutB>(n: usize, ferry: FA, base: FB) -> Result<(f64, f64)>
+where
+    FA: Fn() -> FutA,
+    FutA: std::future::Future<Output = Result<()>>,
+    FB: Fn() -> FutB,
+    FutB: std::future::Future<Output = Result<()>>,
+{
+    let (mut fv, mut bv) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let limit = Duration::from_secs(30);
+    for i in 0..n {
+        for side in [i % 2 == 0, i % 2 != 0] {
+            let t = Instant::now();
+            if side {
+                tokio::time::timeout(limit, ferry())
+                    .await
+                    .context("one request took over 30 s")??;
+                fv.push(t.elapsed().as_secs_f64() * 1e3);
+            } else {
+                tokio::time::timeout(limit, base())
+                    .await
+                    .context("one request took over 30 s")??;
+                bv.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    Ok((median(&fv), median(&bv)))
 }
 
 /// Median latency of `n` sequential operations, in milliseconds.
@@ -406,24 +484,20 @@ pub fn setup(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
         for conc in [1usize, 16] {
             let (mut fv, mut bv) = (Vec::new(), Vec::new());
             for i in 0..o.reps {
-                let fr = || {
+                let fr = |n: usize| {
                     let (a, c) = (addr.clone(), cred.clone());
-                    rate(conc, o.conns, move || ferry_conn_stat(a.clone(), pin, c.clone()))
+                    rate_ops(conc, n, move || ferry_conn_stat(a.clone(), pin, c.clone()))
                 };
-                let br = || {
+                let br = |n: usize| {
                     let a = t_addr.clone();
-                    rate(conc, o.conns, move || {
+                    rate_ops(conc, n, move || {
                         let a = a.clone();
                         async move { worker::tls_echo(&a, pin, 16).await }
                     })
                 };
-                if i % 2 == 0 {
-                    fv.push(fr().await?);
-                    bv.push(br().await?);
-                } else {
-                    bv.push(br().await?);
-                    fv.push(fr().await?);
-                }
+                let (f, b) = paired_rates(o.conns, i % 2 == 0, fr, br).await?;
+                fv.push(f);
+                bv.push(b);
             }
             rep.compare(
                 &sec,
@@ -438,8 +512,14 @@ pub fn setup(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
         let samples = if o.quick { 10 } else { 200 };
         let (mut fv, mut bv) = (Vec::new(), Vec::new());
         for _ in 0..o.reps {
-            fv.push(latency(samples, || ferry_conn_get(&addr, pin, &cred, &small)).await?.0);
-            bv.push(latency(samples, || worker::tls_echo(&t_addr, pin, 1024)).await?.0);
+            let (f, b) = paired_latency(
+                samples,
+                || ferry_conn_get(&addr, pin, &cred, &small),
+                || worker::tls_echo(&t_addr, pin, 1024),
+            )
+            .await?;
+            fv.push(f);
+            bv.push(b);
         }
         rep.compare(
             &sec,
