@@ -279,6 +279,9 @@ pub fn bulk(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
         "MB/s",
         Goal::AtLeast(0.8),
     );
+    rep.note(
+        "put against bare rustls: both servers hash the upload, write it to a file in the same folder (tmpfs or disk) and fsync that file before answering; ferry also fsyncs the blob's folder and commits its index (redb, fsynced), which the bare server has not got".to_owned(),
+    );
     ext.finish(&sec, rep);
     let srv_mem_kib = f_mem.guard.sample();
     let srv_disk_kib = f_disk.guard.sample();
