@@ -44,8 +44,8 @@ pub struct Opts {
     /// rep_movsb threshold that avoids the 4 KiB-aliasing trap), `unset`, `set`, or `inherit`.
     #[arg(long, default_value = "both")]
     pub tunables: String,
-    /// Sections to run (comma-separated: bulk, setup, scale).
-    #[arg(long, default_value = "bulk,setup,scale")]
+    /// Sections to run (comma-separated: bulk, setup, login, scale).
+    #[arg(long, default_value = "bulk,setup,login,scale")]
     pub only: String,
     /// Also write the Markdown report to this file.
     #[arg(long)]
@@ -97,13 +97,12 @@ fn run(mut o: Opts) -> Result<()> {
     if sections.contains(&"setup") {
         sections::setup(&o, &exe, &env, &mut rep)?;
     }
+    if sections.contains(&"login") {
+        sections::login(&o, &exe, &env, &mut rep)?;
+    }
     if sections.contains(&"scale") {
         sections::scale(&o, &exe, &env, &mut rep)?;
     }
-    rep.not_yet(
-        "password login (OPAQUE)",
-        "not yet available: not built yet",
-    );
     let md = rep.markdown();
     println!("{md}");
     if let Some(path) = &o.markdown {

@@ -188,19 +188,6 @@ impl Report {
         });
     }
 
-    /// A row for something that cannot be measured yet.
-    pub fn not_yet(&mut self, what: &str, why: &str) {
-        self.rows.push(Row {
-            section: "login".to_owned(),
-            what: what.to_owned(),
-            ferry: why.to_owned(),
-            baseline: "-".to_owned(),
-            ratio: "-".to_owned(),
-            target: "-".to_owned(),
-            met: "-".to_owned(),
-        });
-    }
-
     /// Adds a peak-memory row (KiB; `None` where not measured).
     pub fn memory(&mut self, run: &str, client: Option<u64>, server: Option<u64>) {
         let limit = 64 * 1024;

@@ -279,6 +279,9 @@ pub fn bulk(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
         "MB/s",
         Goal::AtLeast(0.8),
     );
+    rep.note(
+        "put against bare rustls: both servers hash the upload, write it to a file in the same folder (tmpfs or disk) and fsync that file before answering; ferry also fsyncs the blob's folder and commits its index (redb, fsynced), which the bare server has not got".to_owned(),
+    );
     ext.finish(&sec, rep);
     let srv_mem_kib = f_mem.guard.sample();
     let srv_disk_kib = f_disk.guard.sample();
@@ -307,8 +310,9 @@ pub fn bulk(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// Runs `n` operations on `conc` concurrent tasks; returns operations per second.
-async fn rate<F, Fut>(conc: usize, n: usize, op: F) -> Result<f64>
+/// Runs `n` operations (rounded up to a multiple of `conc`) on `conc` concurrent tasks;
+/// returns how many ran and the seconds they took.
+async fn rate_ops<F, Fut>(conc: usize, n: usize, op: F) -> Result<(usize, f64)>
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<()>> + Send,
@@ -335,7 +339,84 @@ where
     tokio::time::timeout(Duration::from_secs(300), all)
         .await
         .context("connection test took over 300 s")??;
-    Ok((per * conc) as f64 / start.elapsed().as_secs_f64())
+    Ok((per * conc, start.elapsed().as_secs_f64()))
+}
+
+/// Runs `n` operations on `conc` concurrent tasks; returns operations per second.
+async fn rate<F, Fut>(conc: usize, n: usize, op: F) -> Result<f64>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let (ops, secs) = rate_ops(conc, n, op).await?;
+    Ok(ops as f64 / secs)
+}
+
+/// Slices each side of a paired measurement is cut into.
+const SLICES: usize = 6;
+
+/// Rates of ferry and of its baseline, `n` operations each, measured in alternating slices
+/// (ferry, bare, bare, ferry, ... or the reverse when `ferry_first` is false) so that a
+/// change of load on the shared machine falls on both alike. Each closure runs its given
+/// number of operations and returns how many ran and their seconds.
+async fn paired_rates<FA, FutA, FB, FutB>(
+    n: usize,
+    ferry_first: bool,
+    ferry: FA,
+    base: FB,
+) -> Result<(f64, f64)>
+where
+    FA: Fn(usize) -> FutA,
+    FutA: std::future::Future<Output = Result<(usize, f64)>>,
+    FB: Fn(usize) -> FutB,
+    FutB: std::future::Future<Output = Result<(usize, f64)>>,
+{
+    let slice = n.div_ceil(SLICES).max(1);
+    let (mut f, mut b) = ((0usize, 0f64), (0usize, 0f64));
+    for s in 0..SLICES {
+        let add = |acc: &mut (usize, f64), (ops, secs): (usize, f64)| {
+            acc.0 += ops;
+            acc.1 += secs;
+        };
+        if (s % 2 == 0) == ferry_first {
+            add(&mut f, ferry(slice).await?);
+            add(&mut b, base(slice).await?);
+        } else {
+            add(&mut b, base(slice).await?);
+            add(&mut f, ferry(slice).await?);
+        }
+    }
+    Ok((f.0 as f64 / f.1, b.0 as f64 / b.1))
+}
+
+/// Median latencies (ms) of `n` ferry operations and `n` baseline ones, run one by one in
+/// alternation (which goes first alternates too), so that both see the same load.
+async fn paired_latency<FA, FutA, FB, FutB>(n: usize, ferry: FA, base: FB) -> Result<(f64, f64)>
+where
+    FA: Fn() -> FutA,
+    FutA: std::future::Future<Output = Result<()>>,
+    FB: Fn() -> FutB,
+    FutB: std::future::Future<Output = Result<()>>,
+{
+    let (mut fv, mut bv) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let limit = Duration::from_secs(30);
+    for i in 0..n {
+        for side in [i % 2 == 0, i % 2 != 0] {
+            let t = Instant::now();
+            if side {
+                tokio::time::timeout(limit, ferry())
+                    .await
+                    .context("one request took over 30 s")??;
+                fv.push(t.elapsed().as_secs_f64() * 1e3);
+            } else {
+                tokio::time::timeout(limit, base())
+                    .await
+                    .context("one request took over 30 s")??;
+                bv.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    Ok((median(&fv), median(&bv)))
 }
 
 /// Median latency of `n` sequential operations, in milliseconds.
@@ -406,24 +487,20 @@ pub fn setup(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
         for conc in [1usize, 16] {
             let (mut fv, mut bv) = (Vec::new(), Vec::new());
             for i in 0..o.reps {
-                let fr = || {
+                let fr = |n: usize| {
                     let (a, c) = (addr.clone(), cred.clone());
-                    rate(conc, o.conns, move || ferry_conn_stat(a.clone(), pin, c.clone()))
+                    rate_ops(conc, n, move || ferry_conn_stat(a.clone(), pin, c.clone()))
                 };
-                let br = || {
+                let br = |n: usize| {
                     let a = t_addr.clone();
-                    rate(conc, o.conns, move || {
+                    rate_ops(conc, n, move || {
                         let a = a.clone();
                         async move { worker::tls_echo(&a, pin, 16).await }
                     })
                 };
-                if i % 2 == 0 {
-                    fv.push(fr().await?);
-                    bv.push(br().await?);
-                } else {
-                    bv.push(br().await?);
-                    fv.push(fr().await?);
-                }
+                let (f, b) = paired_rates(o.conns, i % 2 == 0, fr, br).await?;
+                fv.push(f);
+                bv.push(b);
             }
             rep.compare(
                 &sec,
@@ -438,8 +515,14 @@ pub fn setup(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
         let samples = if o.quick { 10 } else { 200 };
         let (mut fv, mut bv) = (Vec::new(), Vec::new());
         for _ in 0..o.reps {
-            fv.push(latency(samples, || ferry_conn_get(&addr, pin, &cred, &small)).await?.0);
-            bv.push(latency(samples, || worker::tls_echo(&t_addr, pin, 1024)).await?.0);
+            let (f, b) = paired_latency(
+                samples,
+                || ferry_conn_get(&addr, pin, &cred, &small),
+                || worker::tls_echo(&t_addr, pin, 1024),
+            )
+            .await?;
+            fv.push(f);
+            bv.push(b);
         }
         rep.compare(
             &sec,
@@ -452,6 +535,146 @@ pub fn setup(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
         );
         Ok::<(), anyhow::Error>(())
     })?;
+    Ok(())
+}
+
+/// The password the login section registers.
+const LOGIN_PASSWORD: &[u8] = b"ferry-bench login password";
+
+/// Argon2id for the login section's record: the least the library accepts. The stretching
+/// runs on the client only; the server's share of a login does not depend on it.
+const CHEAP_KSF: (&str, &str) = ("m_kib = 8\nt = 1\n", "8 KiB, 1 pass");
+
+/// `op` run `n` times on `conc` tasks, with the CPU time the process `pid` spent meanwhile:
+/// returns operations per second of wall time and per second of that process's CPU.
+async fn rate_and_cpu<F, Fut>(pid: u32, conc: usize, n: usize, op: F) -> Result<(f64, f64)>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let before = procs::cpu_secs(pid).context("reading the server's CPU time")?;
+    let per = n.div_ceil(conc);
+    let wall = rate(conc, n, op).await?;
+    // Let the server finish closing the last connections before reading its clock.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cpu = procs::cpu_secs(pid).context("reading the server's CPU time")? - before;
+    // One clock tick at least, so a tiny quick run cannot divide by zero.
+    Ok((wall, (per * conc) as f64 / cpu.max(0.01)))
+}
+
+/// Password logins (OPAQUE): server CPU per login against a bare TLS handshake's, and the
+/// end-to-end rate.
+pub fn login(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
+    eprintln!("password logins ({})", env.label());
+    let (mem, _) = memory_dir("ferry-bench-login-")?;
+    let root = mem.path().join("ferry");
+    let dir = ServerDir::new(root.join("srv"));
+    dir.init()?;
+    // Cheap stretching for the bench user's record, so that the client's Argon2id does not
+    // hide the server's share.
+    let cfg = dir.path().join("ferry.toml");
+    let text = std::fs::read_to_string(&cfg)?;
+    let cheap = text.replace("m_kib = 65536\nt = 3\n", CHEAP_KSF.0);
+    if cheap == text {
+        bail!("ferry.toml has no default [password] section to replace");
+    }
+    std::fs::write(&cfg, cheap)?;
+    let srv = dir.path().to_string_lossy().into_owned();
+    let (f_guard, addr) = procs::start_worker_server(exe, &["ferry-serve", &srv], env)?;
+    let (t_guard, t_addr) =
+        procs::start_worker_server(exe, &["tls-serve", &srv, "/dev/null", "-"], env)?;
+    let pin = dir.identity()?.server_id();
+    let attrs = BTreeMap::from([("role".to_owned(), "writer".to_owned())]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let invite = dir.invite_user("bench-user", attrs, Some(&addr), 3600, now)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let addr = Arc::new(addr);
+    let t_addr = Arc::new(t_addr);
+    let (f_pid, t_pid) = (f_guard.pid(), t_guard.pid());
+    rt.block_on(async {
+        Client::register(&invite, LOGIN_PASSWORD).await?;
+        let sec = format!("login, {}", env.label());
+        let conc = 16;
+        let (mut f_wall, mut f_cpu, mut b_wall, mut b_cpu) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for i in 0..o.reps {
+            let fr = || {
+                let a = addr.clone();
+                rate_and_cpu(f_pid, conc, o.conns, move || {
+                    let a = a.clone();
+                    async move {
+                        let (c, _) =
+                            Client::login(&a, pin, "bench-user", LOGIN_PASSWORD, false).await?;
+                        c.close().await?;
+                        Ok(())
+                    }
+                })
+            };
+            let br = || {
+                let a = t_addr.clone();
+                rate_and_cpu(t_pid, conc, o.conns, move || {
+                    let a = a.clone();
+                    async move { worker::tls_echo(&a, pin, 16).await }
+                })
+            };
+            let ((fw, fc), (bw, bc)) = if i % 2 == 0 {
+                let f = fr().await?;
+                (f, br().await?)
+            } else {
+                let b = br().await?;
+                (fr().await?, b)
+            };
+            f_wall.push(fw);
+            f_cpu.push(fc);
+            b_wall.push(bw);
+            b_cpu.push(bc);
+        }
+        rep.compare(
+            &sec,
+            &format!(
+                "password logins (OPAQUE) per second of server CPU (TLS handshake + login + close; client Argon2id {})",
+                CHEAP_KSF.1
+            ),
+            &f_cpu,
+            "bare rustls handshakes + 16-byte request/response per second of server CPU",
+            &b_cpu,
+            "/s",
+            Goal::None,
+        );
+        // The login's own server cost: its CPU per connection minus a bare handshake's.
+        let own: Vec<f64> = f_cpu
+            .iter()
+            .zip(&b_cpu)
+            .map(|(f, b)| 1.0 / (1.0 / f - 1.0 / b))
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .collect();
+        rep.absolute(
+            &sec,
+            "server CPU of the OPAQUE login alone (per login minus per bare handshake), as logins per CPU-second",
+            if own.is_empty() {
+                "not measurable (within the clock-tick resolution)".to_owned()
+            } else {
+                format!("{:.0} /s", median(&own))
+            },
+            "-".to_owned(),
+            None,
+        );
+        rep.compare(
+            &sec,
+            &format!("password logins/s end to end at concurrency {conc} (client Argon2id {}; client and server share the 2 cores)", CHEAP_KSF.1),
+            &f_wall,
+            "bare rustls full handshakes",
+            &b_wall,
+            "/s",
+            Goal::None,
+        );
+        Ok::<(), anyhow::Error>(())
+    })?;
+    drop((f_guard, t_guard));
     Ok(())
 }
 

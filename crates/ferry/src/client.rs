@@ -317,13 +317,14 @@ impl Client {
             Message::PutReady(r) if r.offset == 0 => {}
             m => return Err(Self::unexpected(&m)),
         }
-        let (mut rx, done) = pipe::spawn_reader(r, size, true);
+        let (mut rx, spares, done) = pipe::spawn_reader(r, size, true);
         let mut sent = 0u64;
         while let Some(mut chunk) = rx.recv().await {
             sent += chunk.len() as u64;
             tokio::time::timeout(RESPONSE_TIMEOUT, self.wire.send_chunk(&mut chunk))
                 .await
                 .map_err(|_| Error::Timeout("the server to accept data"))??;
+            spares.give(chunk);
             progress(sent);
         }
         let read = pipe::join(done).await?;
@@ -367,30 +368,20 @@ impl Client {
         on_start: &mut (dyn FnMut(&Entry) + Send),
         progress: Progress<'_>,
     ) -> Result<(Entry, W), Error> {
-        let source = SourceName::parse(source)?;
-        self.wire
-            .send(&Message::Get(Get {
-                source: source.to_string(),
-                version: None,
-                offset: 0,
-            }))
-            .await?;
-        let ok = match self.recv().await? {
-            Message::GetOk(ok) if ok.offset == 0 => ok,
-            m => return Err(Self::unexpected(&m)),
-        };
+        let ok = self.request_get(source).await?;
         on_start(&ok.entry);
         let size = ok.entry.size;
-        let (tx, done) = pipe::spawn_writer(HashingWriter::new(w), |w| {
+        let (tx, spares, done) = pipe::spawn_writer(HashingWriter::new(w), |w| {
             let (mut inner, hash, len) = w.into_parts();
             inner.flush()?;
             Ok((inner, hash, len))
         });
         let mut received = 0u64;
         while received < size {
-            let frame = tokio::time::timeout(RESPONSE_TIMEOUT, self.wire.recv())
-                .await
-                .map_err(|_| Error::Timeout("download data"))??;
+            let frame =
+                tokio::time::timeout(RESPONSE_TIMEOUT, self.wire.recv_reusing(Some(&spares)))
+                    .await
+                    .map_err(|_| Error::Timeout("download data"))??;
             let Incoming::Data(buf) = frame else {
                 return Err(Error::Protocol(
                     "message in the middle of a download".into(),
@@ -416,6 +407,22 @@ impl Client {
         Ok((ok.entry, w))
     }
 
+    /// Asks for the current version of `source` from its start; returns the server's answer.
+    async fn request_get(&mut self, source: &str) -> Result<message::GetOk, Error> {
+        let source = SourceName::parse(source)?;
+        self.wire
+            .send(&Message::Get(Get {
+                source: source.to_string(),
+                version: None,
+                offset: 0,
+            }))
+            .await?;
+        match self.recv().await? {
+            Message::GetOk(ok) if ok.offset == 0 => Ok(ok),
+            m => Err(Self::unexpected(&m)),
+        }
+    }
+
     /// Uploads a byte vector.
     pub async fn put_bytes(&mut self, source: &str, data: Vec<u8>) -> Result<Entry, Error> {
         let len = data.len() as u64;
@@ -423,9 +430,38 @@ impl Client {
             .await
     }
 
-    /// Downloads into memory. For large sources use [`Client::get`].
+    /// Downloads into memory, checking the hash. For large sources use [`Client::get`].
+    ///
+    /// Unlike [`Client::get`], receives and hashes on the calling task: there is no writer
+    /// that could block, so no blocking thread to hand the data to.
     pub async fn get_bytes(&mut self, source: &str) -> Result<Vec<u8>, Error> {
-        Ok(self.get(source, Vec::new(), &mut |_| {}).await?.1)
+        let ok = self.request_get(source).await?;
+        let size = ok.entry.size;
+        let mut out = Vec::new();
+        let mut hasher = blake3::Hasher::new();
+        while (out.len() as u64) < size {
+            let frame = tokio::time::timeout(RESPONSE_TIMEOUT, self.wire.recv())
+                .await
+                .map_err(|_| Error::Timeout("download data"))??;
+            let Incoming::Data(buf) = frame else {
+                return Err(Error::Protocol(
+                    "message in the middle of a download".into(),
+                ));
+            };
+            if out.len() as u64 + buf.len() as u64 > size {
+                return Err(Error::Protocol("more data than announced".into()));
+            }
+            hasher.update(&buf);
+            if out.is_empty() {
+                out = buf;
+            } else {
+                out.extend_from_slice(&buf);
+            }
+        }
+        if *hasher.finalize().as_bytes() != ok.entry.hash {
+            return Err(Error::HashMismatch);
+        }
+        Ok(out)
     }
 
     /// Describes one source.

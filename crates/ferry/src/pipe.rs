@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::Error;
-use crate::wire::Chunk;
+use crate::wire::{Chunk, Spares};
 
 /// Bytes of data per frame.
 pub const CHUNK: usize = 256 * 1024;
@@ -26,13 +26,21 @@ pub struct ReadDone {
     pub hash: Option<[u8; 32]>,
 }
 
-/// Reads `r` to its end (or `limit` bytes) on a blocking thread, in chunks.
+/// Reads `r` to its end (or `limit` bytes) on a blocking thread, in chunks. Chunks given
+/// back to the returned [`Spares`] once sent are refilled instead of new ones.
+#[allow(clippy::type_complexity)]
 pub fn spawn_reader<R: Read + Send + 'static>(
     mut r: R,
     limit: Option<u64>,
     hash: bool,
-) -> (mpsc::Receiver<Chunk>, JoinHandle<Result<ReadDone, Error>>) {
+) -> (
+    mpsc::Receiver<Chunk>,
+    Spares<Chunk>,
+    JoinHandle<Result<ReadDone, Error>>,
+) {
     let (tx, rx) = mpsc::channel(DEPTH);
+    let spares: Spares<Chunk> = Spares::default();
+    let reuse = spares.clone();
     let handle = tokio::task::spawn_blocking(move || {
         let mut hasher = hash.then(blake3::Hasher::new);
         let mut len = 0u64;
@@ -44,7 +52,13 @@ pub fn spawn_reader<R: Read + Send + 'static>(
             if want == 0 {
                 break;
             }
-            let mut chunk = Chunk::with_capacity(want);
+            let mut chunk = match reuse.take() {
+                Some(mut c) if c.capacity() >= want => {
+                    c.clear();
+                    c
+                }
+                _ => Chunk::with_capacity(want),
+            };
             let n = chunk.fill_from(&mut (&mut r).take(want as u64))?;
             if n == 0 {
                 break;
@@ -63,7 +77,7 @@ pub fn spawn_reader<R: Read + Send + 'static>(
             hash: hasher.map(|h| *h.finalize().as_bytes()),
         })
     });
-    (rx, handle)
+    (rx, spares, handle)
 }
 
 /// What a writer thread is told.
@@ -74,29 +88,40 @@ pub enum WriteCmd {
     Finish,
 }
 
-/// Runs `step` for every chunk and `finish` at the end, on a blocking thread. If the channel
-/// closes without [`WriteCmd::Finish`] (the transfer was cut), `finish` is not called and
-/// the thread returns `None`, dropping the writer.
+/// Writes every chunk to `w` and runs `finish` at the end, on a blocking thread. If the
+/// channel closes without [`WriteCmd::Finish`] (the transfer was cut), `finish` is not
+/// called and the thread returns `None`, dropping the writer. Written buffers go back to the
+/// returned [`Spares`], for [`Wire::recv_reusing`](crate::wire::Wire::recv_reusing).
+#[allow(clippy::type_complexity)]
 pub fn spawn_writer<W, T, F>(
     mut w: W,
     finish: F,
-) -> (mpsc::Sender<WriteCmd>, JoinHandle<Result<Option<T>, Error>>)
+) -> (
+    mpsc::Sender<WriteCmd>,
+    Spares<Vec<u8>>,
+    JoinHandle<Result<Option<T>, Error>>,
+)
 where
     W: Write + Send + 'static,
     T: Send + 'static,
     F: FnOnce(W) -> Result<T, Error> + Send + 'static,
 {
     let (tx, mut rx) = mpsc::channel(DEPTH);
+    let spares = Spares::default();
+    let written = spares.clone();
     let handle = tokio::task::spawn_blocking(move || {
         while let Some(cmd) = rx.blocking_recv() {
             match cmd {
-                WriteCmd::Data(buf) => w.write_all(&buf)?,
+                WriteCmd::Data(buf) => {
+                    w.write_all(&buf)?;
+                    written.give(buf);
+                }
                 WriteCmd::Finish => return finish(w).map(Some),
             }
         }
         Ok(None)
     });
-    (tx, handle)
+    (tx, spares, handle)
 }
 
 /// A writer that hashes what passes through it.

@@ -1,6 +1,6 @@
 //! The data service: one function per request.
 
-use std::io::{Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 
 use ferry_proto::auth::Principal;
 use ferry_proto::message::{
@@ -14,7 +14,17 @@ use crate::Error;
 use crate::pipe::{self, WriteCmd};
 use crate::policy::Op;
 use crate::server::Shared;
-use crate::wire::{Incoming, Wire};
+use crate::wire::{Chunk, Incoming, Wire};
+
+/// What a get found, read on the blocking thread.
+enum Blob {
+    /// The offset asked for lies beyond the end.
+    OffsetBeyondEnd,
+    /// All that is asked, read already: it fits one frame.
+    Small(Chunk),
+    /// More than a frame: streamed by a reader thread.
+    Large(std::fs::File),
+}
 
 /// Entries per listing page; at most about 700 bytes each, so a page fits one frame.
 const LIST_PAGE: usize = 1000;
@@ -74,6 +84,22 @@ async fn blocking<T: Send + 'static>(
     pipe::join(tokio::task::spawn_blocking(f)).await
 }
 
+/// Runs a short store read (an index lookup, opening or reading at most one frame of a
+/// blob). On a multi-thread runtime it runs in place: `block_in_place` hands this worker's
+/// other tasks to another thread, and the request does not wait for a blocking thread to
+/// wake up and for its answer to come back. On any other runtime it goes to a blocking
+/// thread like [`blocking`]. Writes (which fsync) always go to a blocking thread.
+async fn read_store<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(f)
+    } else {
+        blocking(f).await
+    }
+}
+
 /// Handles one request. An `Err` means the connection must close.
 pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
@@ -88,7 +114,7 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             Err(m) => m,
             Ok(name) => {
                 let store = shared.store.clone();
-                match blocking(move || Ok(store.stat(name.as_str())?)).await? {
+                match read_store(move || Ok(store.stat(name.as_str())?)).await? {
                     Some(e) => Message::StatOk(to_wire(e)),
                     None => error(ErrorCode::NotFound, format!("no source '{}'", req.source)),
                 }
@@ -164,14 +190,17 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(
         let store = shared.store.clone();
         blocking(move || Ok(store.begin_put()?)).await?
     };
-    let (tx, done) = pipe::spawn_writer(writer, |w| Ok(w.finish()?));
+    let (tx, spares, done) = pipe::spawn_writer(writer, |w| Ok(w.finish()?));
     wire.send(&Message::PutReady(PutReady { offset: 0 }))
         .await?;
     let mut received = 0u64;
     let end = loop {
-        let frame = tokio::time::timeout(shared.limits.transfer_timeout, wire.recv())
-            .await
-            .map_err(|_| Error::Timeout("upload data"))??;
+        let frame = tokio::time::timeout(
+            shared.limits.transfer_timeout,
+            wire.recv_reusing(Some(&spares)),
+        )
+        .await
+        .map_err(|_| Error::Timeout("upload data"))??;
         match frame {
             Incoming::Data(buf) => {
                 received += buf.len() as u64;
@@ -250,8 +279,29 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let store = shared.store.clone();
     let version = req.version;
-    let found = blocking(move || Ok(store.open_blob(name.as_str(), version)?)).await?;
-    let Some((entry, mut file)) = found else {
+    let offset = req.offset;
+    // Opening the blob and, when what is asked fits one frame, reading it: one trip to a
+    // blocking thread, not two.
+    let found = read_store(move || {
+        let Some((entry, mut file)) = store.open_blob(name.as_str(), version)? else {
+            return Ok(None);
+        };
+        if offset > entry.size {
+            return Ok(Some((entry, Blob::OffsetBeyondEnd)));
+        }
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset))?;
+        }
+        let remaining = entry.size - offset;
+        if remaining <= pipe::CHUNK as u64 {
+            let mut chunk = Chunk::with_capacity(remaining as usize);
+            chunk.fill_from(&mut file.take(remaining))?;
+            return Ok(Some((entry, Blob::Small(chunk))));
+        }
+        Ok(Some((entry, Blob::Large(file))))
+    })
+    .await?;
+    let Some((entry, blob)) = found else {
         return wire
             .send(&error(
                 ErrorCode::NotFound,
@@ -259,30 +309,49 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(
             ))
             .await;
     };
-    if req.offset > entry.size {
-        return wire
-            .send(&error(ErrorCode::BadRequest, "offset beyond the end"))
-            .await;
-    }
-    if req.offset > 0 {
-        file.seek(SeekFrom::Start(req.offset))?;
-    }
-    let remaining = entry.size - req.offset;
-    wire.send(&Message::GetOk(GetOk {
+    let remaining = entry.size - req.offset.min(entry.size);
+    let ok = Message::GetOk(GetOk {
         entry: to_wire(entry),
         offset: req.offset,
-    }))
-    .await?;
-    let (mut rx, done) = pipe::spawn_reader(file, Some(remaining), false);
+    });
+    let deadline = shared.limits.transfer_timeout;
+    let file = match blob {
+        Blob::OffsetBeyondEnd => {
+            return wire
+                .send(&error(ErrorCode::BadRequest, "offset beyond the end"))
+                .await;
+        }
+        Blob::Small(mut chunk) => {
+            if chunk.len() as u64 != remaining {
+                // The blob is shorter than its record: say nothing that would pass.
+                return Err(Error::Internal(
+                    "stored blob is shorter than its record".into(),
+                ));
+            }
+            // The answer and the data leave together, in one flush.
+            wire.queue(&ok).await?;
+            if !chunk.is_empty() {
+                tokio::time::timeout(deadline, wire.send_chunk(&mut chunk))
+                    .await
+                    .map_err(|_| Error::Timeout("the client to read"))??;
+            }
+            return tokio::time::timeout(deadline, wire.flush())
+                .await
+                .map_err(|_| Error::Timeout("the client to read"))?;
+        }
+        Blob::Large(file) => file,
+    };
+    wire.send(&ok).await?;
+    let (mut rx, spares, done) = pipe::spawn_reader(file, Some(remaining), false);
     let mut sent = 0u64;
     // A client that stops reading must not hold the connection, the file and the thread
     // forever: each chunk must leave within the transfer deadline.
-    let deadline = shared.limits.transfer_timeout;
     while let Some(mut chunk) = rx.recv().await {
         sent += chunk.len() as u64;
         tokio::time::timeout(deadline, wire.send_chunk(&mut chunk))
             .await
             .map_err(|_| Error::Timeout("the client to read"))??;
+        spares.give(chunk);
     }
     tokio::time::timeout(deadline, wire.flush())
         .await

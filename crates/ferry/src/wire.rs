@@ -1,5 +1,7 @@
 //! Frames over an async byte stream (inside TLS).
 
+use std::sync::{Arc, Mutex};
+
 use ferry_proto::frame::{self, HEADER_LEN, Kind};
 use ferry_proto::message::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -17,58 +19,112 @@ pub enum Incoming {
 
 /// A buffer for one outgoing data frame: the header is written in place in front of the
 /// data, so a chunk goes to TLS in one write, without a copy.
+///
+/// The buffer is zeroed once, when the chunk is made; refilling a chunk (after
+/// [`Chunk::clear`]) overwrites it without zeroing or allocating again, so a transfer can
+/// cycle a few chunks through [`Spares`].
 pub struct Chunk {
+    /// Header, then `capacity` initialised bytes.
     buf: Vec<u8>,
+    /// Bytes of data held.
+    len: usize,
 }
 
 impl Chunk {
     /// An empty chunk that can hold up to `capacity` bytes of data.
     pub fn with_capacity(capacity: usize) -> Self {
         let capacity = capacity.min(frame::MAX_BODY_LEN);
-        let mut buf = Vec::with_capacity(HEADER_LEN + capacity);
-        buf.resize(HEADER_LEN, 0);
-        Self { buf }
+        Self {
+            buf: vec![0; HEADER_LEN + capacity],
+            len: 0,
+        }
     }
 
     /// Bytes of data held.
     pub fn len(&self) -> usize {
-        self.buf.len() - HEADER_LEN
+        self.len
     }
 
     /// True if no data is held.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
+    }
+
+    /// Most data the chunk holds.
+    pub fn capacity(&self) -> usize {
+        self.buf.len() - HEADER_LEN
     }
 
     /// How much more data fits.
     pub fn remaining(&self) -> usize {
-        self.buf.capacity() - self.buf.len()
+        self.capacity() - self.len
+    }
+
+    /// Empties the chunk for reuse (its buffer stays).
+    pub fn clear(&mut self) {
+        self.len = 0;
     }
 
     /// The data.
     pub fn data(&self) -> &[u8] {
-        &self.buf[HEADER_LEN..]
+        &self.buf[HEADER_LEN..HEADER_LEN + self.len]
     }
 
     /// Fills the chunk from `r` until it is full or `r` ends. Returns bytes added.
     pub fn fill_from(&mut self, r: &mut impl std::io::Read) -> std::io::Result<usize> {
-        let start = self.buf.len();
-        let cap = self.buf.capacity();
-        self.buf.resize(cap, 0);
-        let mut filled = start;
-        while filled < cap {
-            match r.read(&mut self.buf[filled..]) {
+        let start = self.len;
+        while self.len < self.capacity() {
+            match r.read(&mut self.buf[HEADER_LEN + self.len..]) {
                 Ok(0) => break,
-                Ok(n) => filled += n,
+                Ok(n) => self.len += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.buf.truncate(filled);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         }
-        self.buf.truncate(filled);
-        Ok(filled - start)
+        Ok(self.len - start)
+    }
+}
+
+/// Buffers handed back after use, for the next frame of the same transfer to reuse: a
+/// transfer then cycles through a few buffers instead of allocating (and zeroing) one per
+/// frame. Holds at most [`Spares::MAX`]; the owner drops it when the transfer ends, so idle
+/// connections keep none.
+pub struct Spares<T> {
+    items: Arc<Mutex<Vec<T>>>,
+}
+
+impl<T> Clone for Spares<T> {
+    fn clone(&self) -> Self {
+        Self {
+            items: self.items.clone(),
+        }
+    }
+}
+
+impl<T> Default for Spares<T> {
+    fn default() -> Self {
+        Self {
+            items: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+}
+
+impl<T> Spares<T> {
+    /// Most buffers kept.
+    pub const MAX: usize = 8;
+
+    /// Hands a buffer back; dropped if enough are kept already.
+    pub fn give(&self, item: T) {
+        if let Ok(mut items) = self.items.lock()
+            && items.len() < Self::MAX
+        {
+            items.push(item);
+        }
+    }
+
+    /// A buffer handed back earlier, if any.
+    pub fn take(&self) -> Option<T> {
+        self.items.lock().ok()?.pop()
     }
 }
 
@@ -108,6 +164,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
 
     /// Receives one frame. A clean end of stream between frames is [`Error::Closed`].
     pub async fn recv(&mut self) -> Result<Incoming, Error> {
+        self.recv_reusing(None).await
+    }
+
+    /// Like [`Wire::recv`], and receives a data frame into a buffer from `spares` when it
+    /// has one (no allocation, no zeroing when the buffer is already long enough).
+    pub async fn recv_reusing(
+        &mut self,
+        spares: Option<&Spares<Vec<u8>>>,
+    ) -> Result<Incoming, Error> {
         let mut header = [0u8; HEADER_LEN];
         match self.stream.read_exact(&mut header).await {
             Ok(_) => {}
@@ -122,7 +187,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
                 self.limit
             )));
         }
-        let mut body = vec![0u8; len];
+        let spare = match kind {
+            Kind::Data => spares.and_then(Spares::take),
+            Kind::Message => None,
+        };
+        let mut body = match spare {
+            Some(mut spare) => {
+                // Every byte of it is overwritten below (or the frame is an error).
+                spare.resize(len, 0);
+                spare
+            }
+            None => vec![0u8; len],
+        };
         self.stream.read_exact(&mut body).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 Error::Protocol("truncated frame".into())
@@ -148,12 +224,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
 
     /// Sends one message and flushes.
     pub async fn send(&mut self, msg: &Message) -> Result<(), Error> {
+        self.queue(msg).await?;
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// Sends one message without flushing, so that what follows can leave with it.
+    pub async fn queue(&mut self, msg: &Message) -> Result<(), Error> {
         let body = msg.encode();
         let mut out = Vec::with_capacity(HEADER_LEN + body.len());
         frame::encode(Kind::Message, &body, &mut out)
             .ok_or_else(|| Error::Internal("message larger than a frame".into()))?;
         self.stream.write_all(&out).await?;
-        self.stream.flush().await?;
         Ok(())
     }
 
@@ -162,7 +244,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         let header = frame::encode_header(Kind::Data, chunk.len())
             .ok_or_else(|| Error::Internal("chunk larger than a frame".into()))?;
         chunk.buf[..HEADER_LEN].copy_from_slice(&header);
-        self.stream.write_all(&chunk.buf).await?;
+        self.stream
+            .write_all(&chunk.buf[..HEADER_LEN + chunk.len])
+            .await?;
         Ok(())
     }
 
@@ -196,6 +280,45 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(b.recv().await, Err(Error::Closed)));
+    }
+
+    #[tokio::test]
+    async fn reused_chunks_and_buffers_carry_only_the_new_frame() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut a = Wire::new(a);
+        let mut b = Wire::new(b);
+        let mut chunk = Chunk::with_capacity(8);
+        chunk.fill_from(&mut &b"abcdefgh"[..]).unwrap();
+        a.send_chunk(&mut chunk).await.unwrap();
+        chunk.clear();
+        assert_eq!(chunk.remaining(), 8);
+        chunk.fill_from(&mut &b"xyz"[..]).unwrap();
+        assert_eq!(chunk.data(), b"xyz");
+        a.send_chunk(&mut chunk).await.unwrap();
+        a.send(&Message::Stat(ferry_proto::message::SourceRef {
+            source: "x".into(),
+        }))
+        .await
+        .unwrap();
+        let spares = Spares::default();
+        spares.give(vec![7u8; 100]);
+        let Incoming::Data(d) = b.recv_reusing(Some(&spares)).await.unwrap() else {
+            panic!("expected data")
+        };
+        assert_eq!(d, b"abcdefgh");
+        assert!(d.capacity() >= 100, "the spare was not reused");
+        spares.give(d);
+        let Incoming::Data(d) = b.recv_reusing(Some(&spares)).await.unwrap() else {
+            panic!("expected data")
+        };
+        assert_eq!(d, b"xyz");
+        spares.give(d);
+        // Messages never take a spare.
+        assert!(matches!(
+            b.recv_reusing(Some(&spares)).await.unwrap(),
+            Incoming::Message(Message::Stat(_))
+        ));
+        assert!(spares.take().is_some());
     }
 
     #[tokio::test]

@@ -205,3 +205,81 @@ async fn a_put_whose_hash_does_not_match_is_refused_and_invisible() {
     assert!(eventually(Duration::from_secs(5), || tmp_files(&srv) == 0).await);
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gets_of_one_frame_or_less_with_offsets_and_get_bytes_at_every_size() {
+    use ferry::proto::message::Get;
+    use ferry::wire::Incoming;
+    let srv = TestServer::start().await;
+    let cred = srv.issue("w", "writer");
+    let mut c = Client::connect(&cred).await.unwrap();
+    // Empty, small, exactly one frame, one byte more than a frame (the streamed path).
+    let chunk = ferry::pipe::CHUNK;
+    for len in [0usize, 1000, chunk, chunk + 1] {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let name = format!("s/{len}");
+        c.put_bytes(&name, data.clone()).await.unwrap();
+        assert_eq!(c.get_bytes(&name).await.unwrap(), data, "{len} bytes");
+    }
+
+    // Offsets, on the raw protocol: the tail, nothing at the very end, an error beyond it.
+    let mut wire = common::raw_session(srv.addr, &cred).await;
+    let data: Vec<u8> = (0..1000).map(|i| (i % 251) as u8).collect();
+    for offset in [400u64, 1000] {
+        wire.send(&Message::Get(Get {
+            source: "s/1000".into(),
+            version: None,
+            offset,
+        }))
+        .await
+        .unwrap();
+        match wire.recv_message().await.unwrap() {
+            Message::GetOk(ok) => assert_eq!((ok.offset, ok.entry.size), (offset, 1000)),
+            other => panic!("{other:?}"),
+        }
+        if offset < 1000 {
+            match wire.recv().await.unwrap() {
+                Incoming::Data(d) => assert_eq!(d, data[offset as usize..]),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    wire.send(&Message::Get(Get {
+        source: "s/1000".into(),
+        version: None,
+        offset: 1001,
+    }))
+    .await
+    .unwrap();
+    match wire.recv_message().await.unwrap() {
+        Message::Error(e) => assert_eq!(e.code, ferry::proto::message::ErrorCode::BadRequest),
+        other => panic!("{other:?}"),
+    }
+    // The connection still serves after all of that.
+    let stat = wire
+        .send(&Message::Stat(ferry::proto::message::SourceRef {
+            source: "s/0".into(),
+        }))
+        .await;
+    stat.unwrap();
+    assert!(matches!(
+        wire.recv_message().await.unwrap(),
+        Message::StatOk(_)
+    ));
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
+
+/// Store reads run in place only on a multi-thread runtime (`block_in_place` would panic on
+/// this one): a server embedded in a current-thread runtime must still answer.
+#[tokio::test]
+async fn a_server_on_a_current_thread_runtime_answers_stat_and_get() {
+    let srv = TestServer::start().await;
+    let mut c = Client::connect(&srv.issue("w", "writer")).await.unwrap();
+    c.put_bytes("doc", b"one".to_vec()).await.unwrap();
+    assert_eq!(c.stat("doc").await.unwrap().size, 3);
+    assert_eq!(c.get_bytes("doc").await.unwrap(), b"one");
+    c.close().await.unwrap();
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
