@@ -15,6 +15,36 @@ use crate::report::{Goal, Report};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
+/// Runs a client `tool` to its end (at most [`LIMIT`]), sampling its memory and that of
+/// `server` every 50 ms; returns the seconds it took and the client's peak RSS in KiB.
+fn run_sampled(c: &mut Command, mut server: Option<&mut Guard>, tool: &str) -> Result<(f64, u64)> {
+    let start = Instant::now();
+    let mut g = Guard::spawn(c)?;
+    let mut last = Instant::now();
+    // Bounded by LIMIT.
+    let status = loop {
+        if let Some(s) = g.try_wait()? {
+            break s;
+        }
+        if start.elapsed() > LIMIT {
+            bail!("{tool} took over {LIMIT:?}");
+        }
+        if last.elapsed() > Duration::from_millis(50) {
+            g.sample();
+            if let Some(s) = server.as_deref_mut() {
+                s.sample();
+            }
+            last = Instant::now();
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    };
+    let secs = start.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("{tool} failed ({status})");
+    }
+    Ok((secs, g.peak_kib))
+}
+
 /// Pairs (ferry MB/s, tool MB/s) per repetition, and the tool's peak RSS.
 #[derive(Default)]
 struct Tool {
@@ -327,31 +357,9 @@ impl External {
         } else {
             c.arg(remote(&self.src)).arg(&out);
         }
-        let start = Instant::now();
-        let mut g = Guard::spawn(&mut c)?;
-        let mut last = Instant::now();
-        let status = loop {
-            if let Some(s) = g.try_wait()? {
-                break s;
-            }
-            if start.elapsed() > LIMIT {
-                bail!("scp took over {LIMIT:?}");
-            }
-            if last.elapsed() > Duration::from_millis(50) {
-                g.sample();
-                if let Some(s) = self.sshd.as_mut() {
-                    s.sample();
-                }
-                last = Instant::now();
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        };
-        let secs = start.elapsed().as_secs_f64();
-        if !status.success() {
-            bail!("scp failed ({status})");
-        }
+        let (secs, client_kib) = run_sampled(&mut c, self.sshd.as_mut(), "scp")?;
         let sk = self.sshd.as_ref().map_or(0, |s| s.peak_kib);
-        Ok((self.verify(&out, secs, "scp", false)?, g.peak_kib, sk))
+        Ok((self.verify(&out, secs, "scp", false)?, client_kib, sk))
     }
 
     fn curl(&mut self) -> Result<(f64, u64, u64)> {
@@ -386,31 +394,9 @@ impl External {
             ])
             .arg(&out)
             .arg(format!("https://127.0.0.1:{port}/data.bin"));
-        let start = Instant::now();
-        let mut g = Guard::spawn(&mut c)?;
-        let mut last = Instant::now();
-        let status = loop {
-            if let Some(s) = g.try_wait()? {
-                break s;
-            }
-            if start.elapsed() > LIMIT {
-                bail!("curl took over {LIMIT:?}");
-            }
-            if last.elapsed() > Duration::from_millis(50) {
-                g.sample();
-                if let Some(s) = self.nginx.as_mut() {
-                    s.sample();
-                }
-                last = Instant::now();
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        };
-        let secs = start.elapsed().as_secs_f64();
-        if !status.success() {
-            bail!("curl failed ({status})");
-        }
+        let (secs, client_kib) = run_sampled(&mut c, self.nginx.as_mut(), "curl")?;
         let sk = self.nginx.as_ref().map_or(0, |s| s.peak_kib);
-        Ok((self.verify(&out, secs, "curl", false)?, g.peak_kib, sk))
+        Ok((self.verify(&out, secs, "curl", false)?, client_kib, sk))
     }
 
     /// Runs every available tool once; `ferry_get`/`ferry_put` hold ferry's figures so far
