@@ -128,6 +128,9 @@ pub async fn connect_member(
     Ok(Client::from_parts(wire, principal))
 }
 
+/// The most source states [`Client::mesh_list`] accepts from one member.
+pub const MAX_MESH_LIST: usize = 1_000_000;
+
 impl Client {
     /// A member's mesh state (to a member connection).
     pub async fn mesh_state(&mut self) -> Result<MeshGrant, Error> {
@@ -141,7 +144,7 @@ impl Client {
     /// Every source's state on a member, tombstones included (to a member connection).
     pub async fn mesh_list(&mut self) -> Result<Vec<MeshEntry>, Error> {
         let mut out: Vec<MeshEntry> = Vec::new();
-        // Bounded: each page advances past the last name, and a page holds up to 1000.
+        // Bounded by MAX_MESH_LIST (pages hold up to 1000 entries) and the caller's timeout.
         loop {
             let after = out.last().map(|e| e.source.clone());
             match self
@@ -150,6 +153,12 @@ impl Client {
             {
                 Message::MeshListOk(page) => {
                     let more = page.more && !page.entries.is_empty();
+                    // A member that keeps saying "more" must not grow this without bound.
+                    if out.len() + page.entries.len() > MAX_MESH_LIST {
+                        return Err(Error::Protocol(format!(
+                            "a member listed more than {MAX_MESH_LIST} sources"
+                        )));
+                    }
                     out.extend(page.entries);
                     if !more {
                         return Ok(out);
