@@ -265,7 +265,11 @@ pub async fn login(a: &LoginArgs) -> anyhow::Result<()> {
     let pw = read_password(&a.password, &format!("password for {user}: "), false)?;
     let (client, session) = Client::login(&server, pin, &user, pw.as_bytes(), true).await?;
     drop(pw);
-    let role = client.principal().role().unwrap_or("-").to_owned();
+    let role = client
+        .principal()
+        .and_then(|p| p.role())
+        .unwrap_or("-")
+        .to_owned();
     let _ = client.close().await;
     let session = session.ok_or_else(|| anyhow!("the server did not open a session"))?;
     store_session(&server, &server_id, &user, &session)?;

@@ -20,7 +20,9 @@ use crate::{credential, output};
 pub(crate) async fn connect(cred: &CredArg) -> anyhow::Result<Client> {
     if let Some(path) = &cred.cred {
         let cred = credential::load(path)?;
-        return Ok(Client::connect(&cred).await?);
+        // One command, one request: it leaves with the credential proof (the client checks
+        // the server's proof before it reads the answer or sends any data).
+        return Ok(Client::connect_pipelined(&cred).await?);
     }
     match crate::account::load_session()? {
         Some(session) => crate::account::resume_session(&session).await,

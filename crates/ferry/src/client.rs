@@ -27,15 +27,25 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An authenticated connection to a ferry server.
+///
+/// A connection opened with [`Client::connect_pipelined`] has sent its proof but not yet read
+/// the server's: it reads and checks it before the answer to its first request, and fails with
+/// [`Error::AuthFailed`] there if it does not verify.
 pub struct Client {
     pub(crate) wire: Wire<TlsStream<TcpStream>>,
-    principal: Principal,
+    /// Who the server says we are, once its proof has been checked.
+    principal: Option<Principal>,
+    /// The authentication waiting for the server's proof (pipelined connections only).
+    pending: Option<ClientAuth>,
+    /// A request went out while the proof was still awaited.
+    request_in_flight: bool,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("principal", &self.principal)
+            .field("awaiting_proof", &self.pending.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -55,6 +65,76 @@ impl Client {
         tokio::time::timeout(CONNECT_TIMEOUT, Self::authenticate(tls, cred))
             .await
             .map_err(|_| Error::Timeout("authentication"))?
+    }
+
+    /// Like [`Client::connect`], but returns as soon as the credential proof is on its way,
+    /// without waiting for the server's: the first request leaves with the proof, which saves
+    /// one round trip per connection (docs/PROTOCOL.md §4).
+    ///
+    /// The server's proof is read and checked before the answer to that first request, and
+    /// before anything else is sent (transfer data, a second request): an authentication
+    /// failure surfaces there as [`Error::AuthFailed`]. What a one-shot command sends first is
+    /// a single request message; a server that fails to prove itself learns that message and
+    /// nothing more.
+    pub async fn connect_pipelined(cred: &Credential) -> Result<Self, Error> {
+        Self::connect_pipelined_to(&cred.server, cred.server_id, cred).await
+    }
+
+    /// [`Client::connect_pipelined`] to `addr`, pinning `pin`.
+    pub async fn connect_pipelined_to(
+        addr: &str,
+        pin: ServerId,
+        cred: &Credential,
+    ) -> Result<Self, Error> {
+        let tls = Self::connect_tls(addr, pin).await?;
+        let exporter = tls::export(tls.get_ref().1)?;
+        let mut wire = Wire::new(tls);
+        let (first, wait) = PskClient::new(cred.claims.clone(), cred.key.clone()).start(&exporter);
+        // Gathered, not flushed: it leaves with the first request, or when we first wait.
+        wire.queue(&first).await?;
+        Ok(Self {
+            wire,
+            principal: None,
+            pending: Some(wait.into()),
+            request_in_flight: false,
+        })
+    }
+
+    /// Reads and checks the server's proof if it has not been checked yet; returns who the
+    /// server says we are.
+    pub async fn verified(&mut self) -> Result<&Principal, Error> {
+        if let Some(state) = self.pending.take() {
+            let msg = tokio::time::timeout(CONNECT_TIMEOUT, self.wire.recv_message())
+                .await
+                .map_err(|_| Error::Timeout("authentication"))?;
+            let msg = match msg {
+                Ok(m) => m,
+                // A server that closes instead of answering refused us.
+                Err(Error::Closed | Error::Io(_)) => return Err(Error::AuthFailed),
+                Err(e) => return Err(e),
+            };
+            match state.handle(msg, &mut rand_core::OsRng) {
+                Ok(ClientStep::Done(a)) => self.principal = Some(a.principal),
+                Ok(_) => return Err(Error::Protocol("unexpected authentication step".into())),
+                Err(_) => return Err(Error::AuthFailed),
+            }
+        }
+        self.principal.as_ref().ok_or(Error::AuthFailed)
+    }
+
+    /// Sends one request. While the server's proof is awaited, only one request may go out
+    /// ahead of it: a second one waits for the proof first.
+    pub(crate) async fn send_request(&mut self, msg: &Message) -> Result<(), Error> {
+        if self.principal.is_none() {
+            if self.pending.is_none() || self.request_in_flight {
+                // The proof failed earlier, or one request is already out: nothing more
+                // leaves before the server has proved itself.
+                self.verified().await?;
+            } else {
+                self.request_in_flight = true;
+            }
+        }
+        self.wire.send(msg).await
     }
 
     /// Opens a TLS connection to `addr` that accepts only the server whose ID is `pin`.
@@ -143,16 +223,10 @@ impl Client {
                     return Err(Error::AuthFailed);
                 }
                 ClientStep::Done(a) => {
-                    return Ok((
-                        Some(Self {
-                            wire,
-                            principal: a.principal,
-                        }),
-                        a.session,
-                    ));
+                    return Ok((Some(Self::from_parts(wire, a.principal)), a.session));
                 }
                 ClientStep::Registered => {
-                    let _ = tokio::io::AsyncWriteExt::shutdown(wire.get_mut()).await;
+                    let _ = wire.shutdown().await;
                     return Ok((None, None));
                 }
             }
@@ -235,11 +309,10 @@ impl Client {
         let (request, state) =
             ferry_proto::password::client_register_start(&mut rand_core::OsRng, password)
                 .map_err(|_| Error::Internal("cannot start a password change".into()))?;
-        self.wire
-            .send(&Message::PasswordChangeStart(
-                message::PasswordChangeStart { request },
-            ))
-            .await?;
+        self.send_request(&Message::PasswordChangeStart(
+            message::PasswordChangeStart { request },
+        ))
+        .await?;
         let r = match self.recv().await? {
             Message::RegisterResponse(r) => r,
             m => return Err(Self::unexpected(&m)),
@@ -269,19 +342,23 @@ impl Client {
 
     /// Ends this connection's session on the server, then closes the connection.
     pub async fn logout(mut self) -> Result<(), Error> {
-        self.wire.send(&Message::Logout(Default::default())).await?;
+        self.send_request(&Message::Logout(Default::default()))
+            .await?;
         match self.recv().await? {
             Message::LogoutOk(_) => self.close().await,
             m => Err(Self::unexpected(&m)),
         }
     }
 
-    /// Who the server says we are.
-    pub fn principal(&self) -> &Principal {
-        &self.principal
+    /// Who the server says we are: `None` only on a pipelined connection whose server proof
+    /// has not been read yet (see [`Client::verified`]).
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_ref()
     }
 
+    /// Receives the answer to a request, after checking the server's proof if that is due.
     pub(crate) async fn recv(&mut self) -> Result<Message, Error> {
+        self.verified().await?;
         let m = tokio::time::timeout(RESPONSE_TIMEOUT, self.wire.recv_message())
             .await
             .map_err(|_| Error::Timeout("the server's answer"))??;
@@ -306,13 +383,12 @@ impl Client {
         progress: Progress<'_>,
     ) -> Result<Entry, Error> {
         let source = SourceName::parse(source)?;
-        self.wire
-            .send(&Message::Put(Put {
-                source: source.to_string(),
-                size,
-                offset: 0,
-            }))
-            .await?;
+        self.send_request(&Message::Put(Put {
+            source: source.to_string(),
+            size,
+            offset: 0,
+        }))
+        .await?;
         match self.recv().await? {
             Message::PutReady(r) if r.offset == 0 => {}
             m => return Err(Self::unexpected(&m)),
@@ -410,13 +486,12 @@ impl Client {
     /// Asks for the current version of `source` from its start; returns the server's answer.
     async fn request_get(&mut self, source: &str) -> Result<message::GetOk, Error> {
         let source = SourceName::parse(source)?;
-        self.wire
-            .send(&Message::Get(Get {
-                source: source.to_string(),
-                version: None,
-                offset: 0,
-            }))
-            .await?;
+        self.send_request(&Message::Get(Get {
+            source: source.to_string(),
+            version: None,
+            offset: 0,
+        }))
+        .await?;
         match self.recv().await? {
             Message::GetOk(ok) if ok.offset == 0 => Ok(ok),
             m => Err(Self::unexpected(&m)),
@@ -467,11 +542,10 @@ impl Client {
     /// Describes one source.
     pub async fn stat(&mut self, source: &str) -> Result<Entry, Error> {
         let source = SourceName::parse(source)?;
-        self.wire
-            .send(&Message::Stat(SourceRef {
-                source: source.to_string(),
-            }))
-            .await?;
+        self.send_request(&Message::Stat(SourceRef {
+            source: source.to_string(),
+        }))
+        .await?;
         match self.recv().await? {
             Message::StatOk(e) => Ok(e),
             m => Err(Self::unexpected(&m)),
@@ -484,12 +558,11 @@ impl Client {
         let mut out = Vec::new();
         let mut after = None;
         loop {
-            self.wire
-                .send(&Message::List(List {
-                    prefix: prefix.to_owned(),
-                    after: after.take(),
-                }))
-                .await?;
+            self.send_request(&Message::List(List {
+                prefix: prefix.to_owned(),
+                after: after.take(),
+            }))
+            .await?;
             match self.recv().await? {
                 Message::ListOk(page) => {
                     out.extend(page.entries);
@@ -506,11 +579,10 @@ impl Client {
     /// Deletes a source; returns the version the deletion took.
     pub async fn delete(&mut self, source: &str) -> Result<u64, Error> {
         let source = SourceName::parse(source)?;
-        self.wire
-            .send(&Message::Delete(SourceRef {
-                source: source.to_string(),
-            }))
-            .await?;
+        self.send_request(&Message::Delete(SourceRef {
+            source: source.to_string(),
+        }))
+        .await?;
         match self.recv().await? {
             Message::DeleteOk(d) => Ok(d.version),
             m => Err(Self::unexpected(&m)),
@@ -519,18 +591,24 @@ impl Client {
 
     /// A client over a connection some other method (the mesh's) authenticated.
     pub(crate) fn from_parts(wire: Wire<TlsStream<TcpStream>>, principal: Principal) -> Self {
-        Self { wire, principal }
+        Self {
+            wire,
+            principal: Some(principal),
+            pending: None,
+            request_in_flight: false,
+        }
     }
 
     /// Sends one raw message and returns the raw answer (for tests of the protocol itself).
     pub async fn raw_request(&mut self, msg: &Message) -> Result<Message, Error> {
+        self.verified().await?;
         self.wire.send(msg).await?;
         self.wire.recv_message().await
     }
 
     /// Closes the connection cleanly (TLS close_notify).
     pub async fn close(mut self) -> Result<(), Error> {
-        tokio::io::AsyncWriteExt::shutdown(self.wire.get_mut()).await?;
+        self.wire.shutdown().await?;
         Ok(())
     }
 }

@@ -459,7 +459,7 @@ async fn serve_connection(
             msg => service::handle(shared, &mut wire, &principal, msg).await?,
         }
     }
-    let _ = tokio::io::AsyncWriteExt::shutdown(wire.get_mut()).await;
+    let _ = wire.shutdown().await;
     Ok(())
 }
 
@@ -485,7 +485,7 @@ async fn authenticate(
                 max_delay,
             )
             .await?;
-            let _ = tokio::io::AsyncWriteExt::shutdown(wire.get_mut()).await;
+            let _ = wire.shutdown().await;
             return Ok(None);
         }
         Message::MeshAuth(m) => {
@@ -494,7 +494,7 @@ async fn authenticate(
             {
                 Some(p) => Ok(Some((p, None))),
                 None => {
-                    let _ = tokio::io::AsyncWriteExt::shutdown(wire.get_mut()).await;
+                    let _ = wire.shutdown().await;
                     Ok(None)
                 }
             };
@@ -552,7 +552,9 @@ async fn authenticate(
                 if principal.method == Method::Password {
                     shared.limiter.success(&principal.name);
                 }
-                wire.send(&reply).await?;
+                // Gathered: it leaves with the answer to a request the client sent right
+                // behind its proof, or as soon as the connection waits for the client.
+                wire.queue(&reply).await?;
                 tracing::info!(
                     "{peer}: authenticated {} (role {}) by {}",
                     principal.name,
@@ -579,7 +581,7 @@ async fn authenticate(
                     tracing::warn!("{peer}: registration for {name} lost to another");
                     wire.send(&Message::AuthFailed(Default::default())).await?;
                 }
-                let _ = tokio::io::AsyncWriteExt::shutdown(wire.get_mut()).await;
+                let _ = wire.shutdown().await;
                 return Ok(None);
             }
             ServerStep::Reject {
@@ -599,7 +601,7 @@ async fn authenticate(
                     user.map(|u| format!(", user {u}")).unwrap_or_default()
                 );
                 wire.send(&reply).await?;
-                let _ = tokio::io::AsyncWriteExt::shutdown(wire.get_mut()).await;
+                let _ = wire.shutdown().await;
                 return Ok(None);
             }
         }

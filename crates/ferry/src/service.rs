@@ -328,7 +328,7 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(
                     "stored blob is shorter than its record".into(),
                 ));
             }
-            // The answer and the data leave together, in one flush.
+            // The answer and the data leave together: one TLS record, one write.
             wire.queue(&ok).await?;
             if !chunk.is_empty() {
                 tokio::time::timeout(deadline, wire.send_chunk(&mut chunk))

@@ -61,12 +61,11 @@ impl Client {
     /// Fails like other requests (for example with [`Error::Remote`] for a malformed prefix).
     pub async fn watch(mut self, prefix: &str, after: Option<u64>) -> Result<Watch, Error> {
         validate_prefix(prefix)?;
-        self.wire
-            .send(&Message::Watch(WatchRequest {
-                prefix: prefix.to_owned(),
-                after,
-            }))
-            .await?;
+        self.send_request(&Message::Watch(WatchRequest {
+            prefix: prefix.to_owned(),
+            after,
+        }))
+        .await?;
         let ok = match self.recv().await? {
             Message::WatchOk(ok) => ok,
             m => return Err(Self::unexpected(&m)),
@@ -133,7 +132,7 @@ impl Watch {
 
     /// Closes the connection cleanly (TLS close_notify).
     pub async fn close(mut self) -> Result<(), Error> {
-        tokio::io::AsyncWriteExt::shutdown(self.wire.get_mut()).await?;
+        self.wire.shutdown().await?;
         Ok(())
     }
 }

@@ -131,10 +131,22 @@ impl<T> Spares<T> {
 /// Largest frame accepted before the peer has authenticated.
 pub const PRE_AUTH_LIMIT: usize = 16 * 1024;
 
+/// Most bytes of small frames gathered before they go to the stream: one TLS record's worth
+/// of plaintext (RFC 8446 §5.1), so gathered frames leave as one record and one write.
+pub const GATHER_LIMIT: usize = 16 * 1024;
+
 /// A framed, bidirectional stream.
+///
+/// Messages are gathered in a buffer and leave together on the next flush, so that an answer
+/// and the small data frame behind it (or an authentication message and the request behind
+/// it) travel as one TLS record in one write: with tokio-rustls every write to the stream is
+/// its own record and its own system call. Nothing gathered stays behind when the wire waits
+/// for the peer: a receive that would wait sends it first.
 pub struct Wire<S> {
     stream: S,
     limit: usize,
+    /// Encoded frames not yet written to the stream.
+    out: Vec<u8>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
@@ -143,7 +155,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         Self {
             stream,
             limit: frame::MAX_BODY_LEN,
+            out: Vec::new(),
         }
+    }
+
+    /// True if frames are gathered that have not been written to the stream yet.
+    pub fn has_queued(&self) -> bool {
+        !self.out.is_empty()
     }
 
     /// Sets the largest frame body accepted, so an unauthenticated peer cannot make us
@@ -157,7 +175,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         &self.stream
     }
 
-    /// The underlying stream, mutably.
+    /// The underlying stream, mutably. Bytes written to it directly overtake gathered frames:
+    /// [`Wire::flush`] first.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.stream
     }
@@ -174,9 +193,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         spares: Option<&Spares<Vec<u8>>>,
     ) -> Result<Incoming, Error> {
         let mut header = [0u8; HEADER_LEN];
-        match self.stream.read_exact(&mut header).await {
+        let mut have = 0;
+        if self.has_queued() {
+            // Take what has already arrived; if nothing has, the peer may be waiting for
+            // what is gathered here: send it before waiting.
+            have = match self.read_ready(&mut header).await {
+                Some(Ok(0)) => return Err(Error::Closed),
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return Err(Error::Io(e)),
+                None => {
+                    self.flush().await?;
+                    0
+                }
+            };
+        }
+        match self.stream.read_exact(&mut header[have..]).await {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(Error::Closed),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(if have == 0 {
+                    Error::Closed
+                } else {
+                    Error::Protocol("truncated frame".into())
+                });
+            }
             Err(e) => return Err(Error::Io(e)),
         }
         let (kind, len) =
@@ -222,37 +261,79 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         }
     }
 
-    /// Sends one message and flushes.
+    /// Reads into `buf` only what can be read without waiting: `None` if nothing can yet.
+    async fn read_ready(&mut self, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+        let stream = &mut self.stream;
+        std::future::poll_fn(|cx| {
+            let mut rb = tokio::io::ReadBuf::new(&mut *buf);
+            match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+                std::task::Poll::Ready(Ok(())) => {
+                    std::task::Poll::Ready(Some(Ok(rb.filled().len())))
+                }
+                std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Some(Err(e))),
+                std::task::Poll::Pending => std::task::Poll::Ready(None),
+            }
+        })
+        .await
+    }
+
+    /// Sends one message and flushes (with anything gathered before it).
     pub async fn send(&mut self, msg: &Message) -> Result<(), Error> {
         self.queue(msg).await?;
-        self.stream.flush().await?;
-        Ok(())
+        self.flush().await
     }
 
-    /// Sends one message without flushing, so that what follows can leave with it.
+    /// Gathers one message; it leaves on the next flush, with what follows it.
     pub async fn queue(&mut self, msg: &Message) -> Result<(), Error> {
         let body = msg.encode();
-        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-        frame::encode(Kind::Message, &body, &mut out)
+        frame::encode(Kind::Message, &body, &mut self.out)
             .ok_or_else(|| Error::Internal("message larger than a frame".into()))?;
-        self.stream.write_all(&out).await?;
+        if self.out.len() > GATHER_LIMIT {
+            self.write_out().await?;
+        }
         Ok(())
     }
 
-    /// Sends one data frame (not flushed), reusing the chunk's buffer for the header.
+    /// Sends one data frame (not flushed), reusing the chunk's buffer for the header. A small
+    /// chunk joins the frames gathered before it; a large one is written as it is.
     pub async fn send_chunk(&mut self, chunk: &mut Chunk) -> Result<(), Error> {
         let header = frame::encode_header(Kind::Data, chunk.len())
             .ok_or_else(|| Error::Internal("chunk larger than a frame".into()))?;
         chunk.buf[..HEADER_LEN].copy_from_slice(&header);
-        self.stream
-            .write_all(&chunk.buf[..HEADER_LEN + chunk.len])
-            .await?;
+        let framed = &chunk.buf[..HEADER_LEN + chunk.len];
+        if self.has_queued() && self.out.len() + framed.len() <= GATHER_LIMIT {
+            self.out.extend_from_slice(framed);
+            return Ok(());
+        }
+        self.write_out().await?;
+        self.stream.write_all(framed).await?;
         Ok(())
     }
 
-    /// Flushes buffered output.
+    /// Writes the gathered frames to the stream (without flushing the stream).
+    async fn write_out(&mut self) -> Result<(), Error> {
+        if self.has_queued() {
+            self.stream.write_all(&self.out).await?;
+            self.out.clear();
+            // A large message (a long listing) must not pin its buffer to an idle connection.
+            if self.out.capacity() > 2 * GATHER_LIMIT {
+                self.out = Vec::new();
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends everything gathered and flushes the stream.
     pub async fn flush(&mut self) -> Result<(), Error> {
+        self.write_out().await?;
         self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// Sends everything gathered, then shuts the sending side down (TLS close_notify).
+    pub async fn shutdown(&mut self) -> Result<(), Error> {
+        self.write_out().await?;
+        self.stream.shutdown().await?;
         Ok(())
     }
 }
@@ -319,6 +400,56 @@ mod tests {
             Incoming::Message(Message::Stat(_))
         ));
         assert!(spares.take().is_some());
+    }
+
+    #[tokio::test]
+    async fn gathered_frames_leave_together_and_before_any_wait() {
+        let stat = |s: &str| Message::Stat(ferry_proto::message::SourceRef { source: s.into() });
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (mut a, mut b) = (Wire::new(a), Wire::new(b));
+        // Queued frames stay here until a flush.
+        a.queue(&stat("one")).await.unwrap();
+        let mut chunk = Chunk::with_capacity(4);
+        chunk.fill_from(&mut &b"data"[..]).unwrap();
+        a.send_chunk(&mut chunk).await.unwrap();
+        assert!(a.has_queued());
+        let quiet = tokio::time::timeout(std::time::Duration::from_millis(50), b.recv()).await;
+        assert!(quiet.is_err(), "a queued frame left without a flush");
+
+        // When the peer's next frame is already there, a receive takes it and still holds
+        // the queued frames back (they will leave with the answer).
+        b.send(&stat("two")).await.unwrap();
+        assert_eq!(a.recv_message().await.unwrap(), stat("two"));
+        assert!(a.has_queued());
+
+        // A receive that would wait sends them first, so the peer can answer.
+        let waiter = tokio::spawn(async move {
+            let m = a.recv_message().await.unwrap();
+            (a, m)
+        });
+        assert_eq!(b.recv_message().await.unwrap(), stat("one"));
+        assert!(matches!(b.recv().await.unwrap(), Incoming::Data(d) if d == b"data"));
+        b.send(&stat("three")).await.unwrap();
+        let (mut a, m) = waiter.await.unwrap();
+        assert_eq!(m, stat("three"));
+        assert!(!a.has_queued());
+
+        // A large chunk is not copied into the gather buffer, and keeps its order.
+        a.queue(&stat("four")).await.unwrap();
+        let mut big = Chunk::with_capacity(GATHER_LIMIT + 1);
+        big.fill_from(&mut std::io::Read::take(
+            std::io::repeat(9),
+            (GATHER_LIMIT + 1) as u64,
+        ))
+        .unwrap();
+        a.send_chunk(&mut big).await.unwrap();
+        assert!(!a.has_queued());
+        a.shutdown().await.unwrap();
+        assert_eq!(b.recv_message().await.unwrap(), stat("four"));
+        assert!(
+            matches!(b.recv().await.unwrap(), Incoming::Data(d) if d.len() == GATHER_LIMIT + 1)
+        );
+        assert!(matches!(b.recv().await, Err(Error::Closed)));
     }
 
     #[tokio::test]

@@ -95,7 +95,12 @@ async fn revocation_and_rotation_take_effect_on_a_running_server() {
         Err(Error::AuthFailed)
     ));
     assert_eq!(
-        Client::connect(&newer).await.unwrap().principal().role(),
+        Client::connect(&newer)
+            .await
+            .unwrap()
+            .principal()
+            .unwrap()
+            .role(),
         Some("reader")
     );
     srv.stop().await;

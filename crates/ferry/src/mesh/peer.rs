@@ -76,7 +76,7 @@ pub async fn join(
     let out = tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, run)
         .await
         .map_err(|_| Error::Timeout("the join"))?;
-    let _ = tokio::io::AsyncWriteExt::shutdown(wire.get_mut()).await;
+    let _ = wire.shutdown().await;
     out
 }
 
