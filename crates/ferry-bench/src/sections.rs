@@ -171,6 +171,7 @@ pub fn bulk(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
     check(&r, size, &hash, "initial ferry put")?;
 
     let mut get = Series::default();
+    let mut get_raw = Series::default();
     let mut put_mem = Series::default();
     let mut put_disk = Series::default();
     let mut ext = crate::ext::External::new(o, &src, size, &hash, env, rep)?;
@@ -209,6 +210,23 @@ pub fn bulk(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
             },
             "get",
         )?;
+        // The fastest a bare stream goes: no hashing at all, checked by size only, paired
+        // with this repetition's ferry get.
+        let raw = procs::run_worker_client(
+            exe,
+            &["tls-get", &t_mem_addr, &pin, &size_s, worker::UNHASHED],
+            env,
+        )?;
+        if raw.bytes != size || raw.hash != worker::UNHASHED {
+            bail!(
+                "bare rustls unhashed get: moved {} bytes, expected {size}",
+                raw.bytes
+            );
+        }
+        if let Some(f) = get.ferry.last() {
+            get_raw.ferry.push(*f);
+            get_raw.base.push(mbps(raw.bytes, raw.secs));
+        }
         run_pair(
             &mut put_mem,
             &|| procs::run_worker_client(exe, &["ferry-put", &cred_mem, "bench/put", &src_s], env),
@@ -256,8 +274,17 @@ pub fn bulk(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
         &sec,
         &format!("get {} MiB → sink, MB/s", o.size_mib),
         &get.ferry,
-        "bare rustls",
+        "bare rustls (hashing inline, like for like)",
         &get.base,
+        "MB/s",
+        Goal::AtLeast(0.9),
+    );
+    rep.compare(
+        &sec,
+        &format!("get {} MiB → sink, MB/s", o.size_mib),
+        &get_raw.ferry,
+        "bare rustls, unhashed (size checked only)",
+        &get_raw.base,
         "MB/s",
         Goal::AtLeast(0.9),
     );
@@ -439,7 +466,7 @@ where
 
 /// One authenticated connection plus a `stat`, then a clean close.
 async fn ferry_conn_stat(addr: Arc<String>, pin: ServerId, cred: Arc<Credential>) -> Result<()> {
-    let mut c = Client::connect_to(&addr, pin, &cred).await?;
+    let mut c = Client::connect_pipelined_to(&addr, pin, &cred).await?;
     let e = c.stat("bench/1k").await?;
     if e.size != 1024 {
         bail!("stat answered the wrong entry");
@@ -450,7 +477,7 @@ async fn ferry_conn_stat(addr: Arc<String>, pin: ServerId, cred: Arc<Credential>
 
 /// Connect, authenticate, get 1 KiB (hash checked by the client, bytes compared), close.
 async fn ferry_conn_get(addr: &str, pin: ServerId, cred: &Credential, want: &[u8]) -> Result<()> {
-    let mut c = Client::connect_to(addr, pin, cred).await?;
+    let mut c = Client::connect_pipelined_to(addr, pin, cred).await?;
     let got = c.get_bytes("bench/1k").await?;
     if got != want {
         bail!("1 KiB get returned other bytes");

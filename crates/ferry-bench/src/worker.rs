@@ -52,7 +52,12 @@ pub fn run(args: &[String]) -> Result<()> {
         "tls-serve" => rt.block_on(tls_serve(arg(1)?, arg(2)?, arg(3)?)),
         "ferry-get" => rt.block_on(ferry_get(arg(1)?, arg(2)?)),
         "ferry-put" => rt.block_on(ferry_put(arg(1)?, arg(2)?, arg(3)?)),
-        "tls-get" => rt.block_on(tls_get(arg(1)?, arg(2)?, arg(3)?.parse()?)),
+        "tls-get" => rt.block_on(tls_get(
+            arg(1)?,
+            arg(2)?,
+            arg(3)?.parse()?,
+            args.get(4).is_some_and(|a| a == "unhashed"),
+        )),
         "tls-put" => rt.block_on(tls_put(arg(1)?, arg(2)?, arg(3)?)),
         other => bail!("unknown worker {other}"),
     }
@@ -96,7 +101,7 @@ fn report(bytes: u64, hash: &[u8; 32], secs: f64, extra: &str) {
 async fn ferry_get(cred: String, source: String) -> Result<()> {
     let cred = read_cred(&cred)?;
     let start = Instant::now();
-    let mut client = Client::connect(&cred).await?;
+    let mut client = Client::connect_pipelined(&cred).await?;
     // `get` checks the BLAKE3 of what it received against the entry and fails otherwise.
     let (entry, _) = client
         .get(&source, std::io::sink(), &mut |_| {})
@@ -112,7 +117,7 @@ async fn ferry_put(cred: String, source: String, file: String) -> Result<()> {
     let f = std::fs::File::open(&file)?;
     let len = f.metadata()?.len();
     let start = Instant::now();
-    let mut client = Client::connect(&cred).await?;
+    let mut client = Client::connect_pipelined(&cred).await?;
     // `put` hashes what it sends and fails unless the server stored that hash.
     let entry = client
         .put(&source, f, Some(len), &mut |_| {})
@@ -176,7 +181,8 @@ async fn tls_serve_one<S: AsyncRead + AsyncWrite + Unpin>(
     let mut head = [0u8; 9];
     s.read_exact(&mut head).await?;
     let len = u64::from_be_bytes(head[1..].try_into()?);
-    let mut buf = vec![0u8; BUF];
+    // Sized for what is asked: a small answer does not zero a transfer-sized buffer.
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(BUF).min(BUF)];
     match head[0] {
         OP_GET => {
             let mut f = std::fs::File::open(file)?;
@@ -219,8 +225,7 @@ async fn tls_serve_one<S: AsyncRead + AsyncWrite + Unpin>(
             s.flush().await?;
         }
         OP_ECHO => {
-            let len = usize::try_from(len)?.min(BUF);
-            s.write_all(&buf[..len]).await?;
+            s.write_all(&buf).await?;
             s.flush().await?;
         }
         op => bail!("unknown op {op}"),
@@ -280,7 +285,12 @@ fn negotiated(s: &tokio_rustls::client::TlsStream<TcpStream>) -> String {
     format!("{suite},{group}").replace(' ', "_")
 }
 
-async fn tls_get(addr: String, pin: String, len: u64) -> Result<()> {
+/// Hash reported by a bare get that did not hash what it received.
+pub const UNHASHED: &str = "unhashed";
+
+/// A bare get: hashes what it receives inline (like-for-like with ferry's end-to-end check),
+/// or with `unhashed` only counts it (the fastest a bare stream goes; checked by size only).
+async fn tls_get(addr: String, pin: String, len: u64, unhashed: bool) -> Result<()> {
     let pin = ServerId::parse(&pin)?;
     let start = Instant::now();
     let mut s = tls_connect(&addr, pin).await?;
@@ -295,18 +305,20 @@ async fn tls_get(addr: String, pin: String, len: u64) -> Result<()> {
         if n == 0 {
             bail!("download cut after {got} bytes");
         }
-        h.update(&buf[..n]);
+        if !unhashed {
+            h.update(&buf[..n]);
+        }
         got += n as u64;
     }
     s.write_all(&[1]).await?;
     s.flush().await?;
     tls_close(&mut s).await;
-    report(
-        got,
-        h.finalize().as_bytes(),
-        start.elapsed().as_secs_f64(),
-        &info,
-    );
+    let secs = start.elapsed().as_secs_f64();
+    if unhashed {
+        println!("ok {got} {UNHASHED} {secs:.6} {} {info}", own_hwm_kib());
+    } else {
+        report(got, h.finalize().as_bytes(), secs, &info);
+    }
     Ok(())
 }
 
