@@ -286,7 +286,10 @@ pub fn bulk(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
         "bare rustls, unhashed (size checked only)",
         &get_raw.base,
         "MB/s",
-        Goal::AtLeast(0.9),
+        Goal::None,
+    );
+    rep.note(
+        "get against bare rustls unhashed: no target, since its bytes are not checked (a fast wrong transfer cannot score); it prices ferry's end-to-end BLAKE3 check, which the like-for-like row pays on both sides".to_owned(),
     );
     rep.compare(
         &sec,
