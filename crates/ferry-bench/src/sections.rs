@@ -199,7 +199,6 @@ pub fn bulk(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
             series.base_client_kib = series.base_client_kib.max(br.hwm_kib);
             Ok(())
         };
-        let mut info = String::new();
         run_pair(
             &mut get,
             &|| procs::run_worker_client(exe, &["ferry-get", &cred_mem, "bench/data"], env),
@@ -223,6 +222,10 @@ pub fn bulk(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
                 raw.bytes
             );
         }
+        rep.note(format!(
+            "bare rustls negotiated (same config as ferry): {}",
+            raw.info
+        ));
         if let Some(f) = get.ferry.last() {
             get_raw.ferry.push(*f);
             get_raw.base.push(mbps(raw.bytes, raw.secs));
@@ -256,58 +259,35 @@ pub fn bulk(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        if info.is_empty() {
-            let r = procs::run_worker_client(exe, &["tls-get", &t_mem_addr, &pin, "1"], env);
-            if let Ok(r) = r {
-                info = r.info;
-            }
-            rep.note(format!(
-                "bare rustls negotiated (same config as ferry): {info}"
-            ));
-        }
         ext.rep(i, &mut get.ferry, &mut put_mem.ferry)?;
         eprintln!("  repetition {} of {} done", i + 1, o.reps);
     }
     let mem_kind = if is_tmpfs { "tmpfs" } else { "disk (no tmpfs)" };
     let sec = format!("bulk, {label}");
-    rep.compare(
-        &sec,
-        &format!("get {} MiB → sink, MB/s", o.size_mib),
-        &get.ferry,
-        "bare rustls (hashing inline, like for like)",
-        &get.base,
-        "MB/s",
-        Goal::AtLeast(0.9),
-    );
-    rep.compare(
-        &sec,
-        &format!("get {} MiB → sink, MB/s", o.size_mib),
-        &get_raw.ferry,
-        "bare rustls, unhashed (size checked only)",
-        &get_raw.base,
-        "MB/s",
-        Goal::None,
-    );
+    let get_what = format!("get {} MiB → sink, MB/s", o.size_mib);
+    let put_mem_what = format!("put {} MiB, store in {mem_kind}, MB/s", o.size_mib);
+    let put_disk_what = format!("put {} MiB, store on disk (disk-bound), MB/s", o.size_mib);
+    let rows = [
+        (
+            &get_what,
+            &get,
+            "bare rustls (hashing inline, like for like)",
+            Goal::AtLeast(0.9),
+        ),
+        (
+            &get_what,
+            &get_raw,
+            "bare rustls, unhashed (size checked only)",
+            Goal::None,
+        ),
+        (&put_mem_what, &put_mem, "bare rustls", Goal::AtLeast(0.8)),
+        (&put_disk_what, &put_disk, "bare rustls", Goal::AtLeast(0.8)),
+    ];
+    for (what, series, base, goal) in rows {
+        rep.compare(&sec, what, &series.ferry, base, &series.base, "MB/s", goal);
+    }
     rep.note(
         "get against bare rustls unhashed: no target, since its bytes are not checked (a fast wrong transfer cannot score); it prices ferry's end-to-end BLAKE3 check, which the like-for-like row pays on both sides".to_owned(),
-    );
-    rep.compare(
-        &sec,
-        &format!("put {} MiB, store in {mem_kind}, MB/s", o.size_mib),
-        &put_mem.ferry,
-        "bare rustls",
-        &put_mem.base,
-        "MB/s",
-        Goal::AtLeast(0.8),
-    );
-    rep.compare(
-        &sec,
-        &format!("put {} MiB, store on disk (disk-bound), MB/s", o.size_mib),
-        &put_disk.ferry,
-        "bare rustls",
-        &put_disk.base,
-        "MB/s",
-        Goal::AtLeast(0.8),
     );
     rep.note(
         "put against bare rustls: both servers hash the upload, write it to a file in the same folder (tmpfs or disk) and fsync that file before answering; ferry also fsyncs the blob's folder and commits its index (redb, fsynced), which the bare server has not got".to_owned(),

@@ -56,7 +56,7 @@ pub fn run(args: &[String]) -> Result<()> {
             arg(1)?,
             arg(2)?,
             arg(3)?.parse()?,
-            args.get(4).is_some_and(|a| a == "unhashed"),
+            args.get(4).is_some_and(|a| a == UNHASHED),
         )),
         "tls-put" => rt.block_on(tls_put(arg(1)?, arg(2)?, arg(3)?)),
         other => bail!("unknown worker {other}"),
