@@ -128,10 +128,11 @@ pub trait ServerContext {
     fn user(&self, _name: &str) -> Option<(UserRecord, BTreeMap<String, String>)> {
         None
     }
-    /// Whether a login attempt for `name` may be evaluated now (rate limiting). A refused
-    /// attempt still runs the whole protocol against a dummy record and fails like a wrong
-    /// password.
-    fn login_allowed(&self, _name: &str) -> bool {
+    /// Admits one evaluated login attempt for `name` now (rate limiting), counting it as a
+    /// failure until it succeeds: the client learns whether its password was right from the
+    /// server's first answer. A refused attempt still runs the whole protocol against a dummy
+    /// record and fails like a wrong password.
+    fn admit_login(&self, _name: &str) -> bool {
         true
     }
     /// Argon2id parameters for new records.
@@ -417,7 +418,7 @@ fn password_start(
     }
     // An unknown user, or one that may not try now, gets a dummy record: the answer looks
     // the same and the login fails like a wrong password.
-    let found = if ctx.login_allowed(&m.user) {
+    let found = if ctx.admit_login(&m.user) {
         ctx.user(&m.user)
     } else {
         None
@@ -961,7 +962,7 @@ mod tests {
             let r = self.users.borrow().get(name).cloned()?;
             Some((r, [("role".to_owned(), "writer".to_owned())].into()))
         }
-        fn login_allowed(&self, _: &str) -> bool {
+        fn admit_login(&self, _: &str) -> bool {
             !self.locked
         }
         fn new_record_ksf(&self) -> KsfParams {

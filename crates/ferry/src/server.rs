@@ -8,9 +8,7 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ferry_proto::auth::{
-    Method, Principal, RejectReason, ServerAuth, ServerContext, ServerStep, StoredSession,
-};
+use ferry_proto::auth::{Method, Principal, ServerAuth, ServerContext, ServerStep, StoredSession};
 use ferry_proto::claims::Claims;
 use ferry_proto::message::Message;
 use ferry_proto::password::{KsfParams, OpaqueKeys, UserRecord};
@@ -332,8 +330,8 @@ impl ServerContext for AuthCtx<'_> {
         Some((u.user_record()?, u.attributes.clone()))
     }
 
-    fn login_allowed(&self, name: &str) -> bool {
-        self.shared.limiter.allowed(name, self.ip, self.now)
+    fn admit_login(&self, name: &str) -> bool {
+        self.shared.limiter.admit(name, self.ip, self.now)
     }
 
     fn new_record_ksf(&self) -> KsfParams {
@@ -550,7 +548,7 @@ async fn authenticate(
                     session_id = Some(id);
                 }
                 if principal.method == Method::Password {
-                    shared.limiter.success(&principal.name);
+                    shared.limiter.success(&principal.name, peer.ip());
                 }
                 // Gathered: it leaves with the answer to a request the client sent right
                 // behind its proof, or as soon as the connection waits for the client.
@@ -589,13 +587,7 @@ async fn authenticate(
                 reason,
                 user,
             } => {
-                // Count only attempts that were evaluated: one refused because of a lock
-                // says nothing about the password and must not extend the lock.
-                if let (RejectReason::PasswordFailed, Some(user)) = (reason, &user)
-                    && shared.limiter.allowed(user, peer.ip(), now)
-                {
-                    shared.limiter.failure(user, peer.ip(), now);
-                }
+                // A failed password login was counted when it was admitted (`admit_login`).
                 tracing::warn!(
                     "{peer}: authentication failed ({reason:?}{})",
                     user.map(|u| format!(", user {u}")).unwrap_or_default()

@@ -200,6 +200,49 @@ async fn repeated_failures_lock_the_account_until_the_window_passes() {
     srv.stop().await;
 }
 
+/// Starts a login with `guess` and stops at the server's first answer (KE2): enough for an
+/// OPAQUE client to learn whether its guess was right, without ever telling the server.
+async fn half_login(srv: &TestServer, user: &str, guess: &[u8]) {
+    let tls = Client::connect_tls(&srv.addr.to_string(), pin(srv))
+        .await
+        .unwrap();
+    let exporter = ferry::tls::export(tls.get_ref().1).unwrap();
+    let (start, _state) =
+        ferry::proto::auth::password_login(&mut rand_core::OsRng, &exporter, user, guess, false)
+            .unwrap();
+    let mut wire = Wire::new(tls);
+    wire.send(&start).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), wire.recv_message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(answer, Message::PasswordLoginResponse(_)),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guesses_that_stop_at_the_first_answer_still_lock_the_account() {
+    let srv = TestServer::start_with_config(|t| {
+        t.replace("max_failures = 5", "max_failures = 3")
+            .replace("lockout_secs = 60", "lockout_secs = 30")
+    })
+    .await;
+    enrol(&srv, "carol", "writer").await;
+    // Three guesses started side by side, none finished.
+    tokio::join!(
+        half_login(&srv, "carol", b"guess 1"),
+        half_login(&srv, "carol", b"guess 2"),
+        half_login(&srv, "carol", b"guess 3"),
+    );
+    let locked = login(&srv, "carol", PW)
+        .await
+        .expect_err("unfinished guesses were not counted");
+    assert!(matches!(locked, Error::AuthFailed));
+    srv.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raised_argon2_parameters_keep_old_records_working() {
     let srv = TestServer::start().await;
