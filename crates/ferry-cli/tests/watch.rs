@@ -23,6 +23,8 @@ struct Watcher {
     child: Child,
     lines: mpsc::Receiver<String>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Ends when ferry's stderr closes (at its exit).
+    stderr_reader: thread::JoinHandle<()>,
 }
 
 impl Watcher {
@@ -45,7 +47,7 @@ impl Watcher {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let sink = stderr.clone();
         let err = child.stderr.take().unwrap();
-        thread::spawn(move || {
+        let stderr_reader = thread::spawn(move || {
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
                 sink.lock().unwrap().push(line);
@@ -55,6 +57,7 @@ impl Watcher {
             child,
             lines,
             stderr,
+            stderr_reader,
         }
     }
 
@@ -98,10 +101,15 @@ impl Watcher {
         assert!(status.success());
     }
 
-    /// Waits at most `WAIT` for the exit code.
+    /// Waits at most `WAIT` for the exit code, and then (at most `WAIT` more) for the
+    /// stderr reader to have stored the last lines ferry wrote before it exited.
     fn exit_code(&mut self) -> i32 {
         let status = wait_timeout(&mut self.child, WAIT)
             .unwrap_or_else(|| panic!("ferry watch still running; stderr: {:?}", self.stderr()));
+        let deadline = Instant::now() + WAIT;
+        while !self.stderr_reader.is_finished() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
         status.code().unwrap_or(-1)
     }
 }
