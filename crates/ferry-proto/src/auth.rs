@@ -128,11 +128,11 @@ pub trait ServerContext {
     fn user(&self, _name: &str) -> Option<(UserRecord, BTreeMap<String, String>)> {
         None
     }
-    /// Admits one evaluated login attempt for `name` now (rate limiting), counting it as a
-    /// failure until it succeeds: the client learns whether its password was right from the
-    /// server's first answer. A refused attempt still runs the whole protocol against a dummy
-    /// record and fails like a wrong password.
-    fn admit_login(&self, _name: &str) -> bool {
+    /// Whether a login attempt for `name` may be evaluated now (rate limiting). A refused
+    /// attempt still runs the whole protocol against a dummy record and fails like a wrong
+    /// password. The server counts an admitted attempt as a failure unless it succeeds, also
+    /// when the client never finishes: an OPAQUE client judges its guess from KE2 alone.
+    fn login_allowed(&self, _name: &str) -> bool {
         true
     }
     /// Argon2id parameters for new records.
@@ -417,19 +417,17 @@ fn password_start(
         return reject_user(RejectReason::PasswordFailed, None);
     }
     // An unknown user, or one that may not try now, gets a dummy record: the answer looks
-    // the same and the login fails like a wrong password.
-    let found = if ctx.admit_login(&m.user) {
-        ctx.user(&m.user)
-    } else {
-        None
-    };
-    let (record, attributes) = match found {
-        Some((r, a)) => (Some(r), Some(a)),
-        None => (None, None),
-    };
-    let ksf = record
+    // the same and the login fails like a wrong password. A locked user's answer still
+    // carries its own record's Argon2id parameters, so they do not tell that it is locked.
+    let admitted = ctx.login_allowed(&m.user);
+    let found = ctx.user(&m.user);
+    let ksf = found
         .as_ref()
-        .map_or_else(|| ctx.new_record_ksf(), |r| r.ksf);
+        .map_or_else(|| ctx.new_record_ksf(), |(r, _)| r.ksf);
+    let (record, attributes) = match found {
+        Some((r, a)) if admitted => (Some(r), Some(a)),
+        _ => (None, None),
+    };
     let mut rng = RngRef(rng);
     match password::server_login_start(
         &mut rng,
@@ -962,7 +960,7 @@ mod tests {
             let r = self.users.borrow().get(name).cloned()?;
             Some((r, [("role".to_owned(), "writer".to_owned())].into()))
         }
-        fn admit_login(&self, _: &str) -> bool {
+        fn login_allowed(&self, _: &str) -> bool {
             !self.locked
         }
         fn new_record_ksf(&self) -> KsfParams {
@@ -1196,6 +1194,40 @@ mod tests {
             (r.unwrap_err(), reason),
             (AuthError::Rejected, Some(RejectReason::PasswordFailed))
         );
+    }
+
+    /// The Argon2id parameters in the server's first login answer.
+    fn answered_ksf(ctx: &Full, user: &str) -> KsfParams {
+        let e = Exporter::from_bytes([4; 32]);
+        let (start, _) = password_login(&mut OsRng, &e, user, b"guess", false).unwrap();
+        match ServerAuth::new(e).handle(start, ctx, &mut OsRng, 0) {
+            ServerStep::Continue {
+                reply: Message::PasswordLoginResponse(r),
+                ..
+            } => r.ksf,
+            _ => panic!("no login answer"),
+        }
+    }
+
+    #[test]
+    fn a_locked_user_gets_its_own_argon2_parameters() {
+        let ctx = full();
+        enrol(&ctx, b"right");
+        let own = KsfParams {
+            m_kib: FAST.m_kib * 2,
+            ..FAST
+        };
+        if let Some(r) = ctx.users.borrow_mut().get_mut("carol") {
+            r.ksf = own;
+        }
+        assert_eq!(answered_ksf(&ctx, "carol"), own);
+        let locked = Full {
+            locked: true,
+            ..ctx
+        };
+        assert_eq!(answered_ksf(&locked, "carol"), own, "the lock shows");
+        // An unknown name gets the parameters for new records (see SECURITY.md, known limits).
+        assert_eq!(answered_ksf(&locked, "nobody"), FAST);
     }
 
     #[test]

@@ -19,6 +19,9 @@ use crate::session::SessionId;
 /// Largest file parsed.
 pub const MAX_FILE_LEN: usize = 1 << 20;
 
+/// Most live sessions one name (client or user) holds at once.
+pub const MAX_SESSIONS_PER_NAME: usize = 32;
+
 /// A file that does not parse. Never holds text from the file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -66,7 +69,12 @@ pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, FileError> {
 fn to_toml<T: Serialize>(header: &str, value: &T) -> Result<Zeroizing<String>, FileError> {
     let body =
         Zeroizing::new(toml::to_string(value).map_err(|_| FileError("cannot encode".into()))?);
-    Ok(Zeroizing::new(format!("{header}\n{}", *body)))
+    let text = Zeroizing::new(format!("{header}\n{}", *body));
+    // Never write what the reader would refuse.
+    if text.len() > MAX_FILE_LEN {
+        return Err(FileError("file too large".into()));
+    }
+    Ok(text)
 }
 
 /// One user.
@@ -268,6 +276,27 @@ impl Sessions {
     pub fn prune(&mut self, now: u64) {
         self.sessions.retain(|_, s| s.live(now));
     }
+
+    /// Adds a session. A name holds at most [`MAX_SESSIONS_PER_NAME`]: beyond that its
+    /// least recently used session ends, so one principal asking for a session on every
+    /// connection cannot grow the file until no session works.
+    pub fn insert(&mut self, id: String, entry: SessionEntry) {
+        let name = entry.name.clone();
+        self.sessions.insert(id, entry);
+        loop {
+            let own = self.sessions.iter().filter(|(_, s)| s.name == name);
+            if own.clone().count() <= MAX_SESSIONS_PER_NAME {
+                return;
+            }
+            let Some(oldest) = own
+                .min_by_key(|(_, s)| (s.last_used, s.created))
+                .map(|(k, _)| k.clone())
+            else {
+                return;
+            };
+            self.sessions.remove(&oldest);
+        }
+    }
 }
 
 /// `profile.toml`: where `ferry login` goes by default.
@@ -426,5 +455,47 @@ mod tests {
         let mut bad = s.clone();
         bad.secret = "zz".repeat(32);
         assert!(bad.session_secret().is_none());
+    }
+
+    fn session(name: &str, last_used: u64) -> SessionEntry {
+        SessionEntry {
+            name: name.into(),
+            attributes: [("role".to_owned(), "r".to_owned())].into(),
+            origin: "password".into(),
+            secret: "11".repeat(32),
+            created: 1,
+            last_used,
+            idle_secs: 1 << 40,
+            expires: 1 << 40,
+        }
+    }
+
+    #[test]
+    fn one_name_holds_a_bounded_number_of_sessions() {
+        let mut all = Sessions::default();
+        all.insert("other".into(), session("b", 0));
+        for i in 0..MAX_SESSIONS_PER_NAME as u64 + 10 {
+            all.insert(format!("{i:032x}"), session("a", i));
+        }
+        let own: Vec<u64> = all
+            .sessions
+            .values()
+            .filter(|s| s.name == "a")
+            .map(|s| s.last_used)
+            .collect();
+        assert_eq!(own.len(), MAX_SESSIONS_PER_NAME);
+        // The least recently used went first; another name's session stayed.
+        assert_eq!(own.iter().min(), Some(&10));
+        assert!(all.sessions.contains_key("other"));
+    }
+
+    #[test]
+    fn a_file_the_reader_would_refuse_is_not_written() {
+        let mut all = Sessions::default();
+        for i in 0..5000 {
+            all.sessions
+                .insert(format!("{i:032x}"), session(&format!("n{i}"), 1));
+        }
+        assert!(all.to_toml().is_err());
     }
 }

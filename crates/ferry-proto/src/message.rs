@@ -232,6 +232,14 @@ pub struct RegisterStart {
     pub request: Vec<u8>,
 }
 
+// The upload is the record a server stores: it allows an offline dictionary attack on the
+// password, so it is never printed.
+impl core::fmt::Debug for RegisterFinish {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RegisterFinish").finish_non_exhaustive()
+    }
+}
+
 impl core::fmt::Debug for RegisterStart {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("RegisterStart").finish_non_exhaustive()
@@ -239,7 +247,7 @@ impl core::fmt::Debug for RegisterStart {
 }
 
 /// Finish a registration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterFinish {
     /// OPAQUE `RegistrationRecord` upload.
     #[serde(with = "serde_bytes")]

@@ -111,24 +111,6 @@ impl Limiter {
             .all(|k| state.get(k).is_none_or(|e| e.locked_until <= now))
     }
 
-    /// Admits one evaluated login attempt for `user` from `ip` at `now`, or refuses it if
-    /// either is locked (a refused attempt runs against a dummy record and counts nothing).
-    ///
-    /// An admitted attempt counts as a failure at once, not when it fails: an OPAQUE client
-    /// learns whether its password was right from the server's first answer (KE2), so a
-    /// guesser need never send the rest; and attempts started side by side all count.
-    /// [`Limiter::success`] takes the count back.
-    pub fn admit(&self, user: &str, ip: IpAddr, now: u64) -> bool {
-        let Ok(mut state) = self.state.lock() else {
-            return false;
-        };
-        if !Self::unlocked(&state, user, ip, now) {
-            return false;
-        }
-        self.count(&mut state, user, ip, now);
-        true
-    }
-
     /// Records a failed login.
     pub fn failure(&self, user: &str, ip: IpAddr, now: u64) {
         let Ok(mut state) = self.state.lock() else {
@@ -168,17 +150,10 @@ impl Limiter {
         }
     }
 
-    /// Records a successful login admitted by [`Limiter::admit`]: the account's count starts
-    /// again, and the address's count loses this attempt (and the lock it alone caused).
-    pub fn success(&self, user: &str, ip: IpAddr) {
+    /// Records a successful login: the account's count starts again.
+    pub fn success(&self, user: &str) {
         if let Ok(mut state) = self.state.lock() {
             state.remove(&Key::Account(user.to_owned()));
-            if let Some(e) = state.get_mut(&Key::Address(ip)) {
-                e.failures = e.failures.saturating_sub(1);
-                if e.failures < self.limits.max_failures {
-                    e.locked_until = 0;
-                }
-            }
         }
     }
 }
@@ -211,32 +186,7 @@ mod tests {
         l.failure("a", ip, 12);
         assert!(!l.allowed("a", ip, 31));
         assert!(l.allowed("a", ip, 32));
-        l.success("a", ip);
+        l.success("a");
         assert!(l.allowed("a", other, 32));
-    }
-
-    #[test]
-    fn an_admitted_attempt_counts_until_it_succeeds() {
-        let l = Limiter::new(LoginLimits {
-            max_failures: 2,
-            window_secs: 100,
-            lockout_secs: 10,
-        });
-        let ip: IpAddr = [127, 0, 0, 1].into();
-        // Two attempts started side by side, neither finished: both count, the third is
-        // refused (and refusing it counts nothing).
-        assert!(l.admit("a", ip, 0));
-        assert!(l.admit("a", ip, 0));
-        assert!(!l.admit("a", ip, 0));
-        assert!(!l.allowed("a", ip, 9));
-        assert!(l.allowed("a", ip, 10));
-        // A success takes its own count back, at the account and at the address.
-        let other: IpAddr = [127, 0, 0, 2].into();
-        assert!(l.admit("b", other, 20));
-        assert!(l.admit("c", other, 20));
-        assert!(!l.allowed("d", other, 20), "two counts lock the address");
-        l.success("c", other);
-        assert!(l.allowed("d", other, 20));
-        assert!(l.allowed("c", other, 20));
     }
 }

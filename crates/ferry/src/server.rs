@@ -261,6 +261,30 @@ struct AuthCtx<'a> {
     sessions: Arc<Sessions>,
     ip: IpAddr,
     now: u64,
+    /// The user whose password attempt this step admitted for evaluation, if any.
+    admitted: std::sync::Mutex<Option<String>>,
+}
+
+/// A password attempt evaluated against a real record: it counts as a failure when dropped,
+/// unless it succeeded. So a guess counts whether the client sends its finish or hangs up
+/// after KE2 (from which an OPAQUE client already knows whether its guess was right), and
+/// every attempt evaluated side by side counts, not only those finishing before a lock.
+struct PasswordAttempt<'a> {
+    limiter: &'a crate::limiter::Limiter,
+    user: String,
+    ip: IpAddr,
+    now: u64,
+    succeeded: bool,
+}
+
+impl Drop for PasswordAttempt<'_> {
+    fn drop(&mut self) {
+        if self.succeeded {
+            self.limiter.success(&self.user);
+        } else {
+            self.limiter.failure(&self.user, self.ip, self.now);
+        }
+    }
 }
 
 impl<'a> AuthCtx<'a> {
@@ -273,6 +297,7 @@ impl<'a> AuthCtx<'a> {
             sessions: shared.sessions.current(),
             ip,
             now,
+            admitted: std::sync::Mutex::new(None),
         }
     }
 
@@ -330,8 +355,12 @@ impl ServerContext for AuthCtx<'_> {
         Some((u.user_record()?, u.attributes.clone()))
     }
 
-    fn admit_login(&self, name: &str) -> bool {
-        self.shared.limiter.admit(name, self.ip, self.now)
+    fn login_allowed(&self, name: &str) -> bool {
+        let allowed = self.shared.limiter.allowed(name, self.ip, self.now);
+        if allowed && let Ok(mut admitted) = self.admitted.lock() {
+            *admitted = Some(name.to_owned());
+        }
+        allowed
     }
 
     fn new_record_ksf(&self) -> KsfParams {
@@ -500,6 +529,7 @@ async fn authenticate(
         other => other,
     };
     let mut pending = Some(first);
+    let mut attempt: Option<PasswordAttempt<'_>> = None;
     let mut state = ServerAuth::new(exporter);
     loop {
         let msg = match pending.take() {
@@ -509,7 +539,17 @@ async fn authenticate(
         let now = crate::clock::now();
         let step = {
             let ctx = AuthCtx::new(shared, peer.ip(), now);
-            state.handle(msg, &ctx, &mut rand_core::OsRng, now)
+            let step = state.handle(msg, &ctx, &mut rand_core::OsRng, now);
+            if let Some(user) = ctx.admitted.lock().ok().and_then(|mut a| a.take()) {
+                attempt = Some(PasswordAttempt {
+                    limiter: &shared.limiter,
+                    user,
+                    ip: peer.ip(),
+                    now,
+                    succeeded: false,
+                });
+            }
+            step
         };
         match step {
             ServerStep::Continue { reply, next } => {
@@ -547,8 +587,10 @@ async fn authenticate(
                     blocking(move || dir.touch_session(&id, now)).await?;
                     session_id = Some(id);
                 }
-                if principal.method == Method::Password {
-                    shared.limiter.success(&principal.name, peer.ip());
+                if let Some(a) = attempt.as_mut()
+                    && principal.method == Method::Password
+                {
+                    a.succeeded = true;
                 }
                 // Gathered: it leaves with the answer to a request the client sent right
                 // behind its proof, or as soon as the connection waits for the client.
@@ -587,7 +629,8 @@ async fn authenticate(
                 reason,
                 user,
             } => {
-                // A failed password login was counted when it was admitted (`admit_login`).
+                // An evaluated password attempt counts as it is dropped (`PasswordAttempt`);
+                // one refused because of a lock says nothing and does not extend it.
                 tracing::warn!(
                     "{peer}: authentication failed ({reason:?}{})",
                     user.map(|u| format!(", user {u}")).unwrap_or_default()

@@ -350,7 +350,7 @@ impl ServerDir {
         let _lock = RegistryLock::acquire(&self.path)?;
         let mut sessions = Sessions::load(&self.file("sessions.toml"))?;
         sessions.prune(now);
-        sessions.sessions.insert(session_id_text(id), entry);
+        sessions.insert(session_id_text(id), entry);
         sessions.save(&self.file("sessions.toml"))
     }
 

@@ -220,6 +220,14 @@ async fn half_login(srv: &TestServer, user: &str, guess: &[u8]) {
         matches!(answer, Message::PasswordLoginResponse(_)),
         "{answer:?}"
     );
+    // Hang up, and wait until the server has closed its side too (it has then ended the
+    // attempt).
+    let _ = wire.shutdown().await;
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        while wire.recv().await.is_ok() {}
+    })
+    .await;
+    assert!(end.is_ok(), "the server kept the connection");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
