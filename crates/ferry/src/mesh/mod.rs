@@ -3,6 +3,7 @@
 //!
 //! * [`device`] — device keys: signing and verifying device proofs.
 //! * [`files`] — the mesh's files in a server folder.
+//! * `join_gate` — limits on guessing the join password.
 //! * [`peer`] — the connecting side: joining, and connecting to a member.
 //! * [`runtime`] — `ferry mesh up`: announcer, listener and synchroniser.
 //! * `serve` — the accepting side: joins, member authentication, mesh state and listing.
@@ -10,6 +11,7 @@
 
 pub mod device;
 pub mod files;
+pub(crate) mod join_gate;
 pub mod peer;
 pub mod runtime;
 pub(crate) mod serve;
