@@ -292,6 +292,10 @@ pub enum MeshCommand {
     Create(MeshCreateArgs),
     /// Accept joins with a password for a while (the peer's running server answers them).
     Open(MeshOpenArgs),
+    /// Stop accepting joins now: remove the join password from the folder (a running peer
+    /// refuses joins from then on, those in progress too). The password is also removed
+    /// when the window ends, and after too many failed joins.
+    Close(DirArg),
     /// Join the mesh of an open peer (initialises DIR if it is empty) and print this peer's
     /// device ID. The password is used for this join only and never stored.
     Join(MeshJoinArgs),

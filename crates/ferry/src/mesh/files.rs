@@ -137,12 +137,13 @@ impl ServerDir {
         Ok(())
     }
 
-    /// Stops accepting joins (removes the password from disk).
-    pub fn close_mesh(&self) -> Result<(), Error> {
+    /// Stops accepting joins (removes the password from disk). Returns whether a window
+    /// was there to remove.
+    pub fn close_mesh(&self) -> Result<bool, Error> {
         let _lock = RegistryLock::acquire(self.path())?;
         match std::fs::remove_file(self.file(OPEN_FILE)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
         }
     }

@@ -8,6 +8,7 @@
 //! * [`runtime`] — `ferry mesh up`: announcer, listener and synchroniser.
 //! * `serve` — the accepting side: joins, member authentication, mesh state and listing.
 //! * [`udp`] — the announcement sockets.
+//! * `window` — deleting the join window's password when the window ends.
 
 pub mod device;
 pub mod files;
@@ -16,3 +17,4 @@ pub mod peer;
 pub mod runtime;
 pub(crate) mod serve;
 pub mod udp;
+pub(crate) mod window;

@@ -192,11 +192,13 @@ pub async fn run(
         jobs_tx,
         stop_rx.clone(),
     ));
+    let closer = tokio::spawn(super::window::expire_loop(ctx.dir.clone(), stop_rx.clone()));
     let worker = tokio::spawn(sync_loop(ctx.clone(), jobs_rx, stop_rx));
     shutdown.await;
     let _ = stop_tx.send(true);
     let _ = announcer.await;
     let _ = listener.await;
+    let _ = closer.await;
     // A fetch in flight is abandoned: its staged blob is discarded, nothing half-written.
     worker.abort();
     let _ = worker.await;
