@@ -394,6 +394,10 @@ async fn listen_loop(
                 }
             },
         };
+        // Join beacons of open peers share the port; they are for `mesh join --discover`.
+        if datagram.starts_with(beacon::MAGIC) {
+            continue;
+        }
         let Some(mesh) = ctx.mesh() else { continue };
         let opened = announce::open(datagram, |e| {
             (e == mesh.epoch).then(|| announce_key(&mesh.key, e))
