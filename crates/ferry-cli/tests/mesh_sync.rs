@@ -312,3 +312,70 @@ fn join_by_discovery_finds_the_open_peer_by_its_beacon() {
         "{members}"
     );
 }
+
+#[test]
+fn forged_newer_epochs_start_at_most_one_catch_up_and_huge_ones_none() {
+    let unused = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut a = Peer::local();
+    a.create("alpha");
+    a.start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--announce-port",
+            "0",
+            "--announce-to",
+            &unused.local_addr().unwrap().to_string(),
+        ],
+        None,
+    );
+    let to_a = format!("127.0.0.1:{}", port_of(&a));
+    let forger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let from_forger = format!("{}: ", forger.local_addr().unwrap());
+    // Nobody needs a key to write a datagram that claims an epoch.
+    let forged = |epoch: u64| announce::seal_raw(&[0; 32], epoch, [9; 24], b"\xa0");
+    let count = |what: &str| {
+        a.log()
+            .iter()
+            .filter(|l| l.contains(&from_forger) && l.contains(what))
+            .count()
+    };
+    let catch_ups = || {
+        a.log()
+            .iter()
+            .filter(|l| l.contains("catching up found no newer epoch"))
+            .count()
+    };
+
+    // alpha is at epoch 1: a jump past the next epoch is dropped, however large.
+    for e in [u64::MAX, 1 << 40, 3] {
+        forger.send_to(&forged(e), &to_a).unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || count("more than one ahead")
+            == 3),
+        "{:#?}",
+        a.log()
+    );
+    // The next epoch, twenty times in two seconds: one catch-up (it finds nothing), the
+    // rest dropped as too soon; every claim from the address is counted.
+    for _ in 0..20 {
+        forger.send_to(&forged(2), &to_a).unwrap();
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            count("last catch-up was too recent") == 19 && catch_ups() == 1
+        }),
+        "{:#?}",
+        a.log()
+    );
+    assert_eq!(
+        count("(4 from this address): catching up"),
+        1,
+        "{:#?}",
+        a.log()
+    );
+    assert_eq!(count("catching up"), 1, "{:#?}", a.log());
+    assert!(a.running());
+}
