@@ -113,6 +113,53 @@ async fn guess_and_hang_up(a: &TestServer, b: &ServerDir, pw: &str) -> bool {
     // Dropped here: the connection closes without a `mesh_join_finish`.
 }
 
+#[tokio::test]
+async fn a_join_in_flight_when_the_window_closes_is_refused_at_its_finish() {
+    use ferry::proto::mesh::join::Joiner;
+    use ferry::proto::mesh::wire::{MeshJoinFinish, MeshJoinStart};
+    use ferry::proto::message::Message;
+    let a = opener().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = joiner_dir(&tmp, "b");
+    let a_id = a.server_dir.identity().unwrap().server_id();
+    let tls = ferry::Client::connect_tls(&a.addr.to_string(), a_id)
+        .await
+        .unwrap();
+    let exporter = ferry::tls::export(tls.get_ref().1).unwrap();
+    let mut wire = ferry::wire::Wire::new(tls);
+    let me = device(&b);
+    let mut rng = rand_core_10::UnwrapErr(getrandom_04::SysRng);
+    let (share, joiner) =
+        Joiner::start(PASSWORD.as_bytes(), &exporter, &me.id(), a_id, &mut rng).unwrap();
+    wire.send(&Message::MeshJoinStart(MeshJoinStart {
+        share,
+        device: me.spki().to_vec(),
+        name: "b".into(),
+        port: 1,
+    }))
+    .await
+    .unwrap();
+    let Message::MeshJoinResponse(r) = wire.recv_message().await.unwrap() else {
+        panic!("no response");
+    };
+    // The right password: the opener's confirmation verifies.
+    let confirm = joiner.confirm(&r.share, &r.confirm).unwrap();
+    // The window closes while this joiner is between the response and its finish.
+    assert!(a.server_dir.close_mesh().unwrap());
+    wire.send(&Message::MeshJoinFinish(MeshJoinFinish {
+        confirm,
+        signature: me.prove("join", &exporter).unwrap(),
+    }))
+    .await
+    .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), wire.recv_message()).await;
+    assert!(
+        matches!(answer, Ok(Ok(Message::AuthFailed(_)))),
+        "{answer:?}"
+    );
+    assert_eq!(a.server_dir.mesh_state().unwrap().unwrap().members.len(), 1);
+}
+
 /// Waits (at most 10 s) until the open window's file is gone from `a`'s folder.
 async fn window_removed(a: &TestServer) -> bool {
     let file = a.server_dir.path().join("mesh-open.toml");
