@@ -41,8 +41,10 @@ impl MeshShared {
         device: DeviceKey,
         max_join_failures: u32,
     ) -> Result<Self, Error> {
-        if dir.sweep_mesh_window(clock::now())? {
-            tracing::info!("the mesh's join window had ended: its password is removed");
+        match dir.sweep_mesh_window(clock::now()) {
+            Ok(true) => tracing::info!("the mesh's join window had ended: its password is removed"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot remove an ended join window: {e}"),
         }
         Ok(Self {
             state: LiveFile::open(dir.file(super::files::MESH_FILE))?,
