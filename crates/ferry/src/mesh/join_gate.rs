@@ -101,7 +101,8 @@ impl JoinGate {
         }
     }
 
-    /// Adds `delta` (1 or -1 as a wrapping add) to the count of window `until`; returns it.
+    /// Adds `delta` (1, or -1 to take one back; saturating) to the count of window `until`;
+    /// returns the new count.
     fn add(&self, until: u64, delta: i32) -> u32 {
         match self.count.lock() {
             Ok(mut c) => {
