@@ -290,8 +290,14 @@ pub enum MeshCommand {
     /// Start a new mesh with this peer as its only member (initialises DIR if it is empty)
     /// and print the peer's device ID.
     Create(MeshCreateArgs),
-    /// Accept joins with a password for a while (the peer's running server answers them).
+    /// Accept joins with a password for a while (the peer's running server answers them,
+    /// one at a time). After `max_join_failures` failed joins (`[mesh]` in ferry.toml, 10 by
+    /// default) the window closes early.
     Open(MeshOpenArgs),
+    /// Stop accepting joins now: remove the join password from the folder (a running peer
+    /// refuses joins from then on, those in progress too). The password is also removed
+    /// when the window ends, and after too many failed joins.
+    Close(DirArg),
     /// Join the mesh of an open peer (initialises DIR if it is empty) and print this peer's
     /// device ID. The password is used for this join only and never stored.
     Join(MeshJoinArgs),

@@ -1,4 +1,4 @@
-//! `ferry mesh ...`: create, open, join, list, remove and run a LAN mesh peer.
+//! `ferry mesh ...`: create, open, close, join, list, remove and run a LAN mesh peer.
 
 use anyhow::{Context, bail};
 use ferry::ServerDir;
@@ -19,6 +19,7 @@ pub fn run(cmd: MeshCommand) -> anyhow::Result<()> {
     match cmd {
         MeshCommand::Create(a) => create(&a),
         MeshCommand::Open(a) => open(&a),
+        MeshCommand::Close(a) => close(&a),
         MeshCommand::Join(a) => crate::block_on(join(&a)),
         MeshCommand::Members(a) => members(&a),
         MeshCommand::Remove(a) => remove(&a),
@@ -106,6 +107,16 @@ fn open(a: &MeshOpenArgs) -> anyhow::Result<()> {
         "accepting joins for {}s (the peer's running server answers them)",
         a.duration
     );
+    Ok(())
+}
+
+fn close(a: &DirArg) -> anyhow::Result<()> {
+    let dir = server_dir(a)?;
+    if dir.close_mesh()? {
+        eprintln!("closed to joins: the join password is removed");
+    } else {
+        eprintln!("{} was not open to joins", dir.path().display());
+    }
     Ok(())
 }
 

@@ -105,3 +105,68 @@ fn create_open_join_list_and_remove() {
     assert_ne!(bad.code, 0);
     drop(served);
 }
+
+#[test]
+fn the_join_password_leaves_the_disk_on_close_at_the_end_of_the_window_and_at_start() {
+    use common::mesh::{Peer, eventually};
+    use std::time::Duration;
+    let open_for = |p: &Peer, d: &str| {
+        p.run_stdin(
+            &["mesh", "open", "--for", d, "--password-stdin"],
+            &format!("{}\n", common::mesh::PASSWORD),
+        )
+        .ok();
+    };
+    let mut a = Peer::local();
+    a.create("alpha");
+    let file = a.env.server_dir().join("mesh-open.toml");
+    let help = a.run(&["mesh", "close", "--help"]).ok().text();
+    assert!(help.contains("Stop accepting joins"), "{help}");
+
+    // `ferry mesh close`.
+    open_for(&a, "10m");
+    assert!(file.exists());
+    let closed = a.run(&["mesh", "close"]).ok();
+    assert!(!file.exists());
+    assert!(
+        closed.stderr.contains("closed to joins"),
+        "{}",
+        closed.stderr
+    );
+    let again = a.run(&["mesh", "close"]).ok();
+    assert!(again.stderr.contains("was not open"), "{}", again.stderr);
+
+    // A window that ended while nothing ran is swept when a server starts.
+    open_for(&a, "1s");
+    std::thread::sleep(Duration::from_millis(2100));
+    assert!(file.exists(), "nothing ran, yet the window's file is gone");
+    let served = Served::start(&a.env);
+    assert!(
+        !file.exists(),
+        "a start left an ended window's password on disk"
+    );
+    drop(served);
+
+    // A running peer deletes it when the window ends.
+    let unused = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = unused.local_addr().unwrap().to_string();
+    a.start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--announce-port",
+            "0",
+            "--announce-to",
+            &to,
+        ],
+        None,
+    );
+    open_for(&a, "3s");
+    assert!(file.exists());
+    assert!(
+        eventually(Duration::from_secs(15), || !file.exists()),
+        "the window ended but its password stayed on disk; log: {:#?}",
+        a.log()
+    );
+    assert!(a.running());
+}

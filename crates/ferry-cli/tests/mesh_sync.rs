@@ -9,9 +9,10 @@ mod common;
 
 use std::net::UdpSocket;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::mesh::{Peer, eventually, noise};
+use ferry::proto::mesh::announce;
 
 /// Bound on any one convergence.
 const CONVERGE: Duration = Duration::from_secs(20);
@@ -153,21 +154,41 @@ fn replayed_altered_and_old_epoch_datagrams_are_ignored_and_a_removed_member_is_
     a.put(&wa, "x/one", b"one");
     assert!(eventually(CONVERGE, || b.get(&wb, "x/one").is_some()));
 
-    // Capture one of alpha's datagrams (a change or a digest).
+    // Capture one of alpha's announcements (a change or a digest): sent from alpha's announce
+    // port and framed as an announcement, not as one of the join beacons alpha also sends
+    // while it is open.
+    let alpha_port = port_of(&a);
     let mut buf = [0u8; 2048];
-    let (n, _) = capture.recv_from(&mut buf).unwrap();
-    let captured = buf[..n].to_vec();
+    let deadline = Instant::now() + CONVERGE;
+    let captured = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no announcement from alpha captured"
+        );
+        let Ok((n, from)) = capture.recv_from(&mut buf) else {
+            continue;
+        };
+        if from.port() == alpha_port && buf[..n].starts_with(announce::MAGIC) {
+            break buf[..n].to_vec();
+        }
+    };
     let to_b = format!("127.0.0.1:{}", port_of(&b));
-    let sees = |p: &Peer, needle: &str| {
-        eventually(Duration::from_secs(10), || {
-            p.log().iter().any(|l| l.contains(needle))
-        })
+    // bravo's log says what it did with what the capture socket (and nothing else) sent.
+    let from_capture = format!("{}: dropped ", capture.local_addr().unwrap());
+    let count = |p: &Peer, what: &str| {
+        p.log()
+            .iter()
+            .filter(|l| l.contains(&from_capture) && l.contains(what))
+            .count()
+    };
+    let sees = |p: &Peer, what: &str, n: usize| {
+        eventually(Duration::from_secs(10), || count(p, what) >= n)
     };
 
     // Replayed: already seen (alpha's counter has moved on, or it is this very one).
     capture.send_to(&captured, &to_b).unwrap();
     assert!(
-        sees(&b, "announcement counter already seen"),
+        sees(&b, "announcement counter already seen", 1),
         "{:#?}",
         b.log()
     );
@@ -177,14 +198,15 @@ fn replayed_altered_and_old_epoch_datagrams_are_ignored_and_a_removed_member_is_
     flipped[last - 4] ^= 0x10;
     capture.send_to(&flipped, &to_b).unwrap();
     assert!(
-        sees(&b, "announcement failed authentication"),
+        sees(&b, "announcement failed authentication", 1),
         "{:#?}",
         b.log()
     );
+    assert_eq!(count(&b, "not a ferry announcement"), 0, "{:#?}", b.log());
     for junk in [Vec::new(), noise(40, 3), noise(1500, 4)] {
         capture.send_to(&junk, &to_b).unwrap();
     }
-    assert!(sees(&b, "not a ferry announcement"), "{:#?}", b.log());
+    assert!(sees(&b, "not a ferry announcement", 3), "{:#?}", b.log());
     assert!(b.running());
 
     // Remove charlie on alpha: the key rotates; bravo learns it from alpha's announcements.
@@ -201,7 +223,8 @@ fn replayed_altered_and_old_epoch_datagrams_are_ignored_and_a_removed_member_is_
     assert!(
         sees(
             &b,
-            "announcement of epoch 1, which this peer has no key for"
+            "announcement of epoch 1, which this peer has no key for",
+            1
         ),
         "{:#?}",
         b.log()
@@ -216,8 +239,15 @@ fn replayed_altered_and_old_epoch_datagrams_are_ignored_and_a_removed_member_is_
     assert_eq!(a.get(&wa, "x/removed"), None);
     assert_eq!(b.get(&wb, "x/removed"), None);
     assert_eq!(c.get(&wc, "x/after"), None);
+    let refused = |p: &Peer| {
+        eventually(Duration::from_secs(10), || {
+            p.log()
+                .iter()
+                .any(|l| l.contains("mesh authentication failed"))
+        })
+    };
     assert!(
-        sees(&a, "mesh authentication failed") || sees(&b, "mesh authentication failed"),
+        refused(&a) || refused(&b),
         "charlie's catch-up was not refused: {:#?}",
         c.log()
     );
@@ -281,4 +311,71 @@ fn join_by_discovery_finds_the_open_peer_by_its_beacon() {
         members.contains(&b_id) && members.contains("bravo"),
         "{members}"
     );
+}
+
+#[test]
+fn forged_newer_epochs_start_at_most_one_catch_up_and_huge_ones_none() {
+    let unused = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut a = Peer::local();
+    a.create("alpha");
+    a.start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--announce-port",
+            "0",
+            "--announce-to",
+            &unused.local_addr().unwrap().to_string(),
+        ],
+        None,
+    );
+    let to_a = format!("127.0.0.1:{}", port_of(&a));
+    let forger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let from_forger = format!("{}: ", forger.local_addr().unwrap());
+    // Nobody needs a key to write a datagram that claims an epoch.
+    let forged = |epoch: u64| announce::seal_raw(&[0; 32], epoch, [9; 24], b"\xa0");
+    let count = |what: &str| {
+        a.log()
+            .iter()
+            .filter(|l| l.contains(&from_forger) && l.contains(what))
+            .count()
+    };
+    let catch_ups = || {
+        a.log()
+            .iter()
+            .filter(|l| l.contains("catching up found no newer epoch"))
+            .count()
+    };
+
+    // alpha is at epoch 1: a jump past the next epoch is dropped, however large.
+    for e in [u64::MAX, 1 << 40, 3] {
+        forger.send_to(&forged(e), &to_a).unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || count("more than one ahead")
+            == 3),
+        "{:#?}",
+        a.log()
+    );
+    // The next epoch, twenty times in two seconds: one catch-up (it finds nothing), the
+    // rest dropped as too soon; every claim from the address is counted.
+    for _ in 0..20 {
+        forger.send_to(&forged(2), &to_a).unwrap();
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            count("last catch-up was too recent") == 19 && catch_ups() == 1
+        }),
+        "{:#?}",
+        a.log()
+    );
+    assert_eq!(
+        count("(4 from this address): catching up"),
+        1,
+        "{:#?}",
+        a.log()
+    );
+    assert_eq!(count("catching up"), 1, "{:#?}", a.log());
+    assert!(a.running());
 }

@@ -407,12 +407,12 @@ pub fn state_files(data: &[u8]) {
 /// The key the announcement target seals and opens with.
 pub const ANNOUNCE_FUZZ_KEY: [u8; 32] = [0x42; 32];
 
-/// Feeds `data` to the announcement decoder three ways: as a whole datagram (opened with a
+/// Feeds `data` to the announcement decoder several ways: as a whole datagram (opened with a
 /// fixed key: the fuzzer cannot forge the tag, so this exercises the header checks), as the
 /// plaintext of a datagram sealed with that key (so the body decoder sees arbitrary bytes),
-/// as a join beacon, and as a `mesh.toml`. Whatever opens must re-seal and open to the same
-/// body; whatever decodes as a beacon must survive its own encoding; whatever parses as a mesh
-/// state must survive its own encoding.
+/// as a join beacon, through the mesh node's rules, and as a `mesh.toml`. Whatever opens must
+/// re-seal and open to the same body; whatever decodes as a beacon must survive its own
+/// encoding; whatever parses as a mesh state must survive its own encoding.
 pub fn announcement(data: &[u8]) {
     use crate::mesh::{announce, beacon};
 
@@ -436,6 +436,8 @@ pub fn announcement(data: &[u8]) {
         }
     }
 
+    announcement_node(data);
+
     if let Ok(text) = std::str::from_utf8(data)
         && let Ok(state) = crate::mesh::state::MeshState::parse(text)
     {
@@ -452,6 +454,40 @@ pub fn announcement(data: &[u8]) {
                 && b.removed == state.removed),
             "mesh state does not survive its own encoding"
         );
+    }
+}
+
+/// The mesh node's rules on `data` as a datagram and as the plaintext of one sealed for the
+/// node's epoch: whatever it asks to fetch names a valid entry, and only a datagram of the
+/// next epoch starts a catch-up.
+fn announcement_node(data: &[u8]) {
+    use crate::mesh::node::{Action, Node};
+    use crate::mesh::{announce, key::announce_key, state};
+    let mesh = state::MeshState::create(
+        "fuzz",
+        state::Member {
+            spki: vec![1],
+            name: "a".into(),
+            addr: String::new(),
+        },
+        crate::secret::MeshKey::from_bytes(ANNOUNCE_FUZZ_KEY),
+    );
+    let mut node = Node::new(crate::server_id::ServerId::from_bytes([0; 32]), 60_000);
+    let from = std::net::SocketAddr::from(([10, 0, 0, 9], 4434));
+    let sealed = announce::seal_raw(
+        &announce_key(&mesh.key, mesh.epoch),
+        mesh.epoch,
+        [9; 24],
+        data,
+    );
+    for d in [data, &sealed] {
+        match node.handle(1_700_000_000_000, from, d, &mesh) {
+            Action::Change { entry, .. } => assert!(entry.check().is_ok(), "{entry:?}"),
+            Action::CatchUp { .. } => {
+                assert_eq!(announce::peek_epoch(d), Ok(mesh.epoch + 1));
+            }
+            _ => {}
+        }
     }
 }
 

@@ -55,6 +55,12 @@ max_secs = 2592000
 m_kib = 65536
 t = 3
 p = 1
+
+# Joining a LAN mesh (`ferry mesh open`): after max_join_failures failed joins, however they
+# end (a wrong password, or a joiner that hangs up once it has the answer), the open window
+# closes and its password is removed; open it again to accept more joins.
+[mesh]
+max_join_failures = 10
 "#;
 
 /// The parsed configuration.
@@ -94,6 +100,30 @@ pub struct Config {
     /// Argon2id parameters for new password records (existing records keep theirs).
     #[serde(default = "default_ksf")]
     pub password: ferry_proto::password::KsfParams,
+    /// Limits on joining the mesh.
+    #[serde(default)]
+    pub mesh: MeshLimits,
+}
+
+/// Limits on joining the mesh, from `[mesh]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshLimits {
+    /// Failed joins after which an open window closes.
+    #[serde(default = "default_max_join_failures")]
+    pub max_join_failures: u32,
+}
+
+impl Default for MeshLimits {
+    fn default() -> Self {
+        Self {
+            max_join_failures: default_max_join_failures(),
+        }
+    }
+}
+
+fn default_max_join_failures() -> u32 {
+    10
 }
 
 /// Session lifetimes, from `[sessions]`.
@@ -164,6 +194,11 @@ impl Config {
                 "ferry.toml: max_connections and timeouts must be positive".into(),
             ));
         }
+        if c.mesh.max_join_failures == 0 {
+            return Err(Error::Config(
+                "ferry.toml: [mesh] max_join_failures must be at least 1".into(),
+            ));
+        }
         if c.password.argon2().is_none() {
             return Err(Error::Config(
                 "ferry.toml: [password] parameters are out of range for Argon2id".into(),
@@ -194,6 +229,8 @@ mod tests {
         assert_eq!(c.keep_versions, 3);
         assert_eq!(c.keep_changes, 100_000);
         assert_eq!(Config::parse("").unwrap().keep_changes, 100_000);
+        assert_eq!(c.mesh.max_join_failures, 10);
+        assert_eq!(Config::parse("").unwrap().mesh.max_join_failures, 10);
     }
 
     #[test]
@@ -201,6 +238,7 @@ mod tests {
         assert!(Config::parse("keep_versions = 0").is_err());
         assert!(Config::parse("keep_changes = 0").is_err());
         assert!(Config::parse("nonsense = 1").is_err());
+        assert!(Config::parse("[mesh]\nmax_join_failures = 0").is_err());
         assert!(Config::parse("[roles]\nx = [{ ops = [\"fly\"], sources = [\"**\"] }]").is_err());
         assert!(Config::parse("[roles]\nx = [{ ops = [\"get\"], sources = [\"[\"] }]").is_err());
     }

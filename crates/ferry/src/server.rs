@@ -127,7 +127,11 @@ impl Server {
                 limiter: Limiter::new(config.login.clone()),
                 session_limits: config.sessions.clone(),
                 new_ksf: config.password,
-                mesh: crate::mesh::serve::MeshShared::open(dir, device)?,
+                mesh: crate::mesh::serve::MeshShared::open(
+                    dir,
+                    device,
+                    config.mesh.max_join_failures,
+                )?,
                 dir: dir.clone(),
             }),
             listen: config.listen,

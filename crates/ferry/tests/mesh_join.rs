@@ -22,7 +22,12 @@ fn device(dir: &ServerDir) -> DeviceKey {
 
 /// A: a running server that created a mesh and is open for joins.
 async fn opener() -> TestServer {
-    let a = TestServer::start().await;
+    opener_with(|t| t).await
+}
+
+/// [`opener`] with ferry.toml edited by `edit`.
+async fn opener_with(edit: impl FnOnce(String) -> String) -> TestServer {
+    let a = TestServer::start_with_config(edit).await;
     let d = device(&a.server_dir);
     let me = Member {
         spki: d.spki().to_vec(),
@@ -66,6 +71,178 @@ async fn join(a: &TestServer, b: &ServerDir, pw: &str) -> Result<MeshState, Erro
     })
     .unwrap();
     Ok(s)
+}
+
+/// A server whose open window closes after `n` failed joins.
+async fn opener_limited(n: u32) -> TestServer {
+    opener_with(|t| {
+        t.replace(
+            "max_join_failures = 10",
+            &format!("max_join_failures = {n}"),
+        )
+    })
+    .await
+}
+
+/// Starts a join with `pw` and hangs up as soon as the opener's `mesh_join_response` arrives
+/// (from it the joiner already knows whether its guess was right). `true` if it arrived.
+async fn guess_and_hang_up(a: &TestServer, b: &ServerDir, pw: &str) -> bool {
+    use ferry::proto::mesh::join::Joiner;
+    use ferry::proto::mesh::wire::MeshJoinStart;
+    use ferry::proto::message::Message;
+    let a_id = a.server_dir.identity().unwrap().server_id();
+    let tls = ferry::Client::connect_tls(&a.addr.to_string(), a_id)
+        .await
+        .unwrap();
+    let exporter = ferry::tls::export(tls.get_ref().1).unwrap();
+    let mut wire = ferry::wire::Wire::new(tls);
+    let me = device(b);
+    let mut rng = rand_core_10::UnwrapErr(getrandom_04::SysRng);
+    let (share, _joiner) =
+        Joiner::start(pw.as_bytes(), &exporter, &me.id(), a_id, &mut rng).unwrap();
+    wire.send(&Message::MeshJoinStart(MeshJoinStart {
+        share,
+        device: me.spki().to_vec(),
+        name: "guesser".into(),
+        port: 1,
+    }))
+    .await
+    .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), wire.recv_message()).await;
+    matches!(answer, Ok(Ok(Message::MeshJoinResponse(_))))
+    // Dropped here: the connection closes without a `mesh_join_finish`.
+}
+
+#[tokio::test]
+async fn a_join_in_flight_when_the_window_closes_is_refused_at_its_finish() {
+    use ferry::proto::mesh::join::Joiner;
+    use ferry::proto::mesh::wire::{MeshJoinFinish, MeshJoinStart};
+    use ferry::proto::message::Message;
+    let a = opener().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = joiner_dir(&tmp, "b");
+    let a_id = a.server_dir.identity().unwrap().server_id();
+    let tls = ferry::Client::connect_tls(&a.addr.to_string(), a_id)
+        .await
+        .unwrap();
+    let exporter = ferry::tls::export(tls.get_ref().1).unwrap();
+    let mut wire = ferry::wire::Wire::new(tls);
+    let me = device(&b);
+    let mut rng = rand_core_10::UnwrapErr(getrandom_04::SysRng);
+    let (share, joiner) =
+        Joiner::start(PASSWORD.as_bytes(), &exporter, &me.id(), a_id, &mut rng).unwrap();
+    wire.send(&Message::MeshJoinStart(MeshJoinStart {
+        share,
+        device: me.spki().to_vec(),
+        name: "b".into(),
+        port: 1,
+    }))
+    .await
+    .unwrap();
+    let Message::MeshJoinResponse(r) = wire.recv_message().await.unwrap() else {
+        panic!("no response");
+    };
+    // The right password: the opener's confirmation verifies.
+    let confirm = joiner.confirm(&r.share, &r.confirm).unwrap();
+    // The window closes while this joiner is between the response and its finish.
+    assert!(a.server_dir.close_mesh().unwrap());
+    wire.send(&Message::MeshJoinFinish(MeshJoinFinish {
+        confirm,
+        signature: me.prove("join", &exporter).unwrap(),
+    }))
+    .await
+    .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), wire.recv_message()).await;
+    assert!(
+        matches!(answer, Ok(Ok(Message::AuthFailed(_)))),
+        "{answer:?}"
+    );
+    assert_eq!(a.server_dir.mesh_state().unwrap().unwrap().members.len(), 1);
+}
+
+/// Waits (at most 10 s) until the open window's file is gone from `a`'s folder.
+async fn window_removed(a: &TestServer) -> bool {
+    let file = a.server_dir.path().join("mesh-open.toml");
+    for _ in 0..100 {
+        if !file.exists() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn joiners_that_hang_up_after_the_response_are_counted_and_close_the_window() {
+    let a = opener_limited(3).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = joiner_dir(&tmp, "b");
+    for i in 0..3 {
+        assert!(guess_and_hang_up(&a, &b, "a guess").await, "guess {i}");
+    }
+    // Counted on the server: the third closed the window and removed its password.
+    assert!(
+        window_removed(&a).await,
+        "three hang-ups did not close the window"
+    );
+    assert!(matches!(
+        join(&a, &b, PASSWORD).await,
+        Err(Error::AuthFailed)
+    ));
+    assert_eq!(a.server_dir.mesh_state().unwrap().unwrap().members.len(), 1);
+    assert_eq!(common::panics(), 0);
+}
+
+#[tokio::test]
+async fn after_the_failure_limit_the_right_password_is_refused_until_reopened() {
+    let a = opener_limited(3).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = joiner_dir(&tmp, "b");
+    for i in 0..3 {
+        let r = join(&a, &b, &format!("wrong {i}")).await;
+        assert!(matches!(r, Err(Error::AuthFailed)), "{r:?}");
+    }
+    // Refused like a wrong password, and the password is gone from disk.
+    let r = join(&a, &b, PASSWORD).await;
+    assert!(matches!(r, Err(Error::AuthFailed)), "{r:?}");
+    assert!(window_removed(&a).await);
+    assert_eq!(a.server_dir.mesh_state().unwrap().unwrap().members.len(), 1);
+    // A new window accepts the right password again.
+    a.server_dir
+        .open_mesh(Zeroizing::new(PASSWORD.into()), ferry::clock::now() + 300)
+        .unwrap();
+    join(&a, &b, PASSWORD).await.unwrap();
+    assert_eq!(a.server_dir.mesh_state().unwrap().unwrap().members.len(), 2);
+}
+
+#[tokio::test]
+async fn parallel_joins_are_answered_one_after_another_each_after_its_delay() {
+    let a = opener().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = joiner_dir(&tmp, "b");
+    let start = Instant::now();
+    let attempt = |i: u32| {
+        let (a, b) = (&a, &b);
+        async move {
+            let r = join(a, b, &format!("wrong {i}")).await;
+            (matches!(r, Err(Error::AuthFailed)), start.elapsed())
+        }
+    };
+    let (r0, r1, r2, r3) = tokio::join!(attempt(0), attempt(1), attempt(2), attempt(3));
+    let mut done = [r0, r1, r2, r3];
+    assert!(done.iter().all(|(refused, _)| *refused), "{done:?}");
+    done.sort_by_key(|(_, t)| *t);
+    // One at a time, each after the delay of the failures before it (0, 250 ms, 500 ms,
+    // 1 s): consecutive answers at least half that apart. Answered all at once, they were not.
+    for (k, pair) in done.windows(2).enumerate() {
+        let gap = pair[1].1 - pair[0].1;
+        let delay = Duration::from_millis(250 << k);
+        assert!(
+            gap >= delay / 2,
+            "answer {} came {gap:?} after the one before: {done:?}",
+            k + 1
+        );
+    }
 }
 
 #[tokio::test]

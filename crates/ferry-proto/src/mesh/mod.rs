@@ -5,15 +5,19 @@
 //! * [`key`] — the mesh key schedule: announcement keys and member keys per epoch.
 //! * [`announce`] — sealed UDP announcements.
 //! * [`replay`] — freshness of announcements.
+//! * [`catch_up`] — when a datagram of a newer epoch may start a catch-up.
+//! * [`node`] — a peer's datagram rules, sans IO: datagram in, action out.
 //! * [`state`] — a member's view of the mesh, its file, and merging views.
 //! * [`wire`] — the mesh's messages.
 //! * [`member_auth`] — members authenticating to each other.
 
 pub mod announce;
 pub mod beacon;
+pub mod catch_up;
 pub mod join;
 pub mod key;
 pub mod member_auth;
+pub mod node;
 pub mod pake;
 pub mod replay;
 pub mod state;

@@ -112,6 +112,35 @@ pub struct MeshEntry {
     pub deleted: bool,
 }
 
+/// The highest version a member may announce or list. Versions count writes from 1, so no
+/// honest source comes near; a member that announced one near `u64::MAX` would leave every
+/// peer unable to write that source again (a local write continues from the highest version
+/// seen).
+pub const MAX_VERSION: u64 = 1 << 48;
+
+/// Why a member's source state is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidEntry {
+    /// The source name breaks the rules of requests ([`crate::names`]).
+    #[error("{0}")]
+    Name(#[from] crate::names::NameError),
+    /// Version 0, or above [`MAX_VERSION`].
+    #[error("source version {0} is out of range")]
+    Version(u64),
+}
+
+impl MeshEntry {
+    /// Checks a member's source state: a valid source name (the rules requests follow) and a
+    /// version from 1 to [`MAX_VERSION`].
+    pub fn check(&self) -> Result<(), InvalidEntry> {
+        crate::names::SourceName::parse(&self.source)?;
+        if self.version == 0 || self.version > MAX_VERSION {
+            return Err(InvalidEntry::Version(self.version));
+        }
+        Ok(())
+    }
+}
+
 /// Ask for a page of every source's state, tombstones included.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeshList {
@@ -145,5 +174,47 @@ mod key_bytes {
         let key = MeshKey::from_bytes(bytes);
         zeroize::Zeroize::zeroize(&mut bytes);
         Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(source: &str, version: u64) -> MeshEntry {
+        MeshEntry {
+            source: source.into(),
+            version,
+            hash: [1; 32],
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn entries_need_a_valid_name_and_a_sane_version() {
+        assert_eq!(entry("docs/a.txt", 1).check(), Ok(()));
+        assert_eq!(entry("docs/a.txt", MAX_VERSION).check(), Ok(()));
+        for bad in [
+            "",
+            "../etc/passwd",
+            "a//b",
+            "a/./b",
+            "a\u{1b}[2J",
+            "x\n",
+            "a b",
+        ] {
+            assert!(
+                matches!(entry(bad, 1).check(), Err(InvalidEntry::Name(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(
+            entry(&"n".repeat(crate::names::MAX_SOURCE_LEN + 1), 1)
+                .check()
+                .is_err()
+        );
+        for v in [0, MAX_VERSION + 1, u64::MAX - 1, u64::MAX] {
+            assert_eq!(entry("a", v).check(), Err(InvalidEntry::Version(v)));
+        }
     }
 }

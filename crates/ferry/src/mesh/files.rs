@@ -8,7 +8,10 @@
 //!
 //! `mesh.toml` and `mesh-open.toml` are written whole and atomically under `clients.lock`, by
 //! the CLI and by a running `ferry mesh up` alike; a running peer re-reads them when they
-//! change. The join password is kept only while the mesh is open; a joiner never stores it.
+//! change. The join password is kept only while the mesh is open: `ferry mesh close`, too
+//! many failed joins, and the end of the window remove the file (a running `ferry mesh up`
+//! removes it when the window ends, and every server start sweeps an expired one). A joiner
+//! never stores it.
 
 use std::collections::BTreeMap;
 
@@ -134,14 +137,37 @@ impl ServerDir {
         Ok(())
     }
 
-    /// Stops accepting joins (removes the password from disk).
-    pub fn close_mesh(&self) -> Result<(), Error> {
+    /// Stops accepting joins (removes the password from disk). Returns whether a window
+    /// was there to remove.
+    pub fn close_mesh(&self) -> Result<bool, Error> {
         let _lock = RegistryLock::acquire(self.path())?;
         match std::fs::remove_file(self.file(OPEN_FILE)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Removes the open window if `ends(window)` says it has ended (expired, or closed by
+    /// failed joins). Under the folder's lock, so a window opened meanwhile is kept. Returns
+    /// whether a window was removed.
+    pub fn close_mesh_if(&self, ends: impl FnOnce(&OpenWindow) -> bool) -> Result<bool, Error> {
+        let _lock = RegistryLock::acquire(self.path())?;
+        let path = self.file(OPEN_FILE);
+        match OpenFile::load(&path)?.0 {
+            Some(w) if ends(&w) => match std::fs::remove_file(&path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e.into()),
+            },
+            _ => Ok(false),
+        }
+    }
+
+    /// Removes the open window if it has expired at `now` (Unix seconds), so its password
+    /// does not stay on disk. Returns whether one was removed.
+    pub fn sweep_mesh_window(&self, now: u64) -> Result<bool, Error> {
+        self.close_mesh_if(|w| w.until <= now)
     }
 
     /// Last-seen times (empty if never written).

@@ -142,24 +142,36 @@ impl Client {
     }
 
     /// Every source's state on a member, tombstones included (to a member connection).
+    /// Entries with an invalid source name or an absurd version ([`MeshEntry::check`]) are
+    /// left out.
     pub async fn mesh_list(&mut self) -> Result<Vec<MeshEntry>, Error> {
         let mut out: Vec<MeshEntry> = Vec::new();
+        let mut after: Option<String> = None;
+        let mut listed = 0usize;
         // Bounded by MAX_MESH_LIST (pages hold up to 1000 entries) and the caller's timeout.
         loop {
-            let after = out.last().map(|e| e.source.clone());
             match self
-                .raw_request(&Message::MeshList(MeshList { after }))
+                .raw_request(&Message::MeshList(MeshList {
+                    after: after.clone(),
+                }))
                 .await?
             {
                 Message::MeshListOk(page) => {
                     let more = page.more && !page.entries.is_empty();
                     // A member that keeps saying "more" must not grow this without bound.
-                    if out.len() + page.entries.len() > MAX_MESH_LIST {
+                    listed = listed.saturating_add(page.entries.len());
+                    if listed > MAX_MESH_LIST {
                         return Err(Error::Protocol(format!(
                             "a member listed more than {MAX_MESH_LIST} sources"
                         )));
                     }
-                    out.extend(page.entries);
+                    after = page.entries.last().map(|e| e.source.clone());
+                    for e in page.entries {
+                        match e.check() {
+                            Ok(()) => out.push(e),
+                            Err(why) => tracing::info!("a member listed an invalid source: {why}"),
+                        }
+                    }
                     if !more {
                         return Ok(out);
                     }

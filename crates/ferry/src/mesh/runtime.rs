@@ -3,9 +3,9 @@
 //! * The announcer sends a `change` announcement for every change to the local store (a put
 //!   or delete by any client of this peer, or a version fetched from another member), and a
 //!   `digest` of the whole state every [`MeshOptions::digest_every`].
-//! * The listener opens datagrams with the current epoch's key and drops what fails to open,
-//!   what is stale or replayed ([`ReplayGuard`]) and what comes from non-members, then queues
-//!   work for the synchroniser.
+//! * The listener hands each datagram to the sans-IO [`Node`], which opens it with the current
+//!   epoch's key and drops what fails to open, what is stale or replayed and what comes from
+//!   non-members or names an invalid source, and queues the work it asks for.
 //! * The synchroniser works through that queue one job at a time: fetch a newer version from
 //!   its announcer, list a member whose digest differs and fetch what wins there, merge a
 //!   member's view of the mesh, or catch up with a rotation it missed.
@@ -20,10 +20,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_proto::mesh::announce::{self, Body, Event, OpenError};
+use ferry_proto::mesh::announce::{self, Body, Event};
 use ferry_proto::mesh::beacon::{self, Beacon};
 use ferry_proto::mesh::key::announce_key;
-use ferry_proto::mesh::replay::{ReplayGuard, first_counter};
+pub(crate) use ferry_proto::mesh::node::announced_addr;
+use ferry_proto::mesh::node::{Action, Dropped, Node, Peer};
+use ferry_proto::mesh::replay::first_counter;
 use ferry_proto::mesh::state::MeshState;
 use ferry_proto::mesh::wire::{MeshEntry, MeshGrant};
 use ferry_proto::message::Digest;
@@ -78,14 +80,8 @@ enum Job {
     Sync(Peer),
     /// A member's view of the mesh differs, or an unknown sender holds the key: merge.
     State(Peer),
-    /// Someone announces under a newer epoch: ask the members we know for the mesh state.
+    /// Someone announces under the next epoch: ask the members we know for the mesh state.
     CatchUp,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Peer {
-    id: ServerId,
-    addr: SocketAddr,
 }
 
 struct Ctx {
@@ -99,6 +95,8 @@ struct Ctx {
     /// The digest of the local sources; `None` after a change, until recomputed.
     digest: Mutex<Option<Digest>>,
     seen: Mutex<SeenFile>,
+    /// The datagram rules (replay guard, catch-up schedule).
+    node: Mutex<Node>,
 }
 
 impl Ctx {
@@ -143,6 +141,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let device = DeviceKey::from_identity(&dir.identity()?)?;
+    let me = device.id();
     let state = LiveFile::<MeshFile>::open(dir.file(super::files::MESH_FILE))?;
     if state.current().0.is_none() {
         return Err(Error::Config(format!(
@@ -164,6 +163,10 @@ pub async fn run(
         store,
         replicated: Mutex::new(HashSet::new()),
         digest: Mutex::new(None),
+        node: Mutex::new(Node::new(
+            me,
+            u64::try_from(opts.window.as_millis()).unwrap_or(u64::MAX),
+        )),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(256);
@@ -185,18 +188,14 @@ pub async fn run(
         feed,
         stop_rx.clone(),
     ));
-    let listener = tokio::spawn(listen_loop(
-        ctx.clone(),
-        sockets,
-        opts.window,
-        jobs_tx,
-        stop_rx.clone(),
-    ));
+    let listener = tokio::spawn(listen_loop(ctx.clone(), sockets, jobs_tx, stop_rx.clone()));
+    let closer = tokio::spawn(super::window::expire_loop(ctx.dir.clone(), stop_rx.clone()));
     let worker = tokio::spawn(sync_loop(ctx.clone(), jobs_rx, stop_rx));
     shutdown.await;
     let _ = stop_tx.send(true);
     let _ = announcer.await;
     let _ = listener.await;
+    let _ = closer.await;
     // A fetch in flight is abandoned: its staged blob is discarded, nothing half-written.
     worker.abort();
     let _ = worker.await;
@@ -372,12 +371,9 @@ fn save_seen(ctx: &Ctx) {
 async fn listen_loop(
     ctx: Arc<Ctx>,
     sockets: Arc<Sockets>,
-    window: Duration,
     jobs: mpsc::Sender<Job>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut guard = ReplayGuard::new(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
-    let mut last_catch_up: Option<tokio::time::Instant> = None;
     let mut buf = Sockets::buffers();
     loop {
         let (datagram, from) = tokio::select! {
@@ -393,83 +389,32 @@ async fn listen_loop(
             },
         };
         let Some(mesh) = ctx.mesh() else { continue };
-        let opened = announce::open(datagram, |e| {
-            (e == mesh.epoch).then(|| announce_key(&mesh.key, e))
-        });
-        let body = match opened {
-            Ok(b) => b,
-            Err(OpenError::UnknownEpoch(e)) if e > mesh.epoch => {
-                // A member moved to a newer key: we missed a rotation. Catch up, at most
-                // every five seconds however many such datagrams arrive.
-                if last_catch_up.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
-                    last_catch_up = Some(tokio::time::Instant::now());
-                    let _ = jobs.try_send(Job::CatchUp);
-                }
+        let action = lock(&ctx.node).handle(clock::now_ms(), from, datagram, &mesh);
+        let job = match action {
+            Action::Drop(Dropped::Beacon | Dropped::Own) => continue,
+            Action::Drop(why) => {
+                tracing::debug!("{from}: dropped datagram: {why}");
                 continue;
             }
-            Err(e) => {
-                tracing::debug!("{from}: dropped datagram: {e}");
-                continue;
+            Action::CatchUp { claims } => {
+                tracing::info!(
+                    "{from}: announcement of a newer epoch ({claims} from this address): \
+                     catching up"
+                );
+                Job::CatchUp
             }
-        };
-        let sender = ServerId::from_bytes(body.sender);
-        if sender == ctx.device.id() {
-            continue;
-        }
-        // A copy that cannot tell where its sender serves (an unspecified IPv4 address
-        // arriving over IPv6) is skipped before the replay check: its IPv4 copy will do.
-        let Some(addr) = announced_addr(&body.addr, body.port, from) else {
-            continue;
-        };
-        let peer = Peer { id: sender, addr };
-        if !mesh.is_member(&sender) {
-            if mesh.removed.contains(&sender) {
-                guard.forget(&sender);
-                tracing::debug!("{from}: dropped datagram from removed device {sender}");
-            } else if guard
-                .check(sender, body.counter, body.time, clock::now_ms())
-                .is_ok()
-            {
-                // Holds the key but is new to us: it joined through another member.
-                let _ = jobs.try_send(Job::State(peer));
+            Action::State(peer) => Job::State(peer),
+            Action::Change { peer, entry } => {
+                heard(&ctx, peer);
+                Job::Fetch { peer, entry }
             }
-            continue;
-        }
-        if let Err(e) = guard.check(sender, body.counter, body.time, clock::now_ms()) {
-            tracing::debug!("{from}: dropped announcement from {sender}: {e}");
-            continue;
-        }
-        let first = lock(&ctx.seen)
-            .seen
-            .insert(
-                sender.to_string(),
-                Seen {
-                    at: clock::now(),
-                    addr: addr.to_string(),
-                },
-            )
-            .is_none_or(|before| before.addr != addr.to_string());
-        if first {
-            // A new member or a new address: record it now, not only at the next digest.
-            save_seen(&ctx);
-        }
-        let job = match body.event {
-            Event::Change {
-                source,
-                version,
-                hash,
-                deleted,
-            } => Job::Fetch {
+            Action::Digest {
                 peer,
-                entry: MeshEntry {
-                    source,
-                    version,
-                    hash,
-                    deleted,
-                },
-            },
-            Event::Digest { sources, members } => {
-                if members != mesh.members_digest() {
+                sources,
+                members_differ,
+            } => {
+                heard(&ctx, peer);
+                if members_differ {
                     let _ = jobs.try_send(Job::State(peer));
                 }
                 match ctx.local_digest().await {
@@ -484,32 +429,22 @@ async fn listen_loop(
     }
 }
 
-/// The TLS address a datagram announces: its `addr` and `port`, or the datagram's source
-/// address when the sender listens on an unspecified address of the same family.
-pub(crate) fn announced_addr(addr: &[u8], port: u16, from: SocketAddr) -> Option<SocketAddr> {
-    let ip = match addr.len() {
-        4 => IpAddr::from(<[u8; 4]>::try_from(addr).ok()?),
-        16 => IpAddr::from(<[u8; 16]>::try_from(addr).ok()?),
-        _ => return None,
-    };
-    if !ip.is_unspecified() {
-        return Some(SocketAddr::new(ip, port));
+/// Records that member `peer` was heard from just now.
+fn heard(ctx: &Ctx, peer: Peer) {
+    let first = lock(&ctx.seen)
+        .seen
+        .insert(
+            peer.id.to_string(),
+            Seen {
+                at: clock::now(),
+                addr: peer.addr.to_string(),
+            },
+        )
+        .is_none_or(|before| before.addr != peer.addr.to_string());
+    if first {
+        // A new member or a new address: record it now, not only at the next digest.
+        save_seen(ctx);
     }
-    match (ip, from) {
-        // Listening on [::] accepts IPv4 too (dual stack), so any source address will do.
-        (IpAddr::V6(_), _) => Some(with_port(from, port)),
-        (IpAddr::V4(_), SocketAddr::V4(_)) => Some(with_port(from, port)),
-        (IpAddr::V4(_), SocketAddr::V6(v6)) => v6
-            .ip()
-            .to_ipv4_mapped()
-            .map(|v4| SocketAddr::new(v4.into(), port)),
-    }
-}
-
-/// `from` with another port, keeping an IPv6 scope.
-fn with_port(mut from: SocketAddr, port: u16) -> SocketAddr {
-    from.set_port(port);
-    from
 }
 
 async fn sync_loop(ctx: Arc<Ctx>, mut jobs: mpsc::Receiver<Job>, mut stop: watch::Receiver<bool>) {
@@ -519,11 +454,21 @@ async fn sync_loop(ctx: Arc<Ctx>, mut jobs: mpsc::Receiver<Job>, mut stop: watch
             j = jobs.recv() => match j { Some(j) => j, None => return },
         };
         let label = format!("{job:?}");
+        let catching_up = matches!(job, Job::CatchUp);
+        let epoch = ctx.mesh().map(|m| m.epoch);
         // Bounded: a job that hangs (a member that stops answering) is given up.
         match tokio::time::timeout(JOB_TIMEOUT, run_job(&ctx, job)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::info!("mesh sync: {label}: {e}"),
             Err(_) => tracing::info!("mesh sync: {label}: gave up after {JOB_TIMEOUT:?}"),
+        }
+        if catching_up {
+            // Nothing newer found: the next catch-up waits longer.
+            let found = ctx.mesh().map(|m| m.epoch) > epoch;
+            if !found {
+                tracing::info!("catching up found no newer epoch");
+            }
+            lock(&ctx.node).catch_up_finished(clock::now_ms(), found);
         }
     }
 }
@@ -674,6 +619,18 @@ async fn fetch(ctx: &Ctx, c: &mut crate::client::Client, entry: MeshEntry) -> Re
         Err(Error::NotFound(_)) => return Ok(()),
         Err(e) => return Err(e),
     };
+    if !same_entry(&got, &entry) {
+        // Changed on the member since it announced or listed it (its next announcement
+        // says), or a member sending something else than asked for: not installed.
+        tracing::info!(
+            "mesh: asked for {} version {}, got {} version {}; not installed",
+            entry.source,
+            entry.version,
+            got.source,
+            got.version
+        );
+        return Ok(());
+    }
     // Mark before committing: the change feed may announce it before commit returns.
     mark_replicated(ctx, &got.source, got.version);
     let (source, version, by, modified) = (
@@ -700,6 +657,11 @@ async fn fetch(ctx: &Ctx, c: &mut crate::client::Client, entry: MeshEntry) -> Re
     Ok(())
 }
 
+/// Whether a fetched entry is the one asked for: same source, version and content hash.
+fn same_entry(got: &ferry_proto::message::Entry, asked: &MeshEntry) -> bool {
+    got.source == asked.source && got.version == asked.version && got.hash == asked.hash
+}
+
 fn mark_replicated(ctx: &Ctx, source: &str, version: u64) {
     let mut r = lock(&ctx.replicated);
     // Bounded: entries leave when announced; cap it in case the feed lags far behind.
@@ -713,41 +675,38 @@ fn mark_replicated(ctx: &Ctx, source: &str, version: u64) {
 mod tests {
     use super::*;
 
-    struct B {
-        addr: Vec<u8>,
-        port: u16,
-    }
-
-    fn body(addr: Vec<u8>, port: u16) -> B {
-        B { addr, port }
-    }
-
-    fn announced_addr(b: &B, from: SocketAddr) -> Option<SocketAddr> {
-        super::announced_addr(&b.addr, b.port, from)
-    }
-
     #[test]
-    fn announced_addresses() {
-        let v4: SocketAddr = "10.0.0.2:4000".parse().unwrap_or_else(|_| unreachable!());
-        let v6: SocketAddr = "[fd00::2]:4000".parse().unwrap_or_else(|_| unreachable!());
-        let mapped: SocketAddr = "[::ffff:10.0.0.3]:4000"
-            .parse()
-            .unwrap_or_else(|_| unreachable!());
-        let explicit = body(vec![10, 0, 0, 9], 7443);
-        assert_eq!(
-            announced_addr(&explicit, v6),
-            Some("10.0.0.9:7443".parse().unwrap_or_else(|_| unreachable!()))
-        );
-        let any4 = body(vec![0; 4], 7443);
-        assert_eq!(announced_addr(&any4, v4), Some(with_port(v4, 7443)));
-        assert_eq!(announced_addr(&any4, v6), None);
-        assert_eq!(
-            announced_addr(&any4, mapped),
-            Some("10.0.0.3:7443".parse().unwrap_or_else(|_| unreachable!()))
-        );
-        let any6 = body(vec![0; 16], 7443);
-        assert_eq!(announced_addr(&any6, v6), Some(with_port(v6, 7443)));
-        assert_eq!(announced_addr(&any6, v4), Some(with_port(v4, 7443)));
-        assert_eq!(announced_addr(&body(vec![1; 5], 1), v4), None);
+    fn a_fetched_entry_must_be_the_one_asked_for() {
+        let asked = MeshEntry {
+            source: "docs/a".into(),
+            version: 4,
+            hash: [1; 32],
+            deleted: false,
+        };
+        let got = ferry_proto::message::Entry {
+            source: "docs/a".into(),
+            version: 4,
+            size: 3,
+            hash: [1; 32],
+            modified: 0,
+            by: "x".into(),
+        };
+        assert!(same_entry(&got, &asked));
+        for bad in [
+            ferry_proto::message::Entry {
+                source: "docs/b".into(),
+                ..got.clone()
+            },
+            ferry_proto::message::Entry {
+                version: 5,
+                ..got.clone()
+            },
+            ferry_proto::message::Entry {
+                hash: [2; 32],
+                ..got.clone()
+            },
+        ] {
+            assert!(!same_entry(&bad, &asked), "{bad:?}");
+        }
     }
 }

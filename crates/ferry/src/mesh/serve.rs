@@ -2,7 +2,6 @@
 //! the mesh listing.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use ferry_proto::auth::{Method, Principal};
@@ -14,25 +13,15 @@ use ferry_proto::message::{Empty, Message};
 use ferry_proto::secret::{Exporter, MeshKey};
 use ferry_proto::server_id::ServerId;
 use tokio::io::{AsyncRead, AsyncWrite};
+use zeroize::Zeroizing;
 
 use super::device::{self, DeviceKey};
 use super::files::{MeshFile, OpenFile};
+use super::join_gate::{JoinGate, join_delay};
 use crate::live::LiveFile;
 use crate::server_dir::ServerDir;
 use crate::wire::Wire;
 use crate::{Error, clock};
-
-/// After this many failed joins in one open window, the window closes.
-pub const MAX_JOIN_FAILURES: u32 = 20;
-/// Delay before answering a join after `n` failures: 250 ms doubling, at most 4 s. The
-/// server also keeps it under half its handshake timeout, so that a slowed attempt still
-/// gets its answer (and is counted) rather than running into the connection's deadline.
-pub fn join_delay(failures: u32) -> Duration {
-    if failures == 0 {
-        return Duration::ZERO;
-    }
-    Duration::from_millis(250u64 << failures.saturating_sub(1).min(4))
-}
 
 /// What the server knows of its mesh.
 #[derive(Debug)]
@@ -40,41 +29,46 @@ pub(crate) struct MeshShared {
     pub(crate) state: LiveFile<MeshFile>,
     pub(crate) open: LiveFile<OpenFile>,
     pub(crate) device: DeviceKey,
-    /// (end of the open window the count belongs to, failed joins in it).
-    failures: Mutex<(u64, u32)>,
+    gate: JoinGate,
 }
 
 impl MeshShared {
-    pub(crate) fn open(dir: &ServerDir, device: DeviceKey) -> Result<Self, Error> {
+    /// Loads the mesh files of `dir`, first removing an open window that has ended (so its
+    /// password does not outlive it on disk). Joins close a window after
+    /// `max_join_failures` failures.
+    pub(crate) fn open(
+        dir: &ServerDir,
+        device: DeviceKey,
+        max_join_failures: u32,
+    ) -> Result<Self, Error> {
+        match dir.sweep_mesh_window(clock::now()) {
+            Ok(true) => tracing::info!("the mesh's join window had ended: its password is removed"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot remove an ended join window: {e}"),
+        }
         Ok(Self {
             state: LiveFile::open(dir.file(super::files::MESH_FILE))?,
             open: LiveFile::open(dir.file(super::files::OPEN_FILE))?,
             device,
-            failures: Mutex::new((0, 0)),
+            gate: JoinGate::new(max_join_failures),
         })
     }
 
-    /// Failed joins in the window that ends at `until` (0: no window). A new window starts
-    /// from zero, so reopening after the limit closed one is not slowed by the old count.
-    fn failures(&self, until: u64) -> u32 {
-        match self.failures.lock() {
-            Ok(g) if g.0 == until => g.1,
-            Ok(_) => 0,
-            Err(_) => MAX_JOIN_FAILURES,
-        }
+    /// The end of the open window (0: none), whatever its state.
+    fn window_until(&self) -> u64 {
+        self.open.current().0.as_ref().map_or(0, |w| w.until)
     }
 
-    /// Counts a failure in the window ending at `until`, or (with `failed == false`) clears the
-    /// count after a success. Returns the new count.
-    fn record(&self, until: u64, failed: bool) -> u32 {
-        match self.failures.lock() {
-            Ok(mut g) => {
-                let count = if g.0 == until { g.1 } else { 0 };
-                *g = (until, if failed { count.saturating_add(1) } else { 0 });
-                g.1
-            }
-            Err(_) => MAX_JOIN_FAILURES,
-        }
+    /// The join password, if the window ending at `until` is still the open one, has not
+    /// ended, and has not been closed by failures, and this peer is in a mesh.
+    fn password(&self, until: u64) -> Option<Zeroizing<String>> {
+        let window = self.open.current();
+        let w = window.0.as_ref()?;
+        let open = w.until == until
+            && until > clock::now()
+            && !self.gate.closed(until)
+            && self.state.current().0.is_some();
+        open.then(|| w.password.clone())
     }
 
     /// Whether a mesh principal may still act.
@@ -146,6 +140,12 @@ pub(crate) async fn member_auth<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Runs a join as the opener. Always ends the connection.
+///
+/// One exchange at a time ([`JoinGate::turn`]); the delay for the window's failures so far;
+/// the window re-checked after every wait (the turn, the delay, the joiner's finish); the
+/// attempt counted before `mesh_join_response` leaves. A refused attempt (wrong password, a
+/// closed or ended window, a bad signature) runs CPace all the same and gets the same
+/// `auth_failed`.
 pub(crate) async fn join<S: AsyncRead + AsyncWrite + Unpin>(
     mesh: &MeshShared,
     dir: &ServerDir,
@@ -155,16 +155,11 @@ pub(crate) async fn join<S: AsyncRead + AsyncWrite + Unpin>(
     start: MeshJoinStart,
     max_delay: Duration,
 ) -> Result<(), Error> {
-    let window = mesh.open.current();
-    let until = window.0.as_ref().map_or(0, |w| w.until);
-    tokio::time::sleep(join_delay(mesh.failures(until)).min(max_delay)).await;
-    let now = clock::now();
-    let in_mesh = mesh.state.current().0.is_some();
-    let password = match &window.0 {
-        Some(w) if w.until > now && in_mesh => Some(w.password.clone()),
-        _ => None,
-    };
-    let open = password.is_some();
+    let _turn = mesh.gate.turn().await;
+    let until = mesh.window_until();
+    tokio::time::sleep(join_delay(mesh.gate.failures(until)).min(max_delay)).await;
+    let password = mesh.password(until).filter(|_| mesh.gate.admits(until));
+    let attempt = mesh.gate.attempt(until, dir);
     let joiner = ServerId::from_spki(&start.device);
     let me = mesh.device.id();
     let mut rng = rand_core_10::UnwrapErr(getrandom_04::SysRng);
@@ -176,6 +171,8 @@ pub(crate) async fn join<S: AsyncRead + AsyncWrite + Unpin>(
         &start.share,
         &mut rng,
     );
+    let open = password.is_some();
+    drop(password);
     let outcome = match responded {
         Err(_) => Err("invalid PAKE share"),
         Ok((share, confirm, opener)) => {
@@ -192,11 +189,14 @@ pub(crate) async fn join<S: AsyncRead + AsyncWrite + Unpin>(
                         &ferry_proto::mesh::join::device_proof("join", exporter),
                         &f.signature,
                     );
-                    match (open, confirmed, signed) {
-                        (false, _, _) => Err("the mesh is not open for joins"),
-                        (true, false, _) => Err("wrong password"),
-                        (true, true, false) => Err("bad device signature"),
-                        (true, true, true) => Ok(()),
+                    // Closed, ended or replaced while this joiner answered: refused.
+                    let still_open = mesh.password(until).is_some();
+                    match (open, confirmed, signed, still_open) {
+                        (false, _, _, _) => Err("the mesh is not open for joins"),
+                        (true, false, _, _) => Err("wrong password"),
+                        (true, true, false, _) => Err("bad device signature"),
+                        (true, true, true, false) => Err("the join window closed meanwhile"),
+                        (true, true, true, true) => Ok(()),
                     }
                 }
                 _ => Err("unexpected message"),
@@ -204,17 +204,14 @@ pub(crate) async fn join<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     if let Err(why) = outcome {
-        let n = mesh.record(until, true);
-        tracing::warn!("{peer}: mesh join failed ({why}); {n} failures in this window");
-        if n >= MAX_JOIN_FAILURES && open {
-            tracing::warn!("too many failed joins: closing the mesh to joins");
-            let dir = dir.clone();
-            let _ = tokio::task::spawn_blocking(move || dir.close_mesh()).await;
-        }
+        tracing::warn!(
+            "{peer}: mesh join failed ({why}); {} failures in this window",
+            attempt.failures()
+        );
+        drop(attempt);
         wire.send(&Message::AuthFailed(Empty {})).await?;
         return Ok(());
     }
-    mesh.record(until, false);
     let member = Member {
         spki: start.device.clone(),
         name: start.name.clone(),
@@ -236,6 +233,7 @@ pub(crate) async fn join<S: AsyncRead + AsyncWrite + Unpin>(
     .await?;
     match grant {
         Some(g) => {
+            attempt.succeeded();
             tracing::info!("{peer}: {} joined the mesh as {joiner}", start.name);
             wire.send(&Message::MeshJoinOk(Box::new(g))).await?;
         }
@@ -301,18 +299,3 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Source states per `mesh_list_ok` page (each at most ~600 bytes, so a page fits a frame).
 const LIST_PAGE: usize = 1000;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn join_delay_doubles_up_to_four_seconds() {
-        let ms = |n| join_delay(n).as_millis();
-        assert_eq!(
-            (0..8).map(ms).collect::<Vec<_>>(),
-            [0, 250, 500, 1000, 2000, 4000, 4000, 4000]
-        );
-        assert_eq!(ms(u32::MAX), 4000);
-    }
-}
