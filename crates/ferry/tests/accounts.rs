@@ -96,9 +96,16 @@ async fn a_relay_cannot_complete_a_login_or_a_resumption() {
     // A client tricked into pinning the relay: OPAQUE's context is the client↔relay exporter.
     let r = Client::login(&mitm.addr, mitm.identity_id, "carol", PW, true).await;
     assert!(matches!(r, Err(Error::AuthFailed)), "{r:?}");
+    assert!(mitm.relayed.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    // The server's decision, read off the relayed wire: refused, no session granted.
+    mitm.assert_server_refused(&["auth_ok"]).await;
+    // A resumption through another relay: the server checks the proof against its own
+    // exporter and refuses it (a relayed client would also fail on the server's proof, so the
+    // client's error alone would prove nothing).
+    let mitm = common::start_mitm(srv.addr.to_string(), pin(&srv)).await;
     let r = Client::resume(&mitm.addr, mitm.identity_id, s.id, &s.secret).await;
     assert!(matches!(r, Err(Error::AuthFailed)), "{r:?}");
-    assert!(mitm.relayed.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    mitm.assert_server_refused(&["auth_ok"]).await;
     srv.stop().await;
 }
 
