@@ -183,8 +183,10 @@ pub struct SessionEntry {
     pub attributes: BTreeMap<String, String>,
     /// How it was opened: `password`, or `psk:EPOCH`.
     pub origin: String,
-    /// The secret, hex.
-    pub secret: String,
+    /// The secret: 64 hexadecimal digits in the file, a zeroizing [`SessionSecret`] in
+    /// memory (every snapshot of the file holds its own copy, wiped when dropped).
+    #[serde(with = "secret_hex")]
+    pub secret: SessionSecret,
     /// When it was opened.
     pub created: u64,
     /// When it was last used.
@@ -222,18 +224,6 @@ impl SessionEntry {
         }
     }
 
-    /// The secret.
-    pub fn secret(&self) -> Option<SessionSecret> {
-        let mut key = zeroize::Zeroizing::new([0u8; 32]);
-        if self.secret.len() != 64 {
-            return None;
-        }
-        data_encoding::HEXLOWER_PERMISSIVE
-            .decode_mut(self.secret.as_bytes(), key.as_mut())
-            .ok()?;
-        Some(SessionSecret::from_bytes(*key))
-    }
-
     /// The principal it opened as.
     pub fn principal(&self) -> Option<Principal> {
         Some(Principal {
@@ -241,6 +231,35 @@ impl SessionEntry {
             attributes: self.attributes.clone(),
             method: self.origin_method()?,
         })
+    }
+}
+
+/// A session secret in `sessions.toml`: 64 hexadecimal digits, as before it had a type of its
+/// own. Both directions go through zeroizing buffers; an error names nothing from the file.
+mod secret_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use zeroize::Zeroizing;
+
+    use crate::secret::SessionSecret;
+
+    pub(super) fn serialize<S: Serializer>(s: &SessionSecret, ser: S) -> Result<S::Ok, S::Error> {
+        let hex = Zeroizing::new(data_encoding::HEXLOWER.encode(s.expose_secret()));
+        ser.serialize_str(&hex)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<SessionSecret, D::Error> {
+        let hex = Zeroizing::new(String::deserialize(de)?);
+        let mut key = Zeroizing::new([0u8; 32]);
+        if hex.len() != 64
+            || data_encoding::HEXLOWER_PERMISSIVE
+                .decode_mut(hex.as_bytes(), key.as_mut())
+                .is_err()
+        {
+            return Err(serde::de::Error::custom(
+                "a session secret must be 64 hexadecimal digits",
+            ));
+        }
+        Ok(SessionSecret::from_bytes(*key))
     }
 }
 
@@ -439,6 +458,26 @@ mod tests {
     }
 
     #[test]
+    fn session_secrets_keep_their_file_format() {
+        // A file written before secrets had their own type reads, and writes back the same.
+        let text = format!(
+            "[sessions.x]\nname = \"a\"\norigin = \"password\"\nsecret = \"{}\"\ncreated = 1\nlast_used = 1\nidle_secs = 1\nexpires = 1\n\n[sessions.x.attributes]\n",
+            "cd".repeat(32)
+        );
+        let sessions = Sessions::parse(&text).unwrap();
+        let s = &sessions.sessions["x"];
+        assert_eq!(s.secret, SessionSecret::from_bytes([0xcd; 32]));
+        assert_eq!(format!("{:?}", s.secret), "SessionSecret(..)");
+        let written = sessions.to_toml().unwrap();
+        assert!(written.contains(&format!("secret = \"{}\"", "cd".repeat(32))));
+        assert_eq!(Sessions::parse(&written).unwrap(), sessions);
+        // A malformed secret is refused without quoting it.
+        let bad = text.replace(&"cd".repeat(32), &"zz".repeat(32));
+        let e = Sessions::parse(&bad).unwrap_err().to_string();
+        assert!(!e.contains("zz"), "{e}");
+    }
+
+    #[test]
     fn round_trips() {
         let s = SessionFile {
             server: "h:1".into(),
@@ -462,7 +501,7 @@ mod tests {
             name: name.into(),
             attributes: [("role".to_owned(), "r".to_owned())].into(),
             origin: "password".into(),
-            secret: "11".repeat(32),
+            secret: SessionSecret::from_bytes([0x11; 32]),
             created: 1,
             last_used,
             idle_secs: 1 << 40,

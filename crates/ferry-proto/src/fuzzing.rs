@@ -391,7 +391,7 @@ pub fn state_files(data: &[u8]) {
         v.to_toml().and_then(|t| Sessions::parse(&t))
     }) {
         for s in sessions.sessions.values() {
-            let _ = (s.live(u64::MAX), s.secret(), s.principal());
+            let _ = (s.live(u64::MAX), &s.secret, s.principal());
         }
     }
     check("profile", Profile::parse(text), |v| {

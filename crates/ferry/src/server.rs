@@ -324,7 +324,7 @@ impl<'a> AuthCtx<'a> {
             return None;
         }
         Some(StoredSession {
-            secret: entry.secret()?,
+            secret: entry.secret.clone(),
             principal,
         })
     }
@@ -571,7 +571,7 @@ async fn authenticate(
                         name: principal.name.clone(),
                         attributes: principal.attributes.clone(),
                         origin,
-                        secret: data_encoding::HEXLOWER.encode(s.secret.expose_secret()),
+                        secret: s.secret,
                         created: now,
                         last_used: now,
                         idle_secs: s.idle_secs,
