@@ -89,6 +89,12 @@ pub struct UserEntry {
     pub ksf: KsfParams,
     /// When the password was set (Unix seconds).
     pub created: u64,
+    /// The record's generation: a new one (from [`Users::last_generation`]) at every change
+    /// of the record or the user's role (registration, password change, re-invitation), so
+    /// that logins and sessions of an older one end. Absent in files written before it
+    /// existed: 0.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl core::fmt::Debug for UserEntry {
@@ -98,6 +104,7 @@ impl core::fmt::Debug for UserEntry {
             .field("attributes", &self.attributes)
             .field("ksf", &self.ksf)
             .field("created", &self.created)
+            .field("generation", &self.generation)
             .finish_non_exhaustive()
     }
 }
@@ -117,12 +124,27 @@ impl UserEntry {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Users {
+    /// The last generation given to any record, removed users' included, so a generation is
+    /// never given twice. Absent in files written before it existed: 0.
+    #[serde(default)]
+    pub last_generation: u64,
     /// By name.
     #[serde(default)]
     pub users: BTreeMap<String, UserEntry>,
 }
 
 impl Users {
+    /// Takes a generation never given before (greater than every one in the file).
+    pub fn next_generation(&mut self) -> u64 {
+        let highest = self
+            .users
+            .values()
+            .map(|u| u.generation)
+            .fold(self.last_generation, u64::max);
+        self.last_generation = highest.saturating_add(1);
+        self.last_generation
+    }
+
     /// Parses the file.
     pub fn parse(text: &str) -> Result<Self, FileError> {
         parse_toml(text)
@@ -181,7 +203,9 @@ pub struct SessionEntry {
     pub name: String,
     /// Owner's attributes.
     pub attributes: BTreeMap<String, String>,
-    /// How it was opened: `password`, or `psk:EPOCH`.
+    /// How it was opened: `password:GENERATION` (a password login against the user's record
+    /// of that generation; plain `password`, from files written before generations, is
+    /// generation 0), or `psk:EPOCH`.
     pub origin: String,
     /// The secret: 64 hexadecimal digits in the file, a zeroizing [`SessionSecret`] in
     /// memory (every snapshot of the file holds its own copy, wiped when dropped).
@@ -216,11 +240,33 @@ impl SessionEntry {
     /// The method that opened it.
     pub fn origin_method(&self) -> Option<Method> {
         match self.origin.as_str() {
-            "password" => Some(Method::Password),
-            o => o
-                .strip_prefix("psk:")
-                .and_then(|e| e.parse().ok())
-                .map(|epoch| Method::Psk { epoch }),
+            "password" => Some(Method::Password { generation: 0 }),
+            o => {
+                if let Some(g) = o.strip_prefix("password:") {
+                    return g
+                        .parse()
+                        .ok()
+                        .map(|generation| Method::Password { generation });
+                }
+                o.strip_prefix("psk:")
+                    .and_then(|e| e.parse().ok())
+                    .map(|epoch| Method::Psk { epoch })
+            }
+        }
+    }
+
+    /// Whether a password login opened it.
+    pub fn opened_by_password(&self) -> bool {
+        matches!(self.origin_method(), Some(Method::Password { .. }))
+    }
+
+    /// The `origin` text for a session opened by `method`; `None` for a method that does not
+    /// open sessions.
+    pub fn origin_of(method: &Method) -> Option<String> {
+        match method {
+            Method::Psk { epoch } => Some(format!("psk:{epoch}")),
+            Method::Password { generation } => Some(format!("password:{generation}")),
+            _ => None,
         }
     }
 
@@ -455,6 +501,33 @@ mod tests {
         ))
         .unwrap();
         assert!(!format!("{sessions:?}").contains("cdcd"));
+    }
+
+    #[test]
+    fn records_and_sessions_without_a_generation_are_generation_0() {
+        // users.toml and sessions.toml as written before generations existed.
+        let mut users = Users::parse(
+            "[users.a]\nrecord = \"UkVDT1JE\"\ncreated = 1\n[users.a.attributes]\nrole = \"r\"\n[users.a.ksf]\nm_kib = 8\nt = 1\np = 1\n",
+        )
+        .unwrap();
+        assert_eq!((users.last_generation, users.users["a"].generation), (0, 0));
+        let mut s = session("a", 1);
+        assert_eq!(s.origin_method(), Some(Method::Password { generation: 0 }));
+        s.origin = "password:7".into();
+        assert_eq!(s.origin_method(), Some(Method::Password { generation: 7 }));
+        assert!(s.opened_by_password());
+        s.origin = "password:x".into();
+        assert_eq!(s.origin_method(), None);
+        s.origin = "psk:3".into();
+        assert!(!s.opened_by_password());
+        // Generations are never given twice, removed users' included.
+        assert_eq!(users.next_generation(), 1);
+        users.users.get_mut("a").unwrap().generation = 5;
+        assert_eq!(users.next_generation(), 6);
+        users.users.clear();
+        assert_eq!(users.next_generation(), 7);
+        let text = users.to_toml().unwrap();
+        assert_eq!(Users::parse(&text).unwrap().last_generation, 7);
     }
 
     #[test]
