@@ -460,21 +460,25 @@ async fn serve_connection(
         }
     };
     let exporter = tls::export(tls.get_ref().1)?;
+    // A password change proves the current password with a login bound to this connection.
+    let change_exporter = exporter.clone();
     let mut wire = Wire::new(tls);
     wire.set_limit(PRE_AUTH_LIMIT);
-    let auth = authenticate(shared, &mut wire, exporter.clone(), peer);
-    let (principal, session) = match tokio::time::timeout_at(deadline, auth).await {
-        Ok(Ok(Some(p))) => p,
-        Ok(Ok(None)) => return Ok(()),
-        Ok(Err(e)) => {
-            tracing::info!("{peer}: authentication aborted: {e}");
-            return Ok(());
-        }
-        Err(_) => {
-            tracing::info!("{peer}: authentication timed out");
-            return Ok(());
-        }
-    };
+    let (principal, session) =
+        match tokio::time::timeout_at(deadline, authenticate(shared, &mut wire, exporter, peer))
+            .await
+        {
+            Ok(Ok(Some(p))) => p,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => {
+                tracing::info!("{peer}: authentication aborted: {e}");
+                return Ok(());
+            }
+            Err(_) => {
+                tracing::info!("{peer}: authentication timed out");
+                return Ok(());
+            }
+        };
     wire.set_limit(ferry_proto::frame::MAX_BODY_LEN);
     loop {
         let msg = tokio::select! {
@@ -504,7 +508,12 @@ async fn serve_connection(
         match msg {
             Message::PasswordChangeStart(req) => {
                 let ended = crate::account_service::change_password(
-                    shared, &mut wire, &principal, &exporter, peer, req,
+                    shared,
+                    &mut wire,
+                    &principal,
+                    &change_exporter,
+                    peer,
+                    req,
                 )
                 .await?;
                 if ended {

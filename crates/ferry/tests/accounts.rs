@@ -491,7 +491,7 @@ async fn re_invite_and_reset_end_the_old_roles_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_without_the_current_password_is_refused_and_counted() {
     let srv = TestServer::start_with_config(|t| {
-        t.replace("max_failures = 5", "max_failures = 2")
+        t.replace("max_failures = 5", "max_failures = 3")
             .replace("lockout_secs = 60", "lockout_secs = 30")
     })
     .await;
@@ -505,8 +505,26 @@ async fn a_change_without_the_current_password_is_refused_and_counted() {
         // The server ended the connection, and nothing changed.
         assert!(c.stat("x").await.is_err());
     }
-    // Both wrong proofs counted as failed logins: the account is locked, the right
-    // password fails like a wrong one, and the new one was never set.
+    // A guesser who judges its guess from KE2 and hangs up counts too.
+    let (mut c, _) = login(&srv, "carol", PW).await.unwrap();
+    let (request, _) =
+        ferry::proto::password::client_login_start(&mut rand_core::OsRng, b"a guess").unwrap();
+    let answer = c
+        .raw_request(&Message::PasswordChangeStart(
+            ferry::proto::message::PasswordChangeStart { request },
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(answer, Message::PasswordChangeResponse(_)),
+        "{answer:?}"
+    );
+    drop(c);
+    // The server counts it when it reads the hang-up; give it that moment (a login that won
+    // the race would succeed and clear the count, and the test would fail, not pass).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The three proofs counted as failed logins: the account is locked, the right password
+    // fails like a wrong one, and the new one was never set.
     refused_by_server(login(&srv, "carol", PW).await, "locked");
     refused_by_server(login(&srv, "carol", NEW).await, "never set");
     srv.stop().await;
