@@ -1114,6 +1114,11 @@ mod tests {
         assert_eq!(a.principal.role(), Some("writer"));
         assert_eq!(a.principal.method, Method::Password { generation: 0 });
         let s = a.session.expect("session granted");
+        // The server's principal, kept with the session, carries the record's generation.
+        assert_eq!(
+            ctx.session(&s.id).map(|st| st.principal.method),
+            Some(Method::Password { generation: 7 })
+        );
 
         // Resume on a new connection.
         let e2 = Exporter::from_bytes([3; 32]);
