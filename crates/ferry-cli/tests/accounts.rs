@@ -337,6 +337,30 @@ fn removing_a_user_ends_its_sessions_and_reset_reinvites() {
 }
 
 #[test]
+fn re_inviting_a_user_ends_its_session_on_a_running_server() {
+    let a = Accounts::new();
+    a.enrol("carol", "writer");
+    a.run(&["ls"]).ok();
+    let out = a
+        .run(&[
+            "user",
+            "invite",
+            "carol",
+            "--role",
+            "reader",
+            "--server",
+            &a.server.addr,
+        ])
+        .ok();
+    assert!(out.stderr.contains("sessions"), "{}", out.stderr);
+    // The writer's session ends at once; the new role comes with the registration.
+    auth_failed(&a.run(&["ls"]));
+    a.register(&a.env.join("carol.invite"), "new password").ok();
+    let out = a.login("carol", "new password").ok();
+    assert!(out.text().contains("role reader"), "{}", out.text());
+}
+
+#[test]
 fn passwd_asks_for_the_current_password() {
     let a = Accounts::new();
     a.enrol("carol", "writer");
