@@ -188,6 +188,7 @@ pub async fn register(a: &RegisterArgs) -> anyhow::Result<()> {
         );
     }
     let pw = read_password(&a.password, &format!("new password for {name}: "), true)?;
+    new_password_long_enough(&pw)?;
     Client::register(&invite, pw.as_bytes()).await?;
     let profile = Profile {
         server: invite.server.clone(),
@@ -348,13 +349,40 @@ pub async fn logout() -> anyhow::Result<()> {
     }
 }
 
-/// `ferry passwd`.
+/// Refuses a new password the library would refuse, before any connection, saying why.
+fn new_password_long_enough(pw: &str) -> anyhow::Result<()> {
+    ferry::client::check_new_password(pw.as_bytes()).map_err(|_| {
+        anyhow!(
+            "the password is shorter than {} characters; nothing changed",
+            ferry::client::MIN_PASSWORD_CHARS
+        )
+    })
+}
+
+/// `ferry passwd`: asks for the current password (the server checks it with a fresh login on
+/// this connection), then the new one. With `--password-stdin`, the first line of standard
+/// input is the current password and the second the new one.
 pub async fn passwd(a: &PasswordStdin) -> anyhow::Result<()> {
     let s = require_session()?;
+    let current = read_password(a, &format!("current password for {}: ", s.user), false)?;
     let pw = read_password(a, &format!("new password for {}: ", s.user), true)?;
+    new_password_long_enough(&pw)?;
     let mut client = resume_session(&s).await?;
-    client.change_password(pw.as_bytes()).await?;
-    drop(pw);
+    match client
+        .change_password(current.as_bytes(), pw.as_bytes())
+        .await
+    {
+        Ok(()) => {}
+        Err(ferry::Error::AuthFailed) => {
+            return Err(Failure::new(
+                AUTH_FAILED,
+                "authentication failed: the current password is wrong, or the session ended; nothing changed",
+            )
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    drop((current, pw));
     let _ = client.close().await;
     remove_session()?;
     println!("changed the password of {}", s.user);

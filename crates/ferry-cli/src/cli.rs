@@ -85,7 +85,9 @@ pub enum Command {
     Login(LoginArgs),
     /// End the login session, on the server and here.
     Logout,
-    /// Change your password (while logged in); this ends your sessions.
+    /// Change your password (while logged in): asks for the current one, then the new one (at
+    /// least 8 characters; with --password-stdin, the current one on the first line and the
+    /// new one on the second). This ends every session and connection of the old password.
     Passwd(PasswordStdin),
     /// List and revoke login sessions (run on the server's machine).
     #[command(subcommand)]

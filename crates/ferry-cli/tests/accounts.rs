@@ -135,7 +135,7 @@ fn invite_register_login_use_the_session_and_logout() {
     assert!(profile.contains(&a.server.addr), "{profile}");
 
     // The invite is spent.
-    auth_failed(&a.register(&invite, "another"));
+    auth_failed(&a.register(&invite, "another password"));
 
     // The profile is enough: no --server.
     let out = a.login("carol", PW).ok();
@@ -261,6 +261,26 @@ fn an_empty_password_is_refused() {
 }
 
 #[test]
+fn register_and_passwd_refuse_passwords_under_8_characters() {
+    let a = Accounts::new();
+    let invite = a.invite("carol", "writer", &[]);
+    let out = a.register(&invite, "1234567");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("shorter than 8"), "{}", out.stderr);
+    // Nothing was sent: the invite is still good.
+    a.register(&invite, PW).ok();
+    a.login("carol", PW).ok();
+    let out = a.env.run_stdin(
+        &["passwd", "--password-stdin"],
+        format!("{PW}\nshort\n").into_bytes(),
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("shorter than 8"), "{}", out.stderr);
+    // Still logged in with the old password.
+    a.run(&["ls"]).ok();
+}
+
+#[test]
 fn session_list_hides_secrets_and_revoke_ends_the_session_on_a_running_server() {
     let a = Accounts::new();
     a.enrol("carol", "writer");
@@ -317,6 +337,45 @@ fn removing_a_user_ends_its_sessions_and_reset_reinvites() {
 }
 
 #[test]
+fn re_inviting_a_user_ends_its_session_on_a_running_server() {
+    let a = Accounts::new();
+    a.enrol("carol", "writer");
+    a.run(&["ls"]).ok();
+    let out = a
+        .run(&[
+            "user",
+            "invite",
+            "carol",
+            "--role",
+            "reader",
+            "--server",
+            &a.server.addr,
+        ])
+        .ok();
+    assert!(out.stderr.contains("sessions"), "{}", out.stderr);
+    // The writer's session ends at once; the new role comes with the registration.
+    auth_failed(&a.run(&["ls"]));
+    a.register(&a.env.join("carol.invite"), "new password").ok();
+    let out = a.login("carol", "new password").ok();
+    assert!(out.text().contains("role reader"), "{}", out.text());
+}
+
+#[test]
+fn passwd_asks_for_the_current_password() {
+    let a = Accounts::new();
+    a.enrol("carol", "writer");
+    // A wrong current password: refused like any failed login, nothing changed.
+    let out = a.env.run_stdin(
+        &["passwd", "--password-stdin"],
+        b"not the password\na new password\n".to_vec(),
+    );
+    auth_failed(&out);
+    assert!(out.stderr.contains("current password"), "{}", out.stderr);
+    auth_failed(&a.login("carol", "a new password"));
+    a.login("carol", PW).ok();
+}
+
+#[test]
 fn passwd_changes_the_password_and_ends_the_session() {
     let a = Accounts::new();
     a.enrol("carol", "writer");
@@ -324,7 +383,7 @@ fn passwd_changes_the_password_and_ends_the_session() {
         .env
         .run_stdin(
             &["passwd", "--password-stdin"],
-            b"a new password\n".to_vec(),
+            format!("{PW}\na new password\n").into_bytes(),
         )
         .ok();
     assert!(out.stderr.contains("ferry login"), "{}", out.stderr);

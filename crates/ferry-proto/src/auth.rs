@@ -34,8 +34,14 @@ pub enum Method {
         /// The credential's epoch.
         epoch: u64,
     },
-    /// A password login (OPAQUE).
-    Password,
+    /// A password login (OPAQUE) against the user's record of this generation. Every change of
+    /// the record (a password change, a reset, a new registration, a re-invitation) gives it
+    /// a new generation, and a principal of an older one may no longer act. Known to the
+    /// server only: a client's own principal says 0.
+    Password {
+        /// The generation of the user's record the login proved.
+        generation: u64,
+    },
     /// A resumed session.
     Session {
         /// The session's ID.
@@ -55,7 +61,7 @@ impl Method {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Psk { .. } => "psk",
-            Self::Password => "password",
+            Self::Password { .. } => "password",
             Self::Session { .. } => "session",
             Self::Mesh { .. } => "mesh",
         }
@@ -107,6 +113,17 @@ pub struct StoredSession {
     pub principal: Principal,
 }
 
+/// A user as the server's context returns it.
+#[derive(Clone, Debug)]
+pub struct KnownUser {
+    /// The OPAQUE record.
+    pub record: UserRecord,
+    /// Attributes, `role` among them.
+    pub attributes: BTreeMap<String, String>,
+    /// The record's generation (see [`Method::Password`]).
+    pub generation: u64,
+}
+
 /// What the server needs to know to check authentication attempts. Every lookup defaults to
 /// "nothing exists", so a context only implements the methods it serves.
 pub trait ServerContext {
@@ -124,8 +141,8 @@ pub trait ServerContext {
     fn opaque_keys(&self) -> Option<&OpaqueKeys> {
         None
     }
-    /// A user's record and attributes.
-    fn user(&self, _name: &str) -> Option<(UserRecord, BTreeMap<String, String>)> {
+    /// A user's record, attributes and generation.
+    fn user(&self, _name: &str) -> Option<KnownUser> {
         None
     }
     /// Whether a login attempt for `name` may be evaluated now (rate limiting). A refused
@@ -199,8 +216,8 @@ pub enum ServerAuth {
         exporter: Exporter,
         /// The user who is logging in.
         user: String,
-        /// The user's attributes, if the user exists and may log in now.
-        attributes: Option<BTreeMap<String, String>>,
+        /// The user's attributes and record generation, if the user exists and may log in now.
+        attributes: Option<(BTreeMap<String, String>, u64)>,
         /// OPAQUE state.
         state: ServerLoginState,
         /// Whether to open a session.
@@ -363,11 +380,11 @@ impl ServerAuth {
                 let ok =
                     password::server_login_finish(state, &finalization, exporter.expose_secret());
                 match attributes {
-                    Some(attributes) if ok => {
+                    Some((attributes, generation)) if ok => {
                         let principal = Principal {
                             name: user,
                             attributes,
-                            method: Method::Password,
+                            method: Method::Password { generation },
                         };
                         let (session, grant) = open_session(session, &exporter, ctx, rng, now);
                         ServerStep::Accept {
@@ -423,9 +440,9 @@ fn password_start(
     let found = ctx.user(&m.user);
     let ksf = found
         .as_ref()
-        .map_or_else(|| ctx.new_record_ksf(), |(r, _)| r.ksf);
+        .map_or_else(|| ctx.new_record_ksf(), |u| u.record.ksf);
     let (record, attributes) = match found {
-        Some((r, a)) if admitted => (Some(r), Some(a)),
+        Some(u) if admitted => (Some(u.record), Some((u.attributes, u.generation))),
         _ => (None, None),
     };
     let mut rng = RngRef(rng);
@@ -736,7 +753,7 @@ impl ClientAuth {
             (Self::PasswordDone { exporter }, Message::AuthOk(ok)) if ok.method == "password" => {
                 Ok(ClientStep::Done(Authenticated {
                     session: ok.session.map(|g| ClientSession::open(&exporter, &g)),
-                    principal: principal_from(ok.principal, Method::Password),
+                    principal: principal_from(ok.principal, Method::Password { generation: 0 }),
                 }))
             }
             (Self::RegisterResponse { state }, Message::RegisterResponse(r)) => {
@@ -956,9 +973,13 @@ mod tests {
         fn opaque_keys(&self) -> Option<&OpaqueKeys> {
             Some(&self.keys)
         }
-        fn user(&self, name: &str) -> Option<(UserRecord, BTreeMap<String, String>)> {
+        fn user(&self, name: &str) -> Option<KnownUser> {
             let r = self.users.borrow().get(name).cloned()?;
-            Some((r, [("role".to_owned(), "writer".to_owned())].into()))
+            Some(KnownUser {
+                record: r,
+                attributes: [("role".to_owned(), "writer".to_owned())].into(),
+                generation: 7,
+            })
         }
         fn login_allowed(&self, _: &str) -> bool {
             !self.locked
@@ -1091,8 +1112,13 @@ mod tests {
             panic!("{r:?}")
         };
         assert_eq!(a.principal.role(), Some("writer"));
-        assert_eq!(a.principal.method, Method::Password);
+        assert_eq!(a.principal.method, Method::Password { generation: 0 });
         let s = a.session.expect("session granted");
+        // The server's principal, kept with the session, carries the record's generation.
+        assert_eq!(
+            ctx.session(&s.id).map(|st| st.principal.method),
+            Some(Method::Password { generation: 7 })
+        );
 
         // Resume on a new connection.
         let e2 = Exporter::from_bytes([3; 32]);

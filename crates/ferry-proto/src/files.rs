@@ -89,6 +89,12 @@ pub struct UserEntry {
     pub ksf: KsfParams,
     /// When the password was set (Unix seconds).
     pub created: u64,
+    /// The record's generation: a new one (from [`Users::last_generation`]) at every change
+    /// of the record or the user's role (registration, password change, re-invitation), so
+    /// that logins and sessions of an older one end. Absent in files written before it
+    /// existed: 0.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl core::fmt::Debug for UserEntry {
@@ -98,6 +104,7 @@ impl core::fmt::Debug for UserEntry {
             .field("attributes", &self.attributes)
             .field("ksf", &self.ksf)
             .field("created", &self.created)
+            .field("generation", &self.generation)
             .finish_non_exhaustive()
     }
 }
@@ -117,12 +124,27 @@ impl UserEntry {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Users {
+    /// The last generation given to any record, removed users' included, so a generation is
+    /// never given twice. Absent in files written before it existed: 0.
+    #[serde(default)]
+    pub last_generation: u64,
     /// By name.
     #[serde(default)]
     pub users: BTreeMap<String, UserEntry>,
 }
 
 impl Users {
+    /// Takes a generation never given before (greater than every one in the file).
+    pub fn next_generation(&mut self) -> u64 {
+        let highest = self
+            .users
+            .values()
+            .map(|u| u.generation)
+            .fold(self.last_generation, u64::max);
+        self.last_generation = highest.saturating_add(1);
+        self.last_generation
+    }
+
     /// Parses the file.
     pub fn parse(text: &str) -> Result<Self, FileError> {
         parse_toml(text)
@@ -181,10 +203,14 @@ pub struct SessionEntry {
     pub name: String,
     /// Owner's attributes.
     pub attributes: BTreeMap<String, String>,
-    /// How it was opened: `password`, or `psk:EPOCH`.
+    /// How it was opened: `password:GENERATION` (a password login against the user's record
+    /// of that generation; plain `password`, from files written before generations, is
+    /// generation 0), or `psk:EPOCH`.
     pub origin: String,
-    /// The secret, hex.
-    pub secret: String,
+    /// The secret: 64 hexadecimal digits in the file, a zeroizing [`SessionSecret`] in
+    /// memory (every snapshot of the file holds its own copy, wiped when dropped).
+    #[serde(with = "secret_hex")]
+    pub secret: SessionSecret,
     /// When it was opened.
     pub created: u64,
     /// When it was last used.
@@ -214,24 +240,34 @@ impl SessionEntry {
     /// The method that opened it.
     pub fn origin_method(&self) -> Option<Method> {
         match self.origin.as_str() {
-            "password" => Some(Method::Password),
-            o => o
-                .strip_prefix("psk:")
-                .and_then(|e| e.parse().ok())
-                .map(|epoch| Method::Psk { epoch }),
+            "password" => Some(Method::Password { generation: 0 }),
+            o => {
+                if let Some(g) = o.strip_prefix("password:") {
+                    return g
+                        .parse()
+                        .ok()
+                        .map(|generation| Method::Password { generation });
+                }
+                o.strip_prefix("psk:")
+                    .and_then(|e| e.parse().ok())
+                    .map(|epoch| Method::Psk { epoch })
+            }
         }
     }
 
-    /// The secret.
-    pub fn secret(&self) -> Option<SessionSecret> {
-        let mut key = zeroize::Zeroizing::new([0u8; 32]);
-        if self.secret.len() != 64 {
-            return None;
+    /// Whether a password login opened it.
+    pub fn opened_by_password(&self) -> bool {
+        matches!(self.origin_method(), Some(Method::Password { .. }))
+    }
+
+    /// The `origin` text for a session opened by `method`; `None` for a method that does not
+    /// open sessions.
+    pub fn origin_of(method: &Method) -> Option<String> {
+        match method {
+            Method::Psk { epoch } => Some(format!("psk:{epoch}")),
+            Method::Password { generation } => Some(format!("password:{generation}")),
+            _ => None,
         }
-        data_encoding::HEXLOWER_PERMISSIVE
-            .decode_mut(self.secret.as_bytes(), key.as_mut())
-            .ok()?;
-        Some(SessionSecret::from_bytes(*key))
     }
 
     /// The principal it opened as.
@@ -241,6 +277,35 @@ impl SessionEntry {
             attributes: self.attributes.clone(),
             method: self.origin_method()?,
         })
+    }
+}
+
+/// A session secret in `sessions.toml`: 64 hexadecimal digits, as before it had a type of its
+/// own. Both directions go through zeroizing buffers; an error names nothing from the file.
+mod secret_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use zeroize::Zeroizing;
+
+    use crate::secret::SessionSecret;
+
+    pub(super) fn serialize<S: Serializer>(s: &SessionSecret, ser: S) -> Result<S::Ok, S::Error> {
+        let hex = Zeroizing::new(data_encoding::HEXLOWER.encode(s.expose_secret()));
+        ser.serialize_str(&hex)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<SessionSecret, D::Error> {
+        let hex = Zeroizing::new(String::deserialize(de)?);
+        let mut key = Zeroizing::new([0u8; 32]);
+        if hex.len() != 64
+            || data_encoding::HEXLOWER_PERMISSIVE
+                .decode_mut(hex.as_bytes(), key.as_mut())
+                .is_err()
+        {
+            return Err(serde::de::Error::custom(
+                "a session secret must be 64 hexadecimal digits",
+            ));
+        }
+        Ok(SessionSecret::from_bytes(*key))
     }
 }
 
@@ -439,6 +504,53 @@ mod tests {
     }
 
     #[test]
+    fn records_and_sessions_without_a_generation_are_generation_0() {
+        // users.toml and sessions.toml as written before generations existed.
+        let mut users = Users::parse(
+            "[users.a]\nrecord = \"UkVDT1JE\"\ncreated = 1\n[users.a.attributes]\nrole = \"r\"\n[users.a.ksf]\nm_kib = 8\nt = 1\np = 1\n",
+        )
+        .unwrap();
+        assert_eq!((users.last_generation, users.users["a"].generation), (0, 0));
+        let mut s = session("a", 1);
+        assert_eq!(s.origin_method(), Some(Method::Password { generation: 0 }));
+        s.origin = "password:7".into();
+        assert_eq!(s.origin_method(), Some(Method::Password { generation: 7 }));
+        assert!(s.opened_by_password());
+        s.origin = "password:x".into();
+        assert_eq!(s.origin_method(), None);
+        s.origin = "psk:3".into();
+        assert!(!s.opened_by_password());
+        // Generations are never given twice, removed users' included.
+        assert_eq!(users.next_generation(), 1);
+        users.users.get_mut("a").unwrap().generation = 5;
+        assert_eq!(users.next_generation(), 6);
+        users.users.clear();
+        assert_eq!(users.next_generation(), 7);
+        let text = users.to_toml().unwrap();
+        assert_eq!(Users::parse(&text).unwrap().last_generation, 7);
+    }
+
+    #[test]
+    fn session_secrets_keep_their_file_format() {
+        // A file written before secrets had their own type reads, and writes back the same.
+        let text = format!(
+            "[sessions.x]\nname = \"a\"\norigin = \"password\"\nsecret = \"{}\"\ncreated = 1\nlast_used = 1\nidle_secs = 1\nexpires = 1\n\n[sessions.x.attributes]\n",
+            "cd".repeat(32)
+        );
+        let sessions = Sessions::parse(&text).unwrap();
+        let s = &sessions.sessions["x"];
+        assert_eq!(s.secret, SessionSecret::from_bytes([0xcd; 32]));
+        assert_eq!(format!("{:?}", s.secret), "SessionSecret(..)");
+        let written = sessions.to_toml().unwrap();
+        assert!(written.contains(&format!("secret = \"{}\"", "cd".repeat(32))));
+        assert_eq!(Sessions::parse(&written).unwrap(), sessions);
+        // A malformed secret is refused without quoting it.
+        let bad = text.replace(&"cd".repeat(32), &"zz".repeat(32));
+        let e = Sessions::parse(&bad).unwrap_err().to_string();
+        assert!(!e.contains("zz"), "{e}");
+    }
+
+    #[test]
     fn round_trips() {
         let s = SessionFile {
             server: "h:1".into(),
@@ -462,7 +574,7 @@ mod tests {
             name: name.into(),
             attributes: [("role".to_owned(), "r".to_owned())].into(),
             origin: "password".into(),
-            secret: "11".repeat(32),
+            secret: SessionSecret::from_bytes([0x11; 32]),
             created: 1,
             last_used,
             idle_secs: 1 << 40,

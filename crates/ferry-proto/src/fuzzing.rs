@@ -234,14 +234,12 @@ impl crate::auth::ServerContext for FuzzCtx {
     fn opaque_keys(&self) -> Option<&crate::password::OpaqueKeys> {
         Some(&self.keys)
     }
-    fn user(
-        &self,
-        name: &str,
-    ) -> Option<(
-        crate::password::UserRecord,
-        std::collections::BTreeMap<String, String>,
-    )> {
-        (name == "alice").then(|| (self.record.clone(), Default::default()))
+    fn user(&self, name: &str) -> Option<crate::auth::KnownUser> {
+        (name == "alice").then(|| crate::auth::KnownUser {
+            record: self.record.clone(),
+            attributes: Default::default(),
+            generation: 0,
+        })
     }
     fn new_record_ksf(&self) -> crate::password::KsfParams {
         crate::password::KsfParams {
@@ -256,7 +254,7 @@ impl crate::auth::ServerContext for FuzzCtx {
             principal: crate::auth::Principal {
                 name: "alice".into(),
                 attributes: Default::default(),
-                method: crate::auth::Method::Password,
+                method: crate::auth::Method::Password { generation: 0 },
             },
         })
     }
@@ -391,7 +389,7 @@ pub fn state_files(data: &[u8]) {
         v.to_toml().and_then(|t| Sessions::parse(&t))
     }) {
         for s in sessions.sessions.values() {
-            let _ = (s.live(u64::MAX), s.secret(), s.principal());
+            let _ = (s.live(u64::MAX), &s.secret, s.principal());
         }
     }
     check("profile", Profile::parse(text), |v| {

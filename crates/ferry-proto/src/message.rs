@@ -73,8 +73,14 @@ pub enum Message {
     Logout(Empty),
     /// S→C: the session is ended.
     LogoutOk(Empty),
-    /// C→S (authenticated user): start changing one's password (OPAQUE registration request).
+    /// C→S (authenticated user): start changing one's password by proving the current one
+    /// (OPAQUE KE1, bound to this connection's exporter).
     PasswordChangeStart(PasswordChangeStart),
+    /// S→C: the OPAQUE response (KE2) for the current password and its Argon2id parameters.
+    PasswordChangeResponse(OpaqueResponse),
+    /// C→S: the proof of the current password (KE3) and the registration request of the new
+    /// one; the server answers `register_response` only if the proof verifies.
+    PasswordChangeProof(PasswordChangeProof),
     /// C→S: the new OPAQUE record upload (after a `register_response`).
     PasswordChangeFinish(RegisterFinish),
     /// S→C: the new password is set; the user's password sessions have ended.
@@ -179,9 +185,20 @@ pub struct WatchPing {
     pub seq: u64,
 }
 
-/// Start a password change.
+/// Start a password change: a fresh login with the current password.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PasswordChangeStart {
+    /// OPAQUE `KE1` for the current password (RFC 9807 §6.3).
+    #[serde(with = "serde_bytes")]
+    pub request: Vec<u8>,
+}
+
+/// Prove the current password and ask to register the new one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordChangeProof {
+    /// OPAQUE `KE3` of the login started by `password_change_start`.
+    #[serde(with = "serde_bytes")]
+    pub finalization: Vec<u8>,
     /// OPAQUE `RegistrationRequest` for the new password.
     #[serde(with = "serde_bytes")]
     pub request: Vec<u8>,
@@ -533,6 +550,8 @@ impl Message {
             Self::Logout(_) => "logout",
             Self::LogoutOk(_) => "logout_ok",
             Self::PasswordChangeStart(_) => "password_change_start",
+            Self::PasswordChangeResponse(_) => "password_change_response",
+            Self::PasswordChangeProof(_) => "password_change_proof",
             Self::PasswordChangeFinish(_) => "password_change_finish",
             Self::PasswordChangeOk(_) => "password_change_ok",
             Self::MeshJoinStart(_) => "mesh_join_start",

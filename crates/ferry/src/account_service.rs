@@ -1,78 +1,181 @@
 //! Requests about one's own account, served after authentication.
 
+use std::net::SocketAddr;
+
 use ferry_proto::auth::{Method, Principal};
 use ferry_proto::message::{
-    Empty, ErrorCode, ErrorMsg, Message, OpaqueResponse, PasswordChangeStart, RegisterFinish,
+    Empty, ErrorCode, ErrorMsg, Message, OpaqueResponse, PasswordChangeProof, PasswordChangeStart,
+    RegisterFinish,
 };
 use ferry_proto::password;
+use ferry_proto::secret::Exporter;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Error;
 use crate::accounts::session_id_text;
-use crate::server::Shared;
+use crate::server::{PasswordAttempt, Shared};
 use crate::wire::Wire;
 
-/// Whether the principal is a user who logged in with a password (directly, or through a
-/// session opened by a password login).
-fn is_password_user(shared: &Shared, p: &Principal) -> bool {
-    match &p.method {
-        Method::Password => true,
+/// The generation of the user's record that the principal's password login proved (directly,
+/// or through a session a password login opened); `None` for any other principal.
+fn password_generation(shared: &Shared, p: &Principal) -> Option<u64> {
+    let method = match &p.method {
         Method::Session { id } => shared
             .sessions
             .current()
             .sessions
-            .get(&session_id_text(id))
-            .is_some_and(|s| s.origin == "password"),
-        _ => false,
+            .get(&session_id_text(id))?
+            .origin_method()?,
+        m => m.clone(),
+    };
+    match method {
+        Method::Password { generation } => Some(generation),
+        _ => None,
     }
 }
 
-/// `password_change_start` → `register_response` → `password_change_finish` →
-/// `password_change_ok`. The new record replaces the old one and ends the user's password
-/// sessions, this connection's included (its next request is refused).
+/// Answers `auth_failed`, like every other authentication failure; the connection then ends.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(wire: &mut Wire<S>) -> Result<bool, Error> {
+    wire.send(&Message::AuthFailed(Empty {})).await?;
+    Ok(true)
+}
+
+/// Waits for the client's next message in the exchange.
+async fn next<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    wire: &mut Wire<S>,
+) -> Result<Message, Error> {
+    tokio::time::timeout(shared.limits.transfer_timeout, wire.recv_message())
+        .await
+        .map_err(|_| Error::Timeout("the password change"))?
+}
+
+/// A password change, on a connection of a user who logged in with a password:
+///
+/// ```text
+/// C→S password_change_start    {request: KE1}           fresh login, current password
+/// S→C password_change_response {response: KE2, ksf}
+/// C→S password_change_proof    {finalization: KE3, request: RegistrationRequest}
+/// S→C register_response        {response, ksf}          only if KE3 verified
+/// C→S password_change_finish   {upload}
+/// S→C password_change_ok       {}
+/// ```
+///
+/// The login runs against the record of the connection's own generation, with this
+/// connection's exporter as OPAQUE's context, under the same limiter as logins (an admitted
+/// attempt counts as a failure unless it verifies, also when the client hangs up). Any
+/// failure answers `auth_failed` and ends the connection (returns `Ok(true)`). On success the
+/// record gets a new generation, which ends every older connection and session of the user,
+/// this one included (its next request is refused).
 pub(crate) async fn change_password<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
     wire: &mut Wire<S>,
     p: &Principal,
+    exporter: &Exporter,
+    peer: SocketAddr,
     req: PasswordChangeStart,
-) -> Result<(), Error> {
-    if !is_password_user(shared, p) {
-        return wire
-            .send(&Message::Error(ErrorMsg {
-                code: ErrorCode::Forbidden,
-                message: "only a user who logged in with a password can change it".into(),
-            }))
-            .await;
-    }
-    let Ok(response) = password::server_register_start(&shared.opaque, &p.name, &req.request)
-    else {
-        return Err(Error::Protocol("malformed password change request".into()));
-    };
-    let ksf = shared.new_ksf;
-    wire.send(&Message::RegisterResponse(OpaqueResponse { response, ksf }))
+) -> Result<bool, Error> {
+    let Some(generation) = password_generation(shared, p) else {
+        wire.send(&Message::Error(ErrorMsg {
+            code: ErrorCode::Forbidden,
+            message: "only a user who logged in with a password can change it".into(),
+        }))
         .await?;
-    let msg = tokio::time::timeout(shared.limits.transfer_timeout, wire.recv_message())
-        .await
-        .map_err(|_| Error::Timeout("the new password record"))??;
-    let Message::PasswordChangeFinish(RegisterFinish { upload }) = msg else {
-        return Err(Error::Protocol(format!(
-            "unexpected {} during a password change",
-            msg.type_name()
-        )));
+        return Ok(false);
     };
-    let Ok(record) = password::server_register_finish(&upload, ksf) else {
-        return Err(Error::Protocol("malformed password record".into()));
+    // Like a login: a locked user, or a record that changed since this connection's login
+    // (it is refused at its next request anyway), gets a dummy record and fails alike.
+    let now = crate::clock::now();
+    let admitted = shared.limiter.allowed(&p.name, peer.ip(), now);
+    let users = shared.users.current();
+    let found = users
+        .users
+        .get(&p.name)
+        .filter(|u| u.generation == generation);
+    let ksf = found.map_or(shared.new_ksf, |u| u.ksf);
+    let record = found.filter(|_| admitted).and_then(|u| u.user_record());
+    drop(users);
+    let mut attempt =
+        admitted.then(|| PasswordAttempt::new(&shared.limiter, p.name.clone(), peer.ip(), now));
+    let started = password::server_login_start(
+        &mut rand_core::OsRng,
+        &shared.opaque,
+        &p.name,
+        record.as_ref(),
+        &req.request,
+        exporter.expose_secret(),
+    );
+    let Ok((response, state)) = started else {
+        tracing::warn!("{peer}: password change by {} refused (bad KE1)", p.name);
+        return refuse(wire).await;
+    };
+    wire.send(&Message::PasswordChangeResponse(OpaqueResponse {
+        response,
+        ksf,
+    }))
+    .await?;
+    let PasswordChangeProof {
+        finalization,
+        request,
+    } = match next(shared, wire).await? {
+        Message::PasswordChangeProof(m) => m,
+        m => {
+            // `password_login_failed`: the client saw that its current password was wrong.
+            tracing::warn!(
+                "{peer}: password change by {} refused ({})",
+                p.name,
+                m.type_name()
+            );
+            return refuse(wire).await;
+        }
+    };
+    // Verify even for a dummy record, so every path costs the same.
+    let proved = password::server_login_finish(state, &finalization, exporter.expose_secret());
+    if !(proved && record.is_some()) {
+        tracing::warn!(
+            "{peer}: password change by {} refused (current password not proved)",
+            p.name
+        );
+        return refuse(wire).await;
+    }
+    if let Some(a) = attempt.as_mut() {
+        a.succeeded();
+    }
+    drop(attempt);
+    let Ok(response) = password::server_register_start(&shared.opaque, &p.name, &request) else {
+        return refuse(wire).await;
+    };
+    let new_ksf = shared.new_ksf;
+    wire.send(&Message::RegisterResponse(OpaqueResponse {
+        response,
+        ksf: new_ksf,
+    }))
+    .await?;
+    let Message::PasswordChangeFinish(RegisterFinish { upload }) = next(shared, wire).await? else {
+        return refuse(wire).await;
+    };
+    let Ok(new_record) = password::server_register_finish(&upload, new_ksf) else {
+        return refuse(wire).await;
     };
     let dir = shared.dir.clone();
     let name = p.name.clone();
-    let now = crate::clock::now();
     let changed = crate::pipe::join(tokio::task::spawn_blocking(move || {
-        dir.set_password(&name, &record, now)
+        dir.set_password(&name, generation, &new_record, crate::clock::now())
+            .map(|g| g.is_some())
     }))
-    .await?;
-    if !changed {
-        return wire.send(&Message::AuthFailed(Empty {})).await;
+    .await;
+    match changed {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(
+                "{peer}: password change by {} refused (record changed meanwhile)",
+                p.name
+            );
+            return refuse(wire).await;
+        }
+        Err(e) => return Err(e),
     }
-    tracing::info!("{} changed their password", p.name);
-    wire.send(&Message::PasswordChangeOk(Empty {})).await
+    tracing::info!("{peer}: {} changed their password", p.name);
+    wire.send(&Message::PasswordChangeOk(Empty {})).await?;
+    Ok(false)
 }

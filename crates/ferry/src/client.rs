@@ -26,6 +26,21 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Deadline for any single answer or data frame from the server.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The fewest characters a new password may have ([`Client::register`],
+/// [`Client::change_password`]). The server cannot check it (OPAQUE never shows it the
+/// password), so the client does.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+/// Refuses a new password shorter than [`MIN_PASSWORD_CHARS`] characters (Unicode scalar
+/// values; bytes if it is not UTF-8).
+pub fn check_new_password(password: &[u8]) -> Result<(), Error> {
+    let chars = std::str::from_utf8(password).map_or(password.len(), |s| s.chars().count());
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(Error::PasswordTooShort(MIN_PASSWORD_CHARS));
+    }
+    Ok(())
+}
+
 /// An authenticated connection to a ferry server.
 ///
 /// A connection opened with [`Client::connect_pipelined`] has sent its proof but not yet read
@@ -280,8 +295,10 @@ impl Client {
         client.ok_or_else(|| Error::Protocol("unexpected registration answer".into()))
     }
 
-    /// Redeems an invite: sets the password of the invited user. The invite is spent.
+    /// Redeems an invite: sets the password of the invited user. The invite is spent. A
+    /// password shorter than [`MIN_PASSWORD_CHARS`] is refused before anything is sent.
     pub async fn register(invite: &Credential, password: &[u8]) -> Result<(), Error> {
+        check_new_password(password)?;
         let tls = Self::connect_tls(&invite.server, invite.server_id).await?;
         let key = InviteKey::from_bytes(*invite.key.expose_secret());
         let fut = Self::run_auth(tls, |exporter| {
@@ -303,25 +320,66 @@ impl Client {
         }
     }
 
-    /// Changes the password of the logged-in user (OPAQUE registration of the new password).
-    /// The server ends the user's password sessions, this one included.
-    pub async fn change_password(&mut self, password: &[u8]) -> Result<(), Error> {
-        let (request, state) =
-            ferry_proto::password::client_register_start(&mut rand_core::OsRng, password)
+    /// Changes the password of the logged-in user: proves `current` with a fresh OPAQUE login
+    /// bound to this connection, then registers `new` (PROTOCOL.md §5, password change). The
+    /// server then ends every connection and session of the user's old password, this one
+    /// included. A wrong `current` fails with [`Error::AuthFailed`] and closes the connection
+    /// (it counts as a failed login); a `new` shorter than [`MIN_PASSWORD_CHARS`] is refused
+    /// before anything is sent.
+    pub async fn change_password(&mut self, current: &[u8], new: &[u8]) -> Result<(), Error> {
+        check_new_password(new)?;
+        let exporter = tls::export(self.wire.get_ref().get_ref().1)?;
+        let (request, login) =
+            ferry_proto::password::client_login_start(&mut rand_core::OsRng, current)
+                .map_err(|_| Error::Internal("cannot start a password change".into()))?;
+        let (new_request, registration) =
+            ferry_proto::password::client_register_start(&mut rand_core::OsRng, new)
                 .map_err(|_| Error::Internal("cannot start a password change".into()))?;
         self.send_request(&Message::PasswordChangeStart(
             message::PasswordChangeStart { request },
         ))
         .await?;
         let r = match self.recv().await? {
-            Message::RegisterResponse(r) => r,
+            Message::PasswordChangeResponse(r) => r,
             m => return Err(Self::unexpected(&m)),
         };
         // Key stretching runs off the async threads.
+        let finalization = tokio::task::spawn_blocking(move || {
+            ferry_proto::password::client_login_finish(
+                &mut rand_core::OsRng,
+                login,
+                &r.response,
+                r.ksf,
+                exporter.expose_secret(),
+            )
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("password worker failed: {e}")))?;
+        let Ok(finalization) = finalization else {
+            // The current password is wrong (or the server is not the one holding the
+            // record): tell the server, which counts it, and wait for its verdict.
+            self.wire
+                .send(&Message::PasswordLoginFailed(message::Empty {}))
+                .await?;
+            let _ = self.recv().await;
+            return Err(Error::AuthFailed);
+        };
+        self.wire
+            .send(&Message::PasswordChangeProof(
+                message::PasswordChangeProof {
+                    finalization,
+                    request: new_request,
+                },
+            ))
+            .await?;
+        let r = match self.recv().await? {
+            Message::RegisterResponse(r) => r,
+            m => return Err(Self::unexpected(&m)),
+        };
         let upload = tokio::task::spawn_blocking(move || {
             ferry_proto::password::client_register_finish(
                 &mut rand_core::OsRng,
-                state,
+                registration,
                 &r.response,
                 r.ksf,
             )

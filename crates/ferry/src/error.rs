@@ -74,6 +74,11 @@ pub enum Error {
     /// A bug or an exhausted resource.
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// A new password is shorter than [`crate::client::MIN_PASSWORD_CHARS`] characters. Only
+    /// the client can check this: the server never sees the password.
+    #[error("the new password is too short: use at least {0} characters")]
+    PasswordTooShort(usize),
 }
 
 impl Error {

@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ferry_proto::auth::{Method, Principal, ServerAuth, ServerContext, ServerStep, StoredSession};
+use ferry_proto::auth::{
+    KnownUser, Method, Principal, ServerAuth, ServerContext, ServerStep, StoredSession,
+};
 use ferry_proto::claims::Claims;
 use ferry_proto::message::Message;
-use ferry_proto::password::{KsfParams, OpaqueKeys, UserRecord};
+use ferry_proto::password::{KsfParams, OpaqueKeys};
 use ferry_proto::secret::MasterKey;
 use ferry_proto::session::SessionId;
 use ferry_store::{Store, StoreOptions};
@@ -273,12 +274,36 @@ struct AuthCtx<'a> {
 /// unless it succeeded. So a guess counts whether the client sends its finish or hangs up
 /// after KE2 (from which an OPAQUE client already knows whether its guess was right), and
 /// every attempt evaluated side by side counts, not only those finishing before a lock.
-struct PasswordAttempt<'a> {
+/// Logins and the proof of the current password in a password change both use it.
+pub(crate) struct PasswordAttempt<'a> {
     limiter: &'a crate::limiter::Limiter,
     user: String,
     ip: IpAddr,
     now: u64,
     succeeded: bool,
+}
+
+impl<'a> PasswordAttempt<'a> {
+    /// An attempt for `user` the limiter admitted; a failure unless [`Self::succeeded`].
+    pub(crate) fn new(
+        limiter: &'a crate::limiter::Limiter,
+        user: String,
+        ip: IpAddr,
+        now: u64,
+    ) -> Self {
+        Self {
+            limiter,
+            user,
+            ip,
+            now,
+            succeeded: false,
+        }
+    }
+
+    /// The password was right: count a success when dropped.
+    pub(crate) fn succeeded(&mut self) {
+        self.succeeded = true;
+    }
 }
 
 impl Drop for PasswordAttempt<'_> {
@@ -310,7 +335,9 @@ impl<'a> AuthCtx<'a> {
     fn valid(&self, p: &Principal) -> bool {
         match &p.method {
             Method::Psk { epoch } => self.registry.is_current(&p.name, *epoch),
-            Method::Password => self.users.users.contains_key(&p.name),
+            Method::Password { generation } => {
+                current_generation(&self.users, &p.name, *generation)
+            }
             Method::Session { id } => self.live_session(id).is_some(),
             Method::Mesh { device, epoch } => self.shared.mesh.still_valid(device, *epoch),
             _ => false,
@@ -328,7 +355,7 @@ impl<'a> AuthCtx<'a> {
             return None;
         }
         Some(StoredSession {
-            secret: entry.secret()?,
+            secret: entry.secret.clone(),
             principal,
         })
     }
@@ -354,9 +381,13 @@ impl ServerContext for AuthCtx<'_> {
         Some(&self.shared.opaque)
     }
 
-    fn user(&self, name: &str) -> Option<(UserRecord, BTreeMap<String, String>)> {
+    fn user(&self, name: &str) -> Option<KnownUser> {
         let u = self.users.users.get(name)?;
-        Some((u.user_record()?, u.attributes.clone()))
+        Some(KnownUser {
+            record: u.user_record()?,
+            attributes: u.attributes.clone(),
+            generation: u.generation,
+        })
     }
 
     fn login_allowed(&self, name: &str) -> bool {
@@ -383,16 +414,27 @@ impl ServerContext for AuthCtx<'_> {
     }
 }
 
+/// Whether `name` exists with its record still of `generation` (no password change, reset,
+/// re-registration or re-invitation since).
+fn current_generation(users: &Users, name: &str, generation: u64) -> bool {
+    users
+        .users
+        .get(name)
+        .is_some_and(|u| u.generation == generation)
+}
+
 impl Shared {
     /// Whether a principal authenticated earlier may still act (not revoked, not re-issued,
-    /// user not removed, session not ended).
+    /// user not removed, its record not changed since the login, session not ended).
     ///
     /// Runs before every request, so it reads only the file the principal depends on: a
     /// credential needs the client registry alone, a password login the users alone.
     pub(crate) fn still_valid(&self, p: &Principal, ip: IpAddr) -> bool {
         match &p.method {
             Method::Psk { epoch } => self.registry.current().is_current(&p.name, *epoch),
-            Method::Password => self.users.current().users.contains_key(&p.name),
+            Method::Password { generation } => {
+                current_generation(&self.users.current(), &p.name, *generation)
+            }
             _ => AuthCtx::new(self, ip, crate::clock::now()).valid(p),
         }
     }
@@ -422,6 +464,8 @@ async fn serve_connection(
         }
     };
     let exporter = tls::export(tls.get_ref().1)?;
+    // A password change proves the current password with a login bound to this connection.
+    let change_exporter = exporter.clone();
     let mut wire = Wire::new(tls);
     wire.set_limit(PRE_AUTH_LIMIT);
     let (principal, session) =
@@ -467,7 +511,18 @@ async fn serve_connection(
         }
         match msg {
             Message::PasswordChangeStart(req) => {
-                crate::account_service::change_password(shared, &mut wire, &principal, req).await?
+                let ended = crate::account_service::change_password(
+                    shared,
+                    &mut wire,
+                    &principal,
+                    &change_exporter,
+                    peer,
+                    req,
+                )
+                .await?;
+                if ended {
+                    break;
+                }
             }
             msg @ (Message::MeshState(_) | Message::MeshList(_)) => {
                 crate::mesh::serve::handle(&shared.mesh, &shared.store, &mut wire, &principal, msg)
@@ -545,13 +600,7 @@ async fn authenticate(
             let ctx = AuthCtx::new(shared, peer.ip(), now);
             let step = state.handle(msg, &ctx, &mut rand_core::OsRng, now);
             if let Some(user) = ctx.admitted.lock().ok().and_then(|mut a| a.take()) {
-                attempt = Some(PasswordAttempt {
-                    limiter: &shared.limiter,
-                    user,
-                    ip: peer.ip(),
-                    now,
-                    succeeded: false,
-                });
+                attempt = Some(PasswordAttempt::new(&shared.limiter, user, peer.ip(), now));
             }
             step
         };
@@ -566,16 +615,14 @@ async fn authenticate(
                 session,
             } => {
                 let mut session_id = None;
-                if let Some(s) = session {
-                    let origin = match principal.method {
-                        Method::Psk { epoch } => format!("psk:{epoch}"),
-                        _ => "password".to_owned(),
-                    };
+                if let Some(s) = session
+                    && let Some(origin) = SessionEntry::origin_of(&principal.method)
+                {
                     let entry = SessionEntry {
                         name: principal.name.clone(),
                         attributes: principal.attributes.clone(),
                         origin,
-                        secret: data_encoding::HEXLOWER.encode(s.secret.expose_secret()),
+                        secret: s.secret,
                         created: now,
                         last_used: now,
                         idle_secs: s.idle_secs,
@@ -592,9 +639,9 @@ async fn authenticate(
                     session_id = Some(id);
                 }
                 if let Some(a) = attempt.as_mut()
-                    && principal.method == Method::Password
+                    && matches!(principal.method, Method::Password { .. })
                 {
-                    a.succeeded = true;
+                    a.succeeded();
                 }
                 // Gathered: it leaves with the answer to a request the client sent right
                 // behind its proof, or as soon as the connection waits for the client.

@@ -222,7 +222,9 @@ impl ServerDir {
     }
 
     /// Creates a one-time invite for `name`, valid for `valid_secs`. A newer invite for the
-    /// same name replaces an older one.
+    /// same name replaces an older one. Re-inviting an existing user gives its record a new
+    /// generation and ends its password sessions: every connection that logged in with its
+    /// password before ends at its next request (its role is about to change).
     pub fn invite_user(
         &self,
         name: &str,
@@ -253,6 +255,15 @@ impl ServerDir {
             },
         );
         invites.save(&self.file("invites.toml"))?;
+        let mut users = Users::load(&self.file("users.toml"))?;
+        if users.users.contains_key(name) {
+            let generation = users.next_generation();
+            if let Some(u) = users.users.get_mut(name) {
+                u.generation = generation;
+            }
+            users.save(&self.file("users.toml"))?;
+            self.end_password_sessions(name)?;
+        }
         let key = psk::derive_invite_key(&master, &claims);
         Ok(Credential {
             server: server.unwrap_or(&config.address).to_owned(),
@@ -281,6 +292,7 @@ impl ServerDir {
         entry.spent = true;
         let attributes = entry.attributes.clone();
         let mut users = Users::load(&self.file("users.toml"))?;
+        let generation = users.next_generation();
         users.users.insert(
             invite.name().to_owned(),
             UserEntry {
@@ -288,42 +300,63 @@ impl ServerDir {
                 record: data_encoding::BASE64.encode(&record.record),
                 ksf: record.ksf,
                 created: now,
+                generation,
             },
         );
         // Users first: a crash between the two leaves an unspent invite for an existing
         // user, which a second registration simply overwrites; never a spent invite and no user.
         users.save(&self.file("users.toml"))?;
         invites.save(&self.file("invites.toml"))?;
-        // A new password ends the sessions of the old one.
+        // A new password ends the sessions of the old one (the new generation alone would
+        // refuse them; this also frees their place in the file).
+        self.end_password_sessions(invite.name())?;
+        Ok(true)
+    }
+
+    /// Ends `name`'s sessions opened by a password login. Call under the lock.
+    fn end_password_sessions(&self, name: &str) -> Result<(), Error> {
         let mut sessions = Sessions::load(&self.file("sessions.toml"))?;
         let before = sessions.sessions.len();
         sessions
             .sessions
-            .retain(|_, s| s.name != invite.name() || s.origin != "password");
+            .retain(|_, s| s.name != name || !s.opened_by_password());
         if sessions.sessions.len() != before {
             sessions.save(&self.file("sessions.toml"))?;
         }
-        Ok(true)
+        Ok(())
     }
 
-    /// Replaces an existing user's record (a password change) and ends the user's password
-    /// sessions. Returns false if there is no such user.
-    pub fn set_password(&self, name: &str, record: &UserRecord, now: u64) -> Result<bool, Error> {
+    /// Replaces an existing user's record (a password change) if it is still of `generation`
+    /// (the one whose password the change proved), gives it a new generation and ends the
+    /// user's password sessions. Returns the new generation, or `None` if there is no such
+    /// user or its record changed meanwhile.
+    pub fn set_password(
+        &self,
+        name: &str,
+        generation: u64,
+        record: &UserRecord,
+        now: u64,
+    ) -> Result<Option<u64>, Error> {
         let _lock = RegistryLock::acquire(&self.path)?;
         let mut users = Users::load(&self.file("users.toml"))?;
+        if users
+            .users
+            .get(name)
+            .is_none_or(|u| u.generation != generation)
+        {
+            return Ok(None);
+        }
+        let next = users.next_generation();
         let Some(user) = users.users.get_mut(name) else {
-            return Ok(false);
+            return Ok(None);
         };
         user.record = data_encoding::BASE64.encode(&record.record);
         user.ksf = record.ksf;
         user.created = now;
+        user.generation = next;
         users.save(&self.file("users.toml"))?;
-        let mut sessions = Sessions::load(&self.file("sessions.toml"))?;
-        sessions
-            .sessions
-            .retain(|_, s| s.name != name || s.origin != "password");
-        sessions.save(&self.file("sessions.toml"))?;
-        Ok(true)
+        self.end_password_sessions(name)?;
+        Ok(Some(next))
     }
 
     /// Removes a user and ends the user's sessions. Returns false if there was no such user.
@@ -331,17 +364,15 @@ impl ServerDir {
         self.check_exists()?;
         let _lock = RegistryLock::acquire(&self.path)?;
         let mut users = Users::load(&self.file("users.toml"))?;
+        // The generation counter stays in the file: a user registered again under this name
+        // gets a generation its old connections never had.
         let existed = users.users.remove(name).is_some();
         users.save(&self.file("users.toml"))?;
         let mut invites = Invites::load(&self.file("invites.toml"))?;
         if invites.invites.remove(name).is_some() {
             invites.save(&self.file("invites.toml"))?;
         }
-        let mut sessions = Sessions::load(&self.file("sessions.toml"))?;
-        sessions
-            .sessions
-            .retain(|_, s| s.name != name || s.origin != "password");
-        sessions.save(&self.file("sessions.toml"))?;
+        self.end_password_sessions(name)?;
         Ok(existed)
     }
 

@@ -39,7 +39,7 @@ async fn invite_register_login_put_get_and_resume() {
     Client::register(&invite, PW).await.unwrap();
     // The invite is spent: a second registration fails.
     assert!(matches!(
-        Client::register(&invite, b"another").await,
+        Client::register(&invite, b"another password").await,
         Err(Error::AuthFailed)
     ));
 
@@ -96,9 +96,16 @@ async fn a_relay_cannot_complete_a_login_or_a_resumption() {
     // A client tricked into pinning the relay: OPAQUE's context is the client↔relay exporter.
     let r = Client::login(&mitm.addr, mitm.identity_id, "carol", PW, true).await;
     assert!(matches!(r, Err(Error::AuthFailed)), "{r:?}");
+    assert!(mitm.relayed.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    // The server's decision, read off the relayed wire: refused, no session granted.
+    mitm.assert_server_refused(&["auth_ok"]).await;
+    // A resumption through another relay: the server checks the proof against its own
+    // exporter and refuses it (a relayed client would also fail on the server's proof, so the
+    // client's error alone would prove nothing).
+    let mitm = common::start_mitm(srv.addr.to_string(), pin(&srv)).await;
     let r = Client::resume(&mitm.addr, mitm.identity_id, s.id, &s.secret).await;
     assert!(matches!(r, Err(Error::AuthFailed)), "{r:?}");
-    assert!(mitm.relayed.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    mitm.assert_server_refused(&["auth_ok"]).await;
     srv.stop().await;
 }
 
@@ -342,7 +349,7 @@ async fn a_password_change_ends_sessions_and_only_the_new_password_works() {
     let mut c = Client::resume(&srv.addr.to_string(), pin(&srv), mine.id, &mine.secret)
         .await
         .unwrap();
-    c.change_password(b"a new passphrase").await.unwrap();
+    c.change_password(PW, b"a new passphrase").await.unwrap();
     // Every password session ended, this one included.
     assert!(matches!(c.stat("x").await, Err(Error::AuthFailed)));
     for s in [&other, &mine] {
@@ -358,8 +365,189 @@ async fn a_password_change_ends_sessions_and_only_the_new_password_works() {
     // A credential holder has no password to change.
     let mut psk = Client::connect(&srv.issue("svc", "writer")).await.unwrap();
     assert!(matches!(
-        psk.change_password(b"x").await,
+        psk.change_password(PW, b"a long new password").await,
         Err(Error::Forbidden(_))
     ));
+    srv.stop().await;
+}
+
+const NEW: &[u8] = b"the victim's new passphrase";
+
+/// A request's answer is `AuthFailed` only when the server sent `auth_failed` (a connection
+/// that merely closed is `Closed` or `Io`): the server refused it.
+fn refused_by_server<T: std::fmt::Debug>(r: Result<T, Error>, what: &str) {
+    assert!(matches!(r, Err(Error::AuthFailed)), "{what}: {r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_cuts_off_a_stolen_login_which_cannot_change_it_back() {
+    let srv = TestServer::start().await;
+    enrol(&srv, "carol", "writer").await;
+    // The attacker logs in with the stolen password: two connections and a session.
+    let (mut attacker, stolen_session) = login(&srv, "carol", PW).await.unwrap();
+    let (mut attacker2, _) = login(&srv, "carol", PW).await.unwrap();
+    let stolen_session = stolen_session.unwrap();
+    attacker.put_bytes("notes/a", b"x".to_vec()).await.unwrap();
+    attacker2.stat("notes/a").await.unwrap();
+
+    // The victim changes the password, proving the current one.
+    let (mut victim, _) = login(&srv, "carol", PW).await.unwrap();
+    victim.change_password(PW, NEW).await.unwrap();
+
+    // The attacker's next request on its old connection: the server answers auth_failed.
+    refused_by_server(attacker.stat("notes/a").await, "old connection");
+    // Nor can it change the password on another old connection (refused before the change
+    // is even read), or by logging in again, or through its session.
+    refused_by_server(
+        attacker2
+            .change_password(PW, b"the attacker's password")
+            .await,
+        "change on an old connection",
+    );
+    refused_by_server(login(&srv, "carol", PW).await, "old password");
+    refused_by_server(
+        Client::resume(
+            &srv.addr.to_string(),
+            pin(&srv),
+            stolen_session.id,
+            &stolen_session.secret,
+        )
+        .await,
+        "session of the old password",
+    );
+    // The victim's new password works; the attacker's never became one.
+    let (mut c, _) = login(&srv, "carol", NEW).await.unwrap();
+    assert_eq!(c.get_bytes("notes/a").await.unwrap(), b"x");
+    refused_by_server(
+        login(&srv, "carol", b"the attacker's password").await,
+        "attacker's password",
+    );
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_opened_by_the_old_password_is_refused_even_if_its_entry_survives() {
+    let srv = TestServer::start().await;
+    enrol(&srv, "carol", "writer").await;
+    let (_, s) = login(&srv, "carol", PW).await.unwrap();
+    let s = s.unwrap();
+    let sessions_before = std::fs::read(srv.server_dir.path().join("sessions.toml")).unwrap();
+    let (mut victim, _) = login(&srv, "carol", PW).await.unwrap();
+    victim.change_password(PW, NEW).await.unwrap();
+    // Put the old session's entry back, as a crash between the two file writes, or an old
+    // backup, could: its generation alone makes the server refuse it.
+    std::fs::write(
+        srv.server_dir.path().join("sessions.toml"),
+        &sessions_before,
+    )
+    .unwrap();
+    refused_by_server(
+        Client::resume(&srv.addr.to_string(), pin(&srv), s.id, &s.secret).await,
+        "old session",
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_stream_of_the_old_password_ends() {
+    let srv = TestServer::start_with(|l| l.watch_ping = Duration::from_millis(200)).await;
+    enrol(&srv, "carol", "writer").await;
+    let (c, _) = login(&srv, "carol", PW).await.unwrap();
+    let mut w = c.watch("", None).await.unwrap();
+    let (mut victim, _) = login(&srv, "carol", PW).await.unwrap();
+    victim.change_password(PW, NEW).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .expect("the watch stream of the old password did not end");
+    refused_by_server(r, "watch of the old password");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_invite_and_reset_end_the_old_roles_connections() {
+    let srv = TestServer::start().await;
+    enrol(&srv, "carol", "writer").await;
+    // Re-invitation (as a reader): the writer's connections end at their next request.
+    let (mut writer, _) = login(&srv, "carol", PW).await.unwrap();
+    writer.put_bytes("a", b"1".to_vec()).await.unwrap();
+    let mut invite = srv.invite("carol", "reader", 3600);
+    invite.server = srv.addr.to_string();
+    refused_by_server(writer.put_bytes("a", b"2".to_vec()).await, "re-invited");
+    // Reset (remove, then a new invite), with a connection logged in before it that stays
+    // silent until the user has registered again: a new record never takes an old generation.
+    let (mut before_reset, _) = login(&srv, "carol", PW).await.unwrap();
+    assert!(srv.server_dir.remove_user("carol").unwrap());
+    let mut invite = srv.invite("carol", "reader", 3600);
+    invite.server = srv.addr.to_string();
+    Client::register(&invite, NEW).await.unwrap();
+    refused_by_server(before_reset.stat("a").await, "reset");
+    let (mut reader, _) = login(&srv, "carol", NEW).await.unwrap();
+    assert_eq!(reader.principal().unwrap().role(), Some("reader"));
+    assert_eq!(reader.get_bytes("a").await.unwrap(), b"1");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_without_the_current_password_is_refused_and_counted() {
+    let srv = TestServer::start_with_config(|t| {
+        t.replace("max_failures = 5", "max_failures = 3")
+            .replace("lockout_secs = 60", "lockout_secs = 30")
+    })
+    .await;
+    enrol(&srv, "carol", "writer").await;
+    for _ in 0..2 {
+        let (mut c, _) = login(&srv, "carol", PW).await.unwrap();
+        refused_by_server(
+            c.change_password(b"not the password", NEW).await,
+            "wrong current password",
+        );
+        // The server ended the connection, and nothing changed.
+        assert!(c.stat("x").await.is_err());
+    }
+    // A guesser who judges its guess from KE2 and hangs up counts too.
+    let (mut c, _) = login(&srv, "carol", PW).await.unwrap();
+    let (request, _) =
+        ferry::proto::password::client_login_start(&mut rand_core::OsRng, b"a guess").unwrap();
+    let answer = c
+        .raw_request(&Message::PasswordChangeStart(
+            ferry::proto::message::PasswordChangeStart { request },
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(answer, Message::PasswordChangeResponse(_)),
+        "{answer:?}"
+    );
+    drop(c);
+    // The server counts it when it reads the hang-up; give it that moment (a login that won
+    // the race would succeed and clear the count, and the test would fail, not pass).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The three proofs counted as failed logins: the account is locked, the right password
+    // fails like a wrong one, and the new one was never set.
+    refused_by_server(login(&srv, "carol", PW).await, "locked");
+    refused_by_server(login(&srv, "carol", NEW).await, "never set");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_passwords_shorter_than_8_characters_are_refused_by_the_client() {
+    let srv = TestServer::start().await;
+    let mut invite = srv.invite("carol", "writer", 3600);
+    invite.server = srv.addr.to_string();
+    for short in [&b"1234567"[..], "ñññññññ".as_bytes()] {
+        assert!(matches!(
+            Client::register(&invite, short).await,
+            Err(Error::PasswordTooShort(8))
+        ));
+    }
+    // Nothing was sent: the invite is still good.
+    Client::register(&invite, b"12345678").await.unwrap();
+    let (mut c, _) = login(&srv, "carol", b"12345678").await.unwrap();
+    assert!(matches!(
+        c.change_password(b"12345678", b"short").await,
+        Err(Error::PasswordTooShort(8))
+    ));
+    c.change_password(b"12345678", PW).await.unwrap();
     srv.stop().await;
 }

@@ -201,6 +201,10 @@ async fn a_relaying_man_in_the_middle_cannot_authenticate() {
         .await,
         "the relay never carried the proof, so the test proved nothing"
     );
+    // The server's own decision, read off the relayed wire: it refused the proof. (The
+    // client's `AuthFailed` alone proves nothing: a relayed client fails its own check of the
+    // server's proof even when the server accepts.)
+    mitm.assert_server_refused(&["auth_ok"]).await;
 
     // The server still serves honest clients.
     assert!(Client::connect(&cred).await.is_ok());

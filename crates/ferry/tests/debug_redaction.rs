@@ -41,6 +41,24 @@ async fn no_debug_output_shows_key_bytes() {
     let mac = auth.mac;
 
     let client = Client::connect(&cred).await.unwrap();
+    // A server-side session entry, as `sessions.toml` holds it and every snapshot clones it.
+    let session_bytes = [0x3c; 32];
+    let mut sessions = ferry::accounts::Sessions::default();
+    sessions.insert(
+        "00".repeat(16),
+        ferry::accounts::SessionEntry {
+            name: "alice".into(),
+            attributes: Default::default(),
+            origin: "psk:1".into(),
+            secret: ferry::proto::secret::SessionSecret::from_bytes(session_bytes),
+            created: 1,
+            last_used: 1,
+            idle_secs: 60,
+            expires: 99,
+        },
+    );
+    let session_text = sessions.to_toml().unwrap();
+    let reread = ferry::accounts::Sessions::parse(&session_text).unwrap();
     let reparsed = Credential::parse(&cred.to_toml()).unwrap();
     let texts = [
         format!("{cred:?}"),
@@ -65,6 +83,10 @@ async fn no_debug_output_shows_key_bytes() {
             ferry::Server::open(&srv.server_dir).map(|_| ()).err()
         ),
         format!("{:?}", srv.server_dir),
+        format!("{sessions:?}"),
+        format!("{reread:?}"),
+        format!("{:?}", reread.sessions.values().next().unwrap()),
+        format!("{:?}", reread.sessions.values().next().unwrap().secret),
     ];
     for t in &texts {
         for (what, k) in [
@@ -72,6 +94,7 @@ async fn no_debug_output_shows_key_bytes() {
             ("master", &master_bytes),
             ("exporter", &exporter_bytes),
             ("mac", &mac),
+            ("session secret", &session_bytes),
         ] {
             assert!(!leaks(t, k), "{what} bytes in {t}");
         }
@@ -82,6 +105,8 @@ async fn no_debug_output_shows_key_bytes() {
     for t in &texts {
         assert!(!t.contains(&body[20..40]));
     }
+    // The file itself holds the secret (that is its job), so the check can see it there.
+    assert!(leaks(&session_text, &session_bytes));
     // The check itself can fail: a derived Debug of the raw bytes would be caught.
     assert!(leaks(&format!("{key:?}"), &key));
     assert!(leaks(&data_encoding::HEXLOWER.encode(&key), &key));

@@ -308,6 +308,9 @@ async fn wrong_password_closed_mesh_and_relay_fail_alike_and_failures_slow_down(
     .await;
     assert!(matches!(relayed, Err(Error::AuthFailed)), "{relayed:?}");
     assert!(mitm.relayed.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    // The opener's decision, read off the relayed wire: it refused the join and never sent
+    // the mesh key.
+    mitm.assert_server_refused(&["mesh_join_ok"]).await;
 
     // Two failures so far: the next answer waits at least join_delay(2) = 500 ms, and a
     // further one join_delay(3) = 1 s.

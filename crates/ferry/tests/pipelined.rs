@@ -95,6 +95,9 @@ async fn a_request_behind_a_failed_proof_is_never_served() {
         .unwrap();
     let r = c.delete("doc").await;
     assert!(matches!(r, Err(Error::AuthFailed)), "relay: {r:?}");
+    // The server refused the relayed proof (seen on the relayed wire) and never answered the
+    // request behind it.
+    mitm.assert_server_refused(&["auth_ok", "delete_ok"]).await;
 
     // Nothing changed, and the server still serves honest clients.
     let e = w.stat("doc").await.unwrap();

@@ -221,10 +221,43 @@ pub async fn raw_session(
 }
 
 /// A man in the middle that terminates TLS on both sides and relays every byte between them.
+/// It holds both connections in clear, so it also reads the frames the upstream server sends:
+/// `server_said` lists the type of every message the server sent back (`auth_failed`,
+/// `auth_ok`, ...), which is the server's decision on the relayed proof.
 pub struct Mitm {
     pub addr: String,
     pub identity_id: ferry::proto::server_id::ServerId,
     pub relayed: Arc<AtomicUsize>,
+    pub server_said: Arc<std::sync::Mutex<Vec<&'static str>>>,
+}
+
+impl Mitm {
+    /// The types of the messages the upstream server has sent so far, in order.
+    pub fn server_messages(&self) -> Vec<&'static str> {
+        self.server_said.lock().unwrap().clone()
+    }
+
+    /// Waits (at most 5 s) until the upstream server has sent a message of type `name`.
+    pub async fn server_sent(&self, name: &str) -> bool {
+        eventually(Duration::from_secs(5), || {
+            self.server_said.lock().unwrap().contains(&name)
+        })
+        .await
+    }
+
+    /// Asserts the server's decision on a relayed proof: it answered `auth_failed` and never
+    /// sent any of `accepts` (its messages of success).
+    pub async fn assert_server_refused(&self, accepts: &[&str]) {
+        assert!(
+            self.server_sent("auth_failed").await,
+            "the server never answered auth_failed through the relay: {:?}",
+            self.server_messages()
+        );
+        let said = self.server_messages();
+        for a in accepts {
+            assert!(!said.contains(a), "the server accepted the relay: {said:?}");
+        }
+    }
 }
 
 pub async fn start_mitm(upstream: String, upstream_id: ferry::proto::server_id::ServerId) -> Mitm {
@@ -233,12 +266,15 @@ pub async fn start_mitm(upstream: String, upstream_id: ferry::proto::server_id::
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let relayed = Arc::new(AtomicUsize::new(0));
+    let server_said = Arc::new(std::sync::Mutex::new(Vec::new()));
     let count = relayed.clone();
+    let said = server_said.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             let upstream = upstream.clone();
             let count = count.clone();
+            let said = said.clone();
             tokio::spawn(async move {
                 let Ok(down) = acceptor.accept(tcp).await else {
                     return;
@@ -248,7 +284,10 @@ pub async fn start_mitm(upstream: String, upstream_id: ferry::proto::server_id::
                 };
                 let (dr, dw) = tokio::io::split(down);
                 let (ur, uw) = tokio::io::split(up);
-                tokio::join!(relay(dr, uw, count.clone()), relay(ur, dw, count));
+                tokio::join!(
+                    relay(dr, uw, count.clone(), None),
+                    relay(ur, dw, count, Some(said))
+                );
             });
         }
     });
@@ -256,18 +295,34 @@ pub async fn start_mitm(upstream: String, upstream_id: ferry::proto::server_id::
         addr,
         identity_id: identity.server_id(),
         relayed,
+        server_said,
     }
 }
 
-/// Copies bytes one way, counting them as they pass.
+/// Copies bytes one way, counting them as they pass. With `said`, also splits the stream into
+/// frames (ferry-proto's decoders) and records the type of every message frame.
 async fn relay(
     mut from: impl tokio::io::AsyncRead + Unpin,
     mut to: impl tokio::io::AsyncWrite + Unpin,
     count: Arc<AtomicUsize>,
+    said: Option<Arc<std::sync::Mutex<Vec<&'static str>>>>,
 ) {
+    use ferry::proto::frame::{self, Kind};
+    use ferry::proto::message::Message;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0; 16 * 1024];
+    let mut frames: Vec<u8> = Vec::new();
     while let Ok(n) = from.read(&mut buf).await {
+        if let Some(said) = &said {
+            frames.extend_from_slice(&buf[..n]);
+            while let Ok(Some((kind, body, used))) = frame::decode(&frames) {
+                if kind == Kind::Message {
+                    let name = Message::decode(body).map_or("undecodable", |m| m.type_name());
+                    said.lock().unwrap().push(name);
+                }
+                frames.drain(..used);
+            }
+        }
         if n == 0 || to.write_all(&buf[..n]).await.is_err() || to.flush().await.is_err() {
             break;
         }
