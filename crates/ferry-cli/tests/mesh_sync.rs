@@ -62,12 +62,12 @@ fn three_peers(extra: &[String]) -> [Peer; 3] {
     [a, b, c]
 }
 
+/// The peer's announcement port, from its log. `mesh up` says "listening on" (which is what
+/// starting it waits for) before its mesh runtime binds the UDP sockets and says this.
 fn port_of(p: &Peer) -> u16 {
     let line = p
-        .log()
-        .into_iter()
-        .find(|l| l.contains("announcements on UDP port "))
-        .unwrap();
+        .wait_for_log("announcements on UDP port ", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no announcement port; log: {:#?}", p.log()));
     line.rsplit(' ').next().unwrap().trim().parse().unwrap()
 }
 

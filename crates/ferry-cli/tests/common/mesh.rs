@@ -115,6 +115,11 @@ impl Peer {
         self.up.as_ref().map(Served::log).unwrap_or_default()
     }
 
+    /// Waits at most `timeout` for a `mesh up` log line containing `needle`; returns it.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.up.as_ref()?.wait_for_log(needle, timeout)
+    }
+
     /// Whether `mesh up` is still running.
     pub fn running(&mut self) -> bool {
         self.up.as_mut().is_some_and(Served::running)
