@@ -423,7 +423,8 @@ pub struct List {
     /// Only names starting with this string.
     #[serde(default)]
     pub prefix: String,
-    /// Only names after this one (the last name of the previous page).
+    /// Only names after this one: a source name, or the `next` of the previous page (which
+    /// may be an opaque cursor starting with `~`).
     #[serde(default)]
     pub after: Option<String>,
 }
@@ -433,7 +434,8 @@ pub struct List {
 pub struct ListOk {
     /// Entries, sorted by source name (only those the principal may list).
     pub entries: Vec<Entry>,
-    /// If more may follow: ask again with `after` set to this.
+    /// If more may follow: ask again with `after` set to this. Never the name of a source the
+    /// principal may not list: a visible name, or an opaque cursor starting with `~`.
     #[serde(default)]
     pub next: Option<String>,
 }

@@ -56,6 +56,8 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// A watch stream with nothing to send sends a `watch_ping` after this long.
     pub watch_ping: Duration,
+    /// Names one listing request examines at most, visible to the principal or not.
+    pub list_scan: usize,
 }
 
 pub(crate) struct Shared {
@@ -117,6 +119,7 @@ impl Server {
             max_pending_per_address: config.max_pending_per_address,
             shutdown_grace: Duration::from_secs(5),
             watch_ping: Duration::from_millis(ferry_proto::message::DEFAULT_PING_MS),
+            list_scan: crate::service::LIST_SCAN_BUDGET,
         };
         let store = Arc::new(store);
         let feed = ChangeFeed::install(store.clone())?;
