@@ -97,6 +97,7 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Loads a server folder: configuration, keys, registry and store.
     pub fn open(dir: &ServerDir) -> Result<Self, Error> {
+        dir.warn_if_open_to_others();
         let config = dir.config()?;
         let identity = dir.identity()?;
         let master = dir.master_key()?;
