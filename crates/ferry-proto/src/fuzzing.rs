@@ -69,14 +69,30 @@ pub fn frame(data: &[u8]) {
                 return;
             }
             Err(e) => {
-                let Some(header) = header else {
-                    panic!("frame: error {e} from fewer than {HEADER_LEN} bytes");
-                };
-                assert_eq!(
-                    frame::decode_header(header),
-                    Err(e),
-                    "frame: decode_header disagrees with decode on an error"
-                );
+                match header {
+                    Some(header) => assert_eq!(
+                        frame::decode_header(header),
+                        Err(e),
+                        "frame: decode_header disagrees with decode on an error"
+                    ),
+                    // A bad length is refused from its four bytes alone.
+                    None => {
+                        let Some(length) = rest
+                            .get(..frame::LENGTH_LEN)
+                            .and_then(|l| <[u8; frame::LENGTH_LEN]>::try_from(l).ok())
+                        else {
+                            panic!(
+                                "frame: error {e} from fewer than {} bytes",
+                                frame::LENGTH_LEN
+                            );
+                        };
+                        assert_eq!(
+                            frame::decode_length(length).map(|_| ()),
+                            Err(e),
+                            "frame: decode_length disagrees with decode on an error"
+                        );
+                    }
+                }
                 rest = &rest[1..];
             }
         }

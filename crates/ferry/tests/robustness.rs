@@ -116,6 +116,14 @@ async fn truncated_oversized_and_garbage_frames_inside_tls() {
             "{case:?}"
         );
     }
+    // A zero length is refused as soon as its four bytes are in: no fifth byte is needed.
+    let mut wire = authenticated_raw(&srv).await;
+    wire.get_mut().write_all(&[0, 0, 0, 0]).await.unwrap();
+    wire.get_mut().flush().await.unwrap();
+    assert!(
+        closed_within(wire.get_mut(), Duration::from_secs(5)).await,
+        "the server waited for a fifth byte"
+    );
     // Before authentication, frames are capped at 16 KiB.
     let cred = srv.issue("pre", "writer");
     let mut tls = Client::connect_tls(&srv.addr.to_string(), cred.server_id)
