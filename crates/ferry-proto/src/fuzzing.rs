@@ -120,6 +120,40 @@ pub fn message(data: &[u8]) {
     }
 }
 
+/// Opens the input as a listing cursor (`cursor::CursorKey::open`, fixed key): never panics,
+/// and what opens is a name sealed by that key. Also seals the input as a name and checks that
+/// it opens to the same name, and only for the same principal and prefix.
+pub fn list_cursor(data: &[u8]) {
+    use crate::cursor::CursorKey;
+    let key = CursorKey::derive(&crate::secret::MasterKey::from_bytes([7; 32]));
+    let text = String::from_utf8_lossy(data);
+    if let Some(name) = key.open("p", "", &text) {
+        let again = key.seal([1; 24], "p", "", &name);
+        assert_eq!(
+            key.open("p", "", &again),
+            Some(name),
+            "cursor: re-seal differs"
+        );
+    }
+    let sealed = key.seal([2; 24], "p", "x", &text);
+    assert!(sealed.starts_with(crate::cursor::MARK), "cursor: no mark");
+    assert_eq!(
+        key.open("p", "x", &sealed).as_deref(),
+        Some(&*text),
+        "cursor: round trip"
+    );
+    assert_eq!(
+        key.open("q", "x", &sealed),
+        None,
+        "cursor: opened for another principal"
+    );
+    assert_eq!(
+        key.open("p", "", &sealed),
+        None,
+        "cursor: opened for another prefix"
+    );
+}
+
 /// Decodes [`Claims`]; if that succeeds, they encode to exactly the input (the decoder
 /// accepts only canonical bytes) and satisfy the rules `Claims::new` enforces.
 pub fn claims(data: &[u8]) {
