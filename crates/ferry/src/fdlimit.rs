@@ -78,9 +78,9 @@ pub(crate) fn fit(
             .min(max_pending),
     );
     tracing::warn!(
-        "the open-file limit is {n}: serving at most {} authenticated and {} unauthenticated \
-         connections (ferry.toml asks for {max_connections} and {max_pending}; raise the hard \
-         limit, e.g. LimitNOFILE= in a systemd unit, to serve more)",
+        "the open-file limit is {n}: serving at most max_connections = {}, max_pending = {} \
+         (ferry.toml asks for {max_connections} and {max_pending}; raise the hard limit, e.g. \
+         LimitNOFILE= in a systemd unit, to serve more)",
         fitted.0,
         fitted.1
     );
