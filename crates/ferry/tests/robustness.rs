@@ -320,10 +320,6 @@ async fn idle_sockets_from_one_address_do_not_starve_an_honest_client() {
         closed_by_server(&idle)
     );
     assert!(
-        closed_by_server(&idle) < 400,
-        "the hello deadline came early"
-    );
-    assert!(
         common::eventually(Duration::from_secs(10), || closed_by_server(&idle) == 400).await,
         "{} of 400 idle sockets still open after the hello deadline",
         400 - closed_by_server(&idle)
