@@ -26,7 +26,10 @@ pub(crate) fn raise() -> Option<u64> {
         // Some systems report an unlimited hard limit but refuse it as a soft limit: try it,
         // then a large finite value.
         let targets = match before.maximum {
-            Some(hard) if hard <= soft => return Some(soft),
+            Some(hard) if hard <= soft => {
+                tracing::info!("open-file limit {soft} (already the hard limit)");
+                return Some(soft);
+            }
             Some(hard) => vec![hard],
             None => vec![1 << 20, 10_240],
         };
