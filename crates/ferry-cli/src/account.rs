@@ -285,7 +285,8 @@ pub async fn login(a: &LoginArgs) -> anyhow::Result<()> {
         }
     }
     println!(
-        "logged in as {user} (role {role}); session valid until {}",
+        "logged in as {user} (role {}); session valid until {}",
+        output::printable(&role),
         output::time(session.expires)
     );
     Ok(())

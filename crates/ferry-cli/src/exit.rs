@@ -101,7 +101,8 @@ pub fn message(err: &anyhow::Error) -> String {
         }
         out.push_str(&text);
     }
-    one_line(&out)
+    // A server's error message is text from elsewhere too.
+    crate::output::printable(&one_line(&out)).into_owned()
 }
 
 /// Joins the non-empty lines of `text` into one.

@@ -266,15 +266,7 @@ fn remove(a: &MeshRemoveArgs) -> anyhow::Result<()> {
 /// A name or address another peer chose, safe to print: control characters (which could
 /// move the cursor or rewrite earlier lines of a terminal) are shown escaped.
 fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    crate::output::printable(s).into_owned()
 }
 
 async fn up(a: &MeshUpArgs) -> anyhow::Result<()> {

@@ -1,10 +1,37 @@
 //! Formatting for people and for scripts: times, sizes, entries, tables, JSON.
 
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry::client::hex;
 use ferry::proto::message::Entry;
 use serde_json::{Value, json};
+
+/// Text that came from elsewhere (a source name, a principal's name, a server's message), made
+/// safe to print to a terminal: control characters (C0, DEL, C1, which include the escape
+/// that starts terminal sequences, carriage return and newline) and the Unicode
+/// bidirectional controls (which can make text display in another order than it is) are
+/// shown as Rust escapes (`\n`, `\u{1b}`). Everything else is left as it is. JSON output needs none of
+/// this: serde_json escapes control characters itself.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    fn hidden(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !text.chars().any(hidden) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hidden(c) {
+            // `\n`, `\r`, `\t`, else `\u{1b}`: Rust's escapes, readable and unambiguous.
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// Seconds since the Unix epoch, now.
 pub fn now() -> u64 {
@@ -80,14 +107,14 @@ pub fn entry_json(e: &Entry) -> Value {
 pub fn entry_lines(e: &Entry) -> String {
     format!(
         "source    {}\nversion   {}\nsize      {} bytes ({})\nblake3    {}\nmodified  {} ({})\nby        {}",
-        e.source,
+        printable(&e.source),
         e.version,
         e.size,
         size(e.size),
         hex(&e.hash),
         time(e.modified),
         e.modified,
-        e.by
+        printable(&e.by)
     )
 }
 
@@ -134,11 +161,11 @@ pub fn entries_table(entries: &[Entry]) -> String {
         .iter()
         .map(|e| {
             vec![
-                e.source.clone(),
+                printable(&e.source).into_owned(),
                 e.size.to_string(),
                 format!("v{}", e.version),
                 time(e.modified),
-                e.by.clone(),
+                printable(&e.by).into_owned(),
             ]
         })
         .collect();
@@ -148,6 +175,40 @@ pub fn entries_table(entries: &[Entry]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_from_elsewhere_print_without_control_characters() {
+        assert!(matches!(
+            printable("docs/a.txt"),
+            Cow::Borrowed("docs/a.txt")
+        ));
+        assert_eq!(printable("été/ü"), "été/ü");
+        assert_eq!(
+            printable("a\u{1b}[2J\rb\nc\u{7f}\u{9b}d\te\0"),
+            "a\\u{1b}[2J\\rb\\nc\\u{7f}\\u{9b}d\\te\\u{0}"
+        );
+        // Bidirectional overrides cannot reorder what the user reads.
+        assert_eq!(
+            printable("invoice\u{202e}fdp.exe"),
+            "invoice\\u{202e}fdp.exe"
+        );
+        assert_eq!(printable("x\u{2066}y\u{200f}"), "x\\u{2066}y\\u{200f}");
+        let e = Entry {
+            source: "evil\u{1b}]0;pwned\u{7}".into(),
+            version: 1,
+            size: 0,
+            hash: [0; 32],
+            modified: 0,
+            by: "m\u{1b}[31m".into(),
+        };
+        for text in [entry_lines(&e), entries_table(std::slice::from_ref(&e))] {
+            assert!(
+                !text.contains('\u{1b}') && !text.contains('\u{7}'),
+                "{text:?}"
+            );
+            assert!(text.contains("evil\\u{1b}]0;pwned\\u{7}"), "{text:?}");
+        }
+    }
 
     #[test]
     fn times() {

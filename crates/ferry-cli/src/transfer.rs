@@ -65,7 +65,7 @@ pub async fn put(a: &PutArgs) -> anyhow::Result<()> {
     drop(bar);
     println!(
         "stored {} v{} ({} bytes, blake3 {})",
-        entry.source,
+        output::printable(&entry.source),
         entry.version,
         entry.size,
         output::short_hash(&entry.hash)
@@ -169,7 +169,7 @@ async fn get_to_file(a: &GetArgs, path: &Path) -> anyhow::Result<()> {
     }
     println!(
         "saved {} v{} to {} ({} bytes, blake3 {})",
-        entry.source,
+        output::printable(&entry.source),
         entry.version,
         path.display(),
         entry.size,

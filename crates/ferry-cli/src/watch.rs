@@ -112,17 +112,20 @@ fn event_line(e: &WatchEvent) -> String {
     if e.deleted {
         format!(
             "seq {}  rm   {}  v{}  by {}",
-            e.seq, e.source, e.version, e.by
+            e.seq,
+            output::printable(&e.source),
+            e.version,
+            output::printable(&e.by)
         )
     } else {
         format!(
             "seq {}  put  {}  v{}  {}  blake3:{}  by {}",
             e.seq,
-            e.source,
+            output::printable(&e.source),
             e.version,
             output::size(e.size),
             output::short_hash(&e.hash),
-            e.by
+            output::printable(&e.by)
         )
     }
 }
@@ -168,6 +171,16 @@ mod tests {
         assert_eq!(
             event_line(&event(true)),
             "seq 12  rm   docs/a.txt  v3  by alice"
+        );
+        // Names from the server cannot drive the terminal.
+        let mut evil = event(false);
+        evil.source = "a\u{1b}[2Jb".into();
+        evil.by = "x\ry".into();
+        let line = event_line(&evil);
+        assert!(!line.contains('\u{1b}') && !line.contains('\r'), "{line:?}");
+        assert!(
+            line.contains("a\\u{1b}[2Jb") && line.contains("by x\\ry"),
+            "{line}"
         );
     }
 

@@ -188,3 +188,38 @@ fn an_unreachable_server_is_one_line() {
         out.stderr
     );
 }
+
+#[test]
+fn init_closes_an_existing_server_folder_and_serve_warns_when_it_is_open() {
+    let env = Env::new();
+    let dir = env.server_dir();
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    env.init();
+    let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "init left the folder {mode:o}");
+
+    // A private folder: no warning.
+    let served = Served::start(&env);
+    assert!(
+        served
+            .log()
+            .iter()
+            .all(|l| !l.contains("open to other users")),
+        "{:?}",
+        served.log()
+    );
+    drop(served);
+    // Opened by someone since: `serve` says so in its log, and still serves.
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
+    let served = Served::start(&env);
+    let line = served
+        .log()
+        .into_iter()
+        .find(|l| l.contains("open to other users"));
+    let line = line.unwrap_or_else(|| panic!("no warning: {:?}", served.log()));
+    assert!(
+        line.contains("WARN") && line.contains("chmod 700"),
+        "{line}"
+    );
+}

@@ -198,6 +198,48 @@ mod tests {
         assert_eq!(c.encode(), expected);
     }
 
+    /// The test vector of PROTOCOL.md §4.1 for attribute order: keys sorted by their own
+    /// bytes, lexicographically (`ab` < `b` < `role` < `roles` < `zz`), not shorter keys
+    /// first as RFC 8949 §4.2.1 orders the keys of a map.
+    #[test]
+    fn attribute_order_vector() {
+        let c = Claims::new(
+            "a",
+            1,
+            [
+                ("zz", "4"),
+                ("roles", "3"),
+                ("b", "2"),
+                ("role", "r"),
+                ("ab", "1"),
+            ],
+        )
+        .unwrap();
+        let expected = data_encoding::HEXLOWER
+            .decode(
+                b"846f66657272792d636c61696d732d7631616101858262616261318261626132\
+                  8264726f6c6561728265726f6c6573613382627a7a6134",
+            )
+            .unwrap();
+        assert_eq!(c.encode(), expected);
+        assert_eq!(Claims::decode(&expected).unwrap(), c);
+        // The same pairs with shorter keys first are not canonical.
+        let mut length_first = expected[..21].to_vec();
+        for (k, v) in [
+            ("b", "2"),
+            ("ab", "1"),
+            ("zz", "4"),
+            ("role", "r"),
+            ("roles", "3"),
+        ] {
+            length_first.extend_from_slice(&[0x82, 0x60 + k.len() as u8]);
+            length_first.extend_from_slice(k.as_bytes());
+            length_first.extend_from_slice(&[0x61, v.as_bytes()[0]]);
+        }
+        assert_eq!(length_first.len(), expected.len());
+        assert_eq!(Claims::decode(&length_first), Err(ClaimsError::Malformed));
+    }
+
     #[test]
     fn order_is_canonical() {
         let a = Claims::new("x", 1, [("role", "r"), ("a", "1")]).unwrap();

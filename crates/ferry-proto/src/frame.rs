@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! frame   = length:u32be kind:u8 body
-//! length  = 1 + len(body), 1 ..= MAX_FRAME_LEN
+//! length  = 1 + len(body), 1 ..= MAX_FRAME_LEN (checked as soon as its 4 bytes are in)
 //! kind    = 0x01 message (one CBOR message, see `message`) | 0x02 data (raw bytes of a transfer)
 //! ```
 //!
@@ -48,22 +48,33 @@ pub enum FrameError {
     UnknownKind(u8),
 }
 
-/// Parses a frame header into its kind and body length.
-pub fn decode_header(header: [u8; HEADER_LEN]) -> Result<(Kind, usize), FrameError> {
-    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+/// Size of the length field, the first part of a header.
+pub const LENGTH_LEN: usize = 4;
+
+/// Checks a frame's length field on its own and returns the body length it announces. A
+/// receiver calls it as soon as the four length bytes are in, so a zero or oversized length
+/// is refused without waiting for the kind byte.
+pub fn decode_length(length: [u8; LENGTH_LEN]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(length);
     if len == 0 {
         return Err(FrameError::Empty);
     }
     if len > MAX_FRAME_LEN {
         return Err(FrameError::TooLarge(len));
     }
+    // len >= 1 and <= 2^20, so this neither underflows nor truncates.
+    Ok((len - 1) as usize)
+}
+
+/// Parses a frame header into its kind and body length.
+pub fn decode_header(header: [u8; HEADER_LEN]) -> Result<(Kind, usize), FrameError> {
+    let body_len = decode_length([header[0], header[1], header[2], header[3]])?;
     let kind = match header[4] {
         0x01 => Kind::Message,
         0x02 => Kind::Data,
         other => return Err(FrameError::UnknownKind(other)),
     };
-    // len >= 1 and <= 2^20, so this neither underflows nor truncates.
-    Ok((kind, (len - 1) as usize))
+    Ok((kind, body_len))
 }
 
 /// Encodes the header of a frame with `body_len` bytes of body.
@@ -84,6 +95,11 @@ pub type Decoded<'a> = (Kind, &'a [u8], usize);
 ///
 /// Returns `Ok(None)` when `buf` does not yet hold a whole frame.
 pub fn decode(buf: &[u8]) -> Result<Option<Decoded<'_>>, FrameError> {
+    if let Some(length) = buf.get(..LENGTH_LEN) {
+        let mut l = [0u8; LENGTH_LEN];
+        l.copy_from_slice(length);
+        decode_length(l)?;
+    }
     let Some(header) = buf.get(..HEADER_LEN) else {
         return Ok(None);
     };
@@ -126,6 +142,19 @@ mod tests {
         for cut in 0..out.len() {
             assert_eq!(decode(&out[..cut]), Ok(None), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_bad_length_is_refused_before_the_kind_byte() {
+        assert_eq!(decode(&[0, 0, 0, 0]), Err(FrameError::Empty));
+        assert_eq!(
+            decode(&[0, 0x10, 0, 1]),
+            Err(FrameError::TooLarge(MAX_FRAME_LEN + 1))
+        );
+        assert_eq!(decode(&[0, 0, 0]), Ok(None));
+        assert_eq!(decode(&[0, 0, 0, 1]), Ok(None));
+        assert_eq!(decode_length([0, 0, 0, 0]), Err(FrameError::Empty));
+        assert_eq!(decode_length([0, 0x10, 0, 0]), Ok(MAX_BODY_LEN));
     }
 
     #[test]

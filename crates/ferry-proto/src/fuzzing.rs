@@ -69,14 +69,30 @@ pub fn frame(data: &[u8]) {
                 return;
             }
             Err(e) => {
-                let Some(header) = header else {
-                    panic!("frame: error {e} from fewer than {HEADER_LEN} bytes");
-                };
-                assert_eq!(
-                    frame::decode_header(header),
-                    Err(e),
-                    "frame: decode_header disagrees with decode on an error"
-                );
+                match header {
+                    Some(header) => assert_eq!(
+                        frame::decode_header(header),
+                        Err(e),
+                        "frame: decode_header disagrees with decode on an error"
+                    ),
+                    // A bad length is refused from its four bytes alone.
+                    None => {
+                        let Some(length) = rest
+                            .get(..frame::LENGTH_LEN)
+                            .and_then(|l| <[u8; frame::LENGTH_LEN]>::try_from(l).ok())
+                        else {
+                            panic!(
+                                "frame: error {e} from fewer than {} bytes",
+                                frame::LENGTH_LEN
+                            );
+                        };
+                        assert_eq!(
+                            frame::decode_length(length).map(|_| ()),
+                            Err(e),
+                            "frame: decode_length disagrees with decode on an error"
+                        );
+                    }
+                }
                 rest = &rest[1..];
             }
         }
@@ -102,6 +118,40 @@ pub fn message(data: &[u8]) {
         }
         Err(e) => panic!("message: the encoding of a decoded {msg:?} does not decode: {e}"),
     }
+}
+
+/// Opens the input as a listing cursor (`cursor::CursorKey::open`, fixed key): never panics,
+/// and what opens is a name sealed by that key. Also seals the input as a name and checks that
+/// it opens to the same name, and only for the same principal and prefix.
+pub fn list_cursor(data: &[u8]) {
+    use crate::cursor::CursorKey;
+    let key = CursorKey::derive(&crate::secret::MasterKey::from_bytes([7; 32]));
+    let text = String::from_utf8_lossy(data);
+    if let Some(name) = key.open("p", "", &text) {
+        let again = key.seal([1; 24], "p", "", &name);
+        assert_eq!(
+            key.open("p", "", &again),
+            Some(name),
+            "cursor: re-seal differs"
+        );
+    }
+    let sealed = key.seal([2; 24], "p", "x", &text);
+    assert!(sealed.starts_with(crate::cursor::MARK), "cursor: no mark");
+    assert_eq!(
+        key.open("p", "x", &sealed).as_deref(),
+        Some(&*text),
+        "cursor: round trip"
+    );
+    assert_eq!(
+        key.open("q", "x", &sealed),
+        None,
+        "cursor: opened for another principal"
+    );
+    assert_eq!(
+        key.open("p", "", &sealed),
+        None,
+        "cursor: opened for another prefix"
+    );
 }
 
 /// Decodes [`Claims`]; if that succeeds, they encode to exactly the input (the decoder

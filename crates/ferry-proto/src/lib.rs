@@ -49,6 +49,7 @@
 pub mod auth;
 pub mod claims;
 pub mod credential;
+pub mod cursor;
 pub mod files;
 pub mod frame;
 #[doc(hidden)]

@@ -440,7 +440,8 @@ pub struct List {
     /// Only names starting with this string.
     #[serde(default)]
     pub prefix: String,
-    /// Only names after this one (the last name of the previous page).
+    /// Only names after this one: a source name, or the `next` of the previous page (which
+    /// may be an opaque cursor starting with `~`).
     #[serde(default)]
     pub after: Option<String>,
 }
@@ -450,7 +451,8 @@ pub struct List {
 pub struct ListOk {
     /// Entries, sorted by source name (only those the principal may list).
     pub entries: Vec<Entry>,
-    /// If more may follow: ask again with `after` set to this.
+    /// If more may follow: ask again with `after` set to this. Never the name of a source the
+    /// principal may not list: a visible name, or an opaque cursor starting with `~`.
     #[serde(default)]
     pub next: Option<String>,
 }
@@ -506,11 +508,26 @@ impl Message {
         out
     }
 
-    /// Decodes one message; the whole input must be one CBOR item.
+    /// Decodes one message; the whole input must be one CBOR item. Any well-formed encoding
+    /// is accepted (RFC 8949 §5.2): indefinite lengths and longer-than-needed heads, in every
+    /// position.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         if bytes.len() > MAX_MESSAGE_LEN {
             return Err(DecodeError);
         }
+        match Self::decode_direct(bytes) {
+            Ok(msg) => Ok(msg),
+            // The direct decoder reads the message map and the field names only in their
+            // definite-length form. Any other well-formed item is rewritten with definite
+            // lengths and read again: the same rules, a second pass only for rare encodings.
+            Err(e) => match definite::rewrite(bytes) {
+                Some(rewritten) => Self::decode_direct(&rewritten),
+                None => Err(e),
+            },
+        }
+    }
+
+    fn decode_direct(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut reader = bytes;
         let msg = ciborium::from_reader(&mut reader).map_err(|_| DecodeError)?;
         if !reader.is_empty() {
@@ -568,6 +585,128 @@ impl Message {
             Self::Event(_) => "event",
             Self::WatchGap(_) => "watch_gap",
             Self::WatchPing(_) => "watch_ping",
+        }
+    }
+}
+
+/// Rewrites one well-formed CBOR item with definite lengths only.
+mod definite {
+    use ciborium_io::Read;
+    use ciborium_ll::{Decoder, Encoder, Header};
+
+    /// Deeper nesting than any message has; also bounds the rewriting's stack and memory.
+    const MAX_DEPTH: usize = 32;
+
+    /// The item `bytes` holds (exactly one) with every indefinite-length array, map, byte
+    /// string and text string made definite; `None` if `bytes` is not exactly one well-formed
+    /// item. Memory is bounded by the input's size times the nesting depth.
+    pub(super) fn rewrite(bytes: &[u8]) -> Option<Vec<u8>> {
+        let mut dec = Decoder::from(bytes);
+        let mut out = Vec::with_capacity(bytes.len());
+        item(&mut dec, &mut out, bytes.len(), 0)?;
+        (dec.offset() == bytes.len()).then_some(out)
+    }
+
+    fn head(out: &mut Vec<u8>, h: Header) -> Option<()> {
+        Encoder::from(out).push(h).ok()
+    }
+
+    /// Reads the `n` bytes of a definite string (after its head) onto `out`.
+    fn copy(dec: &mut Decoder<&[u8]>, out: &mut Vec<u8>, n: usize, total: usize) -> Option<()> {
+        if n > total {
+            return None;
+        }
+        let start = out.len();
+        out.resize(start + n, 0);
+        dec.read_exact(&mut out[start..]).ok()
+    }
+
+    fn item(dec: &mut Decoder<&[u8]>, out: &mut Vec<u8>, total: usize, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        match dec.pull().ok()? {
+            Header::Break => None,
+            Header::Tag(t) => {
+                head(out, Header::Tag(t))?;
+                item(dec, out, total, depth + 1)
+            }
+            h @ Header::Bytes(Some(n)) | h @ Header::Text(Some(n)) => {
+                head(out, h)?;
+                let start = out.len();
+                copy(dec, out, n, total)?;
+                if matches!(h, Header::Text(_)) {
+                    std::str::from_utf8(&out[start..]).ok()?;
+                }
+                Some(())
+            }
+            h @ Header::Bytes(None) | h @ Header::Text(None) => {
+                let text = matches!(h, Header::Text(_));
+                let mut data = Vec::new();
+                loop {
+                    match dec.pull().ok()? {
+                        Header::Break => break,
+                        Header::Bytes(Some(n)) if !text => copy(dec, &mut data, n, total)?,
+                        Header::Text(Some(n)) if text => {
+                            let start = data.len();
+                            copy(dec, &mut data, n, total)?;
+                            // Every chunk of a text string is itself valid UTF-8.
+                            std::str::from_utf8(&data[start..]).ok()?;
+                        }
+                        _ => return None,
+                    }
+                }
+                let n = data.len();
+                head(
+                    out,
+                    if text {
+                        Header::Text(Some(n))
+                    } else {
+                        Header::Bytes(Some(n))
+                    },
+                )?;
+                out.extend_from_slice(&data);
+                Some(())
+            }
+            Header::Array(Some(n)) => {
+                // Every item takes at least one byte.
+                if n > total {
+                    return None;
+                }
+                head(out, Header::Array(Some(n)))?;
+                (0..n).try_for_each(|_| item(dec, out, total, depth + 1))
+            }
+            Header::Map(Some(n)) => {
+                if n > total {
+                    return None;
+                }
+                head(out, Header::Map(Some(n)))?;
+                (0..n * 2).try_for_each(|_| item(dec, out, total, depth + 1))
+            }
+            h @ Header::Array(None) | h @ Header::Map(None) => {
+                let mut inner = Vec::new();
+                let mut count = 0usize;
+                loop {
+                    match dec.pull().ok()? {
+                        Header::Break => break,
+                        other => dec.push(other),
+                    }
+                    item(dec, &mut inner, total, depth + 1)?;
+                    count += 1;
+                }
+                let h = if matches!(h, Header::Map(_)) {
+                    if !count.is_multiple_of(2) {
+                        return None;
+                    }
+                    Header::Map(Some(count / 2))
+                } else {
+                    Header::Array(Some(count))
+                };
+                head(out, h)?;
+                out.extend_from_slice(&inner);
+                Some(())
+            }
+            h => head(out, h),
         }
     }
 }
@@ -786,6 +925,38 @@ mod tests {
         assert_eq!(m.encode(), expected);
     }
 
+    /// `put_ok` and `stat_ok` carry the entry's six fields directly (flat); `get_ok` nests
+    /// them under `entry` (PROTOCOL.md §3).
+    #[test]
+    fn put_ok_and_stat_ok_are_flat_and_get_ok_nests_the_entry() {
+        let entry = Entry {
+            source: "x".into(),
+            version: 1,
+            size: 0,
+            hash: [0; 32],
+            modified: 0,
+            by: "b".into(),
+        };
+        for (m, name) in [
+            (Message::PutOk(entry.clone()), "put_ok"),
+            (Message::StatOk(entry.clone()), "stat_ok"),
+        ] {
+            // {"put_ok": {"source": "x", ...}}: a map of 6 fields, the first `source`.
+            let mut head = vec![0xa1, 0x60 + name.len() as u8];
+            head.extend_from_slice(name.as_bytes());
+            head.extend_from_slice(&[0xa6, 0x66]);
+            head.extend_from_slice(b"source");
+            assert!(m.encode().starts_with(&head), "{name}");
+        }
+        let get_ok = Message::GetOk(GetOk { entry, offset: 0 }).encode();
+        let mut head = vec![0xa1, 0x66];
+        head.extend_from_slice(b"get_ok");
+        head.extend_from_slice(&[0xa2, 0x65]);
+        head.extend_from_slice(b"entry");
+        head.push(0xa6);
+        assert!(get_ok.starts_with(&head));
+    }
+
     #[test]
     fn unknown_fields_ignored_missing_defaults() {
         // {"get": {"source": "x", "future": 1}}
@@ -845,6 +1016,54 @@ mod tests {
         let mut trailing = good.clone();
         trailing.push(0);
         assert!(Message::decode(&trailing).is_err());
+    }
+
+    /// `{"stat": {"source": "x"}}` in the encodings §3 says a decoder accepts.
+    #[test]
+    fn any_well_formed_encoding_is_accepted() {
+        let want = Message::Stat(SourceRef { source: "x".into() });
+        let cases: [(&str, &[u8]); 7] = [
+            ("preferred", b"\xa1\x64stat\xa1\x66source\x61x"),
+            // An indefinite-length outer map (0xbf ... 0xff).
+            ("outer map", b"\xbf\x64stat\xa1\x66source\x61x\xff"),
+            // An indefinite-length field map.
+            ("field map", b"\xa1\x64stat\xbf\x66source\x61x\xff"),
+            // A field name, and the type name, as indefinite-length text in chunks.
+            ("field name", b"\xa1\x64stat\xa1\x7f\x63sou\x63rce\xff\x61x"),
+            ("type name", b"\xa1\x7f\x62st\x62at\xff\xa1\x66source\x61x"),
+            // A field value as indefinite-length text.
+            ("value", b"\xa1\x64stat\xa1\x66source\x7f\x61x\xff"),
+            // Lengths in longer heads than needed: map(1) as 0xb8 0x01, text(4) as 0x78 0x04.
+            (
+                "long heads",
+                b"\xb8\x01\x78\x04stat\xb9\x00\x01\x66source\x61x",
+            ),
+        ];
+        for (what, bytes) in cases {
+            assert_eq!(Message::decode(bytes), Ok(want.clone()), "{what}");
+        }
+        // Everything indefinite at once, with a non-shortest integer: {"get": {"source": "x",
+        // "offset": 5 as 8 bytes}}.
+        let get = b"\xbf\x7f\x63get\xff\xbf\x7f\x66source\xff\x61x\x66offset\x1b\0\0\0\0\0\0\0\x05\xff\xff";
+        assert_eq!(
+            Message::decode(get),
+            Ok(Message::Get(Get {
+                source: "x".into(),
+                version: None,
+                offset: 5
+            }))
+        );
+        // Still exactly one item, still exactly one entry, and still well-formed.
+        for bad in [
+            &b"\xbf\x64stat\xa1\x66source\x61x\xff\x00"[..],
+            b"\xbf\x64stat\xa1\x66source\x61x",
+            b"\xbf\xff",
+            b"\xbf\x64stat\xa1\x66source\x61x\x64stat\xa1\x66source\x61x\xff",
+            // A chunk of an indefinite text string that is not text.
+            b"\xa1\x7f\x42st\x62at\xff\xa1\x66source\x61x",
+        ] {
+            assert_eq!(Message::decode(bad), Err(DecodeError), "{bad:02x?}");
+        }
     }
 
     #[test]

@@ -69,6 +69,11 @@ fn message() {
 }
 
 #[test]
+fn list_cursor() {
+    replay("list_cursor", fuzzing::list_cursor);
+}
+
+#[test]
 fn claims() {
     replay("claims", fuzzing::claims);
 }

@@ -22,10 +22,20 @@ address = "127.0.0.1:7443"
 keep_versions = 3
 # How many of the latest changes are kept for `ferry watch` to catch up on after a cut.
 keep_changes = 100000
-# Most connections served at once; more wait in the kernel's backlog.
+# Most authenticated connections served at once; one authenticated beyond that is answered
+# with an error and closed.
 max_connections = 16384
+# Most connections still in their TLS handshake or authentication, a budget of their own;
+# more wait in the kernel's backlog.
+max_pending = 1024
+# Most of those from one source address (IPv6: one /64); more are closed at once.
+max_pending_per_address = 32
+# Seconds a new connection has to send its first TLS message (the ClientHello).
+hello_timeout_secs = 5
 # Seconds a client has to finish the TLS handshake and authenticate.
 handshake_timeout_secs = 10
+# At start the server raises its open-file soft limit to the hard limit; if the budgets above
+# still do not fit under it, it serves fewer connections and says so in its log.
 # Seconds an authenticated connection may sit idle between requests.
 idle_timeout_secs = 300
 
@@ -79,9 +89,18 @@ pub struct Config {
     /// Changes kept in the change log that watchers resume from.
     #[serde(default = "default_keep_changes")]
     pub keep_changes: u64,
-    /// Connection cap.
+    /// Most authenticated connections at once.
     #[serde(default = "default_max_conn")]
     pub max_connections: usize,
+    /// Most connections not yet authenticated at once.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
+    /// Most connections not yet authenticated from one address (IPv6: one /64).
+    #[serde(default = "default_max_pending_per_address")]
+    pub max_pending_per_address: usize,
+    /// Deadline for a new connection's first TLS message, seconds.
+    #[serde(default = "default_hello")]
+    pub hello_timeout_secs: u64,
     /// Handshake and authentication deadline, seconds.
     #[serde(default = "default_handshake")]
     pub handshake_timeout_secs: u64,
@@ -172,6 +191,15 @@ fn default_keep_changes() -> u64 {
 fn default_max_conn() -> usize {
     16384
 }
+fn default_max_pending() -> usize {
+    1024
+}
+fn default_max_pending_per_address() -> usize {
+    32
+}
+fn default_hello() -> u64 {
+    5
+}
 fn default_handshake() -> u64 {
     10
 }
@@ -189,9 +217,15 @@ impl Config {
                 "ferry.toml: keep_versions and keep_changes must be at least 1".into(),
             ));
         }
-        if c.max_connections == 0 || c.handshake_timeout_secs == 0 || c.idle_timeout_secs == 0 {
+        if c.max_connections == 0
+            || c.max_pending == 0
+            || c.max_pending_per_address == 0
+            || c.hello_timeout_secs == 0
+            || c.handshake_timeout_secs == 0
+            || c.idle_timeout_secs == 0
+        {
             return Err(Error::Config(
-                "ferry.toml: max_connections and timeouts must be positive".into(),
+                "ferry.toml: connection budgets and timeouts must be positive".into(),
             ));
         }
         if c.mesh.max_join_failures == 0 {
@@ -231,6 +265,24 @@ mod tests {
         assert_eq!(Config::parse("").unwrap().keep_changes, 100_000);
         assert_eq!(c.mesh.max_join_failures, 10);
         assert_eq!(Config::parse("").unwrap().mesh.max_join_failures, 10);
+        // The connection budgets written by `ferry init` are the defaults.
+        let empty = Config::parse("").unwrap();
+        assert_eq!(
+            (
+                c.max_pending,
+                c.max_pending_per_address,
+                c.hello_timeout_secs
+            ),
+            (1024, 32, 5)
+        );
+        assert_eq!(
+            (
+                empty.max_pending,
+                empty.max_pending_per_address,
+                empty.hello_timeout_secs
+            ),
+            (1024, 32, 5)
+        );
     }
 
     #[test]
@@ -239,6 +291,9 @@ mod tests {
         assert!(Config::parse("keep_changes = 0").is_err());
         assert!(Config::parse("nonsense = 1").is_err());
         assert!(Config::parse("[mesh]\nmax_join_failures = 0").is_err());
+        assert!(Config::parse("max_pending = 0").is_err());
+        assert!(Config::parse("max_pending_per_address = 0").is_err());
+        assert!(Config::parse("hello_timeout_secs = 0").is_err());
         assert!(Config::parse("[roles]\nx = [{ ops = [\"fly\"], sources = [\"**\"] }]").is_err());
         assert!(Config::parse("[roles]\nx = [{ ops = [\"get\"], sources = [\"[\"] }]").is_err());
     }

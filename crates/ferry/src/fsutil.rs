@@ -117,9 +117,67 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o700))
 }
 
+/// Makes `path` a folder only its owner can enter (mode 0700): created if missing, and if it
+/// exists with access for group or others, its mode is set to 0700. Returns the mode it had
+/// if it was changed. A shared folder (sticky bit, like `/tmp`) is refused, never changed.
+///
+/// For folders ferry owns whole, such as a server folder: its keys are protected by their own
+/// modes, and the folder's mode keeps others from even listing them.
+pub fn make_private_dir(path: &Path) -> io::Result<Option<u32>> {
+    if !path.is_dir() {
+        create_private_dir(path)?;
+        return Ok(None);
+    }
+    let mode = fs::metadata(path)?.mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    if mode & 0o1000 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is a shared folder (mode {mode:o}); choose a folder of its own",
+                path.display()
+            ),
+        ));
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    Ok(Some(mode))
+}
+
+/// The mode of folder `path` if group or others have any access to it.
+pub fn open_to_others(path: &Path) -> Option<u32> {
+    let mode = fs::metadata(path).ok()?.mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn make_private_dir_closes_an_existing_folder_and_refuses_a_shared_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("new");
+        assert_eq!(make_private_dir(&new).unwrap(), None);
+        assert_eq!(fs::metadata(&new).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(open_to_others(&new), None);
+        let old = dir.path().join("old");
+        fs::create_dir(&old).unwrap();
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(open_to_others(&old), Some(0o755));
+        assert_eq!(make_private_dir(&old).unwrap(), Some(0o755));
+        assert_eq!(fs::metadata(&old).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(make_private_dir(&old).unwrap(), None);
+        let shared = dir.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(
+            make_private_dir(&shared).unwrap_err().kind(),
+            io::ErrorKind::PermissionDenied
+        );
+        assert_eq!(fs::metadata(&shared).unwrap().mode() & 0o7777, 0o1777);
+    }
 
     #[test]
     fn secret_files_are_0600_and_refused_when_open() {

@@ -27,11 +27,13 @@
 
 mod account_service;
 pub mod accounts;
+mod admission;
 pub mod changes;
 pub mod client;
 pub mod clock;
 pub mod config;
 mod error;
+mod fdlimit;
 pub mod fsutil;
 pub mod identity;
 pub mod limiter;

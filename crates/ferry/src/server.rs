@@ -11,18 +11,20 @@ use ferry_proto::auth::{
     KnownUser, Method, Principal, ServerAuth, ServerContext, ServerStep, StoredSession,
 };
 use ferry_proto::claims::Claims;
-use ferry_proto::message::Message;
+use ferry_proto::message::{ErrorCode, ErrorMsg, Message};
 use ferry_proto::password::{KsfParams, OpaqueKeys};
 use ferry_proto::secret::MasterKey;
 use ferry_proto::session::SessionId;
 use ferry_store::{Store, StoreOptions};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 
 use crate::accounts::{Invites, SessionEntry, Sessions, Users, session_id_text};
+use crate::admission::{Admission, Pending};
 use crate::changes::ChangeFeed;
 use crate::config::SessionLimits;
 use crate::limiter::Limiter;
@@ -37,18 +39,26 @@ use crate::{Error, tls};
 /// Limits a server enforces.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Deadline for the TLS handshake plus authentication.
+    /// Deadline for a new connection's first TLS message (its ClientHello), from accept.
+    pub hello_timeout: Duration,
+    /// Deadline for the TLS handshake plus authentication, from accept.
     pub handshake_timeout: Duration,
     /// Deadline between requests.
     pub idle_timeout: Duration,
     /// Deadline for each frame within a transfer.
     pub transfer_timeout: Duration,
-    /// Connections served at once.
+    /// Authenticated connections served at once.
     pub max_connections: usize,
+    /// Connections in their TLS handshake or authentication at once (a separate budget).
+    pub max_pending: usize,
+    /// Of those, most from one source address (IPv6: one /64).
+    pub max_pending_per_address: usize,
     /// Grace period for connections to finish at shutdown.
     pub shutdown_grace: Duration,
     /// A watch stream with nothing to send sends a `watch_ping` after this long.
     pub watch_ping: Duration,
+    /// Names one listing request examines at most, visible to the principal or not.
+    pub list_scan: usize,
 }
 
 pub(crate) struct Shared {
@@ -88,6 +98,7 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Loads a server folder: configuration, keys, registry and store.
     pub fn open(dir: &ServerDir) -> Result<Self, Error> {
+        dir.warn_if_open_to_others();
         let config = dir.config()?;
         let identity = dir.identity()?;
         let master = dir.master_key()?;
@@ -101,12 +112,16 @@ impl Server {
             },
         )?;
         let limits = Limits {
+            hello_timeout: Duration::from_secs(config.hello_timeout_secs),
             handshake_timeout: Duration::from_secs(config.handshake_timeout_secs),
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
             transfer_timeout: Duration::from_secs(60),
             max_connections: config.max_connections,
+            max_pending: config.max_pending,
+            max_pending_per_address: config.max_pending_per_address,
             shutdown_grace: Duration::from_secs(5),
             watch_ping: Duration::from_millis(ferry_proto::message::DEFAULT_PING_MS),
+            list_scan: crate::service::LIST_SCAN_BUDGET,
         };
         let store = Arc::new(store);
         let feed = ChangeFeed::install(store.clone())?;
@@ -206,17 +221,32 @@ impl BoundServer {
 
     /// Serves until `shutdown` resolves, then lets open connections finish their current
     /// request for the grace period.
+    ///
+    /// Connections not yet authenticated and authenticated ones have budgets of their own
+    /// (`max_pending`, `max_connections`), and one source address holds at most
+    /// `max_pending_per_address` of the first: idle sockets cannot keep others out. At start
+    /// the open-file soft limit is raised to the hard limit, and the budgets are fitted
+    /// under it (see the log).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let shared = self.shared;
-        let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
+        let (max_connections, max_pending) = crate::fdlimit::fit(
+            crate::fdlimit::raise(),
+            shared.limits.max_connections,
+            shared.limits.max_pending,
+        );
+        let authenticated = Arc::new(Semaphore::new(max_connections));
+        let pending = Arc::new(Semaphore::new(max_pending));
+        let admission = Admission::new(shared.limits.max_pending_per_address);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
             while conns.try_join_next().is_some() {}
-            let permit = tokio::select! {
+            // Waiting for a slot leaves new connections in the kernel's backlog; a slot frees
+            // within the hello deadline at most, whatever the peer holding it does.
+            let slot = tokio::select! {
                 () = &mut shutdown => break,
-                p = permits.clone().acquire_owned() => match p {
+                p = pending.clone().acquire_owned() => match p {
                     Ok(p) => p,
                     Err(_) => break,
                 },
@@ -233,11 +263,18 @@ impl BoundServer {
                     }
                 },
             };
+            let Some(slot) = admission.admit(peer.ip(), slot) else {
+                tracing::debug!("{peer}: too many unauthenticated connections from its address");
+                drop(tcp);
+                continue;
+            };
             let shared = shared.clone();
             let stop = stop_rx.clone();
+            let authenticated = authenticated.clone();
             conns.spawn(async move {
-                let _permit = permit;
-                if let Err(e) = serve_connection(&shared, tcp, peer, stop).await {
+                if let Err(e) =
+                    serve_connection(&shared, tcp, peer, stop, slot, authenticated).await
+                {
                     match e {
                         Error::Closed => {}
                         e => tracing::debug!("{peer}: {e}"),
@@ -444,24 +481,74 @@ async fn blocking(f: impl FnOnce() -> Result<(), Error> + Send + 'static) -> Res
     crate::pipe::join(tokio::task::spawn_blocking(f)).await
 }
 
+/// A fatal TLS alert `no_application_protocol` (RFC 8446 §6, RFC 7301 §3.2) as a plaintext
+/// record: what the server sends, before any handshake message of its own, to a ClientHello
+/// that does not offer `ferry/1`.
+const NO_APPLICATION_PROTOCOL: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x78];
+
+/// Runs the TLS handshake: the ClientHello must arrive within the hello deadline and offer
+/// ALPN `ferry/1`; the rest must finish by `deadline`. `None` if the connection is to close.
+async fn accept_tls(
+    shared: &Shared,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> Option<TlsStream<TcpStream>> {
+    let hello_deadline = deadline.min(tokio::time::Instant::now() + shared.limits.hello_timeout);
+    let mut hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+    let start = match tokio::time::timeout_at(hello_deadline, &mut hello).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) => {
+            tracing::debug!("{peer}: no TLS ClientHello: {e}");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("{peer}: no TLS ClientHello in time");
+            return None;
+        }
+    };
+    let offers_ferry = start
+        .client_hello()
+        .alpn()
+        .is_some_and(|mut offered| offered.any(|p| p == ferry_proto::ALPN));
+    if !offers_ferry {
+        // rustls itself refuses a client offering only other protocols, but serves one
+        // offering none (RFC 7301 allows that); ferry requires `ferry/1` in both cases.
+        tracing::info!("{peer}: TLS refused: the client does not offer ALPN ferry/1");
+        let mut tcp = start.io;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            tcp.write_all(&NO_APPLICATION_PROTOCOL).await?;
+            tcp.shutdown().await
+        })
+        .await;
+        return None;
+    }
+    let config = shared.acceptor.config().clone();
+    match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!("{peer}: TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("{peer}: TLS handshake timed out");
+            None
+        }
+    }
+}
+
 async fn serve_connection(
     shared: &Arc<Shared>,
     tcp: TcpStream,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
+    pending: Pending,
+    authenticated: Arc<Semaphore>,
 ) -> Result<(), Error> {
     let _ = tcp.set_nodelay(true);
     let deadline = tokio::time::Instant::now() + shared.limits.handshake_timeout;
-    let tls = match tokio::time::timeout_at(deadline, shared.acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!("{peer}: TLS handshake failed: {e}");
-            return Ok(());
-        }
-        Err(_) => {
-            tracing::debug!("{peer}: TLS handshake timed out");
-            return Ok(());
-        }
+    let Some(tls) = accept_tls(shared, tcp, peer, deadline).await else {
+        return Ok(());
     };
     let exporter = tls::export(tls.get_ref().1)?;
     // A password change proves the current password with a login bound to this connection.
@@ -483,6 +570,21 @@ async fn serve_connection(
                 return Ok(());
             }
         };
+    // From here on the connection counts against the authenticated budget, not the other.
+    drop(pending);
+    let Ok(_permit) = authenticated.try_acquire_owned() else {
+        tracing::warn!(
+            "{peer}: {} refused: already serving max_connections authenticated connections",
+            principal.name
+        );
+        wire.send(&Message::Error(ErrorMsg {
+            code: ErrorCode::Internal,
+            message: "the server is serving as many connections as it may; try again later".into(),
+        }))
+        .await?;
+        let _ = wire.shutdown().await;
+        return Ok(());
+    };
     wire.set_limit(ferry_proto::frame::MAX_BODY_LEN);
     loop {
         let msg = tokio::select! {

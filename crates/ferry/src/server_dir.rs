@@ -57,7 +57,8 @@ impl ServerDir {
                 self.path.display()
             )));
         }
-        fsutil::create_private_dir(&self.path)?;
+        // The folder is ferry's alone: an existing one open to others is closed (0700).
+        fsutil::make_private_dir(&self.path)?;
         let mut key = Zeroizing::new([0u8; 32]);
         tls::random_bytes(key.as_mut())?;
         let hex = Zeroizing::new(data_encoding::HEXLOWER.encode(key.as_ref()) + "\n");
@@ -72,6 +73,18 @@ impl ServerDir {
             Registry::default().save(&self.registry_path())?;
         }
         Ok(identity.server_id())
+    }
+
+    /// The folder's mode if group or others have any access to it (`ferry init` makes it
+    /// 0700; someone may have opened it since). Also logs a warning then.
+    pub fn warn_if_open_to_others(&self) -> Option<u32> {
+        let mode = fsutil::open_to_others(&self.path)?;
+        tracing::warn!(
+            "the server folder {} is open to other users (mode {mode:o}); run: chmod 700 {}",
+            self.path.display(),
+            self.path.display()
+        );
+        Some(mode)
     }
 
     /// Whether the folder holds a server.
@@ -449,6 +462,21 @@ mod tests {
         assert!(sd.revoke_client("alice").unwrap());
         assert!(!sd.registry().unwrap().is_current("alice", 2));
         assert!(!sd.revoke_client("bob").unwrap());
+    }
+
+    #[test]
+    fn init_into_an_existing_open_folder_makes_it_0700() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("srv");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let sd = ServerDir::new(&path);
+        assert_eq!(sd.warn_if_open_to_others(), Some(0o755));
+        sd.init().unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert_eq!(sd.warn_if_open_to_others(), None);
     }
 
     #[test]

@@ -147,24 +147,71 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     wire.send(&reply).await
 }
 
+/// Names a listing examines per request at most, visible or not (the default of
+/// `Limits::list_scan`): a principal that may list few of many names gets pages with fewer
+/// entries, never an unbounded scan.
+pub(crate) const LIST_SCAN_BUDGET: usize = 16 * LIST_PAGE;
+
 async fn list(shared: &Shared, p: &Principal, req: List) -> Result<Message, Error> {
     if let Err(e) = validate_prefix(&req.prefix) {
         return Ok(error(ErrorCode::BadRequest, e.to_string()));
     }
-    let store = shared.store.clone();
-    let prefix = req.prefix.clone();
-    let after = req.after.clone();
-    let page = blocking(move || Ok(store.list(&prefix, after.as_deref(), LIST_PAGE)?)).await?;
-    let next = if page.len() == LIST_PAGE {
-        page.last().map(|e| e.source.clone())
-    } else {
-        None
+    let key = ferry_proto::cursor::CursorKey::derive(&shared.master);
+    // `after` is a source name, or a cursor this server sealed for this principal and prefix.
+    let mut position = match req.after.as_deref() {
+        None => None,
+        Some(c) if c.starts_with(ferry_proto::cursor::MARK) => {
+            match key.open(&p.name, &req.prefix, c) {
+                Some(name) => Some(name),
+                None => return Ok(error(ErrorCode::BadRequest, "invalid listing cursor")),
+            }
+        }
+        Some(name) => match SourceName::parse(name) {
+            Ok(n) => Some(n.as_str().to_owned()),
+            Err(e) => return Ok(error(ErrorCode::BadRequest, format!("after: {e}"))),
+        },
     };
-    let entries = page
-        .into_iter()
-        .filter(|e| allows(shared, p, Op::List, &e.source))
-        .map(to_wire)
-        .collect();
+    let budget = shared.limits.list_scan.max(1);
+    let mut entries = Vec::new();
+    let mut scanned = 0;
+    // Filtered while scanning: `next` is the last visible name of a full page, or where the
+    // scan budget ran out, sealed if the principal may not list that name.
+    let next = loop {
+        let store = shared.store.clone();
+        let prefix = req.prefix.clone();
+        let after = position.clone();
+        let want = LIST_PAGE.min(budget - scanned);
+        let chunk = blocking(move || Ok(store.list(&prefix, after.as_deref(), want)?)).await?;
+        let more = chunk.len() == want;
+        for e in chunk {
+            scanned += 1;
+            let visible = allows(shared, p, Op::List, &e.source);
+            position = Some(e.source.clone());
+            if visible {
+                entries.push(to_wire(e));
+                if entries.len() == LIST_PAGE {
+                    break;
+                }
+            }
+            if scanned == budget {
+                break;
+            }
+        }
+        let Some(last) = position.as_deref() else {
+            break None;
+        };
+        if entries.len() == LIST_PAGE || (more && scanned >= budget) {
+            if allows(shared, p, Op::List, last) {
+                break Some(last.to_owned());
+            }
+            let mut nonce = [0u8; 24];
+            crate::tls::random_bytes(&mut nonce)?;
+            break Some(key.seal(nonce, &p.name, &req.prefix, last));
+        }
+        if !more {
+            break None;
+        }
+    };
     Ok(Message::ListOk(ListOk { entries, next }))
 }
 

@@ -207,16 +207,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
                 }
             };
         }
-        match self.stream.read_exact(&mut header[have..]).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(if have == 0 {
-                    Error::Closed
-                } else {
-                    Error::Protocol("truncated frame".into())
-                });
-            }
-            Err(e) => return Err(Error::Io(e)),
+        // The length field first: a zero or oversized length is refused as soon as its four
+        // bytes are in, without waiting for the kind byte (PROTOCOL.md §2).
+        if have < frame::LENGTH_LEN {
+            self.read_header(&mut header[have..frame::LENGTH_LEN], have == 0)
+                .await?;
+            have = frame::LENGTH_LEN;
+        }
+        let mut length = [0u8; frame::LENGTH_LEN];
+        length.copy_from_slice(&header[..frame::LENGTH_LEN]);
+        let len = frame::decode_length(length).map_err(|e| Error::Protocol(e.to_string()))?;
+        if len > self.limit {
+            return Err(Error::Protocol(format!(
+                "frame of {len} bytes exceeds {}",
+                self.limit
+            )));
+        }
+        if have < HEADER_LEN {
+            self.read_header(&mut header[have..], false).await?;
         }
         let (kind, len) =
             frame::decode_header(header).map_err(|e| Error::Protocol(e.to_string()))?;
@@ -250,6 +258,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             Kind::Message => Message::decode(&body)
                 .map(Incoming::Message)
                 .map_err(|e| Error::Protocol(e.to_string())),
+        }
+    }
+
+    /// Reads the rest of a frame header; an end of stream is [`Error::Closed`] if `first`
+    /// (nothing of the frame was read), a truncation otherwise.
+    async fn read_header(&mut self, buf: &mut [u8], first: bool) -> Result<(), Error> {
+        match self.stream.read_exact(buf).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(if first {
+                Error::Closed
+            } else {
+                Error::Protocol("truncated frame".into())
+            }),
+            Err(e) => Err(Error::Io(e)),
         }
     }
 
@@ -471,5 +493,27 @@ mod tests {
         a.write_all(&[0, 0, 0, 10, 0x02, 1, 2]).await.unwrap();
         drop(a);
         assert!(matches!(b.recv().await, Err(Error::Protocol(_))));
+    }
+
+    #[tokio::test]
+    async fn a_zero_or_oversized_length_is_refused_without_a_fifth_byte() {
+        use tokio::io::AsyncWriteExt;
+        for (length, limit) in [
+            ([0u8, 0, 0, 0], frame::MAX_BODY_LEN),
+            ([0, 0x10, 0, 1], frame::MAX_BODY_LEN),
+            ([0, 0, 0x40, 2], PRE_AUTH_LIMIT),
+        ] {
+            // The writer stays open and sends nothing more: no kind byte ever comes.
+            let (mut a, b) = tokio::io::duplex(64);
+            let mut b = Wire::new(b);
+            b.set_limit(limit);
+            a.write_all(&length).await.unwrap();
+            let r = tokio::time::timeout(std::time::Duration::from_secs(5), b.recv()).await;
+            assert!(
+                matches!(r, Ok(Err(Error::Protocol(_)))),
+                "{length:?}: {r:?}"
+            );
+            drop(a);
+        }
     }
 }

@@ -211,3 +211,142 @@ async fn a_relaying_man_in_the_middle_cannot_authenticate() {
     srv.stop().await;
     assert_eq!(panics(), 0);
 }
+
+/// One listing page, asked for by hand so the test sees its `next`.
+async fn list_page(
+    wire: &mut Wire<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    prefix: &str,
+    after: Option<String>,
+) -> Message {
+    wire.send(&Message::List(ferry::proto::message::List {
+        prefix: prefix.into(),
+        after,
+    }))
+    .await
+    .unwrap();
+    wire.recv_message().await.unwrap()
+}
+
+/// Follows a listing to its end; returns the names seen and every `next` given.
+async fn list_all(
+    wire: &mut Wire<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    prefix: &str,
+) -> (Vec<String>, Vec<String>) {
+    let (mut names, mut nexts) = (Vec::new(), Vec::new());
+    let mut after = None;
+    for _ in 0..10_000 {
+        let Message::ListOk(page) = list_page(wire, prefix, after.take()).await else {
+            panic!("not a listing")
+        };
+        names.extend(page.entries.into_iter().map(|e| e.source));
+        match page.next {
+            Some(n) => {
+                nexts.push(n.clone());
+                after = Some(n);
+            }
+            None => return (names, nexts),
+        }
+    }
+    panic!("the listing never ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_cursor_never_names_a_source_the_caller_may_not_list() {
+    let srv = TestServer::start_with_config(|t| {
+        t.replace(
+            "[roles]\n",
+            "[roles]\nouter = [{ ops = [\"list\", \"get\"], sources = [\"pub/**\"] }]\n",
+        )
+    })
+    .await;
+    // A full page of names the `outer` role may not list, then three it may.
+    let mut admin = Client::connect(&srv.issue("boss", "admin")).await.unwrap();
+    for i in 0..1000 {
+        admin
+            .put_bytes(&format!("hr/layoffs-{i:04}.xlsx"), vec![])
+            .await
+            .unwrap();
+    }
+    for name in ["pub/a", "pub/b", "pub/c"] {
+        admin.put_bytes(name, b"x".to_vec()).await.unwrap();
+    }
+    let outer = srv.issue("outsider", "outer");
+    let mut wire = common::raw_session(srv.addr, &outer).await;
+    let (names, nexts) = list_all(&mut wire, "").await;
+    assert_eq!(names, ["pub/a", "pub/b", "pub/c"]);
+    assert!(
+        nexts.iter().all(|n| !n.starts_with("hr/")),
+        "a cursor named a hidden source: {nexts:?}"
+    );
+    srv.stop().await;
+
+    // With a scan budget smaller than the hidden run, the pages come back empty with a sealed
+    // cursor that names nothing, and the listing still reaches every visible name.
+    let srv = TestServer::start_full(
+        |t| {
+            t.replace(
+                "[roles]\n",
+                "[roles]\nouter = [{ ops = [\"list\"], sources = [\"pub/**\"] }]\n",
+            )
+        },
+        |l| l.list_scan = 7,
+    )
+    .await;
+    let mut admin = Client::connect(&srv.issue("boss", "admin")).await.unwrap();
+    for i in 0..20 {
+        admin
+            .put_bytes(&format!("hr/secret-{i:02}"), vec![])
+            .await
+            .unwrap();
+    }
+    admin.put_bytes("pub/z", b"z".to_vec()).await.unwrap();
+    let outer = srv.issue("outsider", "outer");
+    let mut wire = common::raw_session(srv.addr, &outer).await;
+    let (names, nexts) = list_all(&mut wire, "").await;
+    assert_eq!(names, ["pub/z"]);
+    assert!(
+        nexts.iter().filter(|n| n.starts_with('~')).count() >= 2,
+        "{nexts:?}"
+    );
+    for n in &nexts {
+        // A sealed cursor, or a name the caller may list.
+        assert!(n.starts_with('~') || n.starts_with("pub/"), "{n}");
+        assert!(!n.contains("hr/") && !n.contains("secret"), "{n}");
+    }
+    // An admin's listing hands back plain names (it may list them all).
+    let mut admin_wire = common::raw_session(srv.addr, &srv.issue("boss2", "admin")).await;
+    let (all, admin_nexts) = list_all(&mut admin_wire, "").await;
+    assert_eq!(all.len(), 21);
+    assert!(
+        admin_nexts.iter().all(|n| !n.starts_with('~')),
+        "{admin_nexts:?}"
+    );
+    // `after` is validated: not a name, a forged cursor, or a cursor sealed for someone else
+    // or another prefix are refused, and the connection stays usable.
+    for bad in [
+        "../etc".to_owned(),
+        "~AAAA".to_owned(),
+        "a//b".to_owned(),
+        format!("{}x", nexts[0]),
+    ] {
+        match list_page(&mut wire, "", Some(bad.clone())).await {
+            Message::Error(e) => assert_eq!(
+                e.code,
+                ferry::proto::message::ErrorCode::BadRequest,
+                "{bad}"
+            ),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    let mut other_wire = common::raw_session(srv.addr, &srv.issue("outsider2", "outer")).await;
+    for (prefix, w) in [("", &mut other_wire), ("p", &mut wire)] {
+        match list_page(w, prefix, Some(nexts[0].clone())).await {
+            Message::Error(e) => {
+                assert_eq!(e.code, ferry::proto::message::ErrorCode::BadRequest)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}

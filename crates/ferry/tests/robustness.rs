@@ -116,6 +116,14 @@ async fn truncated_oversized_and_garbage_frames_inside_tls() {
             "{case:?}"
         );
     }
+    // A zero length is refused as soon as its four bytes are in: no fifth byte is needed.
+    let mut wire = authenticated_raw(&srv).await;
+    wire.get_mut().write_all(&[0, 0, 0, 0]).await.unwrap();
+    wire.get_mut().flush().await.unwrap();
+    assert!(
+        closed_within(wire.get_mut(), Duration::from_secs(5)).await,
+        "the server waited for a fifth byte"
+    );
     // Before authentication, frames are capped at 16 KiB.
     let cred = srv.issue("pre", "writer");
     let mut tls = Client::connect_tls(&srv.addr.to_string(), cred.server_id)
@@ -165,6 +173,8 @@ fn s_client(addr: &str, version_flag: &str) -> (bool, String) {
             addr,
             "-servername",
             "ferry",
+            "-alpn",
+            "ferry/1",
         ])
         .stdin(Stdio::null())
         .output()
@@ -245,6 +255,157 @@ async fn a_client_that_stops_reading_a_download_is_dropped() {
         "the server sent everything ({drained} bytes)"
     );
     still_serves(&srv).await;
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
+
+/// Opens `n` TCP connections to `addr` from the loopback address `from` that never send a
+/// byte.
+async fn idle_sockets(addr: std::net::SocketAddr, from: [u8; 4], n: usize) -> Vec<TcpStream> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind((std::net::Ipv4Addr::from(from), 0).into()).unwrap();
+        out.push(s.connect(addr).await.unwrap());
+    }
+    out
+}
+
+/// How many of `socks` the server has closed (their end of stream is waiting to be read).
+fn closed_by_server(socks: &[TcpStream]) -> usize {
+    let mut buf = [0u8; 16];
+    socks
+        .iter()
+        .filter(|s| match s.try_read(&mut buf) {
+            Ok(0) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            Ok(_) => false,
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_from_one_address_do_not_starve_an_honest_client() {
+    // As in the review: a small connection budget, and 400 sockets from one address that
+    // never send a ClientHello (from 127.0.0.2; the honest client comes from 127.0.0.1).
+    let srv = TestServer::start_with(|l| {
+        l.max_connections = 64;
+        l.max_pending = 128;
+        l.max_pending_per_address = 32;
+        l.hello_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let cred = srv.issue("honest", "writer");
+    let idle = idle_sockets(srv.addr, [127, 0, 0, 2], 400).await;
+    // Let the server accept what it will.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut c = Client::connect(&cred).await?;
+        c.put_bytes("still-here", b"yes".to_vec()).await?;
+        c.stat("still-here").await
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(
+        matches!(answer, Ok(Ok(ref e)) if e.size == 3),
+        "the honest client got no answer within 5 s ({took:?}): {answer:?}"
+    );
+    // The address's surplus was closed at once, and the rest at the hello deadline.
+    assert!(
+        common::eventually(Duration::from_secs(5), || closed_by_server(&idle)
+            >= 400 - 32)
+        .await,
+        "only {} closed",
+        closed_by_server(&idle)
+    );
+    assert!(
+        common::eventually(Duration::from_secs(10), || closed_by_server(&idle) == 400).await,
+        "{} of 400 idle sockets still open after the hello deadline",
+        400 - closed_by_server(&idle)
+    );
+    still_serves(&srv).await;
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
+
+/// A TLS handshake with the server by a plain rustls client offering `alpn`: the rustls
+/// error, if it failed.
+async fn handshake_offering(srv: &TestServer, alpn: &[&[u8]]) -> Result<(), rustls::Error> {
+    let cred = srv.issue("alpn", "writer");
+    let mut cfg = ferry::tls::client_config(cred.server_id).unwrap();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(srv.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("ferry.invalid").unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp),
+    )
+    .await
+    .expect("the handshake ends");
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<rustls::Error>())
+            .cloned()
+            .unwrap_or_else(|| panic!("not a TLS error: {e}"))),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_not_offering_alpn_ferry_is_refused_by_the_server() {
+    let srv = TestServer::start().await;
+    // The refusal is the server's: the client receives its no_application_protocol alert.
+    let refused = Err(rustls::Error::AlertReceived(
+        rustls::AlertDescription::NoApplicationProtocol,
+    ));
+    assert_eq!(handshake_offering(&srv, &[]).await, refused, "no ALPN");
+    assert_eq!(handshake_offering(&srv, &[b"h2"]).await, refused, "h2");
+    // Offering ferry/1 among others is served.
+    assert_eq!(handshake_offering(&srv, &[b"h2", b"ferry/1"]).await, Ok(()));
+    still_serves(&srv).await;
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticated_connections_have_their_own_budget() {
+    let srv = TestServer::start_with(|l| {
+        l.max_connections = 1;
+        l.max_pending = 4;
+    })
+    .await;
+    let cred = srv.issue("busy", "writer");
+    // Unauthenticated sockets do not take the one authenticated slot...
+    let idle = idle_sockets(srv.addr, [127, 0, 0, 3], 3).await;
+    let mut first = Client::connect(&cred).await.unwrap();
+    first.put_bytes("a", b"1".to_vec()).await.unwrap();
+    // ...and a second authenticated connection is answered with an error, not left waiting.
+    let second = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut c = Client::connect(&cred).await?;
+        c.stat("a").await
+    })
+    .await
+    .expect("an answer, not a wait");
+    assert!(
+        matches!(&second, Err(ferry::Error::Remote { message, .. }) if message.contains("as many connections")),
+        "{second:?}"
+    );
+    drop(first);
+    drop(idle);
+    // The slot is free again once the server has seen the first connection end.
+    let mut served = false;
+    for _ in 0..50 {
+        if let Ok(mut c) = Client::connect(&cred).await
+            && c.stat("a").await.is_ok()
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "the slot was never given back");
     srv.stop().await;
     assert_eq!(panics(), 0);
 }
