@@ -342,7 +342,8 @@ pub struct MeshCreateArgs {
     /// The server folder.
     #[command(flatten)]
     pub dir: DirArg,
-    /// This peer's display name [default: the host name].
+    /// This peer's display name, 1 to 64 characters, no control characters [default: the
+    /// host name].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// The mesh's name.
@@ -392,7 +393,8 @@ pub struct MeshJoinArgs {
     /// How long --discover listens for a beacon, e.g. 5s, 1m.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub discover_for: u64,
-    /// This peer's display name [default: the host name].
+    /// This peer's display name, 1 to 64 characters, no control characters [default: the
+    /// host name].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// How to read the password.

@@ -63,10 +63,12 @@ fn create(a: &MeshCreateArgs) -> anyhow::Result<()> {
     if dir.mesh_state()?.is_some() {
         bail!("{} is already in a mesh", dir.path().display());
     }
+    let name = a.name.clone().unwrap_or_else(host_name);
+    ferry::proto::names::validate_display_name(&name).context("--name")?;
     let device = DeviceKey::from_identity(&dir.identity()?)?;
     let me = Member {
         spki: device.spki().to_vec(),
-        name: a.name.clone().unwrap_or_else(host_name),
+        name,
         addr: String::new(),
     };
     let state = MeshState::create(&a.mesh_name, me, random_key()?);
@@ -131,8 +133,9 @@ async fn join(a: &MeshJoinArgs) -> anyhow::Result<()> {
         bail!("{} is already in a mesh", dir.path().display());
     }
     let device = DeviceKey::from_identity(&dir.identity()?)?;
-    let pw = read_password(&a.password, "join password: ", false)?;
     let name = a.name.clone().unwrap_or_else(host_name);
+    ferry::proto::names::validate_display_name(&name).context("--name")?;
+    let pw = read_password(&a.password, "join password: ", false)?;
     let grant = match ferry::mesh::peer::join(
         &peer_addr,
         peer_id,

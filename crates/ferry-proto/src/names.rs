@@ -6,6 +6,8 @@
 //!   or digit.
 //! * An **attribute key** is 1 to 32 characters from `a-z 0-9 _ -`, starting with a letter;
 //!   its **value** 1 to 128 characters with no control characters.
+//! * A mesh peer's **display name** is 1 to 64 characters with no control characters and no
+//!   Unicode bidirectional controls (so it prints safely in a log or a terminal).
 
 use core::fmt;
 
@@ -141,6 +143,23 @@ pub fn validate_attr_value(s: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Checks a mesh peer's display name (chosen by the peer, shown to people and in logs).
+pub fn validate_display_name(s: &str) -> Result<(), NameError> {
+    const WHAT: &str = "peer name";
+    if s.is_empty() || s.chars().count() > 64 {
+        return err(WHAT, "it must be 1 to 64 characters");
+    }
+    if s.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        return err(WHAT, "it contains a control character");
+    }
+    Ok(())
+}
+
+/// Unicode's bidirectional formatting characters, which reorder how a line is shown.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +189,23 @@ mod tests {
         assert!(validate_client_name("alice.laptop-2").is_ok());
         for s in ["", "-a", ".a", "a b", "a/b", &"a".repeat(65)] {
             assert!(validate_client_name(s).is_err(), "{s:?} accepted");
+        }
+    }
+
+    #[test]
+    fn display_names() {
+        for s in ["alpha", "Bob's laptop", "Zürich-büro 2", &"é".repeat(64)] {
+            assert!(validate_display_name(s).is_ok(), "{s:?} refused");
+        }
+        for s in [
+            "",
+            "a\nb",
+            "a\x1b[2Jb",
+            "a\u{202E}b",
+            "a\u{7f}",
+            &"a".repeat(65),
+        ] {
+            assert!(validate_display_name(s).is_err(), "{s:?} accepted");
         }
     }
 

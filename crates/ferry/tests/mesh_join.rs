@@ -113,28 +113,36 @@ async fn guess_and_hang_up(a: &TestServer, b: &ServerDir, pw: &str) -> bool {
     // Dropped here: the connection closes without a `mesh_join_finish`.
 }
 
-#[tokio::test]
-async fn a_join_in_flight_when_the_window_closes_is_refused_at_its_finish() {
+/// A join driven by hand (past the client library's own checks), up to the opener's
+/// `mesh_join_response`. Returns the connection, its exporter, the joiner's device and the
+/// joiner's confirmation (the password is right, so it verifies the opener's).
+async fn raw_join_until_response(
+    a: &TestServer,
+    b: &ServerDir,
+    name: &str,
+) -> (
+    ferry::wire::Wire<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    ferry::proto::secret::Exporter,
+    DeviceKey,
+    [u8; 32],
+) {
     use ferry::proto::mesh::join::Joiner;
-    use ferry::proto::mesh::wire::{MeshJoinFinish, MeshJoinStart};
+    use ferry::proto::mesh::wire::MeshJoinStart;
     use ferry::proto::message::Message;
-    let a = opener().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = joiner_dir(&tmp, "b");
     let a_id = a.server_dir.identity().unwrap().server_id();
     let tls = ferry::Client::connect_tls(&a.addr.to_string(), a_id)
         .await
         .unwrap();
     let exporter = ferry::tls::export(tls.get_ref().1).unwrap();
     let mut wire = ferry::wire::Wire::new(tls);
-    let me = device(&b);
+    let me = device(b);
     let mut rng = rand_core_10::UnwrapErr(getrandom_04::SysRng);
     let (share, joiner) =
         Joiner::start(PASSWORD.as_bytes(), &exporter, &me.id(), a_id, &mut rng).unwrap();
     wire.send(&Message::MeshJoinStart(MeshJoinStart {
         share,
         device: me.spki().to_vec(),
-        name: "b".into(),
+        name: name.into(),
         port: 1,
     }))
     .await
@@ -142,22 +150,78 @@ async fn a_join_in_flight_when_the_window_closes_is_refused_at_its_finish() {
     let Message::MeshJoinResponse(r) = wire.recv_message().await.unwrap() else {
         panic!("no response");
     };
-    // The right password: the opener's confirmation verifies.
     let confirm = joiner.confirm(&r.share, &r.confirm).unwrap();
-    // The window closes while this joiner is between the response and its finish.
-    assert!(a.server_dir.close_mesh().unwrap());
+    (wire, exporter, me, confirm)
+}
+
+/// Sends the joiner's finish; returns the opener's answer.
+async fn raw_join_finish(
+    mut wire: ferry::wire::Wire<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    exporter: &ferry::proto::secret::Exporter,
+    me: &DeviceKey,
+    confirm: [u8; 32],
+) -> Option<ferry::proto::message::Message> {
+    use ferry::proto::mesh::wire::MeshJoinFinish;
+    use ferry::proto::message::Message;
     wire.send(&Message::MeshJoinFinish(MeshJoinFinish {
         confirm,
-        signature: me.prove("join", &exporter).unwrap(),
+        signature: me.prove("join", exporter).unwrap(),
     }))
     .await
     .unwrap();
     let answer = tokio::time::timeout(Duration::from_secs(10), wire.recv_message()).await;
+    answer.ok().and_then(Result::ok)
+}
+
+#[tokio::test]
+async fn a_join_in_flight_when_the_window_closes_is_refused_at_its_finish() {
+    let a = opener().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = joiner_dir(&tmp, "b");
+    let (wire, exporter, me, confirm) = raw_join_until_response(&a, &b, "b").await;
+    // The window closes while this joiner is between the response and its finish.
+    assert!(a.server_dir.close_mesh().unwrap());
+    let answer = raw_join_finish(wire, &exporter, &me, confirm).await;
     assert!(
-        matches!(answer, Ok(Ok(Message::AuthFailed(_)))),
+        matches!(answer, Some(ferry::proto::message::Message::AuthFailed(_))),
         "{answer:?}"
     );
     assert_eq!(a.server_dir.mesh_state().unwrap().unwrap().members.len(), 1);
+}
+
+#[tokio::test]
+async fn a_joiner_naming_itself_with_control_characters_is_refused_by_the_opener() {
+    let a = opener().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = joiner_dir(&tmp, "b");
+    // The client library refuses such a name before it connects...
+    let a_id = a.server_dir.identity().unwrap().server_id();
+    let local = peer::join(
+        &a.addr.to_string(),
+        a_id,
+        &device(&b),
+        "evil\x1b[2J",
+        1,
+        PASSWORD.as_bytes(),
+    )
+    .await;
+    assert!(matches!(local, Err(Error::Config(_))), "{local:?}");
+    // ... and the opener refuses it from a joiner that knows the password, like any failed join.
+    let (wire, exporter, me, confirm) =
+        raw_join_until_response(&a, &b, "evil\x1b[2J\u{202E}").await;
+    let answer = raw_join_finish(wire, &exporter, &me, confirm).await;
+    assert!(
+        matches!(answer, Some(ferry::proto::message::Message::AuthFailed(_))),
+        "{answer:?}"
+    );
+    assert_eq!(a.server_dir.mesh_state().unwrap().unwrap().members.len(), 1);
+    // A name of any script, with spaces and punctuation, is fine.
+    let (wire, exporter, me, confirm) = raw_join_until_response(&a, &b, "Zoë's laptop").await;
+    let answer = raw_join_finish(wire, &exporter, &me, confirm).await;
+    assert!(
+        matches!(answer, Some(ferry::proto::message::Message::MeshJoinOk(_))),
+        "{answer:?}"
+    );
 }
 
 /// Waits (at most 10 s) until the open window's file is gone from `a`'s folder.

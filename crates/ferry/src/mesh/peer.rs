@@ -29,6 +29,8 @@ pub async fn join(
     port: u16,
     password: &[u8],
 ) -> Result<MeshGrant, Error> {
+    // The opener refuses an invalid name like any failed join; say why before connecting.
+    ferry_proto::names::validate_display_name(name).map_err(|e| Error::Config(e.to_string()))?;
     let tls = Client::connect_tls(addr, peer).await?;
     let exporter = tls::export(tls.get_ref().1)?;
     let mut wire = Wire::new(tls);

@@ -10,6 +10,7 @@ use ferry_proto::mesh::member_auth::{self, MeshDirectory};
 use ferry_proto::mesh::state::{Member, MeshState};
 use ferry_proto::mesh::wire::{MeshEntry, MeshJoinResponse, MeshJoinStart, MeshList, MeshListOk};
 use ferry_proto::message::{Empty, Message};
+use ferry_proto::names;
 use ferry_proto::secret::{Exporter, MeshKey};
 use ferry_proto::server_id::ServerId;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -191,12 +192,14 @@ pub(crate) async fn join<S: AsyncRead + AsyncWrite + Unpin>(
                     );
                     // Closed, ended or replaced while this joiner answered: refused.
                     let still_open = mesh.password(until).is_some();
-                    match (open, confirmed, signed, still_open) {
-                        (false, _, _, _) => Err("the mesh is not open for joins"),
-                        (true, false, _, _) => Err("wrong password"),
-                        (true, true, false, _) => Err("bad device signature"),
-                        (true, true, true, false) => Err("the join window closed meanwhile"),
-                        (true, true, true, true) => Ok(()),
+                    let named = names::validate_display_name(&start.name).is_ok();
+                    match (open, confirmed, signed, still_open, named) {
+                        (false, ..) => Err("the mesh is not open for joins"),
+                        (true, false, ..) => Err("wrong password"),
+                        (true, true, false, ..) => Err("bad device signature"),
+                        (true, true, true, false, _) => Err("the join window closed meanwhile"),
+                        (true, true, true, true, false) => Err("invalid peer name"),
+                        (true, true, true, true, true) => Ok(()),
                     }
                 }
                 _ => Err("unexpected message"),
