@@ -204,7 +204,8 @@ pub struct CredArg {
 /// `ferry user ...`.
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
-    /// Write a one-time invite with which NAME sets a password (`ferry register`).
+    /// Write a one-time invite with which NAME sets a password (`ferry register`). Inviting
+    /// an existing user removes its password and ends its sessions at once.
     Invite(InviteArgs),
     /// List users and pending invites.
     List(ClientListArgs),

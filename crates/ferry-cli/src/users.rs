@@ -50,7 +50,7 @@ fn invite(a: &InviteArgs) -> anyhow::Result<()> {
     write_invite(&a.name, attrs, &a.out)?;
     if existing {
         eprintln!(
-            "note: {} already has a password; its sessions and password connections ended now (also on a running server), the password still logs in until this invite is registered, which replaces it",
+            "note: {} had a password: it is removed, and its sessions and password connections ended now (also on a running server); the user logs in again once this invite is registered",
             a.name
         );
     }

@@ -235,9 +235,10 @@ impl ServerDir {
     }
 
     /// Creates a one-time invite for `name`, valid for `valid_secs`. A newer invite for the
-    /// same name replaces an older one. Re-inviting an existing user gives its record a new
-    /// generation and ends its password sessions: every connection that logged in with its
-    /// password before ends at its next request (its role is about to change).
+    /// same name replaces an older one. Re-inviting an existing user removes its password
+    /// record and ends its password sessions: every connection that logged in with its
+    /// password ends at its next request, and the old password no longer logs in (the
+    /// attributes of the invite apply from its registration).
     pub fn invite_user(
         &self,
         name: &str,
@@ -267,16 +268,16 @@ impl ServerDir {
                 spent: false,
             },
         );
-        invites.save(&self.file("invites.toml"))?;
+        // The invite replaces an existing account: its record goes first (a crash before the
+        // invite is saved leaves the user to be invited again, never an old password that
+        // still logs in with the old attributes). The generation counter stays in the file,
+        // so the new registration gets one no old connection has.
         let mut users = Users::load(&self.file("users.toml"))?;
-        if users.users.contains_key(name) {
-            let generation = users.next_generation();
-            if let Some(u) = users.users.get_mut(name) {
-                u.generation = generation;
-            }
+        if users.users.remove(name).is_some() {
             users.save(&self.file("users.toml"))?;
             self.end_password_sessions(name)?;
         }
+        invites.save(&self.file("invites.toml"))?;
         let key = psk::derive_invite_key(&master, &claims);
         Ok(Credential {
             server: server.unwrap_or(&config.address).to_owned(),

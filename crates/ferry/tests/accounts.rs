@@ -468,21 +468,28 @@ async fn a_watch_stream_of_the_old_password_ends() {
 async fn re_invite_and_reset_end_the_old_roles_connections() {
     let srv = TestServer::start().await;
     enrol(&srv, "carol", "writer").await;
-    // Re-invitation (as a reader): the writer's connections end at their next request.
+    // Re-invitation (as a reader): the writer's connections end at their next request, and
+    // the old password no longer logs in with the old role.
     let (mut writer, _) = login(&srv, "carol", PW).await.unwrap();
     writer.put_bytes("a", b"1".to_vec()).await.unwrap();
     let mut invite = srv.invite("carol", "reader", 3600);
     invite.server = srv.addr.to_string();
     refused_by_server(writer.put_bytes("a", b"2".to_vec()).await, "re-invited");
+    refused_by_server(
+        login(&srv, "carol", PW).await,
+        "old password after re-invite",
+    );
+    Client::register(&invite, NEW).await.unwrap();
+    let (mut reader, _) = login(&srv, "carol", NEW).await.unwrap();
+    assert_eq!(reader.principal().unwrap().role(), Some("reader"));
     // Reset (remove, then a new invite), with a connection logged in before it that stays
     // silent until the user has registered again: a new record never takes an old generation.
-    let (mut before_reset, _) = login(&srv, "carol", PW).await.unwrap();
     assert!(srv.server_dir.remove_user("carol").unwrap());
     let mut invite = srv.invite("carol", "reader", 3600);
     invite.server = srv.addr.to_string();
-    Client::register(&invite, NEW).await.unwrap();
-    refused_by_server(before_reset.stat("a").await, "reset");
-    let (mut reader, _) = login(&srv, "carol", NEW).await.unwrap();
+    Client::register(&invite, PW).await.unwrap();
+    refused_by_server(reader.stat("a").await, "reset");
+    let (mut reader, _) = login(&srv, "carol", PW).await.unwrap();
     assert_eq!(reader.principal().unwrap().role(), Some("reader"));
     assert_eq!(reader.get_bytes("a").await.unwrap(), b"1");
     srv.stop().await;
