@@ -1,0 +1,212 @@
+//! The three traits of the seam: [`Index`] (records), [`Blobs`] (content and uploads) and
+//! [`Backend`] (the writes that touch both).
+//!
+//! Every method returns `impl Future<Output = …> + Send`: a multi-thread tokio server can
+//! hold the future across `.await` points inside a spawned task. Implementors may write
+//! `async fn` in their `impl` blocks; the compiler then checks that the future is `Send`.
+//! Callers use the traits through generics (`E: Backend`); the traits are not object safe
+//! (return-position `impl Trait`), which is the price of no boxing and no `async-trait`.
+
+use std::future::Future;
+
+use crate::{Changes, Entry, Hash, Head, Result, UploadKey};
+
+/// The record side: sources, their versions and heads, and the change log. Read-only; the
+/// writes are in [`Backend`] because they also place or free blobs.
+pub trait Index: Send + Sync {
+    /// The current entry of `source`; `None` if it is missing or deleted.
+    fn stat(&self, source: &str) -> impl Future<Output = Result<Option<Entry>>> + Send;
+
+    /// A kept version of `source`; `None` if there is no such live version (never existed,
+    /// pruned, or the source was deleted).
+    fn stat_version(
+        &self,
+        source: &str,
+        version: u64,
+    ) -> impl Future<Output = Result<Option<Entry>>> + Send;
+
+    /// The kept versions of `source`, oldest first (empty if missing or deleted).
+    fn versions(&self, source: &str) -> impl Future<Output = Result<Vec<Entry>>> + Send;
+
+    /// The current head of `source`, tombstones included; `None` if it never existed.
+    fn head(&self, source: &str) -> impl Future<Output = Result<Option<Head>>> + Send;
+
+    /// The heads of every source, tombstones included, sorted by name (byte order): at most
+    /// `limit`, starting strictly after `after` if given.
+    fn heads(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(String, Head)>>> + Send;
+
+    /// Current entries whose name starts with `prefix`, sorted by name (byte order): at most
+    /// `limit`, starting strictly after `after` if given. Deleted sources are skipped.
+    fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>>> + Send;
+
+    /// Up to `limit` changes with a sequence number above `after`, oldest first, from one
+    /// consistent snapshot; says whether changes after `after` were pruned (a gap).
+    fn changes_since(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Changes>> + Send;
+
+    /// The last change sequence number given out; 0 if nothing changed yet.
+    fn last_seq(&self) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// A finished upload: durable, its hash verified, but not visible until a
+/// [`Backend::commit`]. Dropping it discards it (or leaves an orphan a sweep removes).
+pub trait Staged: Send + std::fmt::Debug + 'static {
+    /// BLAKE3 of the content.
+    fn hash(&self) -> Hash;
+    /// Size of the content in bytes.
+    fn size(&self) -> u64;
+}
+
+/// An open handle on a resumable upload. One handle per upload at a time. Dropping it keeps
+/// everything written so far; [`Blobs::begin_upload`] with the same key continues it.
+pub trait Upload: Send {
+    /// What [`Upload::finish`] returns.
+    type Staged: Staged;
+
+    /// The upload's key.
+    fn key(&self) -> &UploadKey;
+
+    /// Bytes held so far: the offset the next [`Upload::write`] appends at.
+    fn offset(&self) -> u64;
+
+    /// Appends `data` at [`Upload::offset`] and returns the new offset. The bytes are
+    /// durable after the next [`Upload::sync`] (or `finish`); a crash before that may lose
+    /// them, and the offset reported when the upload is begun again says what survived.
+    fn write(&mut self, data: &[u8]) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Makes everything written so far durable and returns the offset.
+    fn sync(&mut self) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Ends the upload: checks that the whole content hashes to `expected` and stages it
+    /// durably. On a mismatch the upload is discarded, nothing becomes visible, and the
+    /// error is [`BackendError::HashMismatch`](crate::BackendError::HashMismatch).
+    fn finish(self, expected: &Hash) -> impl Future<Output = Result<Self::Staged>> + Send;
+}
+
+/// The content side: blobs named by the BLAKE3 of their content, read in ranges, and
+/// uploads staged in parts under a key that survives a restart.
+///
+/// A blob is a plain byte string named by its hash; so is a content-defined chunk (issue 16):
+/// a chunked version will be a list of blob hashes, and "which chunks do you lack" is
+/// [`Blobs::blob_size`] on each.
+pub trait Blobs: Send + Sync {
+    /// A durable, verified, not yet visible upload.
+    type Staged: Staged;
+    /// An open upload handle.
+    type Upload: Upload<Staged = Self::Staged>;
+
+    /// Opens the upload `key`, creating it empty if it does not exist, or continuing it
+    /// from the bytes already held ([`Upload::offset`]). `now` (unix seconds) is recorded
+    /// as the upload's last activity for [`Blobs::sweep_uploads`].
+    /// [`BackendError::UploadBusy`](crate::BackendError::UploadBusy) if a handle is open.
+    fn begin_upload(
+        &self,
+        key: &UploadKey,
+        now: u64,
+    ) -> impl Future<Output = Result<Self::Upload>> + Send;
+
+    /// Bytes held by the upload `key`; `None` if there is no such upload.
+    fn upload_status(&self, key: &UploadKey) -> impl Future<Output = Result<Option<u64>>> + Send;
+
+    /// Discards the upload `key`. Returns whether there was one.
+    /// [`BackendError::UploadBusy`](crate::BackendError::UploadBusy) if a handle is open.
+    fn abort_upload(&self, key: &UploadKey) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Discards every upload whose last activity is before `older_than` (unix seconds) and
+    /// that no handle has open. Returns how many it discarded.
+    fn sweep_uploads(&self, older_than: u64) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Size of the visible blob `hash`; `None` if no committed version references it.
+    fn blob_size(&self, hash: &Hash) -> impl Future<Output = Result<Option<u64>>> + Send;
+
+    /// `len` bytes of blob `hash` from `offset`. `offset + len` may equal the size (an
+    /// empty read at the end); past it is
+    /// [`BackendError::RangeOutOfBounds`](crate::BackendError::RangeOutOfBounds). A blob
+    /// that is not visible is [`BackendError::BlobNotFound`](crate::BackendError::BlobNotFound)
+    /// (also when a version was pruned between a lookup and this read).
+    fn read(
+        &self,
+        hash: &Hash,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = Result<Vec<u8>>> + Send;
+}
+
+/// A whole backend: the writes that make staged content visible or free it.
+///
+/// Versions beyond the backend's `keep_versions` are pruned by the commit that adds one, and
+/// blobs that no kept version references any more are removed by the time the write returns
+/// (a crash may leave them; the backend's next open or sweep removes them). Every write that
+/// changes a head is logged in the change log in the same transaction.
+pub trait Backend: Index + Blobs {
+    /// Makes `staged` the new current version of `source` (version = previous + 1, from 1,
+    /// never reused even after a delete), made by `by` at `now`.
+    fn commit(
+        &self,
+        source: &str,
+        staged: Self::Staged,
+        by: &str,
+        now: u64,
+    ) -> impl Future<Output = Result<Entry>> + Send;
+
+    /// Deletes `source`: a tombstone takes the next version, every version is dropped.
+    /// Returns the tombstone's version, or `None` if it was missing or already deleted.
+    fn delete(
+        &self,
+        source: &str,
+        by: &str,
+        now: u64,
+    ) -> impl Future<Output = Result<Option<u64>>> + Send;
+
+    /// Stores `staged` as `version` of `source` if it wins under
+    /// [`replica_wins`](crate::replica_wins); returns the entry, or `None` (and discards
+    /// the staged content) if it does not. `version` must be at least 1.
+    fn commit_replica(
+        &self,
+        source: &str,
+        staged: Self::Staged,
+        by: &str,
+        modified: u64,
+        version: u64,
+    ) -> impl Future<Output = Result<Option<Entry>>> + Send;
+
+    /// Records a tombstone at `version` of `source` if it wins under
+    /// [`replica_wins`](crate::replica_wins). Returns whether it did.
+    fn delete_replica(
+        &self,
+        source: &str,
+        version: u64,
+        by: &str,
+        modified: u64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// How much history a backend keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Versions kept per source, the current one included (`0` counts as 1).
+    pub keep_versions: u32,
+    /// Latest changes kept in the change log (`0` counts as 1).
+    pub keep_changes: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_versions: 3,
+            keep_changes: 100_000,
+        }
+    }
+}
