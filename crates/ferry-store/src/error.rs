@@ -1,5 +1,7 @@
 //! The crate's error type.
 
+use crate::Hash;
+
 /// Errors returned by the store.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +18,33 @@ pub enum StoreError {
     /// An argument cannot be stored (for example a principal name longer than 65535 bytes).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// No committed version references a blob with this hash.
+    #[error("blob not found")]
+    BlobNotFound,
+    /// A ranged read reaches past the end of the blob.
+    #[error("range {offset}+{len} is outside a blob of {size} bytes")]
+    RangeOutOfBounds {
+        /// First byte asked for.
+        offset: u64,
+        /// Number of bytes asked for.
+        len: u64,
+        /// Size of the blob.
+        size: u64,
+    },
+    /// No resumable upload under this key.
+    #[error("no upload in progress under this key")]
+    UploadNotFound,
+    /// The resumable upload is open through another handle.
+    #[error("the upload is open elsewhere")]
+    UploadBusy,
+    /// A finished upload's content does not hash to the expected value (it was discarded).
+    #[error("content hash does not match the expected hash")]
+    HashMismatch {
+        /// The hash the caller announced.
+        expected: Hash,
+        /// The hash of what was uploaded.
+        actual: Hash,
+    },
 }
 
 impl From<redb::Error> for StoreError {

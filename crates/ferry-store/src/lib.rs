@@ -6,6 +6,12 @@
 //!
 //! The store is synchronous: an async server calls it through
 //! `tokio::task::spawn_blocking`. It is `Send + Sync` and meant to be shared in an `Arc`.
+//! [`LocalBackend`] puts it behind the `ferry-backend` traits (doing the `spawn_blocking`
+//! itself), the embedded default backend; it passes the backend conformance suite
+//! (`tests/conformance.rs`).
+//!
+//! Reads by hash ([`Store::read_blob`], a ranged read, and [`Store::blob_size`]) see only
+//! blobs that a kept version references.
 //!
 //! # Layout on disk
 //!
@@ -15,7 +21,14 @@
 //! - `blobs/ab/cdef…`: blob files named by the lowercase hex BLAKE3 of their content, the
 //!   first two hex characters being a subfolder. Files are read-only (mode `0o400`).
 //!   Identical content is stored once.
-//! - `tmp/`: in-progress uploads; emptied by [`Store::open`].
+//! - `tmp/`: uploads in progress through [`Store::begin_put`], and finished uploads waiting
+//!   for [`Store::commit`] ([`StagedBlob`]); emptied by [`Store::open`].
+//! - `uploads/<key>.part`: resumable uploads ([`Store::begin_upload`]), one file per
+//!   [`UploadKey`](ferry_backend::UploadKey) (1-128 characters of `[A-Za-z0-9_-]`), mode
+//!   `0o600`, holding the bytes received so far: its length is the offset the upload
+//!   continues from, its modification time the upload's last activity (the `now` given when
+//!   it was last begun). Kept by [`Store::open`]; [`Store::sweep_uploads`] deletes those idle
+//!   since before a cut-off. A finished one is hash-checked, then renamed into `tmp/`.
 //!
 //! Folders are created with mode `0o700`. Source names never appear in a file path: paths
 //! are derived from hashes only.
@@ -27,7 +40,9 @@
 //! and only then records it in the index in one redb write transaction. Blob files whose
 //! reference count dropped to zero are deleted only after that transaction committed. A crash
 //! at any point leaves at worst an unreferenced blob or temp file, which the next
-//! [`Store::open`] removes.
+//! [`Store::open`] removes. A resumable upload's bytes are durable once
+//! [`ResumableUpload::sync`] returned; finishing it hashes the whole content and refuses a
+//! mismatch, so bytes damaged by a crash can fail an upload but never become visible.
 //!
 //! # Changes and replicas
 //!
@@ -85,15 +100,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod backend;
 mod error;
 mod fsutil;
 mod record;
 mod store;
 mod writer;
 
+pub use backend::{LocalBackend, LocalUpload};
 pub use error::StoreError;
-pub use store::{Change, Changes, Entry, Head, Store, StoreOptions, replica_wins};
+pub use ferry_backend::{Change, Changes, Entry, Hash, Head, replica_wins};
+pub use store::{ResumableUpload, Store, StoreOptions};
 pub use writer::{BlobWriter, StagedBlob};
-
-/// A BLAKE3 hash of a blob's content.
-pub type Hash = [u8; 32];

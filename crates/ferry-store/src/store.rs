@@ -15,7 +15,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, Wr
 use crate::fsutil::{self, TMP_FILE_MODE, blob_location, hex, parse_blob_name};
 use crate::record::{Record, check_by};
 use crate::writer::{BlobWriter, StagedBlob};
-use crate::{Hash, StoreError};
+use crate::{Entry, Hash, StoreError};
 
 /// Source name (UTF-8 bytes) → current record: the live entry, or a tombstone.
 ///
@@ -41,6 +41,7 @@ const UPGRADABLE_FORMATS: &[u64] = &[1];
 const INDEX_FILE: &str = "index.redb";
 const BLOBS_DIR: &str = "blobs";
 const TMP_DIR: &str = "tmp";
+const UPLOADS_DIR: &str = "uploads";
 
 type VersionsTable<'t> = Table<'t, (&'static [u8], u64), &'static [u8]>;
 type RefsTable<'t> = Table<'t, &'static [u8; 32], u64>;
@@ -65,23 +66,6 @@ impl Default for StoreOptions {
     }
 }
 
-/// One version of a source, as recorded in the index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    /// The source's name.
-    pub source: String,
-    /// Version number: counts up from 1 per source and never repeats, even after a delete.
-    pub version: u64,
-    /// Size of the blob in bytes.
-    pub size: u64,
-    /// BLAKE3 hash of the blob.
-    pub hash: Hash,
-    /// When this version was committed, in unix seconds (as given to [`Store::commit`]).
-    pub modified: u64,
-    /// Name of the principal that committed this version.
-    pub by: String,
-}
-
 impl Record {
     fn into_entry(self, source: String) -> Entry {
         Entry {
@@ -102,6 +86,9 @@ pub struct Store {
     dir: PathBuf,
     blobs: PathBuf,
     tmp: PathBuf,
+    uploads: PathBuf,
+    /// Keys of the resumable uploads with an open handle (see `store/uploads.rs`).
+    open_uploads: uploads::OpenUploads,
     db: Database,
     keep_versions: u64,
     keep_changes: u64,
@@ -133,9 +120,10 @@ impl fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the store in `dir`.
     ///
-    /// Creates `dir`, `blobs/` and `tmp/` (mode `0o700`) and `index.redb`, then deletes
-    /// every file in `tmp/` and every blob file the index does not reference (left by a
-    /// crash between placing a blob and committing the index).
+    /// Creates `dir`, `blobs/`, `tmp/` and `uploads/` (mode `0o700`) and `index.redb`, then
+    /// deletes every file in `tmp/` and every blob file the index does not reference (left by
+    /// a crash between placing a blob and committing the index). Resumable uploads in
+    /// `uploads/` are kept: [`Store::sweep_uploads`] removes abandoned ones.
     ///
     /// Only one `Store` can have a directory open at a time: a second open fails with
     /// [`StoreError::Database`] (redb's file lock) before touching any file.
@@ -145,6 +133,8 @@ impl Store {
         let tmp = dir.join(TMP_DIR);
         let created_blobs = fsutil::create_dir(&blobs)?;
         let created_tmp = fsutil::create_dir(&tmp)?;
+        let uploads = dir.join(UPLOADS_DIR);
+        let created_uploads = fsutil::create_dir(&uploads)?;
 
         let index = dir.join(INDEX_FILE);
         // Create the file ourselves so that it gets mode 0o600; redb initialises an empty file.
@@ -158,7 +148,7 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
             Err(e) => return Err(e.into()),
         };
-        if created_blobs || created_tmp || created_index {
+        if created_blobs || created_tmp || created_uploads || created_index {
             fsutil::fsync_dir(dir)?;
         }
         let db = Database::create(&index)?;
@@ -172,6 +162,8 @@ impl Store {
             dir: dir.to_path_buf(),
             blobs,
             tmp,
+            uploads,
+            open_uploads: Default::default(),
             db,
             keep_versions: u64::from(opts.keep_versions.max(1)),
             keep_changes: opts.keep_changes.max(1),
@@ -710,10 +702,11 @@ fn prune_versions(
 }
 
 mod changes;
+mod read;
 mod replica;
+mod uploads;
 
-pub use changes::{Change, Changes};
-pub use replica::{Head, replica_wins};
+pub use uploads::ResumableUpload;
 
 /// The callback [`Store::on_change`] installs.
 type ChangeHook = std::sync::Arc<dyn Fn(u64) + Send + Sync>;

@@ -18,6 +18,11 @@ pub(crate) struct TempGuard {
 }
 
 impl TempGuard {
+    /// Guards the file at `path`.
+    pub(crate) fn new(path: PathBuf) -> TempGuard {
+        TempGuard { path: Some(path) }
+    }
+
     pub(crate) fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
@@ -155,6 +160,11 @@ pub struct StagedBlob {
 }
 
 impl StagedBlob {
+    /// A staged file at the guard's path, with its verified hash and size.
+    pub(crate) fn new(hash: Hash, size: u64, guard: TempGuard) -> StagedBlob {
+        StagedBlob { hash, size, guard }
+    }
+
     /// BLAKE3 hash of the content.
     pub fn hash(&self) -> Hash {
         self.hash

@@ -8,47 +8,12 @@
 //! `keep_changes` entries there too, so the retained numbers are always contiguous.
 
 use super::*;
+use ferry_backend::{Change, Changes};
 
 /// Sequence number → encoded change.
 pub(super) const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
 /// `meta` key of the last sequence number given out (absent: none yet).
 const LAST_SEQ_KEY: &str = "last_seq";
-
-/// One logged change: a commit (a new current version) or a delete (a tombstone).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
-    /// Store-wide sequence number: from 1, strictly increasing, never reused.
-    pub seq: u64,
-    /// The source that changed.
-    pub source: String,
-    /// The version the change made current (a delete's tombstone takes a version too).
-    pub version: u64,
-    /// `true` for a delete.
-    pub deleted: bool,
-    /// Size of the new content (0 for a delete).
-    pub size: u64,
-    /// BLAKE3 of the new content (all zeros for a delete).
-    pub hash: Hash,
-    /// When the change was made, in unix seconds (as given to the store).
-    pub modified: u64,
-    /// Name of the principal that made it.
-    pub by: String,
-}
-
-/// A page of the change log, from [`Store::changes_since`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Changes {
-    /// Changes with a sequence number above the one asked for, oldest first.
-    pub changes: Vec<Change>,
-    /// `true` if some changes after the one asked for are gone: pruned from the log, or the
-    /// number asked for is beyond [`Changes::last`] (it comes from another store's history).
-    /// `changes` then starts at [`Changes::oldest`].
-    pub gap: bool,
-    /// The oldest sequence number still in the log (`last + 1` if the log is empty).
-    pub oldest: u64,
-    /// The last sequence number given out (0 if none), as of this read.
-    pub last: u64,
-}
 
 impl Store {
     /// The last change sequence number given out; 0 if nothing changed yet.

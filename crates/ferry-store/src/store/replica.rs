@@ -8,30 +8,9 @@
 //! copy twice changes nothing.
 
 use super::*;
-
-/// A source's current record as the conflict rule sees it: a live version or a tombstone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Head {
-    /// The current version number (a tombstone's too).
-    pub version: u64,
-    /// BLAKE3 of the current content; all zeros for a tombstone.
-    pub hash: Hash,
-    /// `true` if the source is deleted (the head is a tombstone).
-    pub deleted: bool,
-}
-
-impl Head {
-    /// What the conflict rule compares: the version, then the hash (zeros for a tombstone).
-    pub fn key(&self) -> (u64, Hash) {
-        (self.version, if self.deleted { [0; 32] } else { self.hash })
-    }
-}
-
-/// Whether a replicated `(version, hash)` replaces `current` (`None`: the source is unknown
-/// here). A tombstone is passed as `hash = [0; 32]`.
-pub fn replica_wins(version: u64, hash: &Hash, current: Option<&Head>) -> bool {
-    current.is_none_or(|c| (version, *hash) > c.key())
-}
+#[cfg(test)]
+use ferry_backend::Change;
+use ferry_backend::{Head, replica_wins};
 
 impl From<&Record> for Head {
     fn from(rec: &Record) -> Self {

@@ -1,0 +1,296 @@
+//! The local backend: [`Store`] behind the `ferry-backend` traits.
+//!
+//! The store is synchronous; every call runs on tokio's blocking pool
+//! (`tokio::task::spawn_blocking`), so this backend needs a tokio runtime. The futures own
+//! what they send to the pool, so they are `Send` and may be dropped at any point: a call
+//! already handed to the pool then completes there (a commit still commits).
+
+use std::sync::Arc;
+
+use ferry_backend::{
+    Backend, BackendError, Blobs, Changes, Entry, Hash, Head, Index, Retention, Staged, Upload,
+    UploadKey, check_by, check_source,
+};
+
+use crate::{ResumableUpload, StagedBlob, Store, StoreError, StoreOptions};
+
+/// [`Store`] as a [`Backend`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct LocalBackend {
+    store: Arc<Store>,
+}
+
+impl LocalBackend {
+    /// Opens (creating if needed) the store in `dir` (see [`Store::open`]). Blocks: call it
+    /// before serving, or from `spawn_blocking`.
+    pub fn open(dir: &std::path::Path, retention: Retention) -> Result<LocalBackend, StoreError> {
+        let opts = StoreOptions {
+            keep_versions: retention.keep_versions,
+            keep_changes: retention.keep_changes,
+        };
+        Ok(LocalBackend::new(Arc::new(Store::open(dir, opts)?)))
+    }
+
+    /// Wraps an open store (shared with other users of it, such as today's server).
+    pub fn new(store: Arc<Store>) -> LocalBackend {
+        LocalBackend { store }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, BackendError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        blocking(move || f(&store)).await
+    }
+}
+
+async fn blocking<T, F>(f: F) -> Result<T, BackendError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(BackendError::from),
+        Err(join) => Err(BackendError::Other(Box::new(join))),
+    }
+}
+
+impl From<StoreError> for BackendError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Io(io) => BackendError::Io(io),
+            StoreError::Corrupt(msg) => BackendError::Corrupt(msg),
+            StoreError::InvalidArgument(msg) => BackendError::InvalidArgument(msg),
+            StoreError::BlobNotFound => BackendError::BlobNotFound,
+            StoreError::RangeOutOfBounds { offset, len, size } => {
+                BackendError::RangeOutOfBounds { offset, len, size }
+            }
+            StoreError::UploadNotFound => BackendError::UploadNotFound,
+            StoreError::UploadBusy => BackendError::UploadBusy,
+            StoreError::HashMismatch { expected, actual } => {
+                BackendError::HashMismatch { expected, actual }
+            }
+            other @ StoreError::Database(_) => BackendError::Other(Box::new(other)),
+        }
+    }
+}
+
+impl Index for LocalBackend {
+    async fn stat(&self, source: &str) -> Result<Option<Entry>, BackendError> {
+        let source = source.to_owned();
+        self.run(move |s| s.stat(&source)).await
+    }
+
+    async fn stat_version(
+        &self,
+        source: &str,
+        version: u64,
+    ) -> Result<Option<Entry>, BackendError> {
+        let source = source.to_owned();
+        self.run(move |s| s.stat_version(&source, version)).await
+    }
+
+    async fn versions(&self, source: &str) -> Result<Vec<Entry>, BackendError> {
+        let source = source.to_owned();
+        self.run(move |s| s.versions(&source)).await
+    }
+
+    async fn head(&self, source: &str) -> Result<Option<Head>, BackendError> {
+        let source = source.to_owned();
+        self.run(move |s| s.entry_version(&source)).await
+    }
+
+    async fn heads(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Head)>, BackendError> {
+        let after = after.map(str::to_owned);
+        self.run(move |s| s.heads(after.as_deref(), limit)).await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, BackendError> {
+        let (prefix, after) = (prefix.to_owned(), after.map(str::to_owned));
+        self.run(move |s| s.list(&prefix, after.as_deref(), limit))
+            .await
+    }
+
+    async fn changes_since(&self, after: u64, limit: usize) -> Result<Changes, BackendError> {
+        self.run(move |s| s.changes_since(after, limit)).await
+    }
+
+    async fn last_seq(&self) -> Result<u64, BackendError> {
+        self.run(Store::last_seq).await
+    }
+}
+
+impl Staged for StagedBlob {
+    fn hash(&self) -> Hash {
+        StagedBlob::hash(self)
+    }
+
+    fn size(&self) -> u64 {
+        StagedBlob::size(self)
+    }
+}
+
+/// An open local upload: a [`ResumableUpload`] driven on the blocking pool.
+#[derive(Debug)]
+pub struct LocalUpload {
+    /// `None` while a call runs on the pool, and after a failed one (the handle is then
+    /// unusable; begin the upload again).
+    inner: Option<ResumableUpload>,
+    key: UploadKey,
+    offset: u64,
+}
+
+impl LocalUpload {
+    fn take(&mut self) -> Result<ResumableUpload, BackendError> {
+        self.inner.take().ok_or_else(|| {
+            BackendError::InvalidArgument(
+                "an earlier call on this upload failed; begin it again".into(),
+            )
+        })
+    }
+}
+
+impl Upload for LocalUpload {
+    type Staged = StagedBlob;
+
+    fn key(&self) -> &UploadKey {
+        &self.key
+    }
+
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    async fn write(&mut self, data: &[u8]) -> Result<u64, BackendError> {
+        let mut inner = self.take()?;
+        let data = data.to_vec();
+        let (inner, offset) = blocking(move || {
+            let offset = inner.write(&data)?;
+            Ok((inner, offset))
+        })
+        .await?;
+        self.inner = Some(inner);
+        self.offset = offset;
+        Ok(offset)
+    }
+
+    async fn sync(&mut self) -> Result<u64, BackendError> {
+        let mut inner = self.take()?;
+        let (inner, offset) = blocking(move || {
+            let offset = inner.sync()?;
+            Ok((inner, offset))
+        })
+        .await?;
+        self.inner = Some(inner);
+        Ok(offset)
+    }
+
+    async fn finish(mut self, expected: &Hash) -> Result<StagedBlob, BackendError> {
+        let inner = self.take()?;
+        let expected = *expected;
+        blocking(move || inner.finish(&expected)).await
+    }
+}
+
+impl Blobs for LocalBackend {
+    type Staged = StagedBlob;
+    type Upload = LocalUpload;
+
+    async fn begin_upload(&self, key: &UploadKey, now: u64) -> Result<LocalUpload, BackendError> {
+        let k = key.clone();
+        let inner = self.run(move |s| s.begin_upload(&k, now)).await?;
+        Ok(LocalUpload {
+            offset: inner.len(),
+            inner: Some(inner),
+            key: key.clone(),
+        })
+    }
+
+    async fn upload_status(&self, key: &UploadKey) -> Result<Option<u64>, BackendError> {
+        let key = key.clone();
+        self.run(move |s| s.upload_status(&key)).await
+    }
+
+    async fn abort_upload(&self, key: &UploadKey) -> Result<bool, BackendError> {
+        let key = key.clone();
+        self.run(move |s| s.abort_upload(&key)).await
+    }
+
+    async fn sweep_uploads(&self, older_than: u64) -> Result<u64, BackendError> {
+        self.run(move |s| s.sweep_uploads(older_than)).await
+    }
+
+    async fn blob_size(&self, hash: &Hash) -> Result<Option<u64>, BackendError> {
+        let hash = *hash;
+        self.run(move |s| s.blob_size(&hash)).await
+    }
+
+    async fn read(&self, hash: &Hash, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+        let hash = *hash;
+        self.run(move |s| s.read_blob(&hash, offset, len)).await
+    }
+}
+
+impl Backend for LocalBackend {
+    async fn commit(
+        &self,
+        source: &str,
+        staged: StagedBlob,
+        by: &str,
+        now: u64,
+    ) -> Result<Entry, BackendError> {
+        check_source(source)?;
+        check_by(by)?;
+        let (source, by) = (source.to_owned(), by.to_owned());
+        self.run(move |s| s.commit(&source, staged, &by, now)).await
+    }
+
+    async fn delete(&self, source: &str, by: &str, now: u64) -> Result<Option<u64>, BackendError> {
+        check_by(by)?;
+        let (source, by) = (source.to_owned(), by.to_owned());
+        self.run(move |s| s.delete(&source, &by, now)).await
+    }
+
+    async fn commit_replica(
+        &self,
+        source: &str,
+        staged: StagedBlob,
+        by: &str,
+        modified: u64,
+        version: u64,
+    ) -> Result<Option<Entry>, BackendError> {
+        check_source(source)?;
+        let (source, by) = (source.to_owned(), by.to_owned());
+        self.run(move |s| s.commit_replica(&source, staged, &by, modified, version))
+            .await
+    }
+
+    async fn delete_replica(
+        &self,
+        source: &str,
+        version: u64,
+        by: &str,
+        modified: u64,
+    ) -> Result<bool, BackendError> {
+        check_source(source)?;
+        let (source, by) = (source.to_owned(), by.to_owned());
+        self.run(move |s| s.delete_replica(&source, version, &by, modified))
+            .await
+    }
+}
