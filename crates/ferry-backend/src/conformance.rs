@@ -12,6 +12,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! [`accounts::run_all`] does the same for the [`Accounts`](crate::Accounts) trait.
+//!
 //! A backend that needs its own checks (reopening a store mid-upload, counting files) adds
 //! them beside its call to the suite.
 
@@ -19,6 +21,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::future::Future;
+
+pub mod accounts;
 
 use crate::{
     Backend, BackendError, Blobs, Entry, Hash, Retention, Staged, Upload, UploadKey, stage_bytes,

@@ -43,12 +43,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod conformance;
 mod error;
 mod memory;
+mod memory_accounts;
 mod traits;
 mod types;
 
+pub use accounts::Accounts;
 pub use error::{BackendError, Result};
 pub use memory::{MemoryBackend, MemoryStaged, MemoryUpload};
 pub use traits::{Backend, Blobs, Index, Retention, Staged, Upload};

@@ -18,6 +18,8 @@ use crate::{
 #[derive(Clone, Debug, Default)]
 pub struct MemoryBackend {
     state: Arc<Mutex<State>>,
+    /// The account data (memory_accounts.rs).
+    pub(crate) accounts: Arc<Mutex<crate::memory_accounts::AccountState>>,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +66,7 @@ impl MemoryBackend {
         };
         MemoryBackend {
             state: Arc::new(Mutex::new(state)),
+            accounts: Arc::default(),
         }
     }
 

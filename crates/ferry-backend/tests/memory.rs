@@ -10,3 +10,11 @@ async fn memory_backend_passes_the_conformance_suite() {
     }));
     run.await.expect("the suite passed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_backend_passes_the_account_checks() {
+    let run = tokio::spawn(conformance::accounts::run_all(|| async {
+        MemoryBackend::new(conformance::RETENTION)
+    }));
+    run.await.expect("the account checks passed");
+}
