@@ -54,6 +54,32 @@ where
     same_content_stored_once(&fresh().await).await;
     abandoned_uploads_swept(&fresh().await).await;
     replicas(&fresh().await).await;
+    concurrent_commits(&fresh().await).await;
+}
+
+/// Polls every future until all are done (a runtime-agnostic `join_all`), so that a backend
+/// doing real work elsewhere (a thread pool, a database) runs them at once.
+pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (fut, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 fn hash(data: &[u8]) -> Hash {
@@ -619,4 +645,31 @@ pub async fn replicas<B: Backend>(b: &B) {
     ));
     let log = b.changes_since(0, 100).await.unwrap();
     assert!(log.changes.iter().all(|c| c.source != "r" || c.seq <= 2));
+}
+
+/// Commits racing on one source get distinct, consecutive versions and each is logged once.
+pub async fn concurrent_commits<B: Backend>(b: &B) {
+    const N: u64 = 8;
+    let staged = join_all(
+        (0..N)
+            .map(|i| {
+                let key = UploadKey::derive(&i.to_be_bytes());
+                async move { stage_bytes(b, &key, &i.to_be_bytes(), T0).await.unwrap() }
+            })
+            .collect(),
+    )
+    .await;
+    let entries = join_all(
+        staged
+            .into_iter()
+            .map(|s| b.commit("raced", s, "w", T0))
+            .collect(),
+    )
+    .await;
+    let mut versions: Vec<u64> = entries.into_iter().map(|e| e.unwrap().version).collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=N).collect::<Vec<_>>());
+    assert_eq!(b.last_seq().await.unwrap(), N);
+    assert_eq!(b.stat("raced").await.unwrap().unwrap().version, N);
+    assert_eq!(b.versions("raced").await.unwrap().len(), 2);
 }

@@ -11,7 +11,7 @@ use crate::accounts::{
     Accounts, ClientRecord, LoginPolicy, LoginState, MAX_LOCK_SECS, SessionEntry, UserEntry,
 };
 
-use super::T0;
+use super::{T0, join_all};
 
 /// Runs every account check, each on a fresh backend made by `fresh`.
 pub async fn run_all<A, F, Fut>(mut fresh: F)
@@ -164,6 +164,24 @@ pub async fn invites_spent_once<A: Accounts>(a: &A) {
         None
     );
     assert!(a.user("ghost").await.unwrap().is_none());
+
+    // Registrations racing with one invite: exactly one account.
+    let invite = a
+        .create_invite("race", attrs("reader"), T0 + 100)
+        .await
+        .unwrap();
+    let records: Vec<String> = (0..6).map(|i| format!("r{i}")).collect();
+    let tries = records
+        .iter()
+        .map(|r| a.register_with_invite("race", invite.serial, user(r), T0))
+        .collect();
+    let won: Vec<_> = join_all(tries)
+        .await
+        .into_iter()
+        .filter_map(|r| r.unwrap())
+        .collect();
+    assert_eq!(won.len(), 1, "{won:?}");
+    assert_eq!(a.user("race").await.unwrap().unwrap().generation, won[0]);
 }
 
 /// Sessions: stored, touched while live, swept when not, removed by owner.
