@@ -13,14 +13,15 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Error;
 use crate::accounts::session_id_text;
-use crate::server::{PasswordAttempt, Shared};
+use crate::engine::Engine;
+use crate::engine::authn::PasswordAttempt;
 use crate::wire::Wire;
 
 /// The generation of the user's record that the principal's password login proved (directly,
 /// or through a session a password login opened); `None` for any other principal.
-fn password_generation(shared: &Shared, p: &Principal) -> Option<u64> {
+fn password_generation(engine: &Engine, p: &Principal) -> Option<u64> {
     let method = match &p.method {
-        Method::Session { id } => shared
+        Method::Session { id } => engine
             .sessions
             .current()
             .sessions
@@ -42,10 +43,10 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(wire: &mut Wire<S>) -> Result
 
 /// Waits for the client's next message in the exchange.
 async fn next<S: AsyncRead + AsyncWrite + Unpin>(
-    shared: &Shared,
+    engine: &Engine,
     wire: &mut Wire<S>,
 ) -> Result<Message, Error> {
-    tokio::time::timeout(shared.limits.transfer_timeout, wire.recv_message())
+    tokio::time::timeout(engine.limits.transfer_timeout, wire.recv_message())
         .await
         .map_err(|_| Error::Timeout("the password change"))?
 }
@@ -68,14 +69,14 @@ async fn next<S: AsyncRead + AsyncWrite + Unpin>(
 /// record gets a new generation, which ends every older connection and session of the user,
 /// this one included (its next request is refused).
 pub(crate) async fn change_password<S: AsyncRead + AsyncWrite + Unpin>(
-    shared: &Shared,
+    engine: &Engine,
     wire: &mut Wire<S>,
     p: &Principal,
     exporter: &Exporter,
     peer: SocketAddr,
     req: PasswordChangeStart,
 ) -> Result<bool, Error> {
-    let Some(generation) = password_generation(shared, p) else {
+    let Some(generation) = password_generation(engine, p) else {
         wire.send(&Message::Error(ErrorMsg {
             code: ErrorCode::Forbidden,
             message: "only a user who logged in with a password can change it".into(),
@@ -86,20 +87,20 @@ pub(crate) async fn change_password<S: AsyncRead + AsyncWrite + Unpin>(
     // Like a login: a locked user, or a record that changed since this connection's login
     // (it is refused at its next request anyway), gets a dummy record and fails alike.
     let now = crate::clock::now();
-    let admitted = shared.limiter.allowed(&p.name, peer.ip(), now);
-    let users = shared.users.current();
+    let admitted = engine.limiter.allowed(&p.name, peer.ip(), now);
+    let users = engine.users.current();
     let found = users
         .users
         .get(&p.name)
         .filter(|u| u.generation == generation);
-    let ksf = found.map_or(shared.new_ksf, |u| u.ksf);
+    let ksf = found.map_or(engine.new_ksf, |u| u.ksf);
     let record = found.filter(|_| admitted).and_then(|u| u.user_record());
     drop(users);
     let mut attempt =
-        admitted.then(|| PasswordAttempt::new(&shared.limiter, p.name.clone(), peer.ip(), now));
+        admitted.then(|| PasswordAttempt::new(&engine.limiter, p.name.clone(), peer.ip(), now));
     let started = password::server_login_start(
         &mut rand_core::OsRng,
-        &shared.opaque,
+        &engine.opaque,
         &p.name,
         record.as_ref(),
         &req.request,
@@ -117,7 +118,7 @@ pub(crate) async fn change_password<S: AsyncRead + AsyncWrite + Unpin>(
     let PasswordChangeProof {
         finalization,
         request,
-    } = match next(shared, wire).await? {
+    } = match next(engine, wire).await? {
         Message::PasswordChangeProof(m) => m,
         m => {
             // `password_login_failed`: the client saw that its current password was wrong.
@@ -142,22 +143,22 @@ pub(crate) async fn change_password<S: AsyncRead + AsyncWrite + Unpin>(
         a.succeeded();
     }
     drop(attempt);
-    let Ok(response) = password::server_register_start(&shared.opaque, &p.name, &request) else {
+    let Ok(response) = password::server_register_start(&engine.opaque, &p.name, &request) else {
         return refuse(wire).await;
     };
-    let new_ksf = shared.new_ksf;
+    let new_ksf = engine.new_ksf;
     wire.send(&Message::RegisterResponse(OpaqueResponse {
         response,
         ksf: new_ksf,
     }))
     .await?;
-    let Message::PasswordChangeFinish(RegisterFinish { upload }) = next(shared, wire).await? else {
+    let Message::PasswordChangeFinish(RegisterFinish { upload }) = next(engine, wire).await? else {
         return refuse(wire).await;
     };
     let Ok(new_record) = password::server_register_finish(&upload, new_ksf) else {
         return refuse(wire).await;
     };
-    let dir = shared.dir.clone();
+    let dir = engine.dir.clone();
     let name = p.name.clone();
     let changed = crate::pipe::join(tokio::task::spawn_blocking(move || {
         dir.set_password(&name, generation, &new_record, crate::clock::now())

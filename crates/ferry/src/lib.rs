@@ -32,6 +32,7 @@ pub mod changes;
 pub mod client;
 pub mod clock;
 pub mod config;
+mod engine;
 mod error;
 mod fdlimit;
 pub mod fsutil;

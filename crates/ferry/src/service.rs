@@ -11,9 +11,9 @@ use ferry_store::Entry;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Error;
+use crate::engine::Engine;
 use crate::pipe::{self, WriteCmd};
 use crate::policy::Op;
-use crate::server::Shared;
 use crate::wire::{Chunk, Incoming, Wire};
 
 /// What a get found, read on the blocking thread.
@@ -53,18 +53,18 @@ fn now() -> u64 {
 
 /// Whether the principal may do `op` on `source`. Mesh members read everything and write
 /// nothing (each peer's own clients write); everyone else as `ferry.toml`'s roles say.
-pub(crate) fn allows(shared: &Shared, p: &Principal, op: Op, source: &str) -> bool {
+pub(crate) fn allows(engine: &Engine, p: &Principal, op: Op, source: &str) -> bool {
     match p.method {
         ferry_proto::auth::Method::Mesh { .. } => matches!(op, Op::Get | Op::Stat | Op::List),
-        _ => shared.policy.allows(p.role(), &p.name, op, source),
+        _ => engine.policy.allows(p.role(), &p.name, op, source),
     }
 }
 
 /// Checks the name and the principal's right; returns the refusal to send otherwise.
-fn authorize(shared: &Shared, p: &Principal, op: Op, source: &str) -> Result<SourceName, Message> {
+fn authorize(engine: &Engine, p: &Principal, op: Op, source: &str) -> Result<SourceName, Message> {
     let name =
         SourceName::parse(source).map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
-    if !allows(shared, p, op, name.as_str()) {
+    if !allows(engine, p, op, name.as_str()) {
         return Err(error(
             ErrorCode::Forbidden,
             format!(
@@ -102,28 +102,28 @@ async fn read_store<T: Send + 'static>(
 
 /// Handles one request. An `Err` means the connection must close.
 pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
-    shared: &Shared,
+    engine: &Engine,
     wire: &mut Wire<S>,
     p: &Principal,
     msg: Message,
 ) -> Result<(), Error> {
     let reply = match msg {
-        Message::Put(req) => return put(shared, wire, p, req).await,
-        Message::Get(req) => return get(shared, wire, p, req).await,
-        Message::Stat(req) => match authorize(shared, p, Op::Stat, &req.source) {
+        Message::Put(req) => return put(engine, wire, p, req).await,
+        Message::Get(req) => return get(engine, wire, p, req).await,
+        Message::Stat(req) => match authorize(engine, p, Op::Stat, &req.source) {
             Err(m) => m,
             Ok(name) => {
-                let store = shared.store.clone();
+                let store = engine.store.clone();
                 match read_store(move || Ok(store.stat(name.as_str())?)).await? {
                     Some(e) => Message::StatOk(to_wire(e)),
                     None => error(ErrorCode::NotFound, format!("no source '{}'", req.source)),
                 }
             }
         },
-        Message::Delete(req) => match authorize(shared, p, Op::Delete, &req.source) {
+        Message::Delete(req) => match authorize(engine, p, Op::Delete, &req.source) {
             Err(m) => m,
             Ok(name) => {
-                let store = shared.store.clone();
+                let store = engine.store.clone();
                 let by = p.name.clone();
                 match blocking(move || Ok(store.delete(name.as_str(), &by, now())?)).await? {
                     Some(version) => Message::DeleteOk(DeleteOk { version }),
@@ -131,7 +131,7 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         },
-        Message::List(req) => list(shared, p, req).await?,
+        Message::List(req) => list(engine, p, req).await?,
         other => {
             let m = error(
                 ErrorCode::BadRequest,
@@ -152,11 +152,11 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
 /// entries, never an unbounded scan.
 pub(crate) const LIST_SCAN_BUDGET: usize = 16 * LIST_PAGE;
 
-async fn list(shared: &Shared, p: &Principal, req: List) -> Result<Message, Error> {
+async fn list(engine: &Engine, p: &Principal, req: List) -> Result<Message, Error> {
     if let Err(e) = validate_prefix(&req.prefix) {
         return Ok(error(ErrorCode::BadRequest, e.to_string()));
     }
-    let key = ferry_proto::cursor::CursorKey::derive(&shared.master);
+    let key = ferry_proto::cursor::CursorKey::derive(&engine.master);
     // `after` is a source name, or a cursor this server sealed for this principal and prefix.
     let mut position = match req.after.as_deref() {
         None => None,
@@ -171,13 +171,13 @@ async fn list(shared: &Shared, p: &Principal, req: List) -> Result<Message, Erro
             Err(e) => return Ok(error(ErrorCode::BadRequest, format!("after: {e}"))),
         },
     };
-    let budget = shared.limits.list_scan.max(1);
+    let budget = engine.limits.list_scan.max(1);
     let mut entries = Vec::new();
     let mut scanned = 0;
     // Filtered while scanning: `next` is the last visible name of a full page, or where the
     // scan budget ran out, sealed if the principal may not list that name.
     let next = loop {
-        let store = shared.store.clone();
+        let store = engine.store.clone();
         let prefix = req.prefix.clone();
         let after = position.clone();
         let want = LIST_PAGE.min(budget - scanned);
@@ -185,7 +185,7 @@ async fn list(shared: &Shared, p: &Principal, req: List) -> Result<Message, Erro
         let more = chunk.len() == want;
         for e in chunk {
             scanned += 1;
-            let visible = allows(shared, p, Op::List, &e.source);
+            let visible = allows(engine, p, Op::List, &e.source);
             position = Some(e.source.clone());
             if visible {
                 entries.push(to_wire(e));
@@ -201,7 +201,7 @@ async fn list(shared: &Shared, p: &Principal, req: List) -> Result<Message, Erro
             break None;
         };
         if entries.len() == LIST_PAGE || (more && scanned >= budget) {
-            if allows(shared, p, Op::List, last) {
+            if allows(engine, p, Op::List, last) {
                 break Some(last.to_owned());
             }
             let mut nonce = [0u8; 24];
@@ -216,12 +216,12 @@ async fn list(shared: &Shared, p: &Principal, req: List) -> Result<Message, Erro
 }
 
 async fn put<S: AsyncRead + AsyncWrite + Unpin>(
-    shared: &Shared,
+    engine: &Engine,
     wire: &mut Wire<S>,
     p: &Principal,
     req: Put,
 ) -> Result<(), Error> {
-    let name = match authorize(shared, p, Op::Put, &req.source) {
+    let name = match authorize(engine, p, Op::Put, &req.source) {
         Ok(n) => n,
         Err(m) => return wire.send(&m).await,
     };
@@ -234,7 +234,7 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(
             .await;
     }
     let writer = {
-        let store = shared.store.clone();
+        let store = engine.store.clone();
         blocking(move || Ok(store.begin_put()?)).await?
     };
     let (tx, spares, done) = pipe::spawn_writer(writer, |w| Ok(w.finish()?));
@@ -243,7 +243,7 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(
     let mut received = 0u64;
     let end = loop {
         let frame = tokio::time::timeout(
-            shared.limits.transfer_timeout,
+            engine.limits.transfer_timeout,
             wire.recv_reusing(Some(&spares)),
         )
         .await
@@ -301,7 +301,7 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(
             ))
             .await;
     }
-    let store = shared.store.clone();
+    let store = engine.store.clone();
     let by = p.name.clone();
     let entry = blocking(move || Ok(store.commit(name.as_str(), staged, &by, now())?)).await?;
     tracing::info!(
@@ -315,16 +315,16 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 async fn get<S: AsyncRead + AsyncWrite + Unpin>(
-    shared: &Shared,
+    engine: &Engine,
     wire: &mut Wire<S>,
     p: &Principal,
     req: Get,
 ) -> Result<(), Error> {
-    let name = match authorize(shared, p, Op::Get, &req.source) {
+    let name = match authorize(engine, p, Op::Get, &req.source) {
         Ok(n) => n,
         Err(m) => return wire.send(&m).await,
     };
-    let store = shared.store.clone();
+    let store = engine.store.clone();
     let version = req.version;
     let offset = req.offset;
     // Opening the blob and, when what is asked fits one frame, reading it: one trip to a
@@ -361,7 +361,7 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(
         entry: to_wire(entry),
         offset: req.offset,
     });
-    let deadline = shared.limits.transfer_timeout;
+    let deadline = engine.limits.transfer_timeout;
     let file = match blob {
         Blob::OffsetBeyondEnd => {
             return wire

@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::Error;
+use crate::engine::Engine;
 use crate::policy::Op;
-use crate::server::Shared;
 use crate::wire::Wire;
 
 /// Changes read from the log at a time.
@@ -29,7 +29,7 @@ const BATCH: usize = 256;
 /// Serves a `watch` request. Returns `Ok(false)` if it was refused and the connection goes
 /// on with requests, `Ok(true)` when the stream has ended and the connection must close.
 pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
-    shared: &Shared,
+    engine: &Engine,
     wire: &mut Wire<S>,
     p: &Principal,
     ip: IpAddr,
@@ -44,7 +44,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         .await?;
         return Ok(false);
     }
-    let mut feed = shared.feed.clone();
+    let mut feed = engine.feed.clone();
     feed.mark_seen();
     // Where the server is, and whether the requested position is still in the log.
     let start = feed.read(req.after.unwrap_or(0), 0).await?;
@@ -52,8 +52,8 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         None => start.last,
         Some(after) => after,
     };
-    let ping = shared.limits.watch_ping;
-    let deadline = shared.limits.transfer_timeout;
+    let ping = engine.limits.watch_ping;
+    let deadline = engine.limits.transfer_timeout;
     send(
         deadline,
         wire,
@@ -72,7 +72,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut last_sent = Instant::now();
     let mut byte = [0u8; 1];
     loop {
-        if !shared.still_valid(p, ip) {
+        if !engine.still_valid(p, ip) {
             tracing::info!("{} is no longer authorised; closing its watch", p.name);
             send(deadline, wire, Message::AuthFailed(Default::default())).await?;
             return Ok(true);
@@ -100,7 +100,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let full = page.changes.len() >= BATCH;
         for change in page.changes {
             cursor = change.seq;
-            if visible(shared, p, &req.prefix, &change) {
+            if visible(engine, p, &req.prefix, &change) {
                 send(deadline, wire, Message::Event(to_wire(change))).await?;
                 last_sent = Instant::now();
             }
@@ -142,8 +142,8 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Whether the principal sees this change: under the prefix, and a source its role may list
 /// (an event tells what a listing would).
-fn visible(shared: &Shared, p: &Principal, prefix: &str, c: &Change) -> bool {
-    c.source.starts_with(prefix) && crate::service::allows(shared, p, Op::List, &c.source)
+fn visible(engine: &Engine, p: &Principal, prefix: &str, c: &Change) -> bool {
+    c.source.starts_with(prefix) && crate::service::allows(engine, p, Op::List, &c.source)
 }
 
 fn to_wire(c: Change) -> WatchEvent {
