@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use ferry_proto::auth::{Method, Principal};
+use ferry_proto::auth::Principal;
 use ferry_proto::message::{
     Empty, ErrorCode, ErrorMsg, Message, OpaqueResponse, PasswordChangeProof, PasswordChangeStart,
     RegisterFinish,
@@ -12,28 +12,9 @@ use ferry_proto::secret::Exporter;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Error;
-use crate::accounts::session_id_text;
 use crate::engine::Engine;
 use crate::engine::authn::PasswordAttempt;
 use crate::wire::Wire;
-
-/// The generation of the user's record that the principal's password login proved (directly,
-/// or through a session a password login opened); `None` for any other principal.
-fn password_generation(engine: &Engine, p: &Principal) -> Option<u64> {
-    let method = match &p.method {
-        Method::Session { id } => engine
-            .sessions
-            .current()
-            .sessions
-            .get(&session_id_text(id))?
-            .origin_method()?,
-        m => m.clone(),
-    };
-    match method {
-        Method::Password { generation } => Some(generation),
-        _ => None,
-    }
-}
 
 /// Answers `auth_failed`, like every other authentication failure; the connection then ends.
 async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(wire: &mut Wire<S>) -> Result<bool, Error> {
@@ -76,7 +57,7 @@ pub(crate) async fn change_password<S: AsyncRead + AsyncWrite + Unpin>(
     peer: SocketAddr,
     req: PasswordChangeStart,
 ) -> Result<bool, Error> {
-    let Some(generation) = password_generation(engine, p) else {
+    let Some(generation) = engine.password_generation(p) else {
         wire.send(&Message::Error(ErrorMsg {
             code: ErrorCode::Forbidden,
             message: "only a user who logged in with a password can change it".into(),

@@ -353,8 +353,7 @@ async fn serve_connection(
                 }
             }
             msg @ (Message::MeshState(_) | Message::MeshList(_)) => {
-                crate::mesh::serve::handle(&engine.mesh, &engine.store, &mut wire, &principal, msg)
-                    .await?
+                crate::mesh::serve::handle(engine, &mut wire, &principal, msg).await?
             }
             Message::Watch(req) => {
                 let ended = crate::watch_service::serve(

@@ -4,9 +4,9 @@ use std::io::{Read, Seek, SeekFrom};
 
 use ferry_proto::auth::Principal;
 use ferry_proto::message::{
-    self, DeleteOk, ErrorCode, ErrorMsg, Get, GetOk, List, ListOk, Message, Put, PutReady,
+    self, DeleteOk, ErrorCode, ErrorMsg, Get, GetOk, ListOk, Message, Put, PutReady,
 };
-use ferry_proto::names::{SourceName, validate_prefix};
+use ferry_proto::names::SourceName;
 use ferry_store::Entry;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -25,9 +25,6 @@ enum Blob {
     /// More than a frame: streamed by a reader thread.
     Large(std::fs::File),
 }
-
-/// Entries per listing page; at most about 700 bytes each, so a page fits one frame.
-const LIST_PAGE: usize = 1000;
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Message {
     Message::Error(ErrorMsg {
@@ -51,31 +48,14 @@ fn now() -> u64 {
     crate::clock::now()
 }
 
-/// Whether the principal may do `op` on `source`. Mesh members read everything and write
-/// nothing (each peer's own clients write); everyone else as `ferry.toml`'s roles say.
-pub(crate) fn allows(engine: &Engine, p: &Principal, op: Op, source: &str) -> bool {
-    match p.method {
-        ferry_proto::auth::Method::Mesh { .. } => matches!(op, Op::Get | Op::Stat | Op::List),
-        _ => engine.policy.allows(p.role(), &p.name, op, source),
-    }
-}
-
 /// Checks the name and the principal's right; returns the refusal to send otherwise.
 fn authorize(engine: &Engine, p: &Principal, op: Op, source: &str) -> Result<SourceName, Message> {
-    let name =
-        SourceName::parse(source).map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
-    if !allows(engine, p, op, name.as_str()) {
-        return Err(error(
-            ErrorCode::Forbidden,
-            format!(
-                "role '{}' may not {} '{}'",
-                p.role().unwrap_or("-"),
-                op.as_str(),
-                name
-            ),
-        ));
-    }
-    Ok(name)
+    engine.authorize(p, op, source).map_err(refusal)
+}
+
+/// A refusal of the engine as the error message that answers it.
+pub(crate) fn refusal(r: crate::engine::Refusal) -> Message {
+    error(r.code, r.message)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -110,28 +90,21 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     let reply = match msg {
         Message::Put(req) => return put(engine, wire, p, req).await,
         Message::Get(req) => return get(engine, wire, p, req).await,
-        Message::Stat(req) => match authorize(engine, p, Op::Stat, &req.source) {
-            Err(m) => m,
-            Ok(name) => {
-                let store = engine.store.clone();
-                match read_store(move || Ok(store.stat(name.as_str())?)).await? {
-                    Some(e) => Message::StatOk(to_wire(e)),
-                    None => error(ErrorCode::NotFound, format!("no source '{}'", req.source)),
-                }
-            }
+        Message::Stat(req) => match engine.stat(p, req).await? {
+            Ok(e) => Message::StatOk(to_wire(e)),
+            Err(r) => refusal(r),
         },
-        Message::Delete(req) => match authorize(engine, p, Op::Delete, &req.source) {
-            Err(m) => m,
-            Ok(name) => {
-                let store = engine.store.clone();
-                let by = p.name.clone();
-                match blocking(move || Ok(store.delete(name.as_str(), &by, now())?)).await? {
-                    Some(version) => Message::DeleteOk(DeleteOk { version }),
-                    None => error(ErrorCode::NotFound, format!("no source '{}'", req.source)),
-                }
-            }
+        Message::Delete(req) => match engine.delete(p, req).await? {
+            Ok(version) => Message::DeleteOk(DeleteOk { version }),
+            Err(r) => refusal(r),
         },
-        Message::List(req) => list(engine, p, req).await?,
+        Message::List(req) => match engine.list(p, req).await? {
+            Ok(page) => Message::ListOk(ListOk {
+                entries: page.entries.into_iter().map(to_wire).collect(),
+                next: page.next,
+            }),
+            Err(r) => refusal(r),
+        },
         other => {
             let m = error(
                 ErrorCode::BadRequest,
@@ -145,74 +118,6 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     wire.send(&reply).await
-}
-
-/// Names a listing examines per request at most, visible or not (the default of
-/// `Limits::list_scan`): a principal that may list few of many names gets pages with fewer
-/// entries, never an unbounded scan.
-pub(crate) const LIST_SCAN_BUDGET: usize = 16 * LIST_PAGE;
-
-async fn list(engine: &Engine, p: &Principal, req: List) -> Result<Message, Error> {
-    if let Err(e) = validate_prefix(&req.prefix) {
-        return Ok(error(ErrorCode::BadRequest, e.to_string()));
-    }
-    let key = ferry_proto::cursor::CursorKey::derive(&engine.master);
-    // `after` is a source name, or a cursor this server sealed for this principal and prefix.
-    let mut position = match req.after.as_deref() {
-        None => None,
-        Some(c) if c.starts_with(ferry_proto::cursor::MARK) => {
-            match key.open(&p.name, &req.prefix, c) {
-                Some(name) => Some(name),
-                None => return Ok(error(ErrorCode::BadRequest, "invalid listing cursor")),
-            }
-        }
-        Some(name) => match SourceName::parse(name) {
-            Ok(n) => Some(n.as_str().to_owned()),
-            Err(e) => return Ok(error(ErrorCode::BadRequest, format!("after: {e}"))),
-        },
-    };
-    let budget = engine.limits.list_scan.max(1);
-    let mut entries = Vec::new();
-    let mut scanned = 0;
-    // Filtered while scanning: `next` is the last visible name of a full page, or where the
-    // scan budget ran out, sealed if the principal may not list that name.
-    let next = loop {
-        let store = engine.store.clone();
-        let prefix = req.prefix.clone();
-        let after = position.clone();
-        let want = LIST_PAGE.min(budget - scanned);
-        let chunk = blocking(move || Ok(store.list(&prefix, after.as_deref(), want)?)).await?;
-        let more = chunk.len() == want;
-        for e in chunk {
-            scanned += 1;
-            let visible = allows(engine, p, Op::List, &e.source);
-            position = Some(e.source.clone());
-            if visible {
-                entries.push(to_wire(e));
-                if entries.len() == LIST_PAGE {
-                    break;
-                }
-            }
-            if scanned == budget {
-                break;
-            }
-        }
-        let Some(last) = position.as_deref() else {
-            break None;
-        };
-        if entries.len() == LIST_PAGE || (more && scanned >= budget) {
-            if allows(engine, p, Op::List, last) {
-                break Some(last.to_owned());
-            }
-            let mut nonce = [0u8; 24];
-            crate::tls::random_bytes(&mut nonce)?;
-            break Some(key.seal(nonce, &p.name, &req.prefix, last));
-        }
-        if !more {
-            break None;
-        }
-    };
-    Ok(Message::ListOk(ListOk { entries, next }))
 }
 
 async fn put<S: AsyncRead + AsyncWrite + Unpin>(

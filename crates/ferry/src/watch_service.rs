@@ -143,7 +143,7 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
 /// Whether the principal sees this change: under the prefix, and a source its role may list
 /// (an event tells what a listing would).
 fn visible(engine: &Engine, p: &Principal, prefix: &str, c: &Change) -> bool {
-    c.source.starts_with(prefix) && crate::service::allows(engine, p, Op::List, &c.source)
+    c.source.starts_with(prefix) && engine.allows(p, Op::List, &c.source)
 }
 
 fn to_wire(c: Change) -> WatchEvent {

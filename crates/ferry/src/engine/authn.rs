@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ferry_proto::auth::{KnownUser, Method, Principal, ServerContext, StoredSession};
+use ferry_proto::auth::{KnownUser, ServerContext, StoredSession};
 use ferry_proto::claims::Claims;
 use ferry_proto::password::{KsfParams, OpaqueKeys};
 use ferry_proto::secret::MasterKey;
@@ -16,9 +16,9 @@ use crate::accounts::{Invites, Sessions, Users, session_id_text};
 use crate::registry::Registry;
 
 pub(crate) struct AuthCtx<'a> {
-    engine: &'a Engine,
-    registry: Arc<Registry>,
-    users: Arc<Users>,
+    pub(super) engine: &'a Engine,
+    pub(super) registry: Arc<Registry>,
+    pub(super) users: Arc<Users>,
     invites: Arc<Invites>,
     sessions: Arc<Sessions>,
     ip: IpAddr,
@@ -87,21 +87,7 @@ impl<'a> AuthCtx<'a> {
         }
     }
 
-    /// Whether a principal may (still) act: its credential current, its user present, its
-    /// session live.
-    fn valid(&self, p: &Principal) -> bool {
-        match &p.method {
-            Method::Psk { epoch } => self.registry.is_current(&p.name, *epoch),
-            Method::Password { generation } => {
-                current_generation(&self.users, &p.name, *generation)
-            }
-            Method::Session { id } => self.live_session(id).is_some(),
-            Method::Mesh { device, epoch } => self.engine.mesh.still_valid(device, *epoch),
-            _ => false,
-        }
-    }
-
-    fn live_session(&self, id: &SessionId) -> Option<StoredSession> {
+    pub(crate) fn live_session(&self, id: &SessionId) -> Option<StoredSession> {
         let entry = self.sessions.sessions.get(&session_id_text(id))?;
         if !entry.live(self.now) {
             return None;
@@ -168,31 +154,5 @@ impl ServerContext for AuthCtx<'_> {
             self.engine.session_limits.idle_secs,
             self.engine.session_limits.max_secs,
         )
-    }
-}
-
-/// Whether `name` exists with its record still of `generation` (no password change, reset,
-/// re-registration or re-invitation since).
-fn current_generation(users: &Users, name: &str, generation: u64) -> bool {
-    users
-        .users
-        .get(name)
-        .is_some_and(|u| u.generation == generation)
-}
-
-impl Engine {
-    /// Whether a principal authenticated earlier may still act (not revoked, not re-issued,
-    /// user not removed, its record not changed since the login, session not ended).
-    ///
-    /// Runs before every request, so it reads only the file the principal depends on: a
-    /// credential needs the client registry alone, a password login the users alone.
-    pub(crate) fn still_valid(&self, p: &Principal, ip: IpAddr) -> bool {
-        match &p.method {
-            Method::Psk { epoch } => self.registry.current().is_current(&p.name, *epoch),
-            Method::Password { generation } => {
-                current_generation(&self.users.current(), &p.name, *generation)
-            }
-            _ => AuthCtx::new(self, ip, crate::clock::now()).valid(p),
-        }
     }
 }

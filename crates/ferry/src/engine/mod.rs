@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_proto::message::ErrorCode;
 use ferry_proto::password::{KsfParams, OpaqueKeys};
 use ferry_proto::secret::MasterKey;
 use ferry_store::{Store, StoreOptions};
@@ -25,6 +26,61 @@ use crate::registry::LiveRegistry;
 use crate::server_dir::ServerDir;
 
 pub(crate) mod authn;
+mod authz;
+mod delete;
+mod list;
+mod stat;
+
+pub(crate) use list::LIST_SCAN_BUDGET;
+
+/// A request the engine refuses, and why: the front answers it as an error message and goes
+/// on with the next request.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The refusal of a source that does not exist.
+    pub(crate) fn not_found(source: &str) -> Self {
+        Self::new(ErrorCode::NotFound, format!("no source '{source}'"))
+    }
+}
+
+/// What an operation comes to: its reply, or a refusal to answer (`Ok(Err(..))`); `Err` means
+/// the server failed and the connection must close.
+pub(crate) type Outcome<T> = Result<Result<T, Refusal>, Error>;
+
+/// Runs blocking store work (writes, which fsync; scans) on a blocking thread.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    crate::pipe::join(tokio::task::spawn_blocking(f)).await
+}
+
+/// Runs a short store read (an index lookup, opening or reading at most one frame of a
+/// blob). On a multi-thread runtime it runs in place: `block_in_place` hands this worker's
+/// other tasks to another thread, and the request does not wait for a blocking thread to
+/// wake up and for its answer to come back. On any other runtime it goes to a blocking
+/// thread like [`blocking`]. Writes (which fsync) always go to a blocking thread.
+pub(crate) async fn read_store<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(f)
+    } else {
+        blocking(f).await
+    }
+}
 
 /// Limits a server enforces.
 #[derive(Clone, Debug)]
@@ -98,7 +154,7 @@ impl Engine {
             max_pending_per_address: config.max_pending_per_address,
             shutdown_grace: Duration::from_secs(5),
             watch_ping: Duration::from_millis(ferry_proto::message::DEFAULT_PING_MS),
-            list_scan: crate::service::LIST_SCAN_BUDGET,
+            list_scan: LIST_SCAN_BUDGET,
         };
         let store = Arc::new(store);
         let feed = ChangeFeed::install(store.clone())?;

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ferry_proto::auth::{Method, Principal};
+use ferry_proto::auth::Principal;
 use ferry_proto::mesh::join::Opener;
 use ferry_proto::mesh::member_auth::{self, MeshDirectory};
 use ferry_proto::mesh::state::{Member, MeshState};
@@ -250,13 +250,12 @@ pub(crate) async fn join<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Answers `mesh_state` and `mesh_list` from a member.
 pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
-    mesh: &MeshShared,
-    store: &std::sync::Arc<ferry_store::Store>,
+    engine: &crate::engine::Engine,
     wire: &mut Wire<S>,
     p: &Principal,
     msg: Message,
 ) -> Result<(), Error> {
-    if !matches!(p.method, Method::Mesh { .. }) {
+    if !engine.may_sync_mesh(p) {
         return Err(Error::Protocol(format!(
             "{} from a non-member",
             msg.type_name()
@@ -264,14 +263,14 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     }
     match msg {
         Message::MeshState(_) => {
-            let state = mesh.state.current();
+            let state = engine.mesh.state.current();
             match &state.0 {
                 Some(s) => wire.send(&Message::MeshStateOk(Box::new(s.grant()))).await,
                 None => Err(Error::Protocol("no mesh".into())),
             }
         }
         Message::MeshList(MeshList { after }) => {
-            let store = store.clone();
+            let store = engine.store.clone();
             let page = crate::pipe::join(tokio::task::spawn_blocking(move || {
                 Ok(store.heads(after.as_deref(), LIST_PAGE + 1)?)
             }))
