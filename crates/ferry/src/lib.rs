@@ -28,6 +28,7 @@
 mod account_service;
 pub mod accounts;
 mod admission;
+mod buf;
 pub mod changes;
 pub mod client;
 pub mod clock;

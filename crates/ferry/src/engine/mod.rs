@@ -28,10 +28,14 @@ use crate::server_dir::ServerDir;
 pub(crate) mod authn;
 mod authz;
 mod delete;
+mod get;
 mod list;
+mod put;
 mod stat;
 
+pub(crate) use get::{Body, GetReply};
 pub(crate) use list::LIST_SCAN_BUDGET;
+pub(crate) use put::{Failed, TooMuch};
 
 /// A request the engine refuses, and why: the front answers it as an error message and goes
 /// on with the next request.
