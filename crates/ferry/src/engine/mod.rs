@@ -30,8 +30,10 @@ mod authz;
 mod delete;
 mod get;
 mod list;
+pub(crate) mod mesh;
 mod put;
 mod stat;
+mod watch;
 
 pub(crate) use get::{Body, GetReply};
 pub(crate) use list::LIST_SCAN_BUDGET;
@@ -128,7 +130,7 @@ pub(crate) struct Engine {
     pub(crate) limiter: Limiter,
     pub(crate) session_limits: SessionLimits,
     pub(crate) new_ksf: KsfParams,
-    pub(crate) mesh: crate::mesh::serve::MeshShared,
+    pub(crate) mesh: mesh::MeshShared,
 }
 
 impl Engine {
@@ -177,7 +179,7 @@ impl Engine {
             limiter: Limiter::new(config.login.clone()),
             session_limits: config.sessions.clone(),
             new_ksf: config.password,
-            mesh: crate::mesh::serve::MeshShared::open(dir, device, config.mesh.max_join_failures)?,
+            mesh: mesh::MeshShared::open(dir, device, config.mesh.max_join_failures)?,
             dir: dir.clone(),
         })
     }
