@@ -1,19 +1,15 @@
-//! Requests about one's own account, served after authentication.
+//! The TLS front of requests about one's own account: moves the password change's messages
+//! between the connection and the engine's steps (engine/account.rs).
 
 use std::net::SocketAddr;
 
 use ferry_proto::auth::Principal;
-use ferry_proto::message::{
-    Empty, ErrorCode, ErrorMsg, Message, OpaqueResponse, PasswordChangeProof, PasswordChangeStart,
-    RegisterFinish,
-};
-use ferry_proto::password;
+use ferry_proto::message::{Empty, Message, PasswordChangeStart};
 use ferry_proto::secret::Exporter;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Error;
 use crate::engine::Engine;
-use crate::engine::authn::PasswordAttempt;
 use crate::wire::Wire;
 
 /// Answers `auth_failed`, like every other authentication failure; the connection then ends.
@@ -43,12 +39,8 @@ async fn next<S: AsyncRead + AsyncWrite + Unpin>(
 /// S→C password_change_ok       {}
 /// ```
 ///
-/// The login runs against the record of the connection's own generation, with this
-/// connection's exporter as OPAQUE's context, under the same limiter as logins (an admitted
-/// attempt counts as a failure unless it verifies, also when the client hangs up). Any
-/// failure answers `auth_failed` and ends the connection (returns `Ok(true)`). On success the
-/// record gets a new generation, which ends every older connection and session of the user,
-/// this one included (its next request is refused).
+/// Any failure answers `auth_failed` and ends the connection (returns `Ok(true)`); a
+/// principal that did not log in with a password is refused as a request (`Ok(false)`).
 pub(crate) async fn change_password<S: AsyncRead + AsyncWrite + Unpin>(
     engine: &Engine,
     wire: &mut Wire<S>,
@@ -57,107 +49,30 @@ pub(crate) async fn change_password<S: AsyncRead + AsyncWrite + Unpin>(
     peer: SocketAddr,
     req: PasswordChangeStart,
 ) -> Result<bool, Error> {
-    let Some(generation) = engine.password_generation(p) else {
-        wire.send(&Message::Error(ErrorMsg {
-            code: ErrorCode::Forbidden,
-            message: "only a user who logged in with a password can change it".into(),
-        }))
+    let (response, proof) = match engine.password_change(p, exporter, peer, req) {
+        Err(r) => {
+            wire.send(&crate::service::refusal(r)).await?;
+            return Ok(false);
+        }
+        Ok(Err(_)) => return refuse(wire).await,
+        Ok(Ok(step)) => step,
+    };
+    wire.send(&Message::PasswordChangeResponse(response))
         .await?;
-        return Ok(false);
+    let finish = match next(engine, wire).await? {
+        Message::PasswordChangeProof(m) => proof.prove(m),
+        m => Err(proof.abandoned(m.type_name())),
     };
-    // Like a login: a locked user, or a record that changed since this connection's login
-    // (it is refused at its next request anyway), gets a dummy record and fails alike.
-    let now = crate::clock::now();
-    let admitted = engine.limiter.allowed(&p.name, peer.ip(), now);
-    let users = engine.users.current();
-    let found = users
-        .users
-        .get(&p.name)
-        .filter(|u| u.generation == generation);
-    let ksf = found.map_or(engine.new_ksf, |u| u.ksf);
-    let record = found.filter(|_| admitted).and_then(|u| u.user_record());
-    drop(users);
-    let mut attempt =
-        admitted.then(|| PasswordAttempt::new(&engine.limiter, p.name.clone(), peer.ip(), now));
-    let started = password::server_login_start(
-        &mut rand_core::OsRng,
-        &engine.opaque,
-        &p.name,
-        record.as_ref(),
-        &req.request,
-        exporter.expose_secret(),
-    );
-    let Ok((response, state)) = started else {
-        tracing::warn!("{peer}: password change by {} refused (bad KE1)", p.name);
+    let Ok((response, finish)) = finish else {
         return refuse(wire).await;
     };
-    wire.send(&Message::PasswordChangeResponse(OpaqueResponse {
-        response,
-        ksf,
-    }))
-    .await?;
-    let PasswordChangeProof {
-        finalization,
-        request,
-    } = match next(engine, wire).await? {
-        Message::PasswordChangeProof(m) => m,
-        m => {
-            // `password_login_failed`: the client saw that its current password was wrong.
-            tracing::warn!(
-                "{peer}: password change by {} refused ({})",
-                p.name,
-                m.type_name()
-            );
-            return refuse(wire).await;
-        }
+    wire.send(&Message::RegisterResponse(response)).await?;
+    let Message::PasswordChangeFinish(m) = next(engine, wire).await? else {
+        return refuse(wire).await;
     };
-    // Verify even for a dummy record, so every path costs the same.
-    let proved = password::server_login_finish(state, &finalization, exporter.expose_secret());
-    if !(proved && record.is_some()) {
-        tracing::warn!(
-            "{peer}: password change by {} refused (current password not proved)",
-            p.name
-        );
+    if finish.finish(m).await?.is_err() {
         return refuse(wire).await;
     }
-    if let Some(a) = attempt.as_mut() {
-        a.succeeded();
-    }
-    drop(attempt);
-    let Ok(response) = password::server_register_start(&engine.opaque, &p.name, &request) else {
-        return refuse(wire).await;
-    };
-    let new_ksf = engine.new_ksf;
-    wire.send(&Message::RegisterResponse(OpaqueResponse {
-        response,
-        ksf: new_ksf,
-    }))
-    .await?;
-    let Message::PasswordChangeFinish(RegisterFinish { upload }) = next(engine, wire).await? else {
-        return refuse(wire).await;
-    };
-    let Ok(new_record) = password::server_register_finish(&upload, new_ksf) else {
-        return refuse(wire).await;
-    };
-    let dir = engine.dir.clone();
-    let name = p.name.clone();
-    let changed = crate::pipe::join(tokio::task::spawn_blocking(move || {
-        dir.set_password(&name, generation, &new_record, crate::clock::now())
-            .map(|g| g.is_some())
-    }))
-    .await;
-    match changed {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(
-                "{peer}: password change by {} refused (record changed meanwhile)",
-                p.name
-            );
-            return refuse(wire).await;
-        }
-        Err(e) => return Err(e),
-    }
-    tracing::info!("{peer}: {} changed their password", p.name);
     wire.send(&Message::PasswordChangeOk(Empty {})).await?;
     Ok(false)
 }

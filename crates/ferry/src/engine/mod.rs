@@ -25,6 +25,7 @@ use crate::policy::Policy;
 use crate::registry::LiveRegistry;
 use crate::server_dir::ServerDir;
 
+mod account;
 pub(crate) mod authn;
 mod authz;
 mod delete;
