@@ -16,7 +16,6 @@ use tokio::task::JoinSet;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 
-use crate::accounts::{SessionEntry, session_id_text};
 use crate::admission::{Admission, Pending};
 use crate::changes::ChangeFeed;
 use crate::engine::Engine;
@@ -201,10 +200,6 @@ impl BoundServer {
     }
 }
 
-async fn blocking(f: impl FnOnce() -> Result<(), Error> + Send + 'static) -> Result<(), Error> {
-    crate::pipe::join(tokio::task::spawn_blocking(f)).await
-}
-
 /// A fatal TLS alert `no_application_protocol` (RFC 8446 §6, RFC 7301 §3.2) as a plaintext
 /// record: what the server sends, before any handshake message of its own, to a ClientHello
 /// that does not offer `ferry/1`.
@@ -322,8 +317,7 @@ async fn serve_connection(
         };
         if let Message::Logout(_) = msg {
             if let Some(id) = session {
-                let dir = engine.dir.clone();
-                blocking(move || dir.revoke_session(&session_id_text(&id)).map(|_| ())).await?;
+                engine.end_session(id).await?;
                 tracing::info!("{peer}: {} logged out", principal.name);
             }
             wire.send(&Message::LogoutOk(Default::default())).await?;
@@ -441,30 +435,7 @@ async fn authenticate(
                 principal,
                 session,
             } => {
-                let mut session_id = None;
-                if let Some(s) = session
-                    && let Some(origin) = SessionEntry::origin_of(&principal.method)
-                {
-                    let entry = SessionEntry {
-                        name: principal.name.clone(),
-                        attributes: principal.attributes.clone(),
-                        origin,
-                        secret: s.secret,
-                        created: now,
-                        last_used: now,
-                        idle_secs: s.idle_secs,
-                        expires: s.expires,
-                    };
-                    let dir = engine.dir.clone();
-                    let id = s.id;
-                    blocking(move || dir.add_session(&id, entry, now)).await?;
-                    session_id = Some(s.id);
-                }
-                if let Method::Session { id } = principal.method {
-                    let dir = engine.dir.clone();
-                    blocking(move || dir.touch_session(&id, now)).await?;
-                    session_id = Some(id);
-                }
+                let session_id = engine.accepted(&principal, session, now).await?;
                 if let Some(a) = attempt.as_mut()
                     && matches!(principal.method, Method::Password { .. })
                 {
@@ -486,12 +457,8 @@ async fn authenticate(
                 invite,
                 record,
             } => {
-                let dir = engine.dir.clone();
                 let name = invite.name().to_owned();
-                let stored = crate::pipe::join(tokio::task::spawn_blocking(move || {
-                    dir.register_user(&invite, &record, now)
-                }))
-                .await?;
+                let stored = engine.register(invite, record, now).await?;
                 if stored {
                     tracing::info!("{peer}: registered user {name}");
                     wire.send(&reply).await?;

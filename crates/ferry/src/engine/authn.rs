@@ -1,18 +1,21 @@
 //! Authentication's questions answered from the engine's state: the context the sans-IO
-//! exchanges of `ferry_proto::auth` ask (registry, users, invites, sessions, limiter), and the
-//! drop guard that counts every evaluated password guess.
+//! exchanges of `ferry_proto::auth` ask (registry, users, invites, sessions, limiter), the
+//! drop guard that counts every evaluated password guess, and what an exchange's outcome
+//! writes (the session it opens or resumes, the user an invite registers, a logout).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ferry_proto::auth::{KnownUser, ServerContext, StoredSession};
+use ferry_proto::auth::{KnownUser, Method, NewSession, Principal, ServerContext, StoredSession};
 use ferry_proto::claims::Claims;
+use ferry_proto::password::UserRecord;
 use ferry_proto::password::{KsfParams, OpaqueKeys};
 use ferry_proto::secret::MasterKey;
 use ferry_proto::session::SessionId;
 
-use super::Engine;
-use crate::accounts::{Invites, Sessions, Users, session_id_text};
+use super::{Engine, blocking};
+use crate::Error;
+use crate::accounts::{Invites, SessionEntry, Sessions, Users, session_id_text};
 use crate::registry::Registry;
 
 pub(crate) struct AuthCtx<'a> {
@@ -154,5 +157,60 @@ impl ServerContext for AuthCtx<'_> {
             self.engine.session_limits.idle_secs,
             self.engine.session_limits.max_secs,
         )
+    }
+}
+
+impl Engine {
+    /// Records an accepted authentication: stores the session it opens, or marks the resumed
+    /// one used. Returns the session the connection belongs to.
+    pub(crate) async fn accepted(
+        &self,
+        principal: &Principal,
+        session: Option<NewSession>,
+        now: u64,
+    ) -> Result<Option<SessionId>, Error> {
+        let mut session_id = None;
+        if let Some(s) = session
+            && let Some(origin) = SessionEntry::origin_of(&principal.method)
+        {
+            let entry = SessionEntry {
+                name: principal.name.clone(),
+                attributes: principal.attributes.clone(),
+                origin,
+                secret: s.secret,
+                created: now,
+                last_used: now,
+                idle_secs: s.idle_secs,
+                expires: s.expires,
+            };
+            let dir = self.dir.clone();
+            let id = s.id;
+            blocking(move || dir.add_session(&id, entry, now)).await?;
+            session_id = Some(s.id);
+        }
+        if let Method::Session { id } = principal.method {
+            let dir = self.dir.clone();
+            blocking(move || dir.touch_session(&id, now)).await?;
+            session_id = Some(id);
+        }
+        Ok(session_id)
+    }
+
+    /// Registers the user an invite names with its new record; `false` if another
+    /// registration spent the invite first.
+    pub(crate) async fn register(
+        &self,
+        invite: Claims,
+        record: UserRecord,
+        now: u64,
+    ) -> Result<bool, Error> {
+        let dir = self.dir.clone();
+        blocking(move || dir.register_user(&invite, &record, now)).await
+    }
+
+    /// Ends a session (logout).
+    pub(crate) async fn end_session(&self, id: SessionId) -> Result<(), Error> {
+        let dir = self.dir.clone();
+        blocking(move || dir.revoke_session(&session_id_text(&id)).map(|_| ())).await
     }
 }
