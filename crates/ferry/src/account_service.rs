@@ -1,38 +1,16 @@
-//! Requests about one's own account, served after authentication.
+//! The TLS front of requests about one's own account: moves the password change's messages
+//! between the connection and the engine's steps (engine/account.rs).
 
 use std::net::SocketAddr;
 
-use ferry_proto::auth::{Method, Principal};
-use ferry_proto::message::{
-    Empty, ErrorCode, ErrorMsg, Message, OpaqueResponse, PasswordChangeProof, PasswordChangeStart,
-    RegisterFinish,
-};
-use ferry_proto::password;
+use ferry_proto::auth::Principal;
+use ferry_proto::message::{Empty, Message, PasswordChangeStart};
 use ferry_proto::secret::Exporter;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Error;
-use crate::accounts::session_id_text;
-use crate::server::{PasswordAttempt, Shared};
+use crate::engine::Engine;
 use crate::wire::Wire;
-
-/// The generation of the user's record that the principal's password login proved (directly,
-/// or through a session a password login opened); `None` for any other principal.
-fn password_generation(shared: &Shared, p: &Principal) -> Option<u64> {
-    let method = match &p.method {
-        Method::Session { id } => shared
-            .sessions
-            .current()
-            .sessions
-            .get(&session_id_text(id))?
-            .origin_method()?,
-        m => m.clone(),
-    };
-    match method {
-        Method::Password { generation } => Some(generation),
-        _ => None,
-    }
-}
 
 /// Answers `auth_failed`, like every other authentication failure; the connection then ends.
 async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(wire: &mut Wire<S>) -> Result<bool, Error> {
@@ -42,10 +20,10 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(wire: &mut Wire<S>) -> Result
 
 /// Waits for the client's next message in the exchange.
 async fn next<S: AsyncRead + AsyncWrite + Unpin>(
-    shared: &Shared,
+    engine: &Engine,
     wire: &mut Wire<S>,
 ) -> Result<Message, Error> {
-    tokio::time::timeout(shared.limits.transfer_timeout, wire.recv_message())
+    tokio::time::timeout(engine.limits.transfer_timeout, wire.recv_message())
         .await
         .map_err(|_| Error::Timeout("the password change"))?
 }
@@ -61,121 +39,40 @@ async fn next<S: AsyncRead + AsyncWrite + Unpin>(
 /// S→C password_change_ok       {}
 /// ```
 ///
-/// The login runs against the record of the connection's own generation, with this
-/// connection's exporter as OPAQUE's context, under the same limiter as logins (an admitted
-/// attempt counts as a failure unless it verifies, also when the client hangs up). Any
-/// failure answers `auth_failed` and ends the connection (returns `Ok(true)`). On success the
-/// record gets a new generation, which ends every older connection and session of the user,
-/// this one included (its next request is refused).
+/// Any failure answers `auth_failed` and ends the connection (returns `Ok(true)`); a
+/// principal that did not log in with a password is refused as a request (`Ok(false)`).
 pub(crate) async fn change_password<S: AsyncRead + AsyncWrite + Unpin>(
-    shared: &Shared,
+    engine: &Engine,
     wire: &mut Wire<S>,
     p: &Principal,
     exporter: &Exporter,
     peer: SocketAddr,
     req: PasswordChangeStart,
 ) -> Result<bool, Error> {
-    let Some(generation) = password_generation(shared, p) else {
-        wire.send(&Message::Error(ErrorMsg {
-            code: ErrorCode::Forbidden,
-            message: "only a user who logged in with a password can change it".into(),
-        }))
+    let (response, proof) = match engine.password_change(p, exporter, peer, req) {
+        Err(r) => {
+            wire.send(&crate::service::refusal(r)).await?;
+            return Ok(false);
+        }
+        Ok(Err(_)) => return refuse(wire).await,
+        Ok(Ok(step)) => step,
+    };
+    wire.send(&Message::PasswordChangeResponse(response))
         .await?;
-        return Ok(false);
+    let finish = match next(engine, wire).await? {
+        Message::PasswordChangeProof(m) => proof.prove(m),
+        m => Err(proof.abandoned(m.type_name())),
     };
-    // Like a login: a locked user, or a record that changed since this connection's login
-    // (it is refused at its next request anyway), gets a dummy record and fails alike.
-    let now = crate::clock::now();
-    let admitted = shared.limiter.allowed(&p.name, peer.ip(), now);
-    let users = shared.users.current();
-    let found = users
-        .users
-        .get(&p.name)
-        .filter(|u| u.generation == generation);
-    let ksf = found.map_or(shared.new_ksf, |u| u.ksf);
-    let record = found.filter(|_| admitted).and_then(|u| u.user_record());
-    drop(users);
-    let mut attempt =
-        admitted.then(|| PasswordAttempt::new(&shared.limiter, p.name.clone(), peer.ip(), now));
-    let started = password::server_login_start(
-        &mut rand_core::OsRng,
-        &shared.opaque,
-        &p.name,
-        record.as_ref(),
-        &req.request,
-        exporter.expose_secret(),
-    );
-    let Ok((response, state)) = started else {
-        tracing::warn!("{peer}: password change by {} refused (bad KE1)", p.name);
+    let Ok((response, finish)) = finish else {
         return refuse(wire).await;
     };
-    wire.send(&Message::PasswordChangeResponse(OpaqueResponse {
-        response,
-        ksf,
-    }))
-    .await?;
-    let PasswordChangeProof {
-        finalization,
-        request,
-    } = match next(shared, wire).await? {
-        Message::PasswordChangeProof(m) => m,
-        m => {
-            // `password_login_failed`: the client saw that its current password was wrong.
-            tracing::warn!(
-                "{peer}: password change by {} refused ({})",
-                p.name,
-                m.type_name()
-            );
-            return refuse(wire).await;
-        }
+    wire.send(&Message::RegisterResponse(response)).await?;
+    let Message::PasswordChangeFinish(m) = next(engine, wire).await? else {
+        return refuse(wire).await;
     };
-    // Verify even for a dummy record, so every path costs the same.
-    let proved = password::server_login_finish(state, &finalization, exporter.expose_secret());
-    if !(proved && record.is_some()) {
-        tracing::warn!(
-            "{peer}: password change by {} refused (current password not proved)",
-            p.name
-        );
+    if finish.finish(m).await?.is_err() {
         return refuse(wire).await;
     }
-    if let Some(a) = attempt.as_mut() {
-        a.succeeded();
-    }
-    drop(attempt);
-    let Ok(response) = password::server_register_start(&shared.opaque, &p.name, &request) else {
-        return refuse(wire).await;
-    };
-    let new_ksf = shared.new_ksf;
-    wire.send(&Message::RegisterResponse(OpaqueResponse {
-        response,
-        ksf: new_ksf,
-    }))
-    .await?;
-    let Message::PasswordChangeFinish(RegisterFinish { upload }) = next(shared, wire).await? else {
-        return refuse(wire).await;
-    };
-    let Ok(new_record) = password::server_register_finish(&upload, new_ksf) else {
-        return refuse(wire).await;
-    };
-    let dir = shared.dir.clone();
-    let name = p.name.clone();
-    let changed = crate::pipe::join(tokio::task::spawn_blocking(move || {
-        dir.set_password(&name, generation, &new_record, crate::clock::now())
-            .map(|g| g.is_some())
-    }))
-    .await;
-    match changed {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(
-                "{peer}: password change by {} refused (record changed meanwhile)",
-                p.name
-            );
-            return refuse(wire).await;
-        }
-        Err(e) => return Err(e),
-    }
-    tracing::info!("{peer}: {} changed their password", p.name);
     wire.send(&Message::PasswordChangeOk(Empty {})).await?;
     Ok(false)
 }

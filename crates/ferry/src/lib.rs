@@ -28,10 +28,12 @@
 mod account_service;
 pub mod accounts;
 mod admission;
+mod buf;
 pub mod changes;
 pub mod client;
 pub mod clock;
 pub mod config;
+mod engine;
 mod error;
 mod fdlimit;
 pub mod fsutil;

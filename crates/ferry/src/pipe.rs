@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::Error;
-use crate::wire::{Chunk, Spares};
+use crate::buf::{Chunk, Spares};
 
 /// Bytes of data per frame.
 pub const CHUNK: usize = 256 * 1024;

@@ -1,33 +1,19 @@
-//! The data service: one function per request.
-
-use std::io::{Read, Seek, SeekFrom};
+//! The TLS front of the data service: decodes put, get, stat, list and delete, calls the
+//! engine (one file per operation in engine/), encodes its reply and moves body bytes
+//! between the connection and the engine's body sources.
 
 use ferry_proto::auth::Principal;
 use ferry_proto::message::{
-    self, DeleteOk, ErrorCode, ErrorMsg, Get, GetOk, List, ListOk, Message, Put, PutReady,
+    self, DeleteOk, ErrorCode, ErrorMsg, Get, GetOk, ListOk, Message, Put, PutReady,
 };
-use ferry_proto::names::{SourceName, validate_prefix};
 use ferry_store::Entry;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Error;
-use crate::pipe::{self, WriteCmd};
-use crate::policy::Op;
-use crate::server::Shared;
-use crate::wire::{Chunk, Incoming, Wire};
-
-/// What a get found, read on the blocking thread.
-enum Blob {
-    /// The offset asked for lies beyond the end.
-    OffsetBeyondEnd,
-    /// All that is asked, read already: it fits one frame.
-    Small(Chunk),
-    /// More than a frame: streamed by a reader thread.
-    Large(std::fs::File),
-}
-
-/// Entries per listing page; at most about 700 bytes each, so a page fits one frame.
-const LIST_PAGE: usize = 1000;
+use crate::engine::Engine;
+use crate::engine::{Body, Failed, GetReply, TooMuch};
+use crate::pipe;
+use crate::wire::{Incoming, Wire};
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Message {
     Message::Error(ErrorMsg {
@@ -47,91 +33,36 @@ fn to_wire(e: Entry) -> message::Entry {
     }
 }
 
-fn now() -> u64 {
-    crate::clock::now()
-}
-
-/// Whether the principal may do `op` on `source`. Mesh members read everything and write
-/// nothing (each peer's own clients write); everyone else as `ferry.toml`'s roles say.
-pub(crate) fn allows(shared: &Shared, p: &Principal, op: Op, source: &str) -> bool {
-    match p.method {
-        ferry_proto::auth::Method::Mesh { .. } => matches!(op, Op::Get | Op::Stat | Op::List),
-        _ => shared.policy.allows(p.role(), &p.name, op, source),
-    }
-}
-
-/// Checks the name and the principal's right; returns the refusal to send otherwise.
-fn authorize(shared: &Shared, p: &Principal, op: Op, source: &str) -> Result<SourceName, Message> {
-    let name =
-        SourceName::parse(source).map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
-    if !allows(shared, p, op, name.as_str()) {
-        return Err(error(
-            ErrorCode::Forbidden,
-            format!(
-                "role '{}' may not {} '{}'",
-                p.role().unwrap_or("-"),
-                op.as_str(),
-                name
-            ),
-        ));
-    }
-    Ok(name)
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    pipe::join(tokio::task::spawn_blocking(f)).await
-}
-
-/// Runs a short store read (an index lookup, opening or reading at most one frame of a
-/// blob). On a multi-thread runtime it runs in place: `block_in_place` hands this worker's
-/// other tasks to another thread, and the request does not wait for a blocking thread to
-/// wake up and for its answer to come back. On any other runtime it goes to a blocking
-/// thread like [`blocking`]. Writes (which fsync) always go to a blocking thread.
-async fn read_store<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-        tokio::task::block_in_place(f)
-    } else {
-        blocking(f).await
-    }
+/// A refusal of the engine as the error message that answers it.
+pub(crate) fn refusal(r: crate::engine::Refusal) -> Message {
+    error(r.code, r.message)
 }
 
 /// Handles one request. An `Err` means the connection must close.
 pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
-    shared: &Shared,
+    engine: &Engine,
     wire: &mut Wire<S>,
     p: &Principal,
     msg: Message,
 ) -> Result<(), Error> {
     let reply = match msg {
-        Message::Put(req) => return put(shared, wire, p, req).await,
-        Message::Get(req) => return get(shared, wire, p, req).await,
-        Message::Stat(req) => match authorize(shared, p, Op::Stat, &req.source) {
-            Err(m) => m,
-            Ok(name) => {
-                let store = shared.store.clone();
-                match read_store(move || Ok(store.stat(name.as_str())?)).await? {
-                    Some(e) => Message::StatOk(to_wire(e)),
-                    None => error(ErrorCode::NotFound, format!("no source '{}'", req.source)),
-                }
-            }
+        Message::Put(req) => return put(engine, wire, p, req).await,
+        Message::Get(req) => return get(engine, wire, p, req).await,
+        Message::Stat(req) => match engine.stat(p, req).await? {
+            Ok(e) => Message::StatOk(to_wire(e)),
+            Err(r) => refusal(r),
         },
-        Message::Delete(req) => match authorize(shared, p, Op::Delete, &req.source) {
-            Err(m) => m,
-            Ok(name) => {
-                let store = shared.store.clone();
-                let by = p.name.clone();
-                match blocking(move || Ok(store.delete(name.as_str(), &by, now())?)).await? {
-                    Some(version) => Message::DeleteOk(DeleteOk { version }),
-                    None => error(ErrorCode::NotFound, format!("no source '{}'", req.source)),
-                }
-            }
+        Message::Delete(req) => match engine.delete(p, req).await? {
+            Ok(version) => Message::DeleteOk(DeleteOk { version }),
+            Err(r) => refusal(r),
         },
-        Message::List(req) => list(shared, p, req).await?,
+        Message::List(req) => match engine.list(p, req).await? {
+            Ok(page) => Message::ListOk(ListOk {
+                entries: page.entries.into_iter().map(to_wire).collect(),
+                next: page.next,
+            }),
+            Err(r) => refusal(r),
+        },
         other => {
             let m = error(
                 ErrorCode::BadRequest,
@@ -147,120 +78,38 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     wire.send(&reply).await
 }
 
-/// Names a listing examines per request at most, visible or not (the default of
-/// `Limits::list_scan`): a principal that may list few of many names gets pages with fewer
-/// entries, never an unbounded scan.
-pub(crate) const LIST_SCAN_BUDGET: usize = 16 * LIST_PAGE;
-
-async fn list(shared: &Shared, p: &Principal, req: List) -> Result<Message, Error> {
-    if let Err(e) = validate_prefix(&req.prefix) {
-        return Ok(error(ErrorCode::BadRequest, e.to_string()));
-    }
-    let key = ferry_proto::cursor::CursorKey::derive(&shared.master);
-    // `after` is a source name, or a cursor this server sealed for this principal and prefix.
-    let mut position = match req.after.as_deref() {
-        None => None,
-        Some(c) if c.starts_with(ferry_proto::cursor::MARK) => {
-            match key.open(&p.name, &req.prefix, c) {
-                Some(name) => Some(name),
-                None => return Ok(error(ErrorCode::BadRequest, "invalid listing cursor")),
-            }
-        }
-        Some(name) => match SourceName::parse(name) {
-            Ok(n) => Some(n.as_str().to_owned()),
-            Err(e) => return Ok(error(ErrorCode::BadRequest, format!("after: {e}"))),
-        },
-    };
-    let budget = shared.limits.list_scan.max(1);
-    let mut entries = Vec::new();
-    let mut scanned = 0;
-    // Filtered while scanning: `next` is the last visible name of a full page, or where the
-    // scan budget ran out, sealed if the principal may not list that name.
-    let next = loop {
-        let store = shared.store.clone();
-        let prefix = req.prefix.clone();
-        let after = position.clone();
-        let want = LIST_PAGE.min(budget - scanned);
-        let chunk = blocking(move || Ok(store.list(&prefix, after.as_deref(), want)?)).await?;
-        let more = chunk.len() == want;
-        for e in chunk {
-            scanned += 1;
-            let visible = allows(shared, p, Op::List, &e.source);
-            position = Some(e.source.clone());
-            if visible {
-                entries.push(to_wire(e));
-                if entries.len() == LIST_PAGE {
-                    break;
-                }
-            }
-            if scanned == budget {
-                break;
-            }
-        }
-        let Some(last) = position.as_deref() else {
-            break None;
-        };
-        if entries.len() == LIST_PAGE || (more && scanned >= budget) {
-            if allows(shared, p, Op::List, last) {
-                break Some(last.to_owned());
-            }
-            let mut nonce = [0u8; 24];
-            crate::tls::random_bytes(&mut nonce)?;
-            break Some(key.seal(nonce, &p.name, &req.prefix, last));
-        }
-        if !more {
-            break None;
-        }
-    };
-    Ok(Message::ListOk(ListOk { entries, next }))
-}
-
 async fn put<S: AsyncRead + AsyncWrite + Unpin>(
-    shared: &Shared,
+    engine: &Engine,
     wire: &mut Wire<S>,
     p: &Principal,
     req: Put,
 ) -> Result<(), Error> {
-    let name = match authorize(shared, p, Op::Put, &req.source) {
-        Ok(n) => n,
-        Err(m) => return wire.send(&m).await,
+    let mut upload = match engine.put(p, &req).await? {
+        Ok(u) => u,
+        Err(r) => return wire.send(&refusal(r)).await,
     };
-    if req.offset != 0 {
-        return wire
-            .send(&error(
-                ErrorCode::Unsupported,
-                "resuming an upload is not supported",
-            ))
-            .await;
-    }
-    let writer = {
-        let store = shared.store.clone();
-        blocking(move || Ok(store.begin_put()?)).await?
-    };
-    let (tx, spares, done) = pipe::spawn_writer(writer, |w| Ok(w.finish()?));
-    wire.send(&Message::PutReady(PutReady { offset: 0 }))
-        .await?;
-    let mut received = 0u64;
+    wire.send(&Message::PutReady(PutReady {
+        offset: upload.offset(),
+    }))
+    .await?;
     let end = loop {
         let frame = tokio::time::timeout(
-            shared.limits.transfer_timeout,
-            wire.recv_reusing(Some(&spares)),
+            engine.limits.transfer_timeout,
+            wire.recv_reusing(Some(upload.spares())),
         )
         .await
         .map_err(|_| Error::Timeout("upload data"))??;
         match frame {
-            Incoming::Data(buf) => {
-                received += buf.len() as u64;
-                if req.size.is_some_and(|s| received > s) {
+            Incoming::Data(buf) => match upload.write(buf).await {
+                Ok(true) => {}
+                // The writer failed; its error is reported below.
+                Ok(false) => break None,
+                Err(TooMuch) => {
                     wire.send(&error(ErrorCode::BadRequest, "more data than announced"))
                         .await?;
                     return Err(Error::Protocol("upload exceeded its size".into()));
                 }
-                if tx.send(WriteCmd::Data(buf)).await.is_err() {
-                    // The writer failed; its error is reported below.
-                    break None;
-                }
-            }
+            },
             Incoming::Message(Message::PutEnd(end)) => break Some(end),
             Incoming::Message(other) => {
                 return Err(Error::Protocol(format!(
@@ -270,111 +119,39 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
-    // Only a completed upload is finished; otherwise the writer drops its temporary file.
-    if end.is_some() {
-        let _ = tx.send(WriteCmd::Finish).await;
-    }
-    drop(tx);
-    let (end, staged) = match (end, pipe::join(done).await) {
-        (Some(end), Ok(Some(staged))) => (end, staged),
-        (_, result) => {
-            let why = match result {
-                Err(e) => e.to_string(),
-                Ok(_) => "the writer stopped early".to_owned(),
-            };
-            tracing::error!("upload of {name} failed: {why}");
-            wire.send(&error(
-                ErrorCode::Internal,
-                "the server could not store the data",
-            ))
-            .await?;
-            return Err(Error::Internal(why));
+    match upload.finish(engine, end).await {
+        Ok(Ok(entry)) => wire.send(&Message::PutOk(to_wire(entry))).await,
+        Ok(Err(r)) => wire.send(&refusal(r)).await,
+        Err(Failed { answer, error }) => {
+            if let Some(r) = answer {
+                wire.send(&refusal(r)).await?;
+            }
+            Err(error)
         }
-    };
-    let size_ok = staged.size() == end.size && req.size.is_none_or(|s| s == end.size);
-    if !size_ok || staged.hash() != end.hash {
-        // Dropping `staged` deletes the temporary file; nothing becomes visible.
-        return wire
-            .send(&error(
-                ErrorCode::HashMismatch,
-                "the data received does not match the announced size and hash",
-            ))
-            .await;
     }
-    let store = shared.store.clone();
-    let by = p.name.clone();
-    let entry = blocking(move || Ok(store.commit(name.as_str(), staged, &by, now())?)).await?;
-    tracing::info!(
-        "{} stored {} v{} ({} bytes)",
-        p.name,
-        entry.source,
-        entry.version,
-        entry.size
-    );
-    wire.send(&Message::PutOk(to_wire(entry))).await
 }
 
 async fn get<S: AsyncRead + AsyncWrite + Unpin>(
-    shared: &Shared,
+    engine: &Engine,
     wire: &mut Wire<S>,
     p: &Principal,
     req: Get,
 ) -> Result<(), Error> {
-    let name = match authorize(shared, p, Op::Get, &req.source) {
-        Ok(n) => n,
-        Err(m) => return wire.send(&m).await,
+    let GetReply {
+        entry,
+        offset,
+        body,
+    } = match engine.get(p, req).await? {
+        Ok(r) => r,
+        Err(r) => return wire.send(&refusal(r)).await,
     };
-    let store = shared.store.clone();
-    let version = req.version;
-    let offset = req.offset;
-    // Opening the blob and, when what is asked fits one frame, reading it: one trip to a
-    // blocking thread, not two.
-    let found = read_store(move || {
-        let Some((entry, mut file)) = store.open_blob(name.as_str(), version)? else {
-            return Ok(None);
-        };
-        if offset > entry.size {
-            return Ok(Some((entry, Blob::OffsetBeyondEnd)));
-        }
-        if offset > 0 {
-            file.seek(SeekFrom::Start(offset))?;
-        }
-        let remaining = entry.size - offset;
-        if remaining <= pipe::CHUNK as u64 {
-            let mut chunk = Chunk::with_capacity(remaining as usize);
-            chunk.fill_from(&mut file.take(remaining))?;
-            return Ok(Some((entry, Blob::Small(chunk))));
-        }
-        Ok(Some((entry, Blob::Large(file))))
-    })
-    .await?;
-    let Some((entry, blob)) = found else {
-        return wire
-            .send(&error(
-                ErrorCode::NotFound,
-                format!("no source '{}'", req.source),
-            ))
-            .await;
-    };
-    let remaining = entry.size - req.offset.min(entry.size);
     let ok = Message::GetOk(GetOk {
         entry: to_wire(entry),
-        offset: req.offset,
+        offset,
     });
-    let deadline = shared.limits.transfer_timeout;
-    let file = match blob {
-        Blob::OffsetBeyondEnd => {
-            return wire
-                .send(&error(ErrorCode::BadRequest, "offset beyond the end"))
-                .await;
-        }
-        Blob::Small(mut chunk) => {
-            if chunk.len() as u64 != remaining {
-                // The blob is shorter than its record: say nothing that would pass.
-                return Err(Error::Internal(
-                    "stored blob is shorter than its record".into(),
-                ));
-            }
+    let deadline = engine.limits.transfer_timeout;
+    let (file, remaining) = match body {
+        Body::Small(mut chunk) => {
             // The answer and the data leave together: one TLS record, one write.
             wire.queue(&ok).await?;
             if !chunk.is_empty() {
@@ -386,7 +163,7 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(
                 .await
                 .map_err(|_| Error::Timeout("the client to read"))?;
         }
-        Blob::Large(file) => file,
+        Body::Large { file, len } => (file, len),
     };
     wire.send(&ok).await?;
     let (mut rx, spares, done) = pipe::spawn_reader(file, Some(remaining), false);

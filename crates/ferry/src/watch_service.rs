@@ -1,119 +1,80 @@
-//! The server side of `watch`: turns a connection into a stream of change events.
+//! The TLS front of `watch`: turns a connection into a stream of change events.
 //!
-//! After `watch_ok` the server loops: re-check that the principal may still act, read the
-//! change log after the stream's cursor (off the async threads), send the events the
-//! principal may see, then wait for the store's wake-up, the keep-alive timer, the server's
-//! shutdown or the client closing. Each send is awaited (bounded by the transfer deadline),
-//! so a slow client slows its own stream and nothing piles up in memory.
+//! After `watch_ok` the server loops: re-check that the principal may still act, take the
+//! next batch from the engine's `Watcher` (engine/watch.rs: the log after the cursor,
+//! filtered to what the principal may see), send it, then wait for the store's wake-up, the
+//! keep-alive timer, the server's shutdown or the client closing. Each send is awaited
+//! (bounded by the transfer deadline), so a slow client slows its own stream and nothing
+//! piles up in memory.
 
 use std::net::IpAddr;
 
 use ferry_proto::auth::Principal;
-use ferry_proto::message::{
-    ErrorCode, ErrorMsg, Message, Watch, WatchEvent, WatchGap, WatchOk, WatchPing,
-};
-use ferry_proto::names::validate_prefix;
+use ferry_proto::message::{Message, Watch, WatchEvent, WatchGap, WatchOk, WatchPing};
 use ferry_store::Change;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::Error;
-use crate::policy::Op;
-use crate::server::Shared;
+use crate::engine::Engine;
 use crate::wire::Wire;
-
-/// Changes read from the log at a time.
-const BATCH: usize = 256;
 
 /// Serves a `watch` request. Returns `Ok(false)` if it was refused and the connection goes
 /// on with requests, `Ok(true)` when the stream has ended and the connection must close.
 pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
-    shared: &Shared,
+    engine: &Engine,
     wire: &mut Wire<S>,
     p: &Principal,
     ip: IpAddr,
     req: Watch,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<bool, Error> {
-    if let Err(e) = validate_prefix(&req.prefix) {
-        wire.send(&Message::Error(ErrorMsg {
-            code: ErrorCode::BadRequest,
-            message: e.to_string(),
-        }))
-        .await?;
-        return Ok(false);
-    }
-    let mut feed = shared.feed.clone();
-    feed.mark_seen();
-    // Where the server is, and whether the requested position is still in the log.
-    let start = feed.read(req.after.unwrap_or(0), 0).await?;
-    let mut cursor = match req.after {
-        None => start.last,
-        Some(after) => after,
+    let (seq, mut watcher) = match engine.watch(p, req).await? {
+        Ok(w) => w,
+        Err(r) => {
+            wire.send(&crate::service::refusal(r)).await?;
+            return Ok(false);
+        }
     };
-    let ping = shared.limits.watch_ping;
-    let deadline = shared.limits.transfer_timeout;
+    let ping = engine.limits.watch_ping;
+    let deadline = engine.limits.transfer_timeout;
     send(
         deadline,
         wire,
         Message::WatchOk(WatchOk {
-            seq: start.last,
+            seq,
             ping_ms: u64::try_from(ping.as_millis()).unwrap_or(u64::MAX),
         }),
     )
     .await?;
-    tracing::info!(
-        "{} watches '{}' from {cursor} (server at {})",
-        p.name,
-        req.prefix,
-        start.last
-    );
     let mut last_sent = Instant::now();
     let mut byte = [0u8; 1];
     loop {
-        if !shared.still_valid(p, ip) {
+        if !engine.still_valid(p, ip) {
             tracing::info!("{} is no longer authorised; closing its watch", p.name);
             send(deadline, wire, Message::AuthFailed(Default::default())).await?;
             return Ok(true);
         }
-        feed.mark_seen();
-        let page = feed.read(cursor, BATCH).await?;
-        if page.gap {
-            // Resume from the oldest change the log still has.
-            cursor = page.oldest.saturating_sub(1);
-            tracing::info!(
-                "{}'s watch skips to {cursor}: older changes are gone",
-                p.name
-            );
-            send(
-                deadline,
-                wire,
-                Message::WatchGap(WatchGap {
-                    oldest: page.oldest,
-                    seq: cursor,
-                }),
-            )
-            .await?;
+        let batch = watcher.next_batch(engine, p).await?;
+        if let Some((oldest, seq)) = batch.gap {
+            send(deadline, wire, Message::WatchGap(WatchGap { oldest, seq })).await?;
             last_sent = Instant::now();
         }
-        let full = page.changes.len() >= BATCH;
-        for change in page.changes {
-            cursor = change.seq;
-            if visible(shared, p, &req.prefix, &change) {
-                send(deadline, wire, Message::Event(to_wire(change))).await?;
-                last_sent = Instant::now();
-            }
+        for change in batch.events {
+            send(deadline, wire, Message::Event(to_wire(change))).await?;
+            last_sent = Instant::now();
         }
-        if full {
+        if batch.full {
             continue;
         }
         tokio::select! {
             biased;
             _ = stop.changed() => return Ok(true),
-            r = feed.changed() => r?,
+            r = watcher.changed() => r?,
             () = tokio::time::sleep_until(last_sent + ping) => {
-                send(deadline, wire, Message::WatchPing(WatchPing { seq: cursor })).await?;
+                let seq = watcher.cursor();
+                send(deadline, wire, Message::WatchPing(WatchPing { seq })).await?;
                 last_sent = Instant::now();
             }
             // The client sends nothing after `watch`: a read ends only when it closes.
@@ -138,12 +99,6 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
     tokio::time::timeout(deadline, wire.send(&msg))
         .await
         .map_err(|_| Error::Timeout("the watcher to read"))?
-}
-
-/// Whether the principal sees this change: under the prefix, and a source its role may list
-/// (an event tells what a listing would).
-fn visible(shared: &Shared, p: &Principal, prefix: &str, c: &Change) -> bool {
-    c.source.starts_with(prefix) && crate::service::allows(shared, p, Op::List, &c.source)
 }
 
 fn to_wire(c: Change) -> WatchEvent {

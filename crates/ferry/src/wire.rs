@@ -1,7 +1,5 @@
 //! Frames over an async byte stream (inside TLS).
 
-use std::sync::{Arc, Mutex};
-
 use ferry_proto::frame::{self, HEADER_LEN, Kind};
 use ferry_proto::message::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -17,116 +15,7 @@ pub enum Incoming {
     Data(Vec<u8>),
 }
 
-/// A buffer for one outgoing data frame: the header is written in place in front of the
-/// data, so a chunk goes to TLS in one write, without a copy.
-///
-/// The buffer is zeroed once, when the chunk is made; refilling a chunk (after
-/// [`Chunk::clear`]) overwrites it without zeroing or allocating again, so a transfer can
-/// cycle a few chunks through [`Spares`].
-pub struct Chunk {
-    /// Header, then `capacity` initialised bytes.
-    buf: Vec<u8>,
-    /// Bytes of data held.
-    len: usize,
-}
-
-impl Chunk {
-    /// An empty chunk that can hold up to `capacity` bytes of data.
-    pub fn with_capacity(capacity: usize) -> Self {
-        let capacity = capacity.min(frame::MAX_BODY_LEN);
-        Self {
-            buf: vec![0; HEADER_LEN + capacity],
-            len: 0,
-        }
-    }
-
-    /// Bytes of data held.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True if no data is held.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Most data the chunk holds.
-    pub fn capacity(&self) -> usize {
-        self.buf.len() - HEADER_LEN
-    }
-
-    /// How much more data fits.
-    pub fn remaining(&self) -> usize {
-        self.capacity() - self.len
-    }
-
-    /// Empties the chunk for reuse (its buffer stays).
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-
-    /// The data.
-    pub fn data(&self) -> &[u8] {
-        &self.buf[HEADER_LEN..HEADER_LEN + self.len]
-    }
-
-    /// Fills the chunk from `r` until it is full or `r` ends. Returns bytes added.
-    pub fn fill_from(&mut self, r: &mut impl std::io::Read) -> std::io::Result<usize> {
-        let start = self.len;
-        while self.len < self.capacity() {
-            match r.read(&mut self.buf[HEADER_LEN + self.len..]) {
-                Ok(0) => break,
-                Ok(n) => self.len += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(self.len - start)
-    }
-}
-
-/// Buffers handed back after use, for the next frame of the same transfer to reuse: a
-/// transfer then cycles through a few buffers instead of allocating (and zeroing) one per
-/// frame. Holds at most [`Spares::MAX`]; the owner drops it when the transfer ends, so idle
-/// connections keep none.
-pub struct Spares<T> {
-    items: Arc<Mutex<Vec<T>>>,
-}
-
-impl<T> Clone for Spares<T> {
-    fn clone(&self) -> Self {
-        Self {
-            items: self.items.clone(),
-        }
-    }
-}
-
-impl<T> Default for Spares<T> {
-    fn default() -> Self {
-        Self {
-            items: Arc::new(Mutex::new(Vec::new())),
-        }
-    }
-}
-
-impl<T> Spares<T> {
-    /// Most buffers kept.
-    pub const MAX: usize = 8;
-
-    /// Hands a buffer back; dropped if enough are kept already.
-    pub fn give(&self, item: T) {
-        if let Ok(mut items) = self.items.lock()
-            && items.len() < Self::MAX
-        {
-            items.push(item);
-        }
-    }
-
-    /// A buffer handed back earlier, if any.
-    pub fn take(&self) -> Option<T> {
-        self.items.lock().ok()?.pop()
-    }
-}
+pub use crate::buf::{Chunk, Spares};
 
 /// Largest frame accepted before the peer has authenticated.
 pub const PRE_AUTH_LIMIT: usize = 16 * 1024;

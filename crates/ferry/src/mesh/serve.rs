@@ -4,83 +4,23 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ferry_proto::auth::{Method, Principal};
+use ferry_proto::auth::Principal;
 use ferry_proto::mesh::join::Opener;
 use ferry_proto::mesh::member_auth::{self, MeshDirectory};
 use ferry_proto::mesh::state::{Member, MeshState};
-use ferry_proto::mesh::wire::{MeshEntry, MeshJoinResponse, MeshJoinStart, MeshList, MeshListOk};
+use ferry_proto::mesh::wire::{MeshJoinResponse, MeshJoinStart};
 use ferry_proto::message::{Empty, Message};
 use ferry_proto::names;
 use ferry_proto::secret::{Exporter, MeshKey};
 use ferry_proto::server_id::ServerId;
 use tokio::io::{AsyncRead, AsyncWrite};
-use zeroize::Zeroizing;
 
-use super::device::{self, DeviceKey};
-use super::files::{MeshFile, OpenFile};
-use super::join_gate::{JoinGate, join_delay};
-use crate::live::LiveFile;
+use super::device;
+use super::join_gate::join_delay;
+use crate::Error;
+use crate::engine::mesh::MeshShared;
 use crate::server_dir::ServerDir;
 use crate::wire::Wire;
-use crate::{Error, clock};
-
-/// What the server knows of its mesh.
-#[derive(Debug)]
-pub(crate) struct MeshShared {
-    pub(crate) state: LiveFile<MeshFile>,
-    pub(crate) open: LiveFile<OpenFile>,
-    pub(crate) device: DeviceKey,
-    gate: JoinGate,
-}
-
-impl MeshShared {
-    /// Loads the mesh files of `dir`, first removing an open window that has ended (so its
-    /// password does not outlive it on disk). Joins close a window after
-    /// `max_join_failures` failures.
-    pub(crate) fn open(
-        dir: &ServerDir,
-        device: DeviceKey,
-        max_join_failures: u32,
-    ) -> Result<Self, Error> {
-        match dir.sweep_mesh_window(clock::now()) {
-            Ok(true) => tracing::info!("the mesh's join window had ended: its password is removed"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!("cannot remove an ended join window: {e}"),
-        }
-        Ok(Self {
-            state: LiveFile::open(dir.file(super::files::MESH_FILE))?,
-            open: LiveFile::open(dir.file(super::files::OPEN_FILE))?,
-            device,
-            gate: JoinGate::new(max_join_failures),
-        })
-    }
-
-    /// The end of the open window (0: none), whatever its state.
-    fn window_until(&self) -> u64 {
-        self.open.current().0.as_ref().map_or(0, |w| w.until)
-    }
-
-    /// The join password, if the window ending at `until` is still the open one, has not
-    /// ended, and has not been closed by failures, and this peer is in a mesh.
-    fn password(&self, until: u64) -> Option<Zeroizing<String>> {
-        let window = self.open.current();
-        let w = window.0.as_ref()?;
-        let open = w.until == until
-            && until > clock::now()
-            && !self.gate.closed(until)
-            && self.state.current().0.is_some();
-        open.then(|| w.password.clone())
-    }
-
-    /// Whether a mesh principal may still act.
-    pub(crate) fn still_valid(&self, device: &ServerId, epoch: u64) -> bool {
-        let state = self.state.current();
-        state
-            .0
-            .as_ref()
-            .is_some_and(|s| s.is_member(device) && s.key_for(epoch).is_some())
-    }
-}
 
 struct Directory<'a> {
     me: ServerId,
@@ -250,48 +190,19 @@ pub(crate) async fn join<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Answers `mesh_state` and `mesh_list` from a member.
 pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
-    mesh: &MeshShared,
-    store: &std::sync::Arc<ferry_store::Store>,
+    engine: &crate::engine::Engine,
     wire: &mut Wire<S>,
     p: &Principal,
     msg: Message,
 ) -> Result<(), Error> {
-    if !matches!(p.method, Method::Mesh { .. }) {
-        return Err(Error::Protocol(format!(
-            "{} from a non-member",
-            msg.type_name()
-        )));
-    }
     match msg {
         Message::MeshState(_) => {
-            let state = mesh.state.current();
-            match &state.0 {
-                Some(s) => wire.send(&Message::MeshStateOk(Box::new(s.grant()))).await,
-                None => Err(Error::Protocol("no mesh".into())),
-            }
+            let grant = engine.mesh_state(p)?;
+            wire.send(&Message::MeshStateOk(Box::new(grant))).await
         }
-        Message::MeshList(MeshList { after }) => {
-            let store = store.clone();
-            let page = crate::pipe::join(tokio::task::spawn_blocking(move || {
-                Ok(store.heads(after.as_deref(), LIST_PAGE + 1)?)
-            }))
-            .await?;
-            let more = page.len() > LIST_PAGE;
-            let entries = page
-                .into_iter()
-                .take(LIST_PAGE)
-                .map(|(source, head)| {
-                    let (version, hash) = head.key();
-                    MeshEntry {
-                        source,
-                        version,
-                        hash,
-                        deleted: head.deleted,
-                    }
-                })
-                .collect();
-            wire.send(&Message::MeshListOk(MeshListOk { entries, more }))
-                .await
+        Message::MeshList(req) => {
+            let page = engine.mesh_list(p, req).await?;
+            wire.send(&Message::MeshListOk(page)).await
         }
         other => Err(Error::Protocol(format!(
             "unexpected {} in mesh handling",
@@ -299,6 +210,3 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         ))),
     }
 }
-
-/// Source states per `mesh_list_ok` page (each at most ~600 bytes, so a page fits a frame).
-const LIST_PAGE: usize = 1000;

@@ -1,0 +1,202 @@
+//! Account operations a principal does on itself: the password change, as three steps that
+//! each consume the previous one (`start` → `prove` → `finish`), so a step cannot be skipped
+//! or repeated.
+//!
+//! ```text
+//! password_change_start    {KE1}                       → Engine::password_change → KE2, ksf
+//! password_change_proof    {KE3, RegistrationRequest}  → ChangeProof::prove      → response, ksf
+//! password_change_finish   {upload}                    → ChangeFinish::finish    → done
+//! ```
+//!
+//! The login runs against the record of the connection's own generation, with the
+//! connection's exporter as OPAQUE's context, under the same limiter as logins (an admitted
+//! attempt counts as a failure unless it verifies, also when the client hangs up: the
+//! [`PasswordAttempt`] travels inside the steps). Every failure is [`ChangeFailed`], which the
+//! front answers like every other authentication failure. On success the record gets a new
+//! generation, which ends every older connection and session of the user.
+
+use std::net::SocketAddr;
+
+use ferry_proto::auth::Principal;
+use ferry_proto::message::{
+    ErrorCode, OpaqueResponse, PasswordChangeProof, PasswordChangeStart, RegisterFinish,
+};
+use ferry_proto::password::{self, KsfParams, ServerLoginState, UserRecord};
+use ferry_proto::secret::Exporter;
+
+use super::authn::PasswordAttempt;
+use super::{Engine, Refusal, blocking};
+use crate::Error;
+
+/// A password change refused: answered `auth_failed`, and the connection ends.
+#[derive(Debug)]
+pub(crate) struct ChangeFailed;
+
+/// After `password_change_start`: waiting for the proof of the current password.
+pub(crate) struct ChangeProof<'a> {
+    engine: &'a Engine,
+    name: String,
+    peer: SocketAddr,
+    generation: u64,
+    record: Option<UserRecord>,
+    attempt: Option<PasswordAttempt<'a>>,
+    state: ServerLoginState,
+    exporter: Exporter,
+}
+
+/// After the proof: waiting for the new record.
+pub(crate) struct ChangeFinish<'a> {
+    engine: &'a Engine,
+    name: String,
+    peer: SocketAddr,
+    generation: u64,
+    ksf: KsfParams,
+}
+
+/// The first step's outcome: refused as a request (not a password login; the connection goes
+/// on), failed (the connection ends), or the answer and the next step.
+pub(crate) type ChangeStart<'a> =
+    Result<Result<(OpaqueResponse, ChangeProof<'a>), ChangeFailed>, Refusal>;
+
+impl Engine {
+    /// Starts a password change by `p` (a user who logged in with a password, directly or
+    /// through a session) on the connection whose exporter is `exporter`.
+    pub(crate) fn password_change<'a>(
+        &'a self,
+        p: &Principal,
+        exporter: &Exporter,
+        peer: SocketAddr,
+        req: PasswordChangeStart,
+    ) -> ChangeStart<'a> {
+        let Some(generation) = self.password_generation(p) else {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "only a user who logged in with a password can change it",
+            ));
+        };
+        // Like a login: a locked user, or a record that changed since this connection's login
+        // (it is refused at its next request anyway), gets a dummy record and fails alike.
+        let now = crate::clock::now();
+        let admitted = self.limiter.allowed(&p.name, peer.ip(), now);
+        let users = self.users.current();
+        let found = users
+            .users
+            .get(&p.name)
+            .filter(|u| u.generation == generation);
+        let ksf = found.map_or(self.new_ksf, |u| u.ksf);
+        let record = found.filter(|_| admitted).and_then(|u| u.user_record());
+        drop(users);
+        let attempt =
+            admitted.then(|| PasswordAttempt::new(&self.limiter, p.name.clone(), peer.ip(), now));
+        let started = password::server_login_start(
+            &mut rand_core::OsRng,
+            &self.opaque,
+            &p.name,
+            record.as_ref(),
+            &req.request,
+            exporter.expose_secret(),
+        );
+        let Ok((response, state)) = started else {
+            tracing::warn!("{peer}: password change by {} refused (bad KE1)", p.name);
+            return Ok(Err(ChangeFailed));
+        };
+        Ok(Ok((
+            OpaqueResponse { response, ksf },
+            ChangeProof {
+                engine: self,
+                name: p.name.clone(),
+                peer,
+                generation,
+                record,
+                attempt,
+                state,
+                exporter: exporter.clone(),
+            },
+        )))
+    }
+}
+
+impl<'a> ChangeProof<'a> {
+    /// The client did not send its proof (`what` it sent instead): it saw that its current
+    /// password was wrong.
+    pub(crate) fn abandoned(self, what: &str) -> ChangeFailed {
+        tracing::warn!(
+            "{}: password change by {} refused ({what})",
+            self.peer,
+            self.name
+        );
+        ChangeFailed
+    }
+
+    /// Checks the proof of the current password; answers the registration of the new one.
+    pub(crate) fn prove(
+        self,
+        proof: PasswordChangeProof,
+    ) -> Result<(OpaqueResponse, ChangeFinish<'a>), ChangeFailed> {
+        let ChangeProof {
+            engine,
+            name,
+            peer,
+            generation,
+            record,
+            mut attempt,
+            state,
+            exporter,
+        } = self;
+        // Verify even for a dummy record, so every path costs the same.
+        let proved =
+            password::server_login_finish(state, &proof.finalization, exporter.expose_secret());
+        if !(proved && record.is_some()) {
+            tracing::warn!(
+                "{peer}: password change by {name} refused (current password not proved)"
+            );
+            return Err(ChangeFailed);
+        }
+        if let Some(a) = attempt.as_mut() {
+            a.succeeded();
+        }
+        drop(attempt);
+        let Ok(response) = password::server_register_start(&engine.opaque, &name, &proof.request)
+        else {
+            return Err(ChangeFailed);
+        };
+        let ksf = engine.new_ksf;
+        Ok((
+            OpaqueResponse { response, ksf },
+            ChangeFinish {
+                engine,
+                name,
+                peer,
+                generation,
+                ksf,
+            },
+        ))
+    }
+}
+
+impl ChangeFinish<'_> {
+    /// Stores the new record, if the user's record is still the one the login proved.
+    pub(crate) async fn finish(self, m: RegisterFinish) -> Result<Result<(), ChangeFailed>, Error> {
+        let Ok(new_record) = password::server_register_finish(&m.upload, self.ksf) else {
+            return Ok(Err(ChangeFailed));
+        };
+        let dir = self.engine.dir.clone();
+        let name = self.name.clone();
+        let generation = self.generation;
+        let changed = blocking(move || {
+            dir.set_password(&name, generation, &new_record, crate::clock::now())
+                .map(|g| g.is_some())
+        })
+        .await?;
+        if !changed {
+            tracing::warn!(
+                "{}: password change by {} refused (record changed meanwhile)",
+                self.peer,
+                self.name
+            );
+            return Ok(Err(ChangeFailed));
+        }
+        tracing::info!("{}: {} changed their password", self.peer, self.name);
+        Ok(Ok(()))
+    }
+}

@@ -1,0 +1,117 @@
+//! Authorization in one place: whether a principal may do an operation, and whether a
+//! principal authenticated earlier may still act.
+//!
+//! Every handler asks here and nowhere else: the roles of `ferry.toml` (through
+//! [`Policy`](crate::policy::Policy)), the mesh rule (members read everything and write
+//! nothing; each peer's own clients write), who may sync the mesh's state, who may change a
+//! password, and the still-valid check run before every request (revoked, re-issued, removed,
+//! password changed, session ended, mesh member removed).
+
+use std::net::IpAddr;
+
+use ferry_proto::auth::{Method, Principal};
+use ferry_proto::message::ErrorCode;
+use ferry_proto::names::SourceName;
+
+use super::authn::AuthCtx;
+use super::{Engine, Refusal};
+use crate::accounts::{Users, session_id_text};
+use crate::policy::Op;
+
+impl Engine {
+    /// Whether the principal may do `op` on `source`. Mesh members read everything and write
+    /// nothing (each peer's own clients write); everyone else as `ferry.toml`'s roles say.
+    pub(crate) fn allows(&self, p: &Principal, op: Op, source: &str) -> bool {
+        match p.method {
+            Method::Mesh { .. } => matches!(op, Op::Get | Op::Stat | Op::List),
+            _ => self.policy.allows(p.role(), &p.name, op, source),
+        }
+    }
+
+    /// Checks the name and the principal's right to do `op` on it.
+    pub(crate) fn authorize(
+        &self,
+        p: &Principal,
+        op: Op,
+        source: &str,
+    ) -> Result<SourceName, Refusal> {
+        let name = SourceName::parse(source)
+            .map_err(|e| Refusal::new(ErrorCode::BadRequest, e.to_string()))?;
+        if !self.allows(p, op, name.as_str()) {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "role '{}' may not {} '{}'",
+                    p.role().unwrap_or("-"),
+                    op.as_str(),
+                    name
+                ),
+            ));
+        }
+        Ok(name)
+    }
+
+    /// Whether the principal may read the mesh's state and its listing of heads: members only.
+    pub(crate) fn may_sync_mesh(&self, p: &Principal) -> bool {
+        matches!(p.method, Method::Mesh { .. })
+    }
+
+    /// The generation of the user's record that the principal's password login proved
+    /// (directly, or through a session a password login opened): who may change a password,
+    /// and against which record. `None` for any other principal.
+    pub(crate) fn password_generation(&self, p: &Principal) -> Option<u64> {
+        let method = match &p.method {
+            Method::Session { id } => self
+                .sessions
+                .current()
+                .sessions
+                .get(&session_id_text(id))?
+                .origin_method()?,
+            m => m.clone(),
+        };
+        match method {
+            Method::Password { generation } => Some(generation),
+            _ => None,
+        }
+    }
+
+    /// Whether a principal authenticated earlier may still act (not revoked, not re-issued,
+    /// user not removed, its record not changed since the login, session not ended).
+    ///
+    /// Runs before every request, so it reads only the file the principal depends on: a
+    /// credential needs the client registry alone, a password login the users alone.
+    pub(crate) fn still_valid(&self, p: &Principal, ip: IpAddr) -> bool {
+        match &p.method {
+            Method::Psk { epoch } => self.registry.current().is_current(&p.name, *epoch),
+            Method::Password { generation } => {
+                current_generation(&self.users.current(), &p.name, *generation)
+            }
+            _ => AuthCtx::new(self, ip, crate::clock::now()).valid(p),
+        }
+    }
+}
+
+impl AuthCtx<'_> {
+    /// Whether a principal may (still) act: its credential current, its user present, its
+    /// session live.
+    pub(crate) fn valid(&self, p: &Principal) -> bool {
+        match &p.method {
+            Method::Psk { epoch } => self.registry.is_current(&p.name, *epoch),
+            Method::Password { generation } => {
+                current_generation(&self.users, &p.name, *generation)
+            }
+            Method::Session { id } => self.live_session(id).is_some(),
+            Method::Mesh { device, epoch } => self.engine.mesh.still_valid(device, *epoch),
+            _ => false,
+        }
+    }
+}
+
+/// Whether `name` exists with its record still of `generation` (no password change, reset,
+/// re-registration or re-invitation since).
+fn current_generation(users: &Users, name: &str, generation: u64) -> bool {
+    users
+        .users
+        .get(name)
+        .is_some_and(|u| u.generation == generation)
+}

@@ -1,0 +1,23 @@
+//! `delete`: records a deletion of a source as its next version.
+
+use ferry_proto::auth::Principal;
+use ferry_proto::message::SourceRef;
+
+use super::{Engine, Outcome, Refusal, blocking};
+use crate::policy::Op;
+
+impl Engine {
+    /// Deletes `req.source`; the reply is the version that records the deletion.
+    pub(crate) async fn delete(&self, p: &Principal, req: SourceRef) -> Outcome<u64> {
+        let name = match self.authorize(p, Op::Delete, &req.source) {
+            Ok(n) => n,
+            Err(r) => return Ok(Err(r)),
+        };
+        let store = self.store.clone();
+        let by = p.name.clone();
+        let now = crate::clock::now();
+        Ok(blocking(move || Ok(store.delete(name.as_str(), &by, now)?))
+            .await?
+            .ok_or_else(|| Refusal::not_found(&req.source)))
+    }
+}

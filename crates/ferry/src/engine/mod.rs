@@ -1,0 +1,187 @@
+//! The engine: the server's state and every operation on it, with no sockets.
+//!
+//! Like mini-redis's `Db` apart from its listener, [`Engine`] owns what the server knows
+//! (configuration-derived limits, the store and its change feed, the live account files,
+//! the login limiter, the role policy, the mesh state and the keys). The fronts (the TLS
+//! connection code in `server.rs` today) hold an `Arc<Engine>`, decode requests, call it and
+//! encode what it returns; nothing here imports a front.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_proto::message::ErrorCode;
+use ferry_proto::password::{KsfParams, OpaqueKeys};
+use ferry_proto::secret::MasterKey;
+use ferry_store::{Store, StoreOptions};
+
+use crate::Error;
+use crate::accounts::{Invites, Sessions, Users};
+use crate::changes::ChangeFeed;
+use crate::config::{Config, SessionLimits};
+use crate::identity::Identity;
+use crate::limiter::Limiter;
+use crate::live::LiveFile;
+use crate::policy::Policy;
+use crate::registry::LiveRegistry;
+use crate::server_dir::ServerDir;
+
+mod account;
+pub(crate) mod authn;
+mod authz;
+mod delete;
+mod get;
+mod list;
+pub(crate) mod mesh;
+mod put;
+mod stat;
+mod watch;
+
+pub(crate) use get::{Body, GetReply};
+pub(crate) use list::LIST_SCAN_BUDGET;
+pub(crate) use put::{Failed, TooMuch};
+
+/// A request the engine refuses, and why: the front answers it as an error message and goes
+/// on with the next request.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The refusal of a source that does not exist.
+    pub(crate) fn not_found(source: &str) -> Self {
+        Self::new(ErrorCode::NotFound, format!("no source '{source}'"))
+    }
+}
+
+/// What an operation comes to: its reply, or a refusal to answer (`Ok(Err(..))`); `Err` means
+/// the server failed and the connection must close.
+pub(crate) type Outcome<T> = Result<Result<T, Refusal>, Error>;
+
+/// Runs blocking store work (writes, which fsync; scans) on a blocking thread.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    crate::pipe::join(tokio::task::spawn_blocking(f)).await
+}
+
+/// Runs a short store read (an index lookup, opening or reading at most one frame of a
+/// blob). On a multi-thread runtime it runs in place: `block_in_place` hands this worker's
+/// other tasks to another thread, and the request does not wait for a blocking thread to
+/// wake up and for its answer to come back. On any other runtime it goes to a blocking
+/// thread like [`blocking`]. Writes (which fsync) always go to a blocking thread.
+pub(crate) async fn read_store<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(f)
+    } else {
+        blocking(f).await
+    }
+}
+
+/// Limits a server enforces.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Deadline for a new connection's first TLS message (its ClientHello), from accept.
+    pub hello_timeout: Duration,
+    /// Deadline for the TLS handshake plus authentication, from accept.
+    pub handshake_timeout: Duration,
+    /// Deadline between requests.
+    pub idle_timeout: Duration,
+    /// Deadline for each frame within a transfer.
+    pub transfer_timeout: Duration,
+    /// Authenticated connections served at once.
+    pub max_connections: usize,
+    /// Connections in their TLS handshake or authentication at once (a separate budget).
+    pub max_pending: usize,
+    /// Of those, most from one source address (IPv6: one /64).
+    pub max_pending_per_address: usize,
+    /// Grace period for connections to finish at shutdown.
+    pub shutdown_grace: Duration,
+    /// A watch stream with nothing to send sends a `watch_ping` after this long.
+    pub watch_ping: Duration,
+    /// Names one listing request examines at most, visible to the principal or not.
+    pub list_scan: usize,
+}
+
+/// The server's state: everything a request may read or change, apart from any connection.
+pub(crate) struct Engine {
+    pub(crate) master: MasterKey,
+    pub(crate) registry: LiveRegistry,
+    pub(crate) policy: Policy,
+    pub(crate) store: Arc<Store>,
+    /// Wakes watch streams after every change to `store`.
+    pub(crate) feed: ChangeFeed,
+    pub(crate) limits: Limits,
+    pub(crate) dir: ServerDir,
+    pub(crate) opaque: OpaqueKeys,
+    pub(crate) users: LiveFile<Users>,
+    pub(crate) invites: LiveFile<Invites>,
+    pub(crate) sessions: LiveFile<Sessions>,
+    pub(crate) limiter: Limiter,
+    pub(crate) session_limits: SessionLimits,
+    pub(crate) new_ksf: KsfParams,
+    pub(crate) mesh: mesh::MeshShared,
+}
+
+impl Engine {
+    /// Loads the state of a server folder: keys, registry, account files, store and mesh.
+    pub(crate) fn open(
+        dir: &ServerDir,
+        config: &Config,
+        identity: &Identity,
+    ) -> Result<Self, Error> {
+        let master = dir.master_key()?;
+        let registry = LiveRegistry::open(dir.registry_path())?;
+        let policy = Policy::new(&config.roles)?;
+        let store = Store::open(
+            &dir.store_path(),
+            StoreOptions {
+                keep_versions: config.keep_versions,
+                keep_changes: config.keep_changes,
+            },
+        )?;
+        let limits = Limits {
+            hello_timeout: Duration::from_secs(config.hello_timeout_secs),
+            handshake_timeout: Duration::from_secs(config.handshake_timeout_secs),
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+            transfer_timeout: Duration::from_secs(60),
+            max_connections: config.max_connections,
+            max_pending: config.max_pending,
+            max_pending_per_address: config.max_pending_per_address,
+            shutdown_grace: Duration::from_secs(5),
+            watch_ping: Duration::from_millis(ferry_proto::message::DEFAULT_PING_MS),
+            list_scan: LIST_SCAN_BUDGET,
+        };
+        let store = Arc::new(store);
+        let feed = ChangeFeed::install(store.clone())?;
+        let device = crate::mesh::device::DeviceKey::from_identity(identity)?;
+        Ok(Self {
+            master,
+            registry,
+            policy,
+            store,
+            feed,
+            limits,
+            opaque: dir.opaque_keys()?,
+            users: LiveFile::open(dir.file("users.toml"))?,
+            invites: LiveFile::open(dir.file("invites.toml"))?,
+            sessions: LiveFile::open(dir.file("sessions.toml"))?,
+            limiter: Limiter::new(config.login.clone()),
+            session_limits: config.sessions.clone(),
+            new_ksf: config.password,
+            mesh: mesh::MeshShared::open(dir, device, config.mesh.max_join_failures)?,
+            dir: dir.clone(),
+        })
+    }
+}

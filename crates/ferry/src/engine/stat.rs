@@ -1,0 +1,22 @@
+//! `stat`: one source's current version, if the principal may see it.
+
+use ferry_proto::auth::Principal;
+use ferry_proto::message::SourceRef;
+use ferry_store::Entry;
+
+use super::{Engine, Outcome, Refusal, read_store};
+use crate::policy::Op;
+
+impl Engine {
+    /// Describes the current version of `req.source`.
+    pub(crate) async fn stat(&self, p: &Principal, req: SourceRef) -> Outcome<Entry> {
+        let name = match self.authorize(p, Op::Stat, &req.source) {
+            Ok(n) => n,
+            Err(r) => return Ok(Err(r)),
+        };
+        let store = self.store.clone();
+        Ok(read_store(move || Ok(store.stat(name.as_str())?))
+            .await?
+            .ok_or_else(|| Refusal::not_found(&req.source)))
+    }
+}
