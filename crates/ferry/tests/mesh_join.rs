@@ -84,47 +84,21 @@ async fn opener_limited(n: u32) -> TestServer {
     .await
 }
 
-/// Starts a join with `pw` and hangs up as soon as the opener's `mesh_join_response` arrives
-/// (from it the joiner already knows whether its guess was right). `true` if it arrived.
-async fn guess_and_hang_up(a: &TestServer, b: &ServerDir, pw: &str) -> bool {
-    use ferry::proto::mesh::join::Joiner;
-    use ferry::proto::mesh::wire::MeshJoinStart;
-    use ferry::proto::message::Message;
-    let a_id = a.server_dir.identity().unwrap().server_id();
-    let tls = ferry::Client::connect_tls(&a.addr.to_string(), a_id)
-        .await
-        .unwrap();
-    let exporter = ferry::tls::export(tls.get_ref().1).unwrap();
-    let mut wire = ferry::wire::Wire::new(tls);
-    let me = device(b);
-    let mut rng = rand_core_10::UnwrapErr(getrandom_04::SysRng);
-    let (share, _joiner) =
-        Joiner::start(pw.as_bytes(), &exporter, &me.id(), a_id, &mut rng).unwrap();
-    wire.send(&Message::MeshJoinStart(MeshJoinStart {
-        share,
-        device: me.spki().to_vec(),
-        name: "guesser".into(),
-        port: 1,
-    }))
-    .await
-    .unwrap();
-    let answer = tokio::time::timeout(Duration::from_secs(10), wire.recv_message()).await;
-    matches!(answer, Ok(Ok(Message::MeshJoinResponse(_))))
-    // Dropped here: the connection closes without a `mesh_join_finish`.
-}
+type JoinWire = ferry::wire::Wire<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
-/// A join driven by hand (past the client library's own checks), up to the opener's
-/// `mesh_join_response`. Returns the connection, its exporter, the joiner's device and the
-/// joiner's confirmation (the password is right, so it verifies the opener's).
-async fn raw_join_until_response(
+/// A join driven by hand (past the client library's own checks): connects to `a` and sends
+/// `mesh_join_start` with `pw` and `name`. Returns the connection, its exporter, the joiner's
+/// device and its CPace state.
+async fn raw_join_start(
     a: &TestServer,
     b: &ServerDir,
+    pw: &str,
     name: &str,
 ) -> (
-    ferry::wire::Wire<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    JoinWire,
     ferry::proto::secret::Exporter,
     DeviceKey,
-    [u8; 32],
+    ferry::proto::mesh::join::Joiner,
 ) {
     use ferry::proto::mesh::join::Joiner;
     use ferry::proto::mesh::wire::MeshJoinStart;
@@ -138,7 +112,7 @@ async fn raw_join_until_response(
     let me = device(b);
     let mut rng = rand_core_10::UnwrapErr(getrandom_04::SysRng);
     let (share, joiner) =
-        Joiner::start(PASSWORD.as_bytes(), &exporter, &me.id(), a_id, &mut rng).unwrap();
+        Joiner::start(pw.as_bytes(), &exporter, &me.id(), a_id, &mut rng).unwrap();
     wire.send(&Message::MeshJoinStart(MeshJoinStart {
         share,
         device: me.spki().to_vec(),
@@ -147,6 +121,33 @@ async fn raw_join_until_response(
     }))
     .await
     .unwrap();
+    (wire, exporter, me, joiner)
+}
+
+/// Starts a join with `pw` and hangs up as soon as the opener's `mesh_join_response` arrives
+/// (from it the joiner already knows whether its guess was right). `true` if it arrived.
+async fn guess_and_hang_up(a: &TestServer, b: &ServerDir, pw: &str) -> bool {
+    use ferry::proto::message::Message;
+    let (mut wire, ..) = raw_join_start(a, b, pw, "guesser").await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), wire.recv_message()).await;
+    matches!(answer, Ok(Ok(Message::MeshJoinResponse(_))))
+    // Dropped here: the connection closes without a `mesh_join_finish`.
+}
+
+/// [`raw_join_start`] with the right password, up to the opener's `mesh_join_response`;
+/// returns the joiner's confirmation instead of its CPace state.
+async fn raw_join_until_response(
+    a: &TestServer,
+    b: &ServerDir,
+    name: &str,
+) -> (
+    JoinWire,
+    ferry::proto::secret::Exporter,
+    DeviceKey,
+    [u8; 32],
+) {
+    use ferry::proto::message::Message;
+    let (mut wire, exporter, me, joiner) = raw_join_start(a, b, PASSWORD, name).await;
     let Message::MeshJoinResponse(r) = wire.recv_message().await.unwrap() else {
         panic!("no response");
     };
@@ -156,7 +157,7 @@ async fn raw_join_until_response(
 
 /// Sends the joiner's finish; returns the opener's answer.
 async fn raw_join_finish(
-    mut wire: ferry::wire::Wire<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    mut wire: JoinWire,
     exporter: &ferry::proto::secret::Exporter,
     me: &DeviceKey,
     confirm: [u8; 32],
