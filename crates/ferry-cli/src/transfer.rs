@@ -204,6 +204,11 @@ fn usable_partial(source: &str, part: &Path, meta: &Path) -> Option<ferry::Parti
     let Some(pm) = part_meta.filter(|m| m.is_file()) else {
         return discard("no partial data");
     };
+    if pm.len() == 0 && !meta_exists {
+        // Cut before the server answered: nothing to keep, nothing to say.
+        remove_partial(part, meta);
+        return None;
+    }
     let Some((m, hash)) = read_meta(meta) else {
         return discard("its description is missing or unreadable");
     };

@@ -587,8 +587,16 @@ impl Client {
         let mut resume: Option<(Partial, blake3::Hasher)> = None;
         if let Some(p) = partial.filter(|p| p.len > 0) {
             // The current version must still be the one the partial bytes belong to.
-            let current = self.stat(&source).await?;
-            if current.version == p.version && current.hash == p.hash && p.len <= current.size {
+            // A stat the server refuses (gone, or not allowed) means starting over: the
+            // get from the start then reports what is wrong, if anything.
+            let current = match self.stat(&source).await {
+                Ok(e) => Some(e),
+                Err(Error::NotFound(_) | Error::Forbidden(_)) => None,
+                Err(e) => return Err(e),
+            };
+            if current
+                .is_some_and(|c| c.version == p.version && c.hash == p.hash && p.len <= c.size)
+            {
                 let (f, hashed) = hash_prefix(file, p.len).await?;
                 file = f;
                 if let Some(h) = hashed {
