@@ -165,3 +165,36 @@ fn a_partial_of_another_source_is_discarded_with_a_message() {
     assert_eq!(std::fs::read(&dst).unwrap(), b"small content");
     assert!(!part.exists() && !meta.exists());
 }
+
+#[test]
+fn a_partial_older_than_7_days_is_discarded_and_the_get_starts_over() {
+    let s = Setup::new();
+    let src = s.env.join("small.txt");
+    std::fs::write(&src, b"fresh content").unwrap();
+    s.with(&s.writer, &["put", "small", src.to_str().unwrap()])
+        .ok();
+    let hash = blake3::hash(b"fresh content").to_hex().to_string();
+    let dst = s.env.join("out.txt");
+    let (part, meta) = partials(&dst);
+    // A valid description of version 1 and a genuine prefix, but last touched 8 days ago.
+    std::fs::write(&part, b"fresh").unwrap();
+    std::fs::write(
+        &meta,
+        format!("format = 1\nsource = \"small\"\nversion = 1\nsize = 13\nhash = \"{hash}\"\n"),
+    )
+    .unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+    File::options()
+        .write(true)
+        .open(&part)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let out = s
+        .with(&s.reader, &["get", "small", "-o", dst.to_str().unwrap()])
+        .ok();
+    assert!(out.stderr.contains("older than 7 days"), "{}", out.stderr);
+    assert!(!out.stderr.contains("resuming"), "{}", out.stderr);
+    assert_eq!(std::fs::read(&dst).unwrap(), b"fresh content");
+    assert!(!part.exists() && !meta.exists());
+}
