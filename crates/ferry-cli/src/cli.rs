@@ -469,9 +469,20 @@ pub struct GetArgs {
     /// Source name to download.
     pub source: String,
     /// File to write (replaced only once the download is complete and verified); "-" or
-    /// nothing writes standard output.
+    /// nothing writes standard output (which does not resume).
+    ///
+    /// The download goes into `.FILE.ferry-partial` next to FILE, described by
+    /// `.FILE.ferry-partial.toml`. If it is interrupted (Ctrl-C, a signal, a cut connection),
+    /// both stay, and the same command run again continues from where it stopped if the
+    /// source still has the same version; otherwise it starts over. A partial download
+    /// older than 7 days, or of another source, is deleted when `ferry get -o FILE` next
+    /// runs. A partial whose whole content fails the BLAKE3 check is deleted and the command
+    /// fails; run it again to start over.
     #[arg(short = 'o', long = "output", value_name = "FILE|-")]
     pub output: Option<PathBuf>,
+    /// Delete any partial download of FILE and start from the beginning.
+    #[arg(long)]
+    pub no_resume: bool,
     /// The credential.
     #[command(flatten)]
     pub cred: CredArg,

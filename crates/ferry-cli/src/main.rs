@@ -87,8 +87,8 @@ pub(crate) fn block_on(f: impl Future<Output = anyhow::Result<()>>) -> anyhow::R
     r
 }
 
-/// Runs a transfer, abandoning it cleanly on Ctrl-C: dropping it closes the connection and
-/// deletes any partial download.
+/// Runs a transfer, abandoning it cleanly on Ctrl-C: dropping it closes the connection; a
+/// partial download into a file stays, for the same command to resume.
 async fn interruptible(f: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     tokio::select! {
         r = f => r,

@@ -3,12 +3,14 @@
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use ferry::Client;
 use ferry::proto::names::{SourceName, validate_prefix};
+use serde::{Deserialize, Serialize};
 
 use crate::cli::{CredArg, GetArgs, LsArgs, PutArgs, RmArgs, StatArgs};
 use crate::exit::{self, Failure};
@@ -125,9 +127,119 @@ async fn get_streaming(a: &GetArgs, out: Box<dyn Write + Send>, what: &str) -> a
     Ok(())
 }
 
-/// Downloads into a temporary file next to `path` and renames it over `path` only once the
-/// whole content has arrived and its hash checked out. On any failure the temporary file is
-/// deleted and `path` is left as it was.
+/// How long a partial download stays usable; older ones are deleted when `ferry get -o`
+/// next runs for the same file.
+const PARTIAL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The sidecar of a partial download (docs/PROTOCOL.md §7): what the partial bytes are.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialMeta {
+    format: u32,
+    source: String,
+    version: u64,
+    size: u64,
+    hash: String,
+}
+
+/// `.NAME.ferry-partial` and `.NAME.ferry-partial.toml` next to `path`.
+fn partial_paths(path: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} does not name a file", path.display()))?;
+    let mut part = std::ffi::OsString::from(".");
+    part.push(name);
+    part.push(".ferry-partial");
+    let mut meta = part.clone();
+    meta.push(".toml");
+    Ok((path.with_file_name(part), path.with_file_name(meta)))
+}
+
+/// Reads a sidecar strictly; anything unreadable or malformed is `None`.
+fn read_meta(meta: &Path) -> Option<(PartialMeta, [u8; 32])> {
+    let text = fs::read_to_string(meta).ok()?;
+    let m: PartialMeta = toml::from_str(&text).ok()?;
+    if m.format != 1 || m.hash.len() != 64 {
+        return None;
+    }
+    let bytes = data_encoding::HEXLOWER.decode(m.hash.as_bytes()).ok()?;
+    let hash: [u8; 32] = bytes.try_into().ok()?;
+    Some((m, hash))
+}
+
+/// Writes a sidecar atomically (a temporary file, fsynced, renamed over it).
+fn write_meta(meta: &Path, m: &PartialMeta) -> std::io::Result<()> {
+    let dir = match meta.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let text = toml::to_string(m).map_err(std::io::Error::other)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".ferry-meta-")
+        .tempfile_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(meta).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn remove_partial(part: &Path, meta: &Path) {
+    let _ = fs::remove_file(part);
+    let _ = fs::remove_file(meta);
+}
+
+/// What an existing partial download of `path` can resume, deleting it (with a message) if
+/// it cannot be used.
+fn usable_partial(source: &str, part: &Path, meta: &Path) -> Option<ferry::Partial> {
+    let part_meta = fs::symlink_metadata(part).ok();
+    let meta_exists = fs::symlink_metadata(meta).is_ok();
+    if part_meta.is_none() && !meta_exists {
+        return None;
+    }
+    let discard = |why: &str| {
+        eprintln!("discarding the partial download {} ({why})", part.display());
+        remove_partial(part, meta);
+        None
+    };
+    let Some(pm) = part_meta.filter(|m| m.is_file()) else {
+        return discard("no partial data");
+    };
+    if pm.len() == 0 && !meta_exists {
+        // Cut before the server answered: nothing to keep, nothing to say.
+        remove_partial(part, meta);
+        return None;
+    }
+    let Some((m, hash)) = read_meta(meta) else {
+        return discard("its description is missing or unreadable");
+    };
+    if m.source != source {
+        return discard(&format!(
+            "it is of another source, {}",
+            output::printable(&m.source)
+        ));
+    }
+    let age = pm
+        .modified()
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default();
+    if age > PARTIAL_MAX_AGE {
+        return discard("older than 7 days");
+    }
+    if pm.len() > m.size {
+        return discard("longer than the content");
+    }
+    Some(ferry::Partial {
+        version: m.version,
+        hash,
+        len: pm.len(),
+    })
+}
+
+/// Downloads into a partial file next to `path` and renames it over `path` only once the
+/// whole content has arrived and its hash checked out. If the download is interrupted the
+/// partial file and its sidecar stay, and the next run resumes from them; `path` is left as
+/// it was.
 async fn get_to_file(a: &GetArgs, path: &Path) -> anyhow::Result<()> {
     if path.is_dir() {
         bail!("{} is a folder; name the file to write", path.display());
@@ -136,34 +248,101 @@ async fn get_to_file(a: &GetArgs, path: &Path) -> anyhow::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    let (part, meta) = partial_paths(path)?;
     // Keep an existing file's permissions; a new file gets the usual 0666 minus umask.
     let existing_mode = fs::metadata(path)
         .ok()
         .map(|m| m.permissions().mode() & 0o7777);
-    let tmp = tempfile::Builder::new()
-        .prefix(".ferry-get-")
-        .suffix(".part")
-        .permissions(fs::Permissions::from_mode(existing_mode.unwrap_or(0o666)))
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    if let Some(mode) = existing_mode {
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(mode))?;
+    if a.no_resume {
+        remove_partial(&part, &meta);
     }
-    let mut client = connect(&a.cred).await?;
+    let partial = usable_partial(&a.source, &part, &meta);
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(existing_mode.unwrap_or(0o666))
+        .open(&part)
+        .with_context(|| format!("cannot create {}", part.display()))?;
+    if let Some(mode) = existing_mode {
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
+    let had_partial = partial.as_ref().map(|p| p.len);
+    // Until the server has answered, nothing is written: a failure then leaves no litter.
+    let mut started = false;
+    let mut client = match connect(&a.cred).await {
+        Ok(c) => c,
+        Err(e) => {
+            if had_partial.is_none() {
+                remove_partial(&part, &meta);
+            }
+            return Err(e);
+        }
+    };
     let bar = Bar::new(&format!("get {}", a.source));
-    let (entry, tmp) = client
-        .get_with_start(&a.source, tmp, &mut |e| bar.start(Some(e.size)), &mut |n| {
-            bar.set(n)
-        })
-        .await?;
+    let source = a.source.clone();
+    let meta_path = meta.clone();
+    let result = client
+        .get_resume(
+            &a.source,
+            file,
+            partial,
+            &mut |e, offset| {
+                started = true;
+                if offset > 0 {
+                    eprintln!("resuming at {offset} bytes");
+                } else {
+                    if had_partial.is_some() {
+                        eprintln!("the source changed since the partial download; starting over");
+                    }
+                    write_meta(
+                        &meta_path,
+                        &PartialMeta {
+                            format: 1,
+                            source: source.clone(),
+                            version: e.version,
+                            size: e.size,
+                            hash: data_encoding::HEXLOWER.encode(&e.hash),
+                        },
+                    )?;
+                }
+                bar.start(Some(e.size));
+                bar.set(offset);
+                Ok(())
+            },
+            &mut |n| bar.set(n),
+        )
+        .await;
     drop(bar);
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot replace {}", path.display()))?;
+    let (entry, _offset, file) = match result {
+        Ok(r) => r,
+        Err(e @ ferry::Error::HashMismatch) => {
+            remove_partial(&part, &meta);
+            return Err(anyhow::Error::new(e).context(format!(
+                "the downloaded content of {} failed its BLAKE3 check; the partial download \
+                 was deleted and {} left as it was; run the command again to start over",
+                a.source,
+                path.display()
+            )));
+        }
+        Err(e) if !started && had_partial.is_none() => {
+            remove_partial(&part, &meta);
+            return Err(e.into());
+        }
+        Err(e) if !started => return Err(e.into()),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "download interrupted; {} kept, run the same command again to resume",
+                part.display()
+            )));
+        }
+    };
+    file.sync_all()
+        .with_context(|| format!("cannot write {}", part.display()))?;
+    drop(file);
+    fs::rename(&part, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    let _ = fs::remove_file(&meta);
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }

@@ -504,13 +504,29 @@ impl Client {
     ) -> Result<(Entry, W), Error> {
         let ok = self.request_get(source).await?;
         on_start(&ok.entry);
-        let size = ok.entry.size;
-        let (tx, spares, done) = pipe::spawn_writer(HashingWriter::new(w), |w| {
+        let entry = ok.entry;
+        let w = self
+            .receive_into(&entry, 0, HashingWriter::new(w), progress)
+            .await?;
+        Ok((entry, w))
+    }
+
+    /// Receives the `entry.size - offset` data bytes of a get into `w` (which has already
+    /// hashed the first `offset` bytes) and checks the hash of the whole content.
+    async fn receive_into<W: Write + Send + 'static>(
+        &mut self,
+        entry: &Entry,
+        offset: u64,
+        w: HashingWriter<W>,
+        progress: Progress<'_>,
+    ) -> Result<W, Error> {
+        let size = entry.size;
+        let (tx, spares, done) = pipe::spawn_writer(w, |w| {
             let (mut inner, hash, len) = w.into_parts();
             inner.flush()?;
             Ok((inner, hash, len))
         });
-        let mut received = 0u64;
+        let mut received = offset;
         while received < size {
             let frame =
                 tokio::time::timeout(RESPONSE_TIMEOUT, self.wire.recv_reusing(Some(&spares)))
@@ -535,10 +551,94 @@ impl Client {
         let (w, hash, len) = pipe::join(done)
             .await?
             .ok_or_else(|| Error::Internal("writer stopped".into()))?;
-        if len != size || hash != ok.entry.hash {
+        if len != size || hash != entry.hash {
             return Err(Error::HashMismatch);
         }
-        Ok((ok.entry, w))
+        Ok(w)
+    }
+
+    /// Downloads the current version of `source` into `file`, continuing a partial download
+    /// of it if `partial` describes one (docs/PROTOCOL.md §5, "Resuming a get").
+    ///
+    /// `file` must be open for reading and writing. With `partial`, its first `partial.len`
+    /// bytes are what an earlier, cut download of `partial.version` (whose whole content
+    /// hashes to `partial.hash`) wrote; they are hashed first (streaming, bounded memory),
+    /// and if the server still sends the current version as that same content, only the
+    /// bytes from `partial.len` on are asked for. Otherwise (a newer version, the version no
+    /// longer retained, a partial longer than the content) the file is truncated and the
+    /// current version downloaded from its start: two versions are never spliced. In every
+    /// case the BLAKE3 of the whole content is checked at the end; on
+    /// [`Error::HashMismatch`] the file's content must be discarded.
+    ///
+    /// `on_start` is called once the server has answered, before any data is written, with
+    /// the entry being sent and the offset the data starts at (0 when starting over); an
+    /// error from it abandons the download. `progress` gets the total length written so
+    /// far, counting the partial bytes.
+    pub async fn get_resume(
+        &mut self,
+        source: &str,
+        file: std::fs::File,
+        partial: Option<Partial>,
+        on_start: &mut (dyn FnMut(&Entry, u64) -> std::io::Result<()> + Send),
+        progress: Progress<'_>,
+    ) -> Result<(Entry, u64, std::fs::File), Error> {
+        let source = SourceName::parse(source)?.to_string();
+        let mut file = file;
+        let mut resume: Option<(Partial, blake3::Hasher)> = None;
+        if let Some(p) = partial.filter(|p| p.len > 0) {
+            // The current version must still be the one the partial bytes belong to.
+            // A stat the server refuses (gone, or not allowed) means starting over: the
+            // get from the start then reports what is wrong, if anything.
+            let current = match self.stat(&source).await {
+                Ok(e) => Some(e),
+                Err(Error::NotFound(_) | Error::Forbidden(_)) => None,
+                Err(e) => return Err(e),
+            };
+            if current
+                .is_some_and(|c| c.version == p.version && c.hash == p.hash && p.len <= c.size)
+            {
+                let (f, hashed) = hash_prefix(file, p.len).await?;
+                file = f;
+                if let Some(h) = hashed {
+                    resume = Some((p, h));
+                }
+            }
+        }
+        if let Some((p, hasher)) = resume {
+            self.send_request(&Message::Get(Get {
+                source: source.clone(),
+                version: Some(p.version),
+                offset: p.len,
+            }))
+            .await?;
+            match self.recv().await {
+                Ok(Message::GetOk(ok))
+                    if ok.offset == p.len
+                        && ok.entry.version == p.version
+                        && ok.entry.hash == p.hash
+                        && ok.entry.size >= p.len =>
+                {
+                    on_start(&ok.entry, p.len)?;
+                    let entry = ok.entry;
+                    let w = HashingWriter::resuming(file, hasher, p.len);
+                    let file = self.receive_into(&entry, p.len, w, progress).await?;
+                    return Ok((entry, p.len, file));
+                }
+                // The version was dropped between the stat and the get: start over.
+                Err(Error::NotFound(_)) => {}
+                // Anything else would put other bytes after the partial ones.
+                Ok(m) => return Err(Self::unexpected(&m)),
+                Err(e) => return Err(e),
+            }
+        }
+        let ok = self.request_get(&source).await?;
+        let mut file = truncate(file).await?;
+        on_start(&ok.entry, 0)?;
+        let entry = ok.entry;
+        file = self
+            .receive_into(&entry, 0, HashingWriter::new(file), progress)
+            .await?;
+        Ok((entry, 0, file))
     }
 
     /// Asks for the current version of `source` from its start; returns the server's answer.
@@ -669,6 +769,61 @@ impl Client {
         self.wire.shutdown().await?;
         Ok(())
     }
+}
+
+/// What a partial download holds: the first `len` bytes of `version` of a source, whose
+/// whole content hashes to `hash` (see [`Client::get_resume`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Partial {
+    /// The version the bytes belong to.
+    pub version: u64,
+    /// BLAKE3 of that version's whole content.
+    pub hash: message::Digest,
+    /// How many bytes of it the file holds.
+    pub len: u64,
+}
+
+/// Hashes the first `len` bytes of `file` on a blocking thread, reading it in chunks, and
+/// leaves the file positioned at `len`. `None` if the file holds fewer bytes.
+async fn hash_prefix(
+    mut file: std::fs::File,
+    len: u64,
+) -> Result<(std::fs::File, Option<blake3::Hasher>), Error> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; pipe::CHUNK];
+        let mut left = len;
+        while left > 0 {
+            // Bounded: at most CHUNK, which fits in usize.
+            let want = usize::try_from(left.min(pipe::CHUNK as u64)).unwrap_or(pipe::CHUNK);
+            let n = file.read(&mut buf[..want])?;
+            if n == 0 {
+                return Ok((file, None));
+            }
+            hasher.update(&buf[..n]);
+            left -= n as u64;
+        }
+        // Anything past `len` is dropped: the data continues at `len`.
+        file.set_len(len)?;
+        file.seek(std::io::SeekFrom::Start(len))?;
+        Ok((file, Some(hasher)))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("worker thread failed: {e}")))?
+}
+
+/// Empties `file` and positions it at its start.
+async fn truncate(mut file: std::fs::File) -> Result<std::fs::File, Error> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Seek;
+        file.set_len(0)?;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        Ok(file)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("worker thread failed: {e}")))?
 }
 
 /// Formats a hash as lowercase hex.

@@ -53,7 +53,7 @@ mod watch_service;
 pub mod wire;
 
 pub use changes::ChangeFeed;
-pub use client::Client;
+pub use client::{Client, Partial};
 pub use error::{Error, Result};
 pub use ferry_proto as proto;
 pub use ferry_store as store;

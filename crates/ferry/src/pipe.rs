@@ -141,6 +141,12 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
+    /// Wraps `inner`, continuing a hash that already covers the first `len` bytes (a
+    /// resumed download).
+    pub fn resuming(inner: W, hasher: blake3::Hasher, len: u64) -> Self {
+        Self { inner, hasher, len }
+    }
+
     /// The inner writer, the hash and the length.
     pub fn into_parts(self) -> (W, [u8; 32], u64) {
         (self.inner, *self.hasher.finalize().as_bytes(), self.len)

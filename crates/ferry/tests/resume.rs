@@ -1,0 +1,327 @@
+//! Resumable gets over real loopback TLS, through a counting TCP proxy that can cut the
+//! connection after a number of bytes from the server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{Pattern, TestServer, panics};
+use ferry::proto::credential::Credential;
+use ferry::{Client, Partial};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const MIB: u64 = 1024 * 1024;
+const SIZE: u64 = 8 * MIB;
+const CUT_AT: u64 = 3 * MIB;
+
+/// A TCP proxy in front of the server that counts the bytes the server sends and, while
+/// `cut_after` is non-zero, closes each connection once that many have gone through.
+struct Proxy {
+    addr: SocketAddr,
+    from_server: Arc<AtomicU64>,
+    cut_after: Arc<AtomicU64>,
+}
+
+async fn start_proxy(upstream: SocketAddr) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let from_server = Arc::new(AtomicU64::new(0));
+    let cut_after = Arc::new(AtomicU64::new(0));
+    let (count, cut) = (from_server.clone(), cut_after.clone());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let (count, limit) = (count.clone(), cut.load(Ordering::SeqCst));
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = async {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                };
+                let down = async {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let mut passed = 0u64;
+                    loop {
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let n = if limit > 0 {
+                            (n as u64).min(limit - passed) as usize
+                        } else {
+                            n
+                        };
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                        passed += n as u64;
+                        count.fetch_add(n as u64, Ordering::SeqCst);
+                        if limit > 0 && passed >= limit {
+                            return;
+                        }
+                    }
+                };
+                // Whichever direction ends first closes both.
+                tokio::select! {
+                    _ = up => {}
+                    _ = down => {}
+                }
+            });
+        }
+    });
+    Proxy {
+        addr,
+        from_server,
+        cut_after,
+    }
+}
+
+async fn connect(proxy: &Proxy, cred: &Credential) -> Client {
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        Client::connect_to(&proxy.addr.to_string(), cred.server_id, cred),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+fn blake3_of(path: &std::path::Path) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    std::io::copy(&mut std::fs::File::open(path).unwrap(), &mut h).unwrap();
+    *h.finalize().as_bytes()
+}
+
+fn open_rw(path: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .unwrap()
+}
+
+/// Gets `source` through the proxy, cut after `CUT_AT` bytes; returns the partial length.
+async fn cut_get(proxy: &Proxy, cred: &Credential, source: &str, file: &std::path::Path) -> u64 {
+    proxy.cut_after.store(CUT_AT, Ordering::SeqCst);
+    let mut c = connect(proxy, cred).await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        c.get_resume(source, open_rw(file), None, &mut |_, _| Ok(()), &mut |_| {}),
+    )
+    .await
+    .expect("the cut get ends");
+    assert!(r.is_err(), "a get cut after {CUT_AT} bytes cannot succeed");
+    drop(c);
+    proxy.cut_after.store(0, Ordering::SeqCst);
+    let len = std::fs::metadata(file).unwrap().len();
+    assert!(len > 0 && len < SIZE, "partial of {len} bytes");
+    len
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_get_resumes_from_its_length_and_moves_only_the_missing_bytes() {
+    let srv = TestServer::start().await;
+    let writer = srv.issue("w", "writer");
+    let reader = srv.issue("r", "reader");
+    let mut c = Client::connect(&writer).await.unwrap();
+    let v1 = c
+        .put(
+            "resume/blob",
+            Pattern::new("one", SIZE),
+            Some(SIZE),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+
+    let proxy = start_proxy(srv.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob.partial");
+    let len = cut_get(&proxy, &reader, "resume/blob", &file).await;
+
+    let before = proxy.from_server.load(Ordering::SeqCst);
+    let mut c = connect(&proxy, &reader).await;
+    let mut started = None;
+    let (entry, offset, f) = tokio::time::timeout(
+        Duration::from_secs(60),
+        c.get_resume(
+            "resume/blob",
+            open_rw(&file),
+            Some(Partial {
+                version: v1.version,
+                hash: v1.hash,
+                len,
+            }),
+            &mut |e, off| {
+                started = Some((e.version, off));
+                Ok(())
+            },
+            &mut |_| {},
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    drop(f);
+    c.close().await.unwrap();
+    let wire = proxy.from_server.load(Ordering::SeqCst) - before;
+
+    assert_eq!((entry.version, offset), (v1.version, len));
+    assert_eq!(started, Some((v1.version, len)));
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), SIZE);
+    assert_eq!(blake3_of(&file), Pattern::hash("one", SIZE), "bytes differ");
+    let mut expected = Vec::new();
+    Pattern::new("one", SIZE)
+        .read_to_end(&mut expected)
+        .unwrap();
+    assert!(std::fs::read(&file).unwrap() == expected, "bytes differ");
+
+    // The missing bytes, plus one chunk, plus framing, TLS records and the handshake.
+    let missing = SIZE - len;
+    let chunk = ferry::pipe::CHUNK as u64;
+    let overhead = 64 * 1024 + missing / 100;
+    eprintln!("partial {len} bytes; resumed get moved {wire} bytes for {missing} missing");
+    assert!(
+        wire <= missing + chunk + overhead,
+        "the resumed get moved {wire} bytes for {missing} missing"
+    );
+    assert!(
+        wire >= missing,
+        "fewer bytes than missing crossed: {wire} < {missing}"
+    );
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_replaced_between_cut_and_resume_restarts_from_zero_without_splicing() {
+    let srv = TestServer::start().await;
+    let writer = srv.issue("w", "writer");
+    let reader = srv.issue("r", "reader");
+    let mut c = Client::connect(&writer).await.unwrap();
+    let v1 = c
+        .put(
+            "resume/blob",
+            Pattern::new("one", SIZE),
+            Some(SIZE),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+
+    let proxy = start_proxy(srv.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob.partial");
+    let len = cut_get(&proxy, &reader, "resume/blob", &file).await;
+
+    // A new version (longer, so a splice would also show in the length).
+    let size2 = SIZE + 12345;
+    let v2 = c
+        .put(
+            "resume/blob",
+            Pattern::new("two", size2),
+            Some(size2),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    assert!(v2.version > v1.version);
+
+    let mut c = connect(&proxy, &reader).await;
+    let mut started = None;
+    let (entry, offset, f) = tokio::time::timeout(
+        Duration::from_secs(60),
+        c.get_resume(
+            "resume/blob",
+            open_rw(&file),
+            Some(Partial {
+                version: v1.version,
+                hash: v1.hash,
+                len,
+            }),
+            &mut |e, off| {
+                started = Some((e.version, off));
+                Ok(())
+            },
+            &mut |_| {},
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    drop(f);
+    c.close().await.unwrap();
+    assert_eq!((entry.version, offset), (v2.version, 0));
+    assert_eq!(started, Some((v2.version, 0)));
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), size2);
+    assert_eq!(
+        blake3_of(&file),
+        Pattern::hash("two", size2),
+        "spliced or wrong bytes"
+    );
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_partial_fails_the_whole_content_hash() {
+    let srv = TestServer::start().await;
+    let writer = srv.issue("w", "writer");
+    let reader = srv.issue("r", "reader");
+    let mut c = Client::connect(&writer).await.unwrap();
+    let v1 = c
+        .put(
+            "resume/blob",
+            Pattern::new("one", SIZE),
+            Some(SIZE),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+
+    let proxy = start_proxy(srv.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob.partial");
+    let len = cut_get(&proxy, &reader, "resume/blob", &file).await;
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[(len / 2) as usize] ^= 0x40;
+    std::fs::write(&file, &bytes).unwrap();
+
+    let mut c = connect(&proxy, &reader).await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        c.get_resume(
+            "resume/blob",
+            open_rw(&file),
+            Some(Partial {
+                version: v1.version,
+                hash: v1.hash,
+                len,
+            }),
+            &mut |_, _| Ok(()),
+            &mut |_| {},
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(r, Err(ferry::Error::HashMismatch)),
+        "a flipped partial byte must fail the hash: {r:?}"
+    );
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
