@@ -129,6 +129,42 @@ async fn cut_get(proxy: &Proxy, cred: &Credential, source: &str, file: &std::pat
     len
 }
 
+/// Resumes the get of "resume/blob" into `file` through the proxy from `partial`. Returns
+/// the outcome and what `on_start` was told (version, offset); closes the client on success.
+async fn resume_get(
+    proxy: &Proxy,
+    cred: &Credential,
+    file: &std::path::Path,
+    partial: Partial,
+) -> (Result<(u64, u64), ferry::Error>, Option<(u64, u64)>) {
+    let mut c = connect(proxy, cred).await;
+    let mut started = None;
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        c.get_resume(
+            "resume/blob",
+            open_rw(file),
+            Some(partial),
+            &mut |e, off| {
+                started = Some((e.version, off));
+                Ok(())
+            },
+            &mut |_| {},
+        ),
+    )
+    .await
+    .unwrap();
+    let r = match r {
+        Ok((entry, offset, f)) => {
+            drop(f);
+            c.close().await.unwrap();
+            Ok((entry.version, offset))
+        }
+        Err(e) => Err(e),
+    };
+    (r, started)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_get_resumes_from_its_length_and_moves_only_the_missing_bytes() {
     let srv = TestServer::start().await;
@@ -152,33 +188,15 @@ async fn a_cut_get_resumes_from_its_length_and_moves_only_the_missing_bytes() {
     let len = cut_get(&proxy, &reader, "resume/blob", &file).await;
 
     let before = proxy.from_server.load(Ordering::SeqCst);
-    let mut c = connect(&proxy, &reader).await;
-    let mut started = None;
-    let (entry, offset, f) = tokio::time::timeout(
-        Duration::from_secs(60),
-        c.get_resume(
-            "resume/blob",
-            open_rw(&file),
-            Some(Partial {
-                version: v1.version,
-                hash: v1.hash,
-                len,
-            }),
-            &mut |e, off| {
-                started = Some((e.version, off));
-                Ok(())
-            },
-            &mut |_| {},
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    drop(f);
-    c.close().await.unwrap();
+    let partial = Partial {
+        version: v1.version,
+        hash: v1.hash,
+        len,
+    };
+    let (r, started) = resume_get(&proxy, &reader, &file, partial).await;
     let wire = proxy.from_server.load(Ordering::SeqCst) - before;
 
-    assert_eq!((entry.version, offset), (v1.version, len));
+    assert_eq!(r.unwrap(), (v1.version, len));
     assert_eq!(started, Some((v1.version, len)));
     assert_eq!(std::fs::metadata(&file).unwrap().len(), SIZE);
     assert_eq!(blake3_of(&file), Pattern::hash("one", SIZE), "bytes differ");
@@ -240,31 +258,13 @@ async fn a_source_replaced_between_cut_and_resume_restarts_from_zero_without_spl
     c.close().await.unwrap();
     assert!(v2.version > v1.version);
 
-    let mut c = connect(&proxy, &reader).await;
-    let mut started = None;
-    let (entry, offset, f) = tokio::time::timeout(
-        Duration::from_secs(60),
-        c.get_resume(
-            "resume/blob",
-            open_rw(&file),
-            Some(Partial {
-                version: v1.version,
-                hash: v1.hash,
-                len,
-            }),
-            &mut |e, off| {
-                started = Some((e.version, off));
-                Ok(())
-            },
-            &mut |_| {},
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    drop(f);
-    c.close().await.unwrap();
-    assert_eq!((entry.version, offset), (v2.version, 0));
+    let partial = Partial {
+        version: v1.version,
+        hash: v1.hash,
+        len,
+    };
+    let (r, started) = resume_get(&proxy, &reader, &file, partial).await;
+    assert_eq!(r.unwrap(), (v2.version, 0));
     assert_eq!(started, Some((v2.version, 0)));
     assert_eq!(std::fs::metadata(&file).unwrap().len(), size2);
     assert_eq!(
@@ -301,23 +301,12 @@ async fn a_corrupted_partial_fails_the_whole_content_hash() {
     bytes[(len / 2) as usize] ^= 0x40;
     std::fs::write(&file, &bytes).unwrap();
 
-    let mut c = connect(&proxy, &reader).await;
-    let r = tokio::time::timeout(
-        Duration::from_secs(60),
-        c.get_resume(
-            "resume/blob",
-            open_rw(&file),
-            Some(Partial {
-                version: v1.version,
-                hash: v1.hash,
-                len,
-            }),
-            &mut |_, _| Ok(()),
-            &mut |_| {},
-        ),
-    )
-    .await
-    .unwrap();
+    let partial = Partial {
+        version: v1.version,
+        hash: v1.hash,
+        len,
+    };
+    let (r, _) = resume_get(&proxy, &reader, &file, partial).await;
     assert!(
         matches!(r, Err(ferry::Error::HashMismatch)),
         "a flipped partial byte must fail the hash: {r:?}"
