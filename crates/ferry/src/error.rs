@@ -68,6 +68,9 @@ pub enum Error {
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] ferry_store::StoreError),
+    /// The storage backend failed.
+    #[error("storage: {0}")]
+    Backend(#[from] ferry_backend::BackendError),
     /// Local IO failed.
     #[error("{0}")]
     Io(#[from] io::Error),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use ferry_proto::message::ErrorCode;
 use ferry_proto::password::{KsfParams, OpaqueKeys};
 use ferry_proto::secret::MasterKey;
-use ferry_store::{Store, StoreOptions};
+use ferry_store::{LocalBackend, Store, StoreOptions};
 
 use crate::Error;
 use crate::accounts::{Invites, Sessions, Users};
@@ -120,6 +120,8 @@ pub(crate) struct Engine {
     pub(crate) registry: LiveRegistry,
     pub(crate) policy: Policy,
     pub(crate) store: Arc<Store>,
+    /// The same store behind the backend traits (the seam the engine is moving onto).
+    pub(crate) backend: LocalBackend,
     /// Wakes watch streams after every change to `store`.
     pub(crate) feed: ChangeFeed,
     pub(crate) limits: Limits,
@@ -165,12 +167,14 @@ impl Engine {
         };
         let store = Arc::new(store);
         let feed = ChangeFeed::install(store.clone())?;
+        let store_for_engine = store.clone();
         let device = crate::mesh::device::DeviceKey::from_identity(identity)?;
         Ok(Self {
             master,
             registry,
             policy,
-            store,
+            store: store_for_engine,
+            backend: LocalBackend::new(store),
             feed,
             limits,
             opaque: dir.opaque_keys()?,

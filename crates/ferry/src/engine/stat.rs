@@ -1,10 +1,11 @@
 //! `stat`: one source's current version, if the principal may see it.
 
+use ferry_backend::Index;
 use ferry_proto::auth::Principal;
 use ferry_proto::message::SourceRef;
 use ferry_store::Entry;
 
-use super::{Engine, Outcome, Refusal, read_store};
+use super::{Engine, Outcome, Refusal};
 use crate::policy::Op;
 
 impl Engine {
@@ -14,8 +15,9 @@ impl Engine {
             Ok(n) => n,
             Err(r) => return Ok(Err(r)),
         };
-        let store = self.store.clone();
-        Ok(read_store(move || Ok(store.stat(name.as_str())?))
+        Ok(self
+            .backend
+            .stat(name.as_str())
             .await?
             .ok_or_else(|| Refusal::not_found(&req.source)))
     }
