@@ -25,7 +25,8 @@ use std::future::Future;
 pub mod accounts;
 
 use crate::{
-    Backend, BackendError, Blobs, Entry, Hash, Retention, Staged, Upload, UploadKey, stage_bytes,
+    Backend, BackendError, BlobReader, Blobs, Entry, Hash, Retention, Staged, Upload, UploadKey,
+    stage_bytes,
 };
 
 /// The retention every backend under test must be configured with.
@@ -49,6 +50,8 @@ where
     versions_kept_and_pruned(&fresh().await).await;
     change_log(&fresh().await).await;
     ranged_reads(&fresh().await).await;
+    readers(&fresh().await).await;
+    change_signal(&fresh().await).await;
     uploads_resume(&fresh().await).await;
     upload_hash_mismatch(&fresh().await).await;
     same_content_stored_once(&fresh().await).await;
@@ -396,6 +399,78 @@ pub async fn ranged_reads<B: Backend>(b: &B) {
         Err(BackendError::BlobNotFound)
     ));
     assert_eq!(b.blob_size(&hash(b"not stored")).await.unwrap(), None);
+}
+
+/// Readers: a range read piece by piece equals [`Blobs::read`] of it; the same errors at
+/// open; an open reader outlives the pruning of its version.
+pub async fn readers<B: Backend>(b: &B) {
+    let data = pattern(300_001, 9);
+    let e = put(b, "big", &data, "w", T0).await;
+    let (h, size) = (&e.hash, e.size);
+    for (offset, len, piece) in [(0, size, 65_536), (12_345, 100_000, 7_000), (size, 0, 10)] {
+        let mut r = b.reader(h, offset, len).await.unwrap();
+        assert_eq!(r.remaining(), len);
+        let mut joined = Vec::new();
+        for _ in 0..1_000 {
+            let before = joined.len();
+            joined = r.read_into(joined, piece).await.unwrap();
+            let got = joined.len() - before;
+            assert!(got <= piece, "read_into appended {got} > {piece}");
+            if got == 0 {
+                break;
+            }
+        }
+        assert_eq!(r.remaining(), 0);
+        let (start, end) = (offset as usize, (offset + len) as usize);
+        assert_eq!(joined, &data[start..end], "range {offset}+{len}");
+        // What the buffer held before stays in front.
+        let kept = r.read_into(b"head".to_vec(), piece).await.unwrap();
+        assert_eq!(kept, b"head");
+    }
+    assert!(matches!(
+        b.reader(h, size - 1, 2).await,
+        Err(BackendError::RangeOutOfBounds { .. })
+    ));
+    assert!(matches!(
+        b.reader(&hash(b"not stored"), 0, 0).await,
+        Err(BackendError::BlobNotFound)
+    ));
+    // Open, then the version is pruned (keep_versions is 2): the range still reads whole.
+    let mut r = b.reader(h, 1, size - 1).await.unwrap();
+    put(b, "big", b"second", "w", T0).await;
+    put(b, "big", b"third", "w", T0).await;
+    assert_eq!(
+        b.blob_size(h).await.unwrap(),
+        None,
+        "the first version is pruned"
+    );
+    let all = r
+        .read_into(Vec::new(), usize::try_from(size).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(all, &data[1..]);
+}
+
+/// The change signal starts at the last change and moves after every logged change, once
+/// the change is readable; a write that logs nothing does not move it.
+pub async fn change_signal<B: Backend>(b: &B) {
+    put(b, "a", b"1", "w", T0).await;
+    let mut rx = b.subscribe();
+    assert_eq!(*rx.borrow_and_update(), 1);
+    put(b, "a", b"2", "w", T0).await;
+    assert!(rx.has_changed().unwrap());
+    let seen = *rx.borrow_and_update();
+    assert_eq!(seen, 2);
+    assert_eq!(b.changes_since(1, 10).await.unwrap().changes.len(), 1);
+    assert!(b.delete("gone", "w", T0).await.unwrap().is_none());
+    assert!(
+        !rx.has_changed().unwrap(),
+        "a delete of nothing logs nothing"
+    );
+    b.delete("a", "w", T0).await.unwrap();
+    assert_eq!(*rx.borrow_and_update(), 3);
+    // Another subscriber, later, starts where the log is.
+    assert_eq!(*b.subscribe().borrow(), 3);
 }
 
 /// An upload continues from the offset it reports after its handle was dropped; one handle

@@ -53,8 +53,8 @@ mod types;
 
 pub use accounts::Accounts;
 pub use error::{BackendError, Result};
-pub use memory::{MemoryBackend, MemoryStaged, MemoryUpload};
-pub use traits::{Backend, Blobs, Index, Retention, Staged, Upload};
+pub use memory::{MemoryBackend, MemoryReader, MemoryStaged, MemoryUpload};
+pub use traits::{Backend, BlobReader, Blobs, Index, Retention, Staged, Upload, advance_signal};
 pub use types::{Change, Changes, Entry, Head, UploadKey, check_by, check_source, replica_wins};
 
 /// A BLAKE3 hash of a blob's content.

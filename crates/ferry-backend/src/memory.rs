@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::traits::{Backend, Blobs, Index, Retention, Staged, Upload};
+use crate::traits::{Backend, BlobReader, Blobs, Index, Retention, Staged, Upload};
 use crate::{
     BackendError, Change, Changes, Entry, Hash, Head, Result, UploadKey, check_by, check_source,
     replica_wins,
@@ -35,6 +35,8 @@ struct State {
     changes: BTreeMap<u64, Change>,
     last_seq: u64,
     uploads: HashMap<UploadKey, Part>,
+    /// Moved to `last_seq` by every logged change ([`Index::subscribe`]).
+    signal: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -136,6 +138,8 @@ impl State {
             .checked_add(1)
             .ok_or_else(|| BackendError::Corrupt("change sequence is exhausted".into()))?;
         self.last_seq = seq;
+        // Readers woken now wait for the state lock, held until this change is whole.
+        crate::advance_signal(&self.signal, seq);
         let e = &rec.entry;
         self.changes.insert(
             seq,
@@ -266,6 +270,10 @@ impl Index for MemoryBackend {
         })
     }
 
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        lock(&self.state).signal.subscribe()
+    }
+
     async fn last_seq(&self) -> Result<u64> {
         Ok(lock(&self.state).last_seq)
     }
@@ -351,9 +359,31 @@ impl Upload for MemoryUpload {
     }
 }
 
+/// A range of an in-memory blob (holding the blob, so a prune meanwhile does not matter).
+#[derive(Debug)]
+pub struct MemoryReader {
+    data: Arc<[u8]>,
+    pos: usize,
+    end: usize,
+}
+
+impl BlobReader for MemoryReader {
+    fn remaining(&self) -> u64 {
+        (self.end - self.pos) as u64
+    }
+
+    async fn read_into(&mut self, mut buf: Vec<u8>, max: usize) -> Result<Vec<u8>> {
+        let n = max.min(self.end - self.pos);
+        buf.extend_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(buf)
+    }
+}
+
 impl Blobs for MemoryBackend {
     type Staged = MemoryStaged;
     type Upload = MemoryUpload;
+    type Reader = MemoryReader;
 
     async fn begin_upload(&self, key: &UploadKey, now: u64) -> Result<MemoryUpload> {
         let mut state = lock(&self.state);
@@ -412,6 +442,13 @@ impl Blobs for MemoryBackend {
     }
 
     async fn read(&self, hash: &Hash, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut r = self.reader(hash, offset, len).await?;
+        let n = usize::try_from(len)
+            .map_err(|_| BackendError::InvalidArgument("range too long".into()))?;
+        r.read_into(Vec::with_capacity(n), n).await
+    }
+
+    async fn reader(&self, hash: &Hash, offset: u64, len: u64) -> Result<MemoryReader> {
         let data = lock(&self.state)
             .blobs
             .get(hash)
@@ -424,7 +461,11 @@ impl Blobs for MemoryBackend {
             return Err(out_of_bounds);
         };
         let end = usize::try_from(end).map_err(|_| out_of_bounds)?;
-        Ok(data.get(start..end).map(<[u8]>::to_vec).unwrap_or_default())
+        Ok(MemoryReader {
+            data,
+            pos: start,
+            end,
+        })
     }
 }
 

@@ -58,6 +58,41 @@ pub trait Index: Send + Sync {
 
     /// The last change sequence number given out; 0 if nothing changed yet.
     fn last_seq(&self) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Follows the change log: a receiver of the last sequence number, moved forward after
+    /// every change this backend makes visible (by any handle on it; for a backend shared by
+    /// several servers, also the changes the others make). It never moves back and may skip
+    /// numbers: read the log with [`Index::changes_since`] to learn what changed. The value
+    /// starts at the last sequence number known when the backend was opened, or later.
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
+/// Moves a change signal forward to `seq` (never back: hooks of two concurrent commits may
+/// run out of order). For backend implementations.
+pub fn advance_signal(tx: &tokio::sync::watch::Sender<u64>, seq: u64) {
+    tx.send_if_modified(|latest| {
+        let newer = seq > *latest;
+        if newer {
+            *latest = seq;
+        }
+        newer
+    });
+}
+
+/// A range of one blob, read piece by piece ([`Blobs::reader`]): a large body streams
+/// through a few reused buffers instead of being held whole.
+pub trait BlobReader: Send + 'static {
+    /// Bytes of the range not read yet.
+    fn remaining(&self) -> u64;
+
+    /// Appends the next at most `max` bytes of the range to `buf` and returns it. Appends
+    /// nothing only when the range is done (or `max` is 0). A blob found shorter than its
+    /// size is [`BackendError::Corrupt`](crate::BackendError::Corrupt), never a short range.
+    fn read_into(
+        &mut self,
+        buf: Vec<u8>,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<u8>>> + Send;
 }
 
 /// A finished upload: durable, its hash verified, but not visible until a
@@ -106,6 +141,8 @@ pub trait Blobs: Send + Sync {
     type Staged: Staged;
     /// An open upload handle.
     type Upload: Upload<Staged = Self::Staged>;
+    /// A range of a blob being read.
+    type Reader: BlobReader;
 
     /// Opens the upload `key`, creating it empty if it does not exist, or continuing it
     /// from the bytes already held ([`Upload::offset`]). `now` (unix seconds) is recorded
@@ -142,6 +179,17 @@ pub trait Blobs: Send + Sync {
         offset: u64,
         len: u64,
     ) -> impl Future<Output = Result<Vec<u8>>> + Send;
+
+    /// The same range as [`Blobs::read`], with the same errors (reported here, at open), as a
+    /// reader. Once open, the range stays readable even if the version is pruned meanwhile
+    /// (the local backend holds the file open; a remote one pins what it needs or fails the
+    /// read with an error, never with other bytes).
+    fn reader(
+        &self,
+        hash: &Hash,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = Result<Self::Reader>> + Send;
 }
 
 /// A whole backend: the writes that make staged content visible or free it.

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use ferry_backend::{
-    Backend, BackendError, Blobs, Changes, Entry, Hash, Head, Index, Retention, Staged, Upload,
-    UploadKey, check_by, check_source,
+    Backend, BackendError, BlobReader, Blobs, Changes, Entry, Hash, Head, Index, Retention, Staged,
+    Upload, UploadKey, check_by, check_source,
 };
 
 use crate::{ResumableUpload, StagedBlob, Store, StoreError, StoreOptions};
@@ -49,6 +49,33 @@ impl LocalBackend {
         let store = self.store.clone();
         blocking(move || f(&store)).await
     }
+
+    /// A short read (an index lookup, one read of a blob file): see [`in_place`].
+    async fn read_now<T, F>(&self, f: F) -> Result<T, BackendError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        in_place(move || f(&store)).await
+    }
+}
+
+/// Runs a short blocking read. On a multi-thread runtime it runs in place:
+/// `block_in_place` hands this worker's other tasks to another thread, and the request does
+/// not wait for a blocking thread to wake up and for its answer to come back. On any other
+/// runtime it goes to the blocking pool. Writes (which fsync) always go to the pool.
+async fn in_place<T, F>(f: F) -> Result<T, BackendError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(f).map_err(BackendError::from)
+    } else {
+        blocking(f).await
+    }
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, BackendError>
@@ -85,7 +112,7 @@ impl From<StoreError> for BackendError {
 impl Index for LocalBackend {
     async fn stat(&self, source: &str) -> Result<Option<Entry>, BackendError> {
         let source = source.to_owned();
-        self.run(move |s| s.stat(&source)).await
+        self.read_now(move |s| s.stat(&source)).await
     }
 
     async fn stat_version(
@@ -94,7 +121,8 @@ impl Index for LocalBackend {
         version: u64,
     ) -> Result<Option<Entry>, BackendError> {
         let source = source.to_owned();
-        self.run(move |s| s.stat_version(&source, version)).await
+        self.read_now(move |s| s.stat_version(&source, version))
+            .await
     }
 
     async fn versions(&self, source: &str) -> Result<Vec<Entry>, BackendError> {
@@ -104,7 +132,7 @@ impl Index for LocalBackend {
 
     async fn head(&self, source: &str) -> Result<Option<Head>, BackendError> {
         let source = source.to_owned();
-        self.run(move |s| s.entry_version(&source)).await
+        self.read_now(move |s| s.entry_version(&source)).await
     }
 
     async fn heads(
@@ -132,7 +160,11 @@ impl Index for LocalBackend {
     }
 
     async fn last_seq(&self) -> Result<u64, BackendError> {
-        self.run(Store::last_seq).await
+        self.read_now(Store::last_seq).await
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.store.subscribe()
     }
 }
 
@@ -208,9 +240,50 @@ impl Upload for LocalUpload {
     }
 }
 
+/// A range of a local blob: its file, held open (so a prune meanwhile does not matter).
+#[derive(Debug)]
+pub struct LocalReader {
+    /// `None` while a read runs, and after a failed one.
+    file: Option<std::fs::File>,
+    remaining: u64,
+}
+
+impl BlobReader for LocalReader {
+    fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    async fn read_into(&mut self, mut buf: Vec<u8>, max: usize) -> Result<Vec<u8>, BackendError> {
+        use std::io::Read;
+        let want = self.remaining.min(max as u64);
+        if want == 0 {
+            return Ok(buf);
+        }
+        let file = self.file.take().ok_or_else(|| {
+            BackendError::InvalidArgument("an earlier read of this range failed".into())
+        })?;
+        let (file, buf) = in_place(move || {
+            let before = buf.len();
+            // `read_to_end` on a file reads into the spare capacity without zeroing it.
+            (&file).take(want).read_to_end(&mut buf)?;
+            if ((buf.len() - before) as u64) < want {
+                return Err(StoreError::Corrupt(
+                    "a blob file is shorter than its record".into(),
+                ));
+            }
+            Ok((file, buf))
+        })
+        .await?;
+        self.file = Some(file);
+        self.remaining -= want;
+        Ok(buf)
+    }
+}
+
 impl Blobs for LocalBackend {
     type Staged = StagedBlob;
     type Upload = LocalUpload;
+    type Reader = LocalReader;
 
     async fn begin_upload(&self, key: &UploadKey, now: u64) -> Result<LocalUpload, BackendError> {
         let k = key.clone();
@@ -238,12 +311,29 @@ impl Blobs for LocalBackend {
 
     async fn blob_size(&self, hash: &Hash) -> Result<Option<u64>, BackendError> {
         let hash = *hash;
-        self.run(move |s| s.blob_size(&hash)).await
+        self.read_now(move |s| s.blob_size(&hash)).await
     }
 
     async fn read(&self, hash: &Hash, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
         let hash = *hash;
-        self.run(move |s| s.read_blob(&hash, offset, len)).await
+        self.read_now(move |s| s.read_blob(&hash, offset, len))
+            .await
+    }
+
+    async fn reader(
+        &self,
+        hash: &Hash,
+        offset: u64,
+        len: u64,
+    ) -> Result<LocalReader, BackendError> {
+        let hash = *hash;
+        let file = self
+            .read_now(move |s| s.open_blob_range(&hash, offset, len))
+            .await?;
+        Ok(LocalReader {
+            file: Some(file),
+            remaining: len,
+        })
     }
 }
 

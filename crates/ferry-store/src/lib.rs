@@ -47,8 +47,8 @@
 //! # Changes and replicas
 //!
 //! Every commit and delete is numbered store-wide and logged ([`Store::changes_since`],
-//! [`Store::last_seq`]); [`Store::on_change`] installs a callback that runs after each one,
-//! which is how a server wakes the connections that watch for changes. The LAN mesh stores
+//! [`Store::last_seq`]); [`Store::subscribe`] follows the last number as it moves, which
+//! is how a server wakes the connections that watch for changes. The LAN mesh stores
 //! versions that other peers numbered with [`Store::commit_replica`] and
 //! [`Store::delete_replica`], which apply only if they win under [`replica_wins`].
 //!
@@ -107,7 +107,7 @@ mod record;
 mod store;
 mod writer;
 
-pub use backend::{LocalBackend, LocalUpload};
+pub use backend::{LocalBackend, LocalReader, LocalUpload};
 pub use error::StoreError;
 pub use ferry_backend::{Change, Changes, Entry, Hash, Head, replica_wins};
 pub use store::{ResumableUpload, Store, StoreOptions};

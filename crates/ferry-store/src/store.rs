@@ -92,8 +92,8 @@ pub struct Store {
     db: Database,
     keep_versions: u64,
     keep_changes: u64,
-    /// Called with the new sequence number after every transaction that logged a change.
-    on_change: RwLock<Option<ChangeHook>>,
+    /// Moved to the new sequence number after every transaction that logged a change.
+    changed: tokio::sync::watch::Sender<u64>,
     /// Readers hold it shared across "look up + open the blob file", and commits across
     /// "place the blob file + index transaction"; deleting unreferenced blob files holds it
     /// exclusively. So no file is deleted between a lookup and its open, nor between a
@@ -167,13 +167,14 @@ impl Store {
             db,
             keep_versions: u64::from(opts.keep_versions.max(1)),
             keep_changes: opts.keep_changes.max(1),
-            on_change: RwLock::new(None),
+            changed: tokio::sync::watch::Sender::new(0),
             blob_lock: RwLock::new(()),
             tmp_prefix: format!("{:x}-{nanos:x}", std::process::id()),
             tmp_counter: AtomicU64::new(0),
             #[cfg(test)]
             before_blob_open: std::sync::Mutex::new(None),
         };
+        store.changed.send_replace(store.last_seq()?);
         let swept_tmp = store.sweep_tmp()?;
         let (orphans, unexpected) = store.sweep_orphan_blobs()?;
         tracing::info!(
@@ -707,9 +708,6 @@ mod replica;
 mod uploads;
 
 pub use uploads::ResumableUpload;
-
-/// The callback [`Store::on_change`] installs.
-type ChangeHook = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
 
 #[cfg(test)]
 mod tests;

@@ -29,6 +29,30 @@ impl Chunk {
         }
     }
 
+    /// An empty buffer with room for a frame header in front and `capacity` bytes of data
+    /// after it: what a reader appends data to before [`Chunk::from_framed`].
+    pub fn framed_buffer(capacity: usize) -> Vec<u8> {
+        let capacity = capacity.min(frame::MAX_BODY_LEN);
+        let mut buf = Vec::with_capacity(HEADER_LEN + capacity);
+        buf.resize(HEADER_LEN, 0);
+        buf
+    }
+
+    /// The chunk of a buffer that holds header room and then the data (see
+    /// [`Chunk::framed_buffer`]); `None` if it is shorter than the header room or holds more
+    /// than a frame. The chunk is full: its capacity is its data.
+    pub fn from_framed(buf: Vec<u8>) -> Option<Self> {
+        let len = buf.len().checked_sub(HEADER_LEN)?;
+        (len <= frame::MAX_BODY_LEN).then_some(Self { buf, len })
+    }
+
+    /// The buffer back, emptied to its header room, for [`Chunk::from_framed`] again.
+    pub fn into_framed(self) -> Vec<u8> {
+        let mut buf = self.buf;
+        buf.truncate(HEADER_LEN);
+        buf
+    }
+
     /// Bytes of data held.
     pub fn len(&self) -> usize {
         self.len

@@ -1,16 +1,14 @@
-//! The in-process change feed: a wake-up channel over the store's change log.
+//! The change feed: a wake-up channel over the backend's change log.
 //!
-//! The store calls a hook after every committed change (see
-//! [`Store::on_change`](ferry_store::Store::on_change)); the server installs one that bumps a
-//! `tokio::sync::watch` channel holding the latest sequence number. A [`ChangeFeed`] is a
-//! receiver of that channel plus the store: watch streams use it, and so can code embedded in
-//! the same process (the LAN mesh), since a store directory can be open only once. Changes
-//! made through [`BoundServer::store`](crate::BoundServer::store), replica commits included,
-//! wake every feed like the server's own.
+//! Every backend moves a `tokio::sync::watch` signal to the last sequence number after each
+//! change it makes visible ([`Index::subscribe`]). A [`ChangeFeed`] is a receiver of that
+//! signal plus the backend: watch streams use it, and so can code embedded in the same
+//! process (the LAN mesh). Changes made through
+//! [`BoundServer::store`](crate::BoundServer::store), replica commits included, wake every
+//! feed like the server's own.
 
-use std::sync::Arc;
-
-use ferry_store::{Changes, Store};
+use ferry_backend::{Changes, Index};
+use ferry_store::LocalBackend;
 use tokio::sync::watch;
 
 use crate::Error;
@@ -37,12 +35,12 @@ use crate::Error;
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct ChangeFeed {
-    store: Arc<Store>,
+pub struct ChangeFeed<B = LocalBackend> {
+    backend: B,
     rx: watch::Receiver<u64>,
 }
 
-impl std::fmt::Debug for ChangeFeed {
+impl<B> std::fmt::Debug for ChangeFeed<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChangeFeed")
             .field("last_seq", &*self.rx.borrow())
@@ -50,33 +48,11 @@ impl std::fmt::Debug for ChangeFeed {
     }
 }
 
-/// Moves the channel forward to `seq`. Hooks of concurrent commits may run out of order, so
-/// it never moves back.
-fn advance(tx: &watch::Sender<u64>, seq: u64) {
-    tx.send_if_modified(|latest| {
-        let newer = seq > *latest;
-        if newer {
-            *latest = seq;
-        }
-        newer
-    });
-}
-
-impl ChangeFeed {
-    /// Installs the wake-up hook on `store` and returns the first feed.
-    pub(crate) fn install(store: Arc<Store>) -> Result<Self, Error> {
-        let (tx, rx) = watch::channel(0);
-        let tx = Arc::new(tx);
-        let hook_tx = tx.clone();
-        store.on_change(move |seq| advance(&hook_tx, seq));
-        // Read after installing the hook, so that no change can fall in between.
-        advance(&tx, store.last_seq()?);
-        Ok(Self { store, rx })
-    }
-
-    /// The store the feed reads (the server's own instance).
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
+impl<B: Index + Clone> ChangeFeed<B> {
+    /// Follows `backend`'s change log from its last change on.
+    pub(crate) fn new(backend: B) -> Self {
+        let rx = backend.subscribe();
+        Self { backend, rx }
     }
 
     /// The latest sequence number the feed has been told about (0: no change yet).
@@ -97,17 +73,12 @@ impl ChangeFeed {
         self.rx
             .changed()
             .await
-            .map_err(|_| Error::Internal("the store's change hook is gone".into()))
+            .map_err(|_| Error::Internal("the backend's change signal is gone".into()))
     }
 
-    /// Reads up to `limit` changes after `after` now, without waiting (off the async
-    /// threads).
+    /// Reads up to `limit` changes after `after` now, without waiting.
     pub async fn read(&self, after: u64, limit: usize) -> Result<Changes, Error> {
-        let store = self.store.clone();
-        crate::pipe::join(tokio::task::spawn_blocking(move || {
-            Ok(store.changes_since(after, limit)?)
-        }))
-        .await
+        Ok(self.backend.changes_since(after, limit).await?)
     }
 
     /// Waits until there are changes after `after`, then returns up to `limit` of them

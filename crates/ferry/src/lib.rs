@@ -31,6 +31,7 @@ mod admission;
 mod buf;
 pub mod changes;
 pub mod client;
+mod client_builder;
 pub mod clock;
 pub mod config;
 mod engine;
@@ -54,6 +55,7 @@ pub mod wire;
 
 pub use changes::ChangeFeed;
 pub use client::{Client, Partial};
+pub use client_builder::ClientBuilder;
 pub use error::{Error, Result};
 pub use ferry_proto as proto;
 pub use ferry_store as store;

@@ -28,7 +28,8 @@ use crate::{Error, tls};
 
 /// A server ready to bind.
 pub struct Server {
-    engine: Arc<Engine>,
+    /// Not shared yet: [`Server::with_limits`] changes it in place until [`Server::bind`].
+    engine: Engine,
     acceptor: TlsAcceptor,
     listen: String,
 }
@@ -50,7 +51,7 @@ impl Server {
         let engine = Engine::open(dir, &config, &identity)?;
         let acceptor = TlsAcceptor::from(Arc::new(identity.server_config()?));
         Ok(Self {
-            engine: Arc::new(engine),
+            engine,
             acceptor,
             listen: config.listen,
         })
@@ -76,9 +77,7 @@ impl Server {
 
     /// Changes limits (for tests and embedding).
     pub fn with_limits(mut self, f: impl FnOnce(&mut Limits)) -> Self {
-        if let Some(engine) = Arc::get_mut(&mut self.engine) {
-            f(&mut engine.limits);
-        }
+        f(&mut self.engine.limits);
         self
     }
 
@@ -90,7 +89,7 @@ impl Server {
         let local_addr = listener.local_addr()?;
         Ok(BoundServer {
             listener,
-            engine: self.engine,
+            engine: Arc::new(self.engine),
             acceptor: self.acceptor,
             local_addr,
         })

@@ -2,6 +2,7 @@
 //! engine (one file per operation in engine/), encodes its reply and moves body bytes
 //! between the connection and the engine's body sources.
 
+use ferry_backend::BlobReader;
 use ferry_proto::auth::Principal;
 use ferry_proto::message::{
     self, DeleteOk, ErrorCode, ErrorMsg, Get, GetOk, ListOk, Message, Put, PutReady,
@@ -137,7 +138,7 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     p: &Principal,
     req: Get,
 ) -> Result<(), Error> {
-    let GetReply {
+    let GetReply::<_> {
         entry,
         offset,
         body,
@@ -150,7 +151,7 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(
         offset,
     });
     let deadline = engine.limits.transfer_timeout;
-    let (file, remaining) = match body {
+    let reader = match body {
         Body::Small(mut chunk) => {
             // The answer and the data leave together: one TLS record, one write.
             wire.queue(&ok).await?;
@@ -163,25 +164,26 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(
                 .await
                 .map_err(|_| Error::Timeout("the client to read"))?;
         }
-        Body::Large { file, len } => (file, len),
+        Body::Large(reader) => reader,
     };
     wire.send(&ok).await?;
-    let (mut rx, spares, done) = pipe::spawn_reader(file, Some(remaining), false);
+    let remaining = reader.remaining();
+    let (mut rx, spares, done) = pipe::spawn_blob_reader(reader);
     let mut sent = 0u64;
-    // A client that stops reading must not hold the connection, the file and the thread
+    // A client that stops reading must not hold the connection, the blob and the task
     // forever: each chunk must leave within the transfer deadline.
     while let Some(mut chunk) = rx.recv().await {
         sent += chunk.len() as u64;
         tokio::time::timeout(deadline, wire.send_chunk(&mut chunk))
             .await
             .map_err(|_| Error::Timeout("the client to read"))??;
-        spares.give(chunk);
+        spares.give(chunk.into_framed());
     }
     tokio::time::timeout(deadline, wire.flush())
         .await
         .map_err(|_| Error::Timeout("the client to read"))??;
     let read = pipe::join(done).await?;
-    if sent != remaining || read.len != remaining {
+    if sent != remaining || read != remaining {
         // The blob is shorter than its record: the client's hash check will fail too.
         return Err(Error::Internal(
             "stored blob is shorter than its record".into(),

@@ -54,31 +54,17 @@ impl Store {
         })
     }
 
-    /// Installs `hook`, called with the new last sequence number after every committed
-    /// transaction that logged a change (commits, deletes, replica commits and deletes),
-    /// on the thread that made the change, once the change is visible to readers. It should
-    /// be quick (wake someone up, no I/O). Replaces any earlier hook.
-    ///
-    /// Two changes made at once may call the hook out of order: treat the number as "at
-    /// least this far", for example with `max`.
-    pub fn on_change(&self, hook: impl Fn(u64) + Send + Sync + 'static) {
-        let mut slot = self
-            .on_change
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        *slot = Some(std::sync::Arc::new(hook));
+    /// Follows the change log: a receiver of the last sequence number, moved forward after
+    /// every committed transaction that logged a change (commits, deletes, replica commits
+    /// and deletes), once the change is visible to readers. It never moves back; two changes
+    /// made at once may be seen as one.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
-    /// Calls the hook, if any, after a committed change.
+    /// Moves the change signal forward after a committed change.
     pub(super) fn notify(&self, seq: u64) {
-        let hook = self
-            .on_change
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(hook) = hook {
-            hook(seq);
-        }
+        ferry_backend::advance_signal(&self.changed, seq);
     }
 }
 
@@ -298,21 +284,25 @@ mod tests {
     }
 
     #[test]
-    fn the_hook_sees_every_change_after_it_is_visible() {
-        use std::sync::{Arc, Mutex};
+    fn the_signal_moves_after_every_change_once_it_is_visible() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Arc::new(open(tmp.path(), 100));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (sink, weak) = (seen.clone(), Arc::downgrade(&store));
-        store.on_change(move |seq| {
-            // The change is already readable when the hook runs.
-            let visible = weak.upgrade().unwrap().last_seq().unwrap();
-            sink.lock().unwrap().push((seq, visible));
-        });
+        let store = open(tmp.path(), 100);
         put(&store, "a", b"1", "w");
+        // A subscriber starts at the last change made before it subscribed.
+        let mut rx = store.subscribe();
+        assert_eq!(*rx.borrow_and_update(), 1);
         store.delete("a", "w", 1).unwrap();
+        assert!(rx.has_changed().unwrap());
+        let seen = *rx.borrow_and_update();
+        // The change is already readable when the signal moves.
+        assert_eq!((seen, store.last_seq().unwrap()), (2, 2));
+        // A delete of a deleted source logs nothing and does not move it.
         store.delete("a", "w", 1).unwrap();
-        assert_eq!(*seen.lock().unwrap(), [(1, 1), (2, 2)]);
+        assert!(!rx.has_changed().unwrap());
+        drop(store);
+        // Reopened, the signal starts at the logged last change.
+        let store = open(tmp.path(), 100);
+        assert_eq!(*store.subscribe().borrow(), 2);
     }
 
     #[test]

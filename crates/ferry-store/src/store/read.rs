@@ -58,6 +58,22 @@ impl Store {
         Ok(buf)
     }
 
+    /// Opens the blob `hash` for reading `len` bytes from `offset`: its file, positioned at
+    /// `offset` (same errors as [`Store::read_blob`]). The file stays readable even if the
+    /// blob is pruned afterwards.
+    pub fn open_blob_range(&self, hash: &Hash, offset: u64, len: u64) -> Result<File, StoreError> {
+        use std::io::{Seek, SeekFrom};
+        let (mut file, size) = {
+            let _reading = self.read_lock();
+            self.open_visible(hash)?.ok_or(StoreError::BlobNotFound)?
+        };
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(StoreError::RangeOutOfBounds { offset, len, size });
+        }
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(file)
+    }
+
     /// Opens the file of a referenced blob and checks its size against the file. Called
     /// with the read lock held.
     fn open_visible(&self, hash: &Hash) -> Result<Option<(File, u64)>, StoreError> {

@@ -3,7 +3,9 @@
 use ferry_proto::auth::Principal;
 use ferry_proto::message::SourceRef;
 
-use super::{Engine, Outcome, Refusal, blocking};
+use ferry_backend::Backend;
+
+use super::{Engine, Outcome, Refusal};
 use crate::policy::Op;
 
 impl Engine {
@@ -13,10 +15,9 @@ impl Engine {
             Ok(n) => n,
             Err(r) => return Ok(Err(r)),
         };
-        let store = self.store.clone();
-        let by = p.name.clone();
-        let now = crate::clock::now();
-        Ok(blocking(move || Ok(store.delete(name.as_str(), &by, now)?))
+        Ok(self
+            .backend
+            .delete(name.as_str(), &p.name, crate::clock::now())
             .await?
             .ok_or_else(|| Refusal::not_found(&req.source)))
     }

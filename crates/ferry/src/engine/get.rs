@@ -1,54 +1,60 @@
-//! `get`: a version's entry and a body source over its blob, ranged from an offset.
+//! `get`: a version's entry and a body over its blob, ranged from an offset.
 //!
-//! When what is asked fits one frame, the blob is opened and read in one trip to the store,
-//! so the front can send the reply and the data together; otherwise the body is the blob's
-//! file positioned at the offset, for the front to stream (through [`crate::pipe`]).
+//! When what is asked fits one frame, it is read at once, so the front can send the reply
+//! and the data together; otherwise the body is a reader of the blob's range, for the front
+//! to stream.
 
-use std::io::{Read, Seek, SeekFrom};
-
+use ferry_backend::{BackendError, BlobReader, Blobs, Index};
 use ferry_proto::auth::Principal;
 use ferry_proto::message::{ErrorCode, Get};
-use ferry_store::Entry;
+use ferry_store::{Entry, LocalBackend};
 
-use super::{Engine, Outcome, Refusal, read_store};
+use super::{Engine, Outcome, Refusal};
 use crate::Error;
 use crate::buf::Chunk;
 use crate::pipe::CHUNK;
 use crate::policy::Op;
 
+/// Lookups of a source's current version tried when its blob is pruned between the lookup
+/// and the open (a new version committed in between): each retry sees a newer version.
+const LOOKUPS: usize = 3;
+
 /// What a get answers: the entry, where the body starts, and the body.
-pub(crate) struct GetReply {
+pub(crate) struct GetReply<R> {
     pub(crate) entry: Entry,
     /// The first byte of the body within the version.
     pub(crate) offset: u64,
-    pub(crate) body: Body,
+    pub(crate) body: Body<R>,
 }
 
 /// The bytes from the offset to the end of the version.
-pub(crate) enum Body {
+pub(crate) enum Body<R> {
     /// All of it, read already (at most one frame's worth).
     Small(Chunk),
-    /// More than a frame: the blob positioned at the offset, and how many bytes to read.
-    Large { file: std::fs::File, len: u64 },
+    /// More than a frame: a reader of the range.
+    Large(R),
 }
+
+type Reader = <LocalBackend as Blobs>::Reader;
 
 impl Engine {
     /// Opens `req.source` (its current version or `req.version`) from `req.offset` on.
-    pub(crate) async fn get(&self, p: &Principal, req: Get) -> Outcome<GetReply> {
+    pub(crate) async fn get(&self, p: &Principal, req: Get) -> Outcome<GetReply<Reader>> {
         let name = match self.authorize(p, Op::Get, &req.source) {
             Ok(n) => n,
             Err(r) => return Ok(Err(r)),
         };
-        let store = self.store.clone();
         let Get {
             source,
             version,
             offset,
         } = req;
-        // Opening the blob and, when what is asked fits one frame, reading it: one trip to a
-        // blocking thread, not two.
-        read_store(move || {
-            let Some((entry, mut file)) = store.open_blob(name.as_str(), version)? else {
+        for _ in 0..LOOKUPS {
+            let entry = match version {
+                None => self.backend.stat(name.as_str()).await?,
+                Some(v) => self.backend.stat_version(name.as_str(), v).await?,
+            };
+            let Some(entry) = entry else {
                 return Ok(Err(Refusal::not_found(&source)));
             };
             if offset > entry.size {
@@ -57,32 +63,31 @@ impl Engine {
                     "offset beyond the end",
                 )));
             }
-            if offset > 0 {
-                file.seek(SeekFrom::Start(offset))?;
-            }
             let remaining = entry.size - offset;
+            let mut reader = match self.backend.reader(&entry.hash, offset, remaining).await {
+                Ok(r) => r,
+                // Pruned since the lookup: look again (a pinned version is then gone).
+                Err(BackendError::BlobNotFound) => continue,
+                Err(e) => return Err(e.into()),
+            };
             let body = if remaining <= CHUNK as u64 {
-                let mut chunk = Chunk::with_capacity(remaining as usize);
-                chunk.fill_from(&mut file.take(remaining))?;
-                if chunk.len() as u64 != remaining {
-                    // The blob is shorter than its record: say nothing that would pass.
-                    return Err(Error::Internal(
-                        "stored blob is shorter than its record".into(),
-                    ));
-                }
+                let len = remaining as usize;
+                let buf = reader.read_into(Chunk::framed_buffer(len), len).await?;
+                let chunk = Chunk::from_framed(buf)
+                    .filter(|c| c.len() == len)
+                    .ok_or_else(|| {
+                        Error::Internal("a blob read returned the wrong length".into())
+                    })?;
                 Body::Small(chunk)
             } else {
-                Body::Large {
-                    file,
-                    len: remaining,
-                }
+                Body::Large(reader)
             };
-            Ok(Ok(GetReply {
+            return Ok(Ok(GetReply {
                 entry,
                 offset,
                 body,
-            }))
-        })
-        .await
+            }));
+        }
+        Ok(Err(Refusal::not_found(&source)))
     }
 }

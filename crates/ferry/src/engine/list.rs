@@ -10,7 +10,9 @@ use ferry_proto::message::{ErrorCode, List};
 use ferry_proto::names::{SourceName, validate_prefix};
 use ferry_store::Entry;
 
-use super::{Engine, Outcome, Refusal, blocking};
+use ferry_backend::Index;
+
+use super::{Engine, Outcome, Refusal};
 use crate::policy::Op;
 
 /// Entries per listing page; at most about 700 bytes each, so a page fits one frame.
@@ -65,11 +67,11 @@ impl Engine {
         // Filtered while scanning: `next` is the last visible name of a full page, or where the
         // scan budget ran out, sealed if the principal may not list that name.
         let next = loop {
-            let store = self.store.clone();
-            let prefix = req.prefix.clone();
-            let after = position.clone();
             let want = LIST_PAGE.min(budget - scanned);
-            let chunk = blocking(move || Ok(store.list(&prefix, after.as_deref(), want)?)).await?;
+            let chunk = self
+                .backend
+                .list(&req.prefix, position.as_deref(), want)
+                .await?;
             let more = chunk.len() == want;
             for e in chunk {
                 scanned += 1;

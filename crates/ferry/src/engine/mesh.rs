@@ -8,7 +8,9 @@ use ferry_proto::mesh::wire::{MeshEntry, MeshGrant, MeshList, MeshListOk};
 use ferry_proto::server_id::ServerId;
 use zeroize::Zeroizing;
 
-use super::{Engine, blocking};
+use ferry_backend::Index;
+
+use super::Engine;
 use crate::live::LiveFile;
 use crate::mesh::device::DeviceKey;
 use crate::mesh::files::{MeshFile, OpenFile};
@@ -96,9 +98,10 @@ impl Engine {
         req: MeshList,
     ) -> Result<MeshListOk, Error> {
         self.member_only(p, "mesh_list")?;
-        let store = self.store.clone();
-        let after = req.after;
-        let page = blocking(move || Ok(store.heads(after.as_deref(), LIST_PAGE + 1)?)).await?;
+        let page = self
+            .backend
+            .heads(req.after.as_deref(), LIST_PAGE + 1)
+            .await?;
         let more = page.len() > LIST_PAGE;
         let entries = page
             .into_iter()

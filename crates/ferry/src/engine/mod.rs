@@ -73,24 +73,11 @@ pub(crate) async fn blocking<T: Send + 'static>(
     crate::pipe::join(tokio::task::spawn_blocking(f)).await
 }
 
-/// Runs a short store read (an index lookup, opening or reading at most one frame of a
-/// blob). On a multi-thread runtime it runs in place: `block_in_place` hands this worker's
-/// other tasks to another thread, and the request does not wait for a blocking thread to
-/// wake up and for its answer to come back. On any other runtime it goes to a blocking
-/// thread like [`blocking`]. Writes (which fsync) always go to a blocking thread.
-pub(crate) async fn read_store<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-        tokio::task::block_in_place(f)
-    } else {
-        blocking(f).await
-    }
-}
-
-/// Limits a server enforces.
+/// Limits a server enforces. Read from `ferry.toml`; change them with
+/// [`Server::with_limits`](crate::Server::with_limits). New limits may be added in any
+/// release, so the struct cannot be built field by field outside ferry.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Limits {
     /// Deadline for a new connection's first TLS message (its ClientHello), from accept.
     pub hello_timeout: Duration,
@@ -123,7 +110,7 @@ pub(crate) struct Engine {
     /// The same store behind the backend traits (the seam the engine is moving onto).
     pub(crate) backend: LocalBackend,
     /// Wakes watch streams after every change to `store`.
-    pub(crate) feed: ChangeFeed,
+    pub(crate) feed: ChangeFeed<LocalBackend>,
     pub(crate) limits: Limits,
     pub(crate) dir: ServerDir,
     pub(crate) opaque: OpaqueKeys,
@@ -166,15 +153,15 @@ impl Engine {
             list_scan: LIST_SCAN_BUDGET,
         };
         let store = Arc::new(store);
-        let feed = ChangeFeed::install(store.clone())?;
-        let store_for_engine = store.clone();
+        let backend = LocalBackend::new(store.clone());
+        let feed = ChangeFeed::new(backend.clone());
         let device = crate::mesh::device::DeviceKey::from_identity(identity)?;
         Ok(Self {
             master,
             registry,
             policy,
-            store: store_for_engine,
-            backend: LocalBackend::new(store),
+            store,
+            backend,
             feed,
             limits,
             opaque: dir.opaque_keys()?,
