@@ -10,22 +10,9 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-pub use ferry_proto::files::{InviteEntry, SessionEntry, UserEntry};
+pub use ferry_proto::files::{ClientRecord, InviteEntry, SessionEntry, UserEntry};
 
 use crate::Result;
-
-/// One issued client (a line of today's `clients.toml`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientRecord {
-    /// Current epoch; credentials of older epochs no longer work.
-    pub epoch: u64,
-    /// Attributes of the current credential.
-    pub attributes: BTreeMap<String, String>,
-    /// When the current credential was issued (unix seconds).
-    pub issued: u64,
-    /// Revoked clients cannot authenticate.
-    pub revoked: bool,
-}
 
 /// The limiter's rule for failed logins (today's `[login]` in `ferry.toml`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

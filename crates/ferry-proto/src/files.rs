@@ -1,6 +1,6 @@
 //! The formats of the files ferry keeps, parsed without IO.
 //!
-//! Server side: `users.toml`, `invites.toml`, `sessions.toml`. Client side: `profile.toml`
+//! Server side: `clients.toml`, `users.toml`, `invites.toml`, `sessions.toml`. Client side: `profile.toml`
 //! (where `ferry login` goes) and `session.toml` (a stored login session). All are TOML;
 //! unknown keys are refused. Parse errors never quote the file, which may hold secrets (session
 //! secrets, OPAQUE records): they name a missing field or a line number, nothing else.
@@ -75,6 +75,53 @@ fn to_toml<T: Serialize>(header: &str, value: &T) -> Result<Zeroizing<String>, F
         return Err(FileError("file too large".into()));
     }
     Ok(text)
+}
+
+/// One issued client (a table of `clients.toml`). Holds no secrets: the client's key is
+/// derived from the master key and its claims.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRecord {
+    /// Current epoch; credentials of older epochs no longer work.
+    pub epoch: u64,
+    /// Attributes of the current credential.
+    pub attributes: BTreeMap<String, String>,
+    /// When the current credential was issued (Unix seconds).
+    pub issued: u64,
+    /// Revoked clients cannot authenticate.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// All issued clients: `clients.toml`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    /// By name.
+    #[serde(default)]
+    pub clients: BTreeMap<String, ClientRecord>,
+}
+
+impl Registry {
+    /// Parses the file.
+    pub fn parse(text: &str) -> Result<Self, FileError> {
+        parse_toml(text)
+    }
+
+    /// The file's text.
+    pub fn to_toml(&self) -> Result<Zeroizing<String>, FileError> {
+        to_toml(
+            "# Issued ferry clients. Holds no keys. Managed by `ferry client`.",
+            self,
+        )
+    }
+
+    /// Whether `name` exists, is not revoked and is at `epoch`.
+    pub fn is_current(&self, name: &str, epoch: u64) -> bool {
+        self.clients
+            .get(name)
+            .is_some_and(|c| !c.revoked && c.epoch == epoch)
+    }
 }
 
 /// One user.

@@ -426,6 +426,13 @@ pub fn state_files(data: &[u8]) {
             }
         }
     }
+    if let Some(reg) = check("clients", Registry::parse(text), |v| {
+        v.to_toml().and_then(|t| Registry::parse(&t))
+    }) {
+        for (name, c) in &reg.clients {
+            let _ = reg.is_current(name, c.epoch);
+        }
+    }
     let reparse_users = |v: &Users| v.to_toml().and_then(|t| Users::parse(&t));
     if let Some(users) = check("users", Users::parse(text), reparse_users) {
         for u in users.users.values() {

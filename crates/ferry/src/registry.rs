@@ -5,67 +5,36 @@
 //! change on its next authentication or request, so revocation and re-issue take effect at
 //! once.
 
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+pub use ferry_proto::files::{ClientRecord, Registry};
 
+use crate::accounts::FileIo;
+use crate::live::Loadable;
 use crate::{Error, fsutil};
 
-/// One issued client.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientRecord {
-    /// Current epoch; credentials of older epochs no longer work.
-    pub epoch: u64,
-    /// Attributes of the current credential.
-    pub attributes: BTreeMap<String, String>,
-    /// When the current credential was issued (Unix seconds).
-    pub issued: u64,
-    /// Revoked clients cannot authenticate.
-    #[serde(default)]
-    pub revoked: bool,
-}
-
-/// All issued clients.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Registry {
-    /// By name.
-    #[serde(default)]
-    pub clients: BTreeMap<String, ClientRecord>,
-}
-
-impl Registry {
-    /// Parses the file's text.
-    pub fn parse(text: &str) -> Result<Self, Error> {
-        toml::from_str(text).map_err(|e| Error::Config(format!("clients.toml: {e}")))
-    }
-
-    /// Reads the file; a missing file is an empty registry.
-    pub fn load(path: &Path) -> Result<Self, Error> {
+impl Loadable for Registry {
+    /// Reads the file; a missing file is an empty registry. It holds no secrets, so unlike
+    /// the account files it is not refused for being readable by others.
+    fn load(path: &Path) -> Result<Self, Error> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text),
+            Ok(text) => Registry::parse(&text)
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(Error::Config(format!("{}: {e}", path.display()))),
         }
     }
+}
 
-    /// Writes the file atomically.
-    pub fn save(&self, path: &Path) -> Result<(), Error> {
-        let text = toml::to_string(self).map_err(|e| Error::Internal(e.to_string()))?;
-        let text =
-            format!("# Issued ferry clients. Holds no keys. Managed by `ferry client`.\n{text}");
+impl FileIo for Registry {
+    /// Writes the file atomically (mode 0600).
+    fn save(&self, path: &Path) -> Result<(), Error> {
+        let text = self
+            .to_toml()
+            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
         fsutil::write_atomic(path, text.as_bytes(), 0o600)?;
         Ok(())
-    }
-
-    /// Whether `name` exists, is not revoked and is at `epoch`.
-    pub fn is_current(&self, name: &str, epoch: u64) -> bool {
-        self.clients
-            .get(name)
-            .is_some_and(|c| !c.revoked && c.epoch == epoch)
     }
 }
 
@@ -84,12 +53,6 @@ impl RegistryLock {
             .open(dir.join("clients.lock"))?;
         file.lock()?;
         Ok(Self { _file: file })
-    }
-}
-
-impl crate::live::Loadable for Registry {
-    fn load(path: &Path) -> Result<Self, Error> {
-        Registry::load(path)
     }
 }
 
@@ -133,7 +96,8 @@ mod tests {
     fn round_trip() {
         let mut reg = Registry::default();
         reg.clients.insert("a".into(), record(3));
-        let text = toml::to_string(&reg).unwrap();
+        let text = reg.to_toml().unwrap();
         assert_eq!(Registry::parse(&text).unwrap(), reg);
+        assert!(Registry::parse("[clients.a]\nepoch = 1\n").is_err());
     }
 }

@@ -25,7 +25,7 @@ use crate::accounts::{
 use crate::config::{Config, DEFAULT_CONFIG};
 use crate::identity::Identity;
 use crate::live::Loadable;
-use crate::registry::{ClientRecord, Registry, RegistryLock};
+use crate::registry::{Registry, RegistryLock};
 use crate::{Error, fsutil, tls};
 use ferry_proto::auth::INVITE_EXPIRES;
 use ferry_proto::password::{OpaqueKeys, UserRecord};
@@ -165,21 +165,11 @@ impl ServerDir {
         let master = self.master_key()?;
         let identity = self.identity()?;
         let config = self.config()?;
-        let _lock = RegistryLock::acquire(&self.path)?;
-        let mut reg = Registry::load(&self.registry_path())?;
-        let epoch = reg.clients.get(name).map_or(1, |c| c.epoch + 1);
-        let claims = Claims::new(name, epoch, attributes.clone())
+        // Refuse bad claims (a missing role, a bad name) before recording anything.
+        Claims::new(name, 1, attributes.clone()).map_err(|e| Error::Config(e.to_string()))?;
+        let record = crate::local_accounts::issue_client(&self.path, name, attributes, now)?;
+        let claims = Claims::new(name, record.epoch, record.attributes)
             .map_err(|e| Error::Config(e.to_string()))?;
-        reg.clients.insert(
-            name.to_owned(),
-            ClientRecord {
-                epoch,
-                attributes,
-                issued: now,
-                revoked: false,
-            },
-        );
-        reg.save(&self.registry_path())?;
         Ok(Credential {
             server: server.unwrap_or(&config.address).to_owned(),
             server_id: identity.server_id(),
