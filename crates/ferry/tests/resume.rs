@@ -1,5 +1,6 @@
 //! Resumable gets over real loopback TLS, through a counting TCP proxy that can cut the
-//! connection after a number of bytes from the server.
+//! connection after a number of bytes from the server, or hold the client's next request
+//! after a reply (the [`Gate`]) while the test changes the source.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,7 +9,7 @@ mod common;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{Pattern, TestServer, panics};
@@ -16,6 +17,7 @@ use ferry::proto::credential::Credential;
 use ferry::{Client, Partial};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 
 const MIB: u64 = 1024 * 1024;
 const SIZE: u64 = 8 * MIB;
@@ -27,6 +29,37 @@ struct Proxy {
     addr: SocketAddr,
     from_server: Arc<AtomicU64>,
     cut_after: Arc<AtomicU64>,
+    gate: Arc<Gate>,
+}
+
+/// Holds a client's request between the reply before it and the server: once armed, the
+/// first bytes the server sends (the reply to the request in flight) set `replied`, and the
+/// next bytes the client sends (its next request, which it only sends after reading that
+/// reply) wait until the test calls `release`. No timing is involved: the order of the
+/// client's messages decides.
+#[derive(Default)]
+struct Gate {
+    armed: AtomicBool,
+    replied: AtomicBool,
+    /// Notified when a request is being held.
+    holding: Notify,
+    /// Notified by the test to let the held request through.
+    release: Notify,
+}
+
+impl Gate {
+    /// Arms the gate; call when the client is idle, just before its next request.
+    fn arm(&self) {
+        self.replied.store(false, Ordering::SeqCst);
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits (at most 20 s) until a request is held.
+    async fn held(&self) {
+        tokio::time::timeout(Duration::from_secs(20), self.holding.notified())
+            .await
+            .expect("the client's request after the reply was not held");
+    }
 }
 
 async fn start_proxy(upstream: SocketAddr) -> Proxy {
@@ -34,18 +67,35 @@ async fn start_proxy(upstream: SocketAddr) -> Proxy {
     let addr = listener.local_addr().unwrap();
     let from_server = Arc::new(AtomicU64::new(0));
     let cut_after = Arc::new(AtomicU64::new(0));
-    let (count, cut) = (from_server.clone(), cut_after.clone());
+    let gate = Arc::new(Gate::default());
+    let (count, cut, g) = (from_server.clone(), cut_after.clone(), gate.clone());
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let Ok(server) = TcpStream::connect(upstream).await else {
                 continue;
             };
             let (count, limit) = (count.clone(), cut.load(Ordering::SeqCst));
+            let gate = g.clone();
             tokio::spawn(async move {
                 let (mut cr, mut cw) = client.into_split();
                 let (mut sr, mut sw) = server.into_split();
                 let up = async {
-                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if gate.armed.load(Ordering::SeqCst) && gate.replied.load(Ordering::SeqCst)
+                        {
+                            gate.armed.store(false, Ordering::SeqCst);
+                            gate.holding.notify_one();
+                            gate.release.notified().await;
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
                 };
                 let down = async {
                     let mut buf = vec![0u8; 16 * 1024];
@@ -55,6 +105,10 @@ async fn start_proxy(upstream: SocketAddr) -> Proxy {
                             Ok(0) | Err(_) => return,
                             Ok(n) => n,
                         };
+                        // Before the client can see the reply, so before it can answer it.
+                        if gate.armed.load(Ordering::SeqCst) {
+                            gate.replied.store(true, Ordering::SeqCst);
+                        }
                         let n = if limit > 0 {
                             (n as u64).min(limit - passed) as usize
                         } else {
@@ -82,6 +136,7 @@ async fn start_proxy(upstream: SocketAddr) -> Proxy {
         addr,
         from_server,
         cut_after,
+        gate,
     }
 }
 
@@ -311,6 +366,170 @@ async fn a_corrupted_partial_fails_the_whole_content_hash() {
         matches!(r, Err(ferry::Error::HashMismatch)),
         "a flipped partial byte must fail the hash: {r:?}"
     );
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
+
+/// The version a partial belongs to vanishes between the client's stat (which still names it)
+/// and its ranged get: the gate holds the get until `change` has run on the server.
+/// Returns what `get_resume` gave and what `on_start` was told.
+async fn resume_across_a_change(
+    proxy: &Proxy,
+    reader: &Credential,
+    file: &std::path::Path,
+    partial: Partial,
+    change: impl std::future::Future<Output = ()>,
+) -> (Result<(u64, u64), ferry::Error>, Option<(u64, u64)>) {
+    let mut c = connect(proxy, reader).await;
+    // The stat goes through; the get after it is held.
+    proxy.gate.arm();
+    let f = open_rw(file);
+    let task = tokio::spawn(async move {
+        let mut started = None;
+        let r = c
+            .get_resume(
+                "resume/blob",
+                f,
+                Some(partial),
+                &mut |e, off| {
+                    started = Some((e.version, off));
+                    Ok(())
+                },
+                &mut |_| {},
+            )
+            .await;
+        let r = match r {
+            Ok((entry, offset, f)) => {
+                drop(f);
+                c.close().await.unwrap();
+                Ok((entry.version, offset))
+            }
+            Err(e) => Err(e),
+        };
+        (r, started)
+    });
+    proxy.gate.held().await;
+    change.await;
+    proxy.gate.release.notify_one();
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the resumed get ends")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_pruned_between_stat_and_get_restarts_the_download_from_zero() {
+    let srv = TestServer::start_with_config(|t| {
+        assert!(t.contains("keep_versions = 3"), "{t}");
+        t.replace("keep_versions = 3", "keep_versions = 1")
+    })
+    .await;
+    let writer = srv.issue("w", "writer");
+    let reader = srv.issue("r", "reader");
+    let mut w = Client::connect(&writer).await.unwrap();
+    let v1 = w
+        .put(
+            "resume/blob",
+            Pattern::new("one", SIZE),
+            Some(SIZE),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    let proxy = start_proxy(srv.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob.partial");
+    let len = cut_get(&proxy, &reader, "resume/blob", &file).await;
+    let partial = Partial {
+        version: v1.version,
+        hash: v1.hash,
+        len,
+    };
+
+    // Shorter than the partial, so bytes of v1 left after it would show in the length.
+    let size2 = len / 2;
+    let mut v2 = None;
+    let (r, started) = resume_across_a_change(&proxy, &reader, &file, partial, async {
+        let e = w
+            .put(
+                "resume/blob",
+                Pattern::new("two", size2),
+                Some(size2),
+                &mut |_| {},
+            )
+            .await
+            .unwrap();
+        v2 = Some(e);
+    })
+    .await;
+    let v2 = v2.unwrap();
+    assert!(v2.version > v1.version);
+    // keep_versions = 1: v1 is gone, the ranged get of it was refused with not_found.
+    let mut check = Client::connect(&reader).await.unwrap();
+    let gone = check
+        .raw_request(&ferry::proto::message::Message::Get(
+            ferry::proto::message::Get {
+                source: "resume/blob".into(),
+                version: Some(v1.version),
+                offset: 0,
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(gone.type_name(), "error", "v1 is still retained: {gone:?}");
+
+    assert_eq!(r.unwrap(), (v2.version, 0), "not restarted from zero");
+    assert_eq!(started, Some((v2.version, 0)));
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), size2);
+    assert_eq!(
+        blake3_of(&file),
+        Pattern::hash("two", size2),
+        "spliced bytes"
+    );
+    w.close().await.unwrap();
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_deleted_between_stat_and_get_fails_with_not_found() {
+    let srv =
+        TestServer::start_with_config(|t| t.replace("keep_versions = 3", "keep_versions = 1"))
+            .await;
+    let writer = srv.issue("w", "writer");
+    let reader = srv.issue("r", "reader");
+    let mut w = Client::connect(&writer).await.unwrap();
+    let v1 = w
+        .put(
+            "resume/blob",
+            Pattern::new("one", SIZE),
+            Some(SIZE),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    let proxy = start_proxy(srv.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob.partial");
+    let len = cut_get(&proxy, &reader, "resume/blob", &file).await;
+    let partial = Partial {
+        version: v1.version,
+        hash: v1.hash,
+        len,
+    };
+
+    let (r, started) = resume_across_a_change(&proxy, &reader, &file, partial, async {
+        w.delete("resume/blob").await.unwrap();
+    })
+    .await;
+    assert!(
+        matches!(r, Err(ferry::Error::NotFound(_))),
+        "expected not_found, got {r:?}"
+    );
+    assert_eq!(started, None, "nothing may be written for a deleted source");
+    // The partial is left as it was, for the caller to discard.
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), len);
+    w.close().await.unwrap();
     srv.stop().await;
     assert_eq!(panics(), 0);
 }
