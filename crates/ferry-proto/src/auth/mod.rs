@@ -15,8 +15,9 @@
 //! |---|---|---|---|
 //! | `psk` (credentials) | [`psk`] | `psk_auth` | [`crate::psk`] |
 //! | `password` (OPAQUE login) | [`password`] | `password_login_start` | [`crate::password`] |
-//! | invite redemption (registration) | [`register`] | `register_start` | [`crate::psk`], [`crate::password`] |
+//! | invite redemption (registration) | [`register`](mod@register) | `register_start` | [`crate::psk`], [`crate::password`] |
 //! | `session` (resumption) | [`session`] | `session_auth` | [`crate::session`] |
+//! | `mesh` (mesh members) | [`mesh`] | `mesh_auth` | [`crate::mesh::key`] |
 //!
 //! Every rejection sends the same `auth_failed` message, whatever the cause; the cause is
 //! returned beside it as a [`RejectReason`] for the server's log and rate limiter only.
@@ -29,6 +30,7 @@ use crate::password::{KsfParams, OpaqueKeys, Rng, UserRecord};
 use crate::secret::{Exporter, MasterKey, SessionSecret};
 use crate::session::SessionId;
 
+pub mod mesh;
 pub mod password;
 pub mod psk;
 pub mod register;
@@ -36,6 +38,7 @@ pub mod session;
 #[cfg(test)]
 mod tests;
 
+pub use mesh::{MeshDirectory, member_auth};
 pub use password::password_login;
 pub use register::{INVITE_EXPIRES, register};
 pub use session::{ClientSession, resume_session};
@@ -179,6 +182,11 @@ pub trait ServerContext {
     fn session_lifetimes(&self) -> (u64, u64) {
         (3600, 30 * 86400)
     }
+    /// The mesh this server is a member of (its members and keys); `None` (no mesh) refuses
+    /// every `mesh_auth`.
+    fn mesh(&self) -> Option<&dyn MeshDirectory> {
+        None
+    }
 }
 
 /// Why the server rejected an attempt. For the server's log and rate limiter; never sent.
@@ -201,6 +209,11 @@ pub enum RejectReason {
     NoPasswords,
     /// The session is unknown, expired or revoked, or its proof did not verify.
     BadSession,
+    /// This server is in no mesh, so it has no members.
+    NoMesh,
+    /// The device is not a current member (unknown or removed), or no key of its epoch is
+    /// kept.
+    NotMember,
 }
 
 /// A session the server should store, opened by an accepted authentication.
@@ -309,6 +322,7 @@ impl ServerAuth {
                 register::start(exporter, m, ctx, now)
             }
             (Self::Start { exporter }, Message::SessionAuth(m)) => session::start(exporter, m, ctx),
+            (Self::Start { exporter }, Message::MeshAuth(m)) => mesh::start(exporter, m, ctx),
             (Self::PasswordFinish(s), msg) => s.handle(msg, ctx, rng, now),
             (Self::RegisterFinish(s), msg) => s.handle(msg),
             _ => reject(RejectReason::UnexpectedMessage),
@@ -359,6 +373,8 @@ pub enum ClientAuth {
     RegisterDone,
     /// Waiting for the server's session proof.
     Session(session::ExpectProof),
+    /// Waiting for the accepting member's proof.
+    Mesh(mesh::ExpectProof),
 }
 
 /// The client's next step.
@@ -395,6 +411,7 @@ impl ClientAuth {
             Self::RegisterResponse(s) => s.handle(msg, rng),
             Self::RegisterDone => register::done(msg),
             Self::Session(s) => s.handle(msg),
+            Self::Mesh(s) => s.handle(msg),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! ```
 //!
 //! The secret's derivation and the MACs are in [`crate::session`]. An accepted `psk` or
-//! `password` login may open a session ([`open_session`]); its secret is derived from that
+//! `password` login may open a session (`open_session`); its secret is derived from that
 //! connection's exporter, so it never crosses the wire.
 
 use crate::message::{AuthOk, Digest, Message, SessionAuth, SessionGrant};
