@@ -243,7 +243,7 @@ fn replayed_altered_and_old_epoch_datagrams_are_ignored_and_a_removed_member_is_
         eventually(Duration::from_secs(10), || {
             p.log()
                 .iter()
-                .any(|l| l.contains("mesh authentication failed"))
+                .any(|l| l.contains("authentication failed (NotMember"))
         })
     };
     assert!(

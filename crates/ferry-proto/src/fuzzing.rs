@@ -235,12 +235,35 @@ fn has_hex_run(s: &str, n: usize) -> bool {
     false
 }
 
-/// A server context with one registered user, one invite and one session, none of whose
-/// secrets the fuzzer knows. Built once per process.
+/// A server context with one registered user, one invite, one session and a mesh that has
+/// every device as a member, none of whose secrets the fuzzer knows. Built once per process.
 struct FuzzCtx {
     master: crate::secret::MasterKey,
     keys: crate::password::OpaqueKeys,
     record: crate::password::UserRecord,
+    mesh: FuzzMesh,
+}
+
+/// A mesh whose key of every epoch is one the fuzzer does not know, and where every device is
+/// a member and every signature valid: only the MAC stands in the way.
+struct FuzzMesh(crate::secret::MeshKey);
+
+impl crate::auth::MeshDirectory for FuzzMesh {
+    fn me(&self) -> crate::server_id::ServerId {
+        crate::server_id::ServerId::from_spki(b"fuzz")
+    }
+    fn member_spki(&self, _: &crate::server_id::ServerId) -> Option<Vec<u8>> {
+        Some(Vec::new())
+    }
+    fn key_for(&self, _: u64) -> Option<crate::secret::MeshKey> {
+        Some(self.0.clone())
+    }
+    fn epoch(&self) -> u64 {
+        1
+    }
+    fn verify_signature(&self, _: &[u8], _: &[u8], _: &[u8]) -> bool {
+        true
+    }
 }
 
 fn fuzz_ctx() -> &'static FuzzCtx {
@@ -263,10 +286,13 @@ fn fuzz_ctx() -> &'static FuzzCtx {
         .unwrap_or_else(|| panic!("fuzz context: cannot register"));
         let mut master = [0u8; 32];
         rand_core::RngCore::fill_bytes(&mut rng, &mut master);
+        let mut mesh = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rng, &mut mesh);
         FuzzCtx {
             master: crate::secret::MasterKey::from_bytes(master),
             keys,
             record,
+            mesh: FuzzMesh(crate::secret::MeshKey::from_bytes(mesh)),
         }
     })
 }
@@ -308,11 +334,15 @@ impl crate::auth::ServerContext for FuzzCtx {
             },
         })
     }
+    fn mesh(&self) -> Option<&dyn crate::auth::MeshDirectory> {
+        Some(&self.mesh)
+    }
 }
 
 /// Feeds the frames in `data`, as messages, to the server's authentication state machine.
 /// Whatever they say, they must never authenticate anyone or register a password: the fuzzer
-/// knows no key, password, invite or session secret (every lookup answers "yes, current").
+/// knows no key, password, invite, session secret or mesh key (every lookup answers "yes,
+/// current").
 pub fn auth_server(data: &[u8]) {
     use crate::auth::{ServerAuth, ServerStep};
     let ctx = fuzz_ctx();
@@ -387,6 +417,15 @@ pub fn auth_server_seeds() -> Vec<(&'static str, Vec<u8>)> {
         framed(&[Message::SessionAuth(SessionAuth {
             id: [1; 16],
             mac: [2; 32],
+        })]),
+    ));
+    seeds.push((
+        "mesh",
+        framed(&[Message::MeshAuth(crate::mesh::wire::MeshAuth {
+            device: [1; 32],
+            epoch: 1,
+            mac: [2; 32],
+            signature: vec![3; 64],
         })]),
     ));
     seeds

@@ -10,8 +10,9 @@
 //! * [`names`] — validated source names, client names and attributes.
 //! * [`claims`] — a client's claims and their canonical encoding.
 //! * [`secret`] — key types that zeroize on drop and never print their bytes.
-//! * [`psk`] — the credential ("psk") authentication method.
-//! * [`auth`] — the authentication layer every method plugs into.
+//! * [`psk`], [`password`], [`session`] — the authentication methods' cryptography.
+//! * [`auth`] — authentication: the state machine every method plugs into, one file per
+//!   method holding both of its ends.
 //! * [`server_id`] — the fingerprint clients pin.
 //! * [`credential`] — the credential file a client keeps.
 //! * [`mesh`] — the LAN mesh: join PAKE, member keys, sealed announcements.

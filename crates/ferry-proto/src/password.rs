@@ -1,4 +1,5 @@
-//! The password method: OPAQUE (RFC 9807) inside TLS, bound to the connection.
+//! The password method's OPAQUE (RFC 9807) calls, bound to the connection; the login's
+//! exchange, both ends, is [`crate::auth::password`], the invite's [`crate::auth::register`](mod@crate::auth::register).
 //!
 //! Cipher suite: OPRF over ristretto255, 3DH key exchange over ristretto255 with SHA-512
 //! (the ristretto255 configuration of RFC 9807), Argon2id (RFC 9106) as the key-stretching

@@ -1,4 +1,5 @@
-//! The credential ("psk") method.
+//! The credential ("psk") method's key derivation and MACs; its exchange, both ends, is
+//! [`crate::auth::psk`].
 //!
 //! ```text
 //! psk        = HKDF-SHA256(salt = none, ikm = master, info = "ferry psk v1" ‖ 0x00 ‖ claims)   RFC 5869
@@ -17,10 +18,11 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::auth::{AuthError, Authenticated, ClientAuth, ClientSession, ClientStep, Principal};
 use crate::claims::Claims;
-use crate::message::{self, Message, PskAuth};
+use crate::message;
 use crate::secret::{Exporter, InviteKey, MasterKey, Psk};
+
+pub use crate::auth::psk::{PskClient, PskClientWait};
 
 const DERIVE_INFO: &[u8] = b"ferry psk v1\0";
 const CLIENT_LABEL: &[u8] = b"ferry psk client v1\0";
@@ -87,97 +89,6 @@ pub(crate) fn server_mac(psk: &Psk, exporter: &Exporter, claims: &[u8]) -> messa
 /// Constant-time equality of two MACs.
 pub(crate) fn mac_eq(a: &message::Digest, b: &[u8]) -> bool {
     a.as_slice().ct_eq(b).into()
-}
-
-/// The client side of the psk method, before it has spoken.
-#[derive(Debug)]
-pub struct PskClient {
-    claims: Claims,
-    psk: Psk,
-    session: bool,
-}
-
-impl PskClient {
-    /// A client holding `claims` and the `psk` issued for them.
-    pub fn new(claims: Claims, psk: Psk) -> Self {
-        Self {
-            claims,
-            psk,
-            session: false,
-        }
-    }
-
-    /// Asks the server to open a session that later connections can resume.
-    pub fn with_session(mut self) -> Self {
-        self.session = true;
-        self
-    }
-
-    /// The first message, for the connection whose exporter is given.
-    pub fn start(self, exporter: &Exporter) -> (Message, PskClientWait) {
-        let encoded = self.claims.encode();
-        let msg = Message::PskAuth(PskAuth {
-            mac: client_mac(&self.psk, exporter, &encoded),
-            claims: encoded.clone(),
-            session: self.session,
-        });
-        let expected = server_mac(&self.psk, exporter, &encoded);
-        (
-            msg,
-            PskClientWait {
-                expected,
-                claims: self.claims,
-                exporter: exporter.clone(),
-            },
-        )
-    }
-}
-
-/// The client side after sending its proof: waits for the server's.
-pub struct PskClientWait {
-    expected: message::Digest,
-    claims: Claims,
-    exporter: Exporter,
-}
-
-impl core::fmt::Debug for PskClientWait {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("PskClientWait").finish_non_exhaustive()
-    }
-}
-
-impl PskClientWait {
-    /// Checks the server's answer. Only a correct server proof yields the principal.
-    pub fn finish(self, msg: Message) -> Result<Principal, AuthError> {
-        self.finish_with_session(msg).map(|a| a.principal)
-    }
-
-    /// Like [`Self::finish`], also returning the session the server opened, if any.
-    pub fn finish_with_session(self, msg: Message) -> Result<Authenticated, AuthError> {
-        match msg {
-            Message::AuthOk(ok) if ok.method == "psk" => {
-                if !mac_eq(&self.expected, &ok.proof) {
-                    return Err(AuthError::BadServerProof);
-                }
-                Ok(Authenticated {
-                    principal: Principal::from_claims(&self.claims),
-                    session: ok.session.map(|g| ClientSession::open(&self.exporter, &g)),
-                })
-            }
-            Message::AuthFailed(_) => Err(AuthError::Rejected),
-            _ => Err(AuthError::Unexpected),
-        }
-    }
-}
-
-impl From<PskClientWait> for ClientAuth {
-    fn from(w: PskClientWait) -> Self {
-        ClientAuth::Psk(w)
-    }
-}
-
-pub(crate) fn client_step(w: PskClientWait, msg: Message) -> Result<ClientStep, AuthError> {
-    w.finish_with_session(msg).map(ClientStep::Done)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Sessions: resume without the password, with fresh TLS keys on every connection.
+//! Sessions: resume without the password, with fresh TLS keys on every connection. The
+//! secret's derivation and MACs; the exchange, both ends, is [`crate::auth::session`].
 //!
 //! ```text
 //! secret     = HKDF-SHA256(salt = none, IKM = exporter₀, info = "ferry session v1" ‖ 0x00 ‖ id)

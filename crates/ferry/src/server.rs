@@ -394,17 +394,6 @@ async fn authenticate(
             let _ = wire.shutdown().await;
             return Ok(None);
         }
-        Message::MeshAuth(m) => {
-            return match crate::mesh::serve::member_auth(&engine.mesh, wire, &exporter, peer, m)
-                .await?
-            {
-                Some(p) => Ok(Some((p, None))),
-                None => {
-                    let _ = wire.shutdown().await;
-                    Ok(None)
-                }
-            };
-        }
         other => other,
     };
     let mut pending = Some(first);

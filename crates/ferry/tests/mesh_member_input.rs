@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 use ferry::identity::Identity;
 use ferry::mesh::device::DeviceKey;
 use ferry::mesh::peer;
-use ferry::proto::mesh::member_auth::{self, MeshDirectory};
+use ferry::proto::auth::{MeshDirectory, ServerAuth, ServerContext, ServerStep};
+use ferry::proto::claims::Claims;
 use ferry::proto::mesh::state::{Member, MeshState};
 use ferry::proto::mesh::wire::{MAX_VERSION, MeshEntry, MeshListOk};
 use ferry::proto::message::Message;
-use ferry::proto::secret::MeshKey;
+use ferry::proto::secret::{MasterKey, MeshKey};
 use ferry::proto::server_id::ServerId;
 
 const KEY: [u8; 32] = [7; 32];
@@ -35,6 +36,21 @@ impl MeshDirectory for Anyone {
     }
     fn verify_signature(&self, _: &[u8], _: &[u8], _: &[u8]) -> bool {
         true
+    }
+}
+
+/// The fake member's server context: its mesh, and no other method.
+struct FakeMember(Anyone, MasterKey);
+
+impl ServerContext for FakeMember {
+    fn master_key(&self) -> &MasterKey {
+        &self.1
+    }
+    fn claims_current(&self, _: &Claims) -> bool {
+        false
+    }
+    fn mesh(&self) -> Option<&dyn MeshDirectory> {
+        Some(&self.0)
     }
 }
 
@@ -64,11 +80,14 @@ async fn fake_member(
         let tls = acceptor.accept(tcp).await.unwrap();
         let exporter = ferry::tls::export(tls.get_ref().1).unwrap();
         let mut wire = ferry::wire::Wire::new(tls);
-        let Message::MeshAuth(m) = wire.recv_message().await.unwrap() else {
-            panic!("expected mesh_auth");
+        let first = wire.recv_message().await.unwrap();
+        assert!(matches!(first, Message::MeshAuth(_)), "expected mesh_auth");
+        let ctx = FakeMember(Anyone(id), MasterKey::from_bytes([0; 32]));
+        let step = ServerAuth::new(exporter).handle(first, &ctx, &mut rand_core::OsRng, 0);
+        let ServerStep::Accept { reply, .. } = step else {
+            panic!("the fake member refused: {step:?}");
         };
-        let ok = member_auth::accept(&m, &exporter, &Anyone(id)).unwrap();
-        wire.send(&ok.reply).await.unwrap();
+        wire.send(&reply).await.unwrap();
         for page in pages {
             let Ok(Message::MeshList(l)) = wire.recv_message().await else {
                 return;

@@ -9,14 +9,15 @@
 //! * [`node`] — a peer's datagram rules, sans IO: datagram in, action out.
 //! * [`state`] — a member's view of the mesh, its file, and merging views.
 //! * [`wire`] — the mesh's messages.
-//! * [`member_auth`] — members authenticating to each other.
+//!
+//! Members authenticating to each other is an authentication method like the others:
+//! [`crate::auth::mesh`].
 
 pub mod announce;
 pub mod beacon;
 pub mod catch_up;
 pub mod join;
 pub mod key;
-pub mod member_auth;
 pub mod node;
 pub mod pake;
 pub mod replay;

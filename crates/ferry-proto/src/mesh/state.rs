@@ -4,7 +4,7 @@
 //! Merging is what makes the member list converge without a coordinator: members are the
 //! union of both lists minus the union of removed devices (a removed device never comes back);
 //! the higher epoch's key wins, and at equal epochs the key with the larger
-//! [`key_id`](super::key::key_id). If the result removes a device that the winning key was not
+//! [`super::key::key_id`]. If the result removes a device that the winning key was not
 //! made without, the merging member must rotate again ([`Merged::rotate`]), since that device
 //! may hold the key.
 

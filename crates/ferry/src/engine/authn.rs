@@ -1,21 +1,26 @@
 //! Authentication's questions answered from the engine's state: the context the sans-IO
 //! exchanges of `ferry_proto::auth` ask (registry, users, invites, sessions, limiter), the
 //! drop guard that counts every evaluated password guess, and what an exchange's outcome
-//! writes (the session it opens or resumes, the user an invite registers, a logout).
+//! writes (the session it opens or resumes, the user an invite registers, a logout). The
+//! mesh's members and keys answer a member's `mesh_auth` through the same context.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ferry_proto::auth::{KnownUser, Method, NewSession, Principal, ServerContext, StoredSession};
+use ferry_proto::auth::{
+    KnownUser, MeshDirectory, Method, NewSession, Principal, ServerContext, StoredSession,
+};
 use ferry_proto::claims::Claims;
 use ferry_proto::password::UserRecord;
 use ferry_proto::password::{KsfParams, OpaqueKeys};
-use ferry_proto::secret::MasterKey;
+use ferry_proto::secret::{MasterKey, MeshKey};
+use ferry_proto::server_id::ServerId;
 use ferry_proto::session::SessionId;
 
 use super::{Engine, blocking};
 use crate::Error;
 use crate::accounts::{Invites, SessionEntry, Sessions, Users, session_id_text};
+use crate::mesh::files::MeshFile;
 use crate::registry::Registry;
 
 pub(crate) struct AuthCtx<'a> {
@@ -24,6 +29,8 @@ pub(crate) struct AuthCtx<'a> {
     pub(super) users: Arc<Users>,
     invites: Arc<Invites>,
     sessions: Arc<Sessions>,
+    /// The mesh this server is in, if any.
+    mesh: Option<Directory>,
     ip: IpAddr,
     now: u64,
     /// The user whose password attempt this step admitted for evaluation, if any.
@@ -84,6 +91,7 @@ impl<'a> AuthCtx<'a> {
             users: engine.users.current(),
             invites: engine.invites.current(),
             sessions: engine.sessions.current(),
+            mesh: Directory::current(engine),
             ip,
             now,
             admitted: std::sync::Mutex::new(None),
@@ -104,6 +112,43 @@ impl<'a> AuthCtx<'a> {
             secret: entry.secret.clone(),
             principal,
         })
+    }
+}
+
+/// The mesh's members and keys, as a member's `mesh_auth` is checked against them.
+struct Directory {
+    me: ServerId,
+    /// Holds a mesh (`Directory::current` checks).
+    file: Arc<MeshFile>,
+}
+
+impl Directory {
+    fn current(engine: &Engine) -> Option<Self> {
+        let file = engine.mesh.state.current();
+        file.0.as_ref()?;
+        Some(Self {
+            me: engine.mesh.device.id(),
+            file,
+        })
+    }
+}
+
+impl MeshDirectory for Directory {
+    fn me(&self) -> ServerId {
+        self.me
+    }
+    fn member_spki(&self, device: &ServerId) -> Option<Vec<u8>> {
+        let state = self.file.0.as_ref()?;
+        state.members.get(device).map(|m| m.spki.clone())
+    }
+    fn key_for(&self, epoch: u64) -> Option<MeshKey> {
+        self.file.0.as_ref()?.key_for(epoch).cloned()
+    }
+    fn epoch(&self) -> u64 {
+        self.file.0.as_ref().map_or(0, |s| s.epoch)
+    }
+    fn verify_signature(&self, spki: &[u8], message: &[u8], signature: &[u8]) -> bool {
+        crate::mesh::device::verify(spki, message, signature)
     }
 }
 
@@ -157,6 +202,10 @@ impl ServerContext for AuthCtx<'_> {
             self.engine.session_limits.idle_secs,
             self.engine.session_limits.max_secs,
         )
+    }
+
+    fn mesh(&self) -> Option<&dyn MeshDirectory> {
+        self.mesh.as_ref().map(|d| d as &dyn MeshDirectory)
     }
 }
 

@@ -1,14 +1,12 @@
 //! The connecting side of the mesh: finding an open peer by its beacon, joining through it,
 //! and connecting to a member as a member.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ferry_proto::auth::{Method, Principal};
+use ferry_proto::auth::{self, ClientStep};
 use ferry_proto::mesh::beacon;
 use ferry_proto::mesh::join::Joiner;
-use ferry_proto::mesh::member_auth;
 use ferry_proto::mesh::state::MeshState;
 use ferry_proto::mesh::wire::{MeshEntry, MeshGrant, MeshJoinFinish, MeshJoinStart, MeshList};
 use ferry_proto::message::{Empty, Message};
@@ -110,23 +108,18 @@ pub async fn connect_member(
     let exporter = tls::export(tls.get_ref().1)?;
     let mut wire = Wire::new(tls);
     let signature = me.prove("auth", &exporter)?;
-    let (first, wait) = member_auth::start(&key, epoch, &me.id(), &peer, signature, &exporter);
+    let (first, state) = auth::member_auth(&key, epoch, &me.id(), &peer, signature, &exporter);
     let run = async {
         wire.send(&first).await?;
         let reply = recv(&mut wire).await?;
-        wait.finish(reply).map_err(|_| Error::AuthFailed)
+        match state.handle(reply, &mut rand_core::OsRng) {
+            Ok(ClientStep::Done(a)) => Ok(a.principal),
+            _ => Err(Error::AuthFailed),
+        }
     };
-    let info = tokio::time::timeout(CONNECT_TIMEOUT, run)
+    let principal = tokio::time::timeout(CONNECT_TIMEOUT, run)
         .await
         .map_err(|_| Error::Timeout("member authentication"))??;
-    let principal = Principal {
-        name: info.name,
-        attributes: BTreeMap::new(),
-        method: Method::Mesh {
-            device: me.id(),
-            epoch,
-        },
-    };
     Ok(Client::from_parts(wire, principal))
 }
 

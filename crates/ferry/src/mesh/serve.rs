@@ -1,17 +1,16 @@
-//! The accepting side of the mesh's messages: joins, member authentication, mesh state and
-//! the mesh listing.
+//! The accepting side of the mesh's messages: joins, mesh state and the mesh listing. (A
+//! member's `mesh_auth` goes through `ferry_proto::auth::ServerAuth` like every other method.)
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use ferry_proto::auth::Principal;
 use ferry_proto::mesh::join::Opener;
-use ferry_proto::mesh::member_auth::{self, MeshDirectory};
-use ferry_proto::mesh::state::{Member, MeshState};
+use ferry_proto::mesh::state::Member;
 use ferry_proto::mesh::wire::{MeshJoinResponse, MeshJoinStart};
 use ferry_proto::message::{Empty, Message};
 use ferry_proto::names;
-use ferry_proto::secret::{Exporter, MeshKey};
+use ferry_proto::secret::Exporter;
 use ferry_proto::server_id::ServerId;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -21,64 +20,6 @@ use crate::Error;
 use crate::engine::mesh::MeshShared;
 use crate::server_dir::ServerDir;
 use crate::wire::Wire;
-
-struct Directory<'a> {
-    me: ServerId,
-    state: &'a MeshState,
-}
-
-impl MeshDirectory for Directory<'_> {
-    fn me(&self) -> ServerId {
-        self.me
-    }
-    fn member_spki(&self, device: &ServerId) -> Option<Vec<u8>> {
-        self.state.members.get(device).map(|m| m.spki.clone())
-    }
-    fn key_for(&self, epoch: u64) -> Option<MeshKey> {
-        self.state.key_for(epoch).cloned()
-    }
-    fn epoch(&self) -> u64 {
-        self.state.epoch
-    }
-    fn verify_signature(&self, spki: &[u8], message: &[u8], signature: &[u8]) -> bool {
-        device::verify(spki, message, signature)
-    }
-}
-
-/// Checks a `mesh_auth`; answers it. Returns the member, or `None` (answered `auth_failed`).
-pub(crate) async fn member_auth<S: AsyncRead + AsyncWrite + Unpin>(
-    mesh: &MeshShared,
-    wire: &mut Wire<S>,
-    exporter: &Exporter,
-    peer: SocketAddr,
-    m: ferry_proto::mesh::wire::MeshAuth,
-) -> Result<Option<Principal>, Error> {
-    let state = mesh.state.current();
-    let result = match &state.0 {
-        Some(s) => member_auth::accept(
-            &m,
-            exporter,
-            &Directory {
-                me: mesh.device.id(),
-                state: s,
-            },
-        )
-        .map_err(|e| e.to_string()),
-        None => Err("this peer is in no mesh".to_owned()),
-    };
-    match result {
-        Ok(ok) => {
-            wire.send(&ok.reply).await?;
-            tracing::info!("{peer}: mesh member {} authenticated", ok.principal.name);
-            Ok(Some(ok.principal))
-        }
-        Err(why) => {
-            tracing::warn!("{peer}: mesh authentication failed ({why})");
-            wire.send(&Message::AuthFailed(Empty {})).await?;
-            Ok(None)
-        }
-    }
-}
 
 /// Runs a join as the opener. Always ends the connection.
 ///
