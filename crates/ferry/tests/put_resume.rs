@@ -427,3 +427,20 @@ async fn a_resumable_put_with_a_wrong_hash_is_refused_and_discarded() {
     srv.stop().await;
     assert_eq!(panics(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_file_puts_resumably_and_leaves_no_part() {
+    let srv = TestServer::start().await;
+    let writer = srv.issue("w", "writer");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("empty");
+    std::fs::write(&file, b"").unwrap();
+    let (hash, version, offset) = resume_put(srv.addr, &writer, &file).await;
+    assert_eq!(
+        (hash, version, offset),
+        (*blake3::hash(b"").as_bytes(), 1, 0)
+    );
+    assert!(parts(&srv).is_empty());
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
