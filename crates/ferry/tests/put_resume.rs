@@ -444,3 +444,40 @@ async fn an_empty_file_puts_resumably_and_leaves_no_part() {
     srv.stop().await;
     assert_eq!(panics(), 0);
 }
+
+/// The upload key of PROTOCOL.md §5, computed from the specification's text.
+fn spec_key(kind: &str, name: &str, source: &str, size: u64, hash: &[u8; 32]) -> String {
+    let mut m = b"ferry put upload v1\0".to_vec();
+    for f in [kind, name, source] {
+        m.extend_from_slice(&(f.len() as u64).to_be_bytes());
+        m.extend_from_slice(f.as_bytes());
+    }
+    m.extend_from_slice(&size.to_be_bytes());
+    m.extend_from_slice(hash);
+    blake3::hash(&m).to_hex().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_part_under_the_specified_key_is_committed_without_sending_data() {
+    let srv = TestServer::start().await;
+    let writer = srv.issue("w", "writer");
+    let dir = tempfile::tempdir().unwrap();
+    let file = pattern_file(dir.path(), "one");
+    let hash = Pattern::hash("one", SIZE);
+    // Every byte already held under the key PROTOCOL.md §5 derives: only `put_end` is missing.
+    let part = srv.server_dir.path().join("store/uploads").join(format!(
+        "{}.part",
+        spec_key("client", "w", SOURCE, SIZE, &hash)
+    ));
+    std::fs::copy(&file, &part).unwrap();
+
+    let proxy = start_proxy(srv.addr).await;
+    let (got, version, offset) = resume_put(proxy.addr, &writer, &file).await;
+    assert_eq!((got, version, offset), (hash, 1, SIZE));
+    let sent = proxy.from_client.load(Ordering::SeqCst);
+    assert!(sent < 64 * 1024, "{sent} bytes sent for a complete upload");
+    assert!(!part.exists(), "the committed part is gone");
+    assert_eq!(stored(&srv, &writer).await, hash);
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
