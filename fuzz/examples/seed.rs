@@ -55,6 +55,7 @@ fn messages() -> Vec<Message> {
             source: "a/b".into(),
             size: Some(5),
             offset: 0,
+            hash: None,
         }),
         Message::PutReady(PutReady { offset: 0 }),
         Message::PutEnd(PutEnd {

@@ -455,9 +455,21 @@ pub struct LoginArgs {
 pub struct PutArgs {
     /// Source name to store under, e.g. reports/q3.
     pub source: String,
-    /// File to upload; "-" or nothing reads standard input.
+    /// File to upload; "-" or nothing reads standard input (which does not resume).
+    ///
+    /// A regular file is uploaded resumably: it is read once to compute its BLAKE3, and the
+    /// server keeps what it receives under your name, SOURCE, the size and that hash. If the
+    /// upload is interrupted (Ctrl-C, a signal, a cut connection, a server restart), the
+    /// same command run again sends only what the server does not hold yet ("resuming at N
+    /// bytes"), as long as the file is unchanged. The server removes an interrupted upload
+    /// after a day without activity (its `[uploads] keep_secs`); nothing of it is visible
+    /// before the whole content has arrived and matched its hash.
     #[arg(value_name = "FILE|-")]
     pub file: Option<PathBuf>,
+    /// Send the file as a plain upload, without reading it first: an interruption then
+    /// loses what was sent.
+    #[arg(long)]
+    pub no_resume: bool,
     /// The credential.
     #[command(flatten)]
     pub cred: CredArg,

@@ -53,6 +53,9 @@ pub async fn put(a: &PutArgs) -> anyhow::Result<()> {
             if meta.is_dir() {
                 bail!("{} is a folder, not a file", path.display());
             }
+            if meta.is_file() && !a.no_resume {
+                return put_resumable(a, f).await;
+            }
             // Pipes and devices have no size known in advance.
             let size = meta.is_file().then_some(meta.len());
             (Box::new(f), size)
@@ -65,6 +68,41 @@ pub async fn put(a: &PutArgs) -> anyhow::Result<()> {
         .put(&a.source, input, size, &mut |n| bar.set(n))
         .await?;
     drop(bar);
+    stored(&entry);
+    let _ = client.close().await;
+    Ok(())
+}
+
+/// `ferry put SOURCE FILE` of a regular file: hashed (while the connection is made), then
+/// sent from where an interrupted upload of the same content stopped.
+async fn put_resumable(a: &PutArgs, file: File) -> anyhow::Result<()> {
+    let (hashed, client) = tokio::join!(ferry::client::hash_file(file), connect(&a.cred));
+    let (file, size, hash) = hashed?;
+    let mut client = client?;
+    let bar = Bar::new(&format!("put {}", a.source));
+    bar.start(Some(size));
+    let (entry, _offset) = client
+        .put_resume_hashed(
+            &a.source,
+            file,
+            size,
+            hash,
+            &mut |offset| {
+                if offset > 0 {
+                    eprintln!("resuming at {offset} bytes");
+                }
+                bar.set(offset);
+            },
+            &mut |n| bar.set(n),
+        )
+        .await?;
+    drop(bar);
+    stored(&entry);
+    let _ = client.close().await;
+    Ok(())
+}
+
+fn stored(entry: &ferry::proto::message::Entry) {
     println!(
         "stored {} v{} ({} bytes, blake3 {})",
         output::printable(&entry.source),
@@ -72,8 +110,6 @@ pub async fn put(a: &PutArgs) -> anyhow::Result<()> {
         entry.size,
         output::short_hash(&entry.hash)
     );
-    let _ = client.close().await;
-    Ok(())
 }
 
 /// `ferry get`.

@@ -198,3 +198,116 @@ fn a_partial_older_than_7_days_is_discarded_and_the_get_starts_over() {
     assert_eq!(std::fs::read(&dst).unwrap(), b"fresh content");
     assert!(!part.exists() && !meta.exists());
 }
+
+/// The server's upload parts and their lengths.
+fn upload_parts(s: &Setup) -> Vec<(PathBuf, u64)> {
+    let dir = s.env.server_dir().join("store").join("uploads");
+    let Ok(items) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    items
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            let len = std::fs::metadata(&p).ok()?.len();
+            p.extension()
+                .is_some_and(|x| x == "part")
+                .then_some((p, len))
+        })
+        .collect()
+}
+
+/// Starts `ferry put big SRC` and SIGKILLs it once the server's upload part holds some data
+/// but not all; returns that length. Retries (bounded) if a run finishes before it could be
+/// killed.
+fn put_killed_midway(s: &Setup, src: &Path) -> u64 {
+    for _attempt in 0..5 {
+        let mut put = s.env.command(&["put", "big", src.to_str().unwrap()]);
+        put.args(["--cred", s.writer.to_str().unwrap()]);
+        put.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = put.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut killed = None;
+        while Instant::now() < deadline {
+            let held = upload_parts(s).iter().map(|(_, l)| *l).max().unwrap_or(0);
+            if held > 0 && held < LEN {
+                child.kill().unwrap(); // SIGKILL
+                killed = Some(held);
+                break;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if killed.is_none() {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+        if let Some(held) = killed {
+            return held;
+        }
+    }
+    panic!("could not kill a put midway in 5 attempts");
+}
+
+#[test]
+fn a_put_killed_with_sigkill_resumes_and_stores_the_same_bytes() {
+    let s = Setup::new();
+    let src = s.env.join("big.bin");
+    {
+        let mut reader = blake3::Hasher::new()
+            .update(b"ferry put resume")
+            .finalize_xof()
+            .take(LEN);
+        let mut w = BufWriter::new(File::create(&src).unwrap());
+        std::io::copy(&mut reader, &mut w).unwrap();
+        w.flush().unwrap();
+    }
+    let want = hash_file(&src);
+    let held = put_killed_midway(&s, &src);
+    eprintln!("killed with {held} bytes held by the server");
+
+    let out = s
+        .with(&s.writer, &["put", "big", src.to_str().unwrap()])
+        .ok();
+    let offset: u64 = out
+        .stderr
+        .split("resuming at ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no 'resuming at N bytes' in: {}", out.stderr));
+    assert!(
+        offset >= held && offset < LEN,
+        "resumed at {offset}, the server held {held}"
+    );
+    assert!(
+        out.text().contains(&format!("({LEN} bytes")),
+        "{}",
+        out.text()
+    );
+    assert!(
+        upload_parts(&s).is_empty(),
+        "a stored upload leaves no part"
+    );
+
+    let dst = s.env.join("copy.bin");
+    s.with(&s.reader, &["get", "big", "-o", dst.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        hash_file(&dst),
+        want,
+        "the stored content differs from the file"
+    );
+
+    // --no-resume sends a plain put: no part is kept, nothing is read ahead.
+    let out = s
+        .with(
+            &s.writer,
+            &["put", "big", src.to_str().unwrap(), "--no-resume"],
+        )
+        .ok();
+    assert!(!out.stderr.contains("resuming"), "{}", out.stderr);
+}

@@ -365,15 +365,23 @@ pub struct Put {
     /// Total size if known in advance; the server then refuses a different total.
     #[serde(default)]
     pub size: Option<u64>,
-    /// Where the upload starts; only 0 in this version (non-zero is refused as `unsupported`).
+    /// Reserved: always 0 (non-zero is refused as `unsupported`). Where a resumable upload
+    /// continues is the server's to say, in [`PutReady::offset`]: only it knows what it holds.
     #[serde(default)]
     pub offset: u64,
+    /// BLAKE3 of the whole content, announced in advance. With `size`, it makes the upload
+    /// **resumable**: the server keeps what it receives under a key of (principal, source,
+    /// size, hash) and a later `put` with the same four continues it (docs/PROTOCOL.md §5).
+    /// Absent (not encoded) for a plain upload.
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    pub hash: Option<Digest>,
 }
 
 /// The upload may start at `offset`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutReady {
-    /// Where the server expects the first data byte.
+    /// Where the server expects the first data byte: 0 for a plain upload; for a resumable
+    /// one, how many bytes of the content the server already holds (0 to `size`).
     pub offset: u64,
 }
 
@@ -487,6 +495,9 @@ pub enum ErrorCode {
     Unsupported,
     /// The uploaded bytes do not match the announced hash or size.
     HashMismatch,
+    /// Another connection is uploading the same content to the same source as the same
+    /// principal (a resumable upload has one writer at a time); try again once it ended.
+    Busy,
     /// The server could not complete the request.
     Internal,
     /// A code this version does not know.
@@ -756,6 +767,13 @@ mod tests {
                 source: "a".into(),
                 size: Some(5),
                 offset: 0,
+                hash: None,
+            }),
+            Message::Put(Put {
+                source: "a".into(),
+                size: Some(5),
+                offset: 0,
+                hash: Some([2; 32]),
             }),
             Message::PutEnd(PutEnd {
                 size: 5,

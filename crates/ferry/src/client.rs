@@ -445,6 +445,7 @@ impl Client {
             source: source.to_string(),
             size,
             offset: 0,
+            hash: None,
         }))
         .await?;
         match self.recv().await? {
@@ -477,6 +478,93 @@ impl Client {
             .await?;
         match self.recv().await? {
             Message::PutOk(e) if e.hash == hash && e.size == read.len => Ok(e),
+            Message::PutOk(_) => Err(Error::Protocol("server stored different content".into())),
+            m => Err(Self::unexpected(&m)),
+        }
+    }
+
+    /// Uploads `file` as a new version of `source`, **resumably**: if an earlier upload of
+    /// the same content to the same source by the same principal was interrupted (a cut
+    /// connection, a killed client or server), only the bytes the server does not hold yet
+    /// are sent (docs/PROTOCOL.md §5, "Resuming a put").
+    ///
+    /// The whole file is read once first to compute its BLAKE3 (the server keys the upload
+    /// by it), then from the server's offset on to send it: a fresh upload reads the file
+    /// twice. `file` must be a regular file that does not change meanwhile; if it does, the
+    /// server's check of the whole content fails with [`Error::HashMismatch`] and discards
+    /// the upload. See [`Client::put_resume_hashed`] to pass a hash already known.
+    ///
+    /// Returns the stored entry and the offset the server continued from (0: nothing was
+    /// held). `on_ready` gets that offset before any data is sent; `progress` the bytes the
+    /// server holds so far, counting those it held before.
+    pub async fn put_resume(
+        &mut self,
+        source: &str,
+        file: std::fs::File,
+        on_ready: &mut (dyn FnMut(u64) + Send),
+        progress: Progress<'_>,
+    ) -> Result<(Entry, u64), Error> {
+        let (file, size, hash) = hash_file(file).await?;
+        self.put_resume_hashed(source, file, size, hash, on_ready, progress)
+            .await
+    }
+
+    /// [`Client::put_resume`] of a file whose size and BLAKE3 are already known (from
+    /// [`hash_file`], for example while the connection was being made). A wrong `hash`
+    /// fails the upload with [`Error::HashMismatch`] and the server discards its bytes.
+    pub async fn put_resume_hashed(
+        &mut self,
+        source: &str,
+        file: std::fs::File,
+        size: u64,
+        hash: message::Digest,
+        on_ready: &mut (dyn FnMut(u64) + Send),
+        progress: Progress<'_>,
+    ) -> Result<(Entry, u64), Error> {
+        let source = SourceName::parse(source)?;
+        self.send_request(&Message::Put(Put {
+            source: source.to_string(),
+            size: Some(size),
+            offset: 0,
+            hash: Some(hash),
+        }))
+        .await?;
+        let offset = match self.recv().await? {
+            // A server that does not resume answers 0, like one that holds nothing.
+            Message::PutReady(r) if r.offset <= size => r.offset,
+            Message::PutReady(r) => {
+                return Err(Error::Protocol(format!(
+                    "the server holds {} bytes of a {size}-byte upload",
+                    r.offset
+                )));
+            }
+            m => return Err(Self::unexpected(&m)),
+        };
+        on_ready(offset);
+        let file = seek_to(file, offset).await?;
+        let rest = size - offset;
+        let (mut rx, spares, done) = pipe::spawn_reader(file, Some(rest), false);
+        let mut sent = 0u64;
+        while let Some(mut chunk) = rx.recv().await {
+            sent += chunk.len() as u64;
+            tokio::time::timeout(RESPONSE_TIMEOUT, self.wire.send_chunk(&mut chunk))
+                .await
+                .map_err(|_| Error::Timeout("the server to accept data"))??;
+            spares.give(chunk);
+            progress(offset + sent);
+        }
+        let read = pipe::join(done).await?;
+        if read.len != rest {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the file ended after {} bytes", offset + read.len),
+            )));
+        }
+        self.wire
+            .send(&Message::PutEnd(PutEnd { size, hash }))
+            .await?;
+        match self.recv().await? {
+            Message::PutOk(e) if e.hash == hash && e.size == size => Ok((e, offset)),
             Message::PutOk(_) => Err(Error::Protocol("server stored different content".into())),
             m => Err(Self::unexpected(&m)),
         }
@@ -809,6 +897,51 @@ async fn hash_prefix(
         file.set_len(len)?;
         file.seek(std::io::SeekFrom::Start(len))?;
         Ok((file, Some(hasher)))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("worker thread failed: {e}")))?
+}
+
+/// Reads `file` to its end on a blocking thread and returns it with its size and BLAKE3
+/// (what [`Client::put_resume_hashed`] announces). Fails if the file changes size meanwhile.
+pub async fn hash_file(
+    file: std::fs::File,
+) -> Result<(std::fs::File, u64, message::Digest), Error> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Seek;
+        let mut file = file;
+        let size = file.metadata()?.len();
+        file.seek(std::io::SeekFrom::Start(0))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; pipe::CHUNK];
+        let mut len = 0u64;
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            hasher.update(&buf[..n]);
+            len += n as u64;
+        }
+        if len != size {
+            return Err(Error::Io(std::io::Error::other(format!(
+                "the file changed while it was read ({size} bytes, then {len})"
+            ))));
+        }
+        Ok((file, size, *hasher.finalize().as_bytes()))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("worker thread failed: {e}")))?
+}
+
+/// Positions `file` at `offset`.
+async fn seek_to(mut file: std::fs::File, offset: u64) -> Result<std::fs::File, Error> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(offset))?;
+        Ok(file)
     })
     .await
     .map_err(|e| Error::Internal(format!("worker thread failed: {e}")))?

@@ -71,6 +71,12 @@ p = 1
 # closes and its password is removed; open it again to accept more joins.
 [mesh]
 max_join_failures = 10
+
+# Resumable uploads (`ferry put SOURCE FILE`): the bytes of an interrupted upload are kept for
+# keep_secs after its last activity, for the same command to continue it; older ones are
+# removed (at start and at least hourly) and never become a version.
+[uploads]
+keep_secs = 86400
 "#;
 
 /// The parsed configuration.
@@ -122,6 +128,30 @@ pub struct Config {
     /// Limits on joining the mesh.
     #[serde(default)]
     pub mesh: MeshLimits,
+    /// How long interrupted resumable uploads are kept.
+    #[serde(default)]
+    pub uploads: UploadLimits,
+}
+
+/// Resumable uploads, from `[uploads]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadLimits {
+    /// Seconds an interrupted upload is kept after its last activity (default 24 hours).
+    #[serde(default = "default_upload_keep")]
+    pub keep_secs: u64,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        Self {
+            keep_secs: default_upload_keep(),
+        }
+    }
+}
+
+fn default_upload_keep() -> u64 {
+    86400
 }
 
 /// Limits on joining the mesh, from `[mesh]`.
@@ -265,6 +295,15 @@ mod tests {
         assert_eq!(Config::parse("").unwrap().keep_changes, 100_000);
         assert_eq!(c.mesh.max_join_failures, 10);
         assert_eq!(Config::parse("").unwrap().mesh.max_join_failures, 10);
+        assert_eq!(c.uploads.keep_secs, 86400);
+        assert_eq!(Config::parse("").unwrap().uploads.keep_secs, 86400);
+        assert_eq!(
+            Config::parse("[uploads]\nkeep_secs = 60")
+                .unwrap()
+                .uploads
+                .keep_secs,
+            60
+        );
         // The connection budgets written by `ferry init` are the defaults.
         let empty = Config::parse("").unwrap();
         assert_eq!(
@@ -292,6 +331,7 @@ mod tests {
         assert!(Config::parse("nonsense = 1").is_err());
         assert!(Config::parse("[mesh]\nmax_join_failures = 0").is_err());
         assert!(Config::parse("max_pending = 0").is_err());
+        assert!(Config::parse("[uploads]\nkeep = 1").is_err());
         assert!(Config::parse("max_pending_per_address = 0").is_err());
         assert!(Config::parse("hello_timeout_secs = 0").is_err());
         assert!(Config::parse("[roles]\nx = [{ ops = [\"fly\"], sources = [\"**\"] }]").is_err());

@@ -81,8 +81,12 @@ impl Server {
         self
     }
 
-    /// Binds the listening socket.
+    /// Binds the listening socket. Before that, removes the resumable uploads left idle for
+    /// longer than `[uploads] keep_secs` (then [`BoundServer::run`] does so periodically).
     pub async fn bind(self, addr: &str) -> Result<BoundServer, Error> {
+        if let Err(e) = self.engine.sweep_uploads(crate::clock::now()).await {
+            tracing::warn!("upload sweep failed: {e}");
+        }
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
@@ -142,6 +146,8 @@ impl BoundServer {
         let admission = Admission::new(engine.limits.max_pending_per_address);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
+        // Abandoned uploads were swept by `bind`; from now on periodically.
+        let sweeper = tokio::spawn(sweep_uploads(engine.clone(), stop_rx.clone()));
         tokio::pin!(shutdown);
         loop {
             while conns.try_join_next().is_some() {}
@@ -188,6 +194,9 @@ impl BoundServer {
         }
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
+        // Awaited (a sweep in progress ends first), so that no task holds the engine and its
+        // store once `run` returns.
+        let _ = sweeper.await;
         let grace = engine.limits.shutdown_grace;
         if tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} })
             .await
@@ -196,6 +205,20 @@ impl BoundServer {
             conns.abort_all();
         }
         Ok(())
+    }
+}
+
+/// Removes abandoned resumable uploads every `upload_sweep`, until `stop` turns true.
+async fn sweep_uploads(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    let every = engine.limits.upload_sweep.max(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = engine.sweep_uploads(crate::clock::now()).await {
+            tracing::warn!("upload sweep failed: {e}");
+        }
     }
 }
 

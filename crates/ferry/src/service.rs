@@ -5,14 +5,14 @@
 use ferry_backend::BlobReader;
 use ferry_proto::auth::Principal;
 use ferry_proto::message::{
-    self, DeleteOk, ErrorCode, ErrorMsg, Get, GetOk, ListOk, Message, Put, PutReady,
+    self, DeleteOk, ErrorCode, ErrorMsg, Get, GetOk, ListOk, Message, Put, PutEnd, PutReady,
 };
 use ferry_store::Entry;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Error;
 use crate::engine::Engine;
-use crate::engine::{Body, Failed, GetReply, TooMuch};
+use crate::engine::{Body, Failed, GetReply, TooMuch, Upload};
 use crate::pipe;
 use crate::wire::{Incoming, Wire};
 
@@ -93,31 +93,13 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(
         offset: upload.offset(),
     }))
     .await?;
-    let end = loop {
-        let frame = tokio::time::timeout(
-            engine.limits.transfer_timeout,
-            wire.recv_reusing(Some(upload.spares())),
-        )
-        .await
-        .map_err(|_| Error::Timeout("upload data"))??;
-        match frame {
-            Incoming::Data(buf) => match upload.write(buf).await {
-                Ok(true) => {}
-                // The writer failed; its error is reported below.
-                Ok(false) => break None,
-                Err(TooMuch) => {
-                    wire.send(&error(ErrorCode::BadRequest, "more data than announced"))
-                        .await?;
-                    return Err(Error::Protocol("upload exceeded its size".into()));
-                }
-            },
-            Incoming::Message(Message::PutEnd(end)) => break Some(end),
-            Incoming::Message(other) => {
-                return Err(Error::Protocol(format!(
-                    "unexpected {} during upload",
-                    other.type_name()
-                )));
-            }
+    let end = match receive_body(engine, wire, &mut upload).await {
+        Ok(end) => end,
+        Err(e) => {
+            // The transfer was cut: wait for the writer to put down what arrived (a
+            // resumable upload keeps it), so that the connection ends with its upload.
+            upload.abandon().await;
+            return Err(e);
         }
     };
     match upload.finish(engine, end).await {
@@ -128,6 +110,42 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(
                 wire.send(&refusal(r)).await?;
             }
             Err(error)
+        }
+    }
+}
+
+/// Receives a put's data frames into `upload` until `put_end` (`Some`) or until the writer
+/// stops (`None`; its error is reported by `finish`). `Err`: the connection must close.
+async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
+    engine: &Engine,
+    wire: &mut Wire<S>,
+    upload: &mut Upload,
+) -> Result<Option<PutEnd>, Error> {
+    loop {
+        let frame = tokio::time::timeout(
+            engine.limits.transfer_timeout,
+            wire.recv_reusing(Some(upload.spares())),
+        )
+        .await
+        .map_err(|_| Error::Timeout("upload data"))??;
+        match frame {
+            Incoming::Data(buf) => match upload.write(buf).await {
+                Ok(true) => {}
+                // The writer failed; its error is reported by `finish`.
+                Ok(false) => return Ok(None),
+                Err(TooMuch) => {
+                    wire.send(&error(ErrorCode::BadRequest, "more data than announced"))
+                        .await?;
+                    return Err(Error::Protocol("upload exceeded its size".into()));
+                }
+            },
+            Incoming::Message(Message::PutEnd(end)) => return Ok(Some(end)),
+            Incoming::Message(other) => {
+                return Err(Error::Protocol(format!(
+                    "unexpected {} during upload",
+                    other.type_name()
+                )));
+            }
         }
     }
 }

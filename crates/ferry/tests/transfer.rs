@@ -138,6 +138,7 @@ async fn a_put_cut_off_midway_leaves_the_previous_version() {
         source: "doc".into(),
         size: Some(8 * MIB),
         offset: 0,
+        hash: None,
     }))
     .await
     .unwrap();
@@ -177,6 +178,7 @@ async fn a_put_whose_hash_does_not_match_is_refused_and_invisible() {
         source: "doc".into(),
         size: None,
         offset: 0,
+        hash: None,
     }))
     .await
     .unwrap();

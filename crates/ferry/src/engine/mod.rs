@@ -38,7 +38,7 @@ mod watch;
 
 pub(crate) use get::{Body, GetReply};
 pub(crate) use list::LIST_SCAN_BUDGET;
-pub(crate) use put::{Failed, TooMuch};
+pub(crate) use put::{Failed, TooMuch, Upload};
 
 /// A request the engine refuses, and why: the front answers it as an error message and goes
 /// on with the next request.
@@ -99,6 +99,15 @@ pub struct Limits {
     pub watch_ping: Duration,
     /// Names one listing request examines at most, visible to the principal or not.
     pub list_scan: usize,
+    /// An interrupted resumable upload is kept this long after its last activity
+    /// (`[uploads] keep_secs`); older ones are swept at start and periodically.
+    pub upload_keep: Duration,
+    /// How often idle uploads are swept (at most an hour, at most `upload_keep`).
+    pub upload_sweep: Duration,
+    /// A resumable put whose upload another connection holds waits this long for it to be
+    /// released (the other one is typically a cut connection the server has not noticed
+    /// closing yet) before it is refused as `busy`.
+    pub upload_wait: Duration,
 }
 
 /// The server's state: everything a request may read or change, apart from any connection.
@@ -121,6 +130,8 @@ pub(crate) struct Engine {
     pub(crate) session_limits: SessionLimits,
     pub(crate) new_ksf: KsfParams,
     pub(crate) mesh: mesh::MeshShared,
+    /// Wakes resumable puts waiting for an upload another connection held.
+    pub(crate) uploads_released: Arc<tokio::sync::Notify>,
 }
 
 impl Engine {
@@ -151,6 +162,9 @@ impl Engine {
             shutdown_grace: Duration::from_secs(5),
             watch_ping: Duration::from_millis(ferry_proto::message::DEFAULT_PING_MS),
             list_scan: LIST_SCAN_BUDGET,
+            upload_keep: Duration::from_secs(config.uploads.keep_secs),
+            upload_sweep: Duration::from_secs(config.uploads.keep_secs.clamp(1, 3600)),
+            upload_wait: Duration::from_secs(5),
         };
         let store = Arc::new(store);
         let backend = LocalBackend::new(store.clone());
@@ -173,6 +187,7 @@ impl Engine {
             new_ksf: config.password,
             mesh: mesh::MeshShared::open(dir, device, config.mesh.max_join_failures)?,
             dir: dir.clone(),
+            uploads_released: Arc::new(tokio::sync::Notify::new()),
         })
     }
 }

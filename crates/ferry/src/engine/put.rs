@@ -1,23 +1,40 @@
-//! `put`: an upload staged on disk while its body arrives, committed as the source's next
-//! version only when its size and BLAKE3 hash match what the client announced.
+//! `put`: an upload staged while its body arrives, committed as the source's next version
+//! only when its size and BLAKE3 hash match what the client announced.
 //!
-//! [`Engine::put`] checks the request and starts an [`Upload`]: a writer thread that hashes
-//! and writes the body to a temporary file (through [`crate::pipe`]). The front feeds it the
-//! body's buffers with [`Upload::write`], then [`Upload::finish`] stages (fsync, rename) and
-//! commits. An upload dropped unfinished leaves nothing visible.
+//! [`Engine::put`] checks the request and starts an [`Upload`] on one of two paths:
+//!
+//! - **plain** (a `put` without `hash`): a writer thread hashes and writes the body to a
+//!   temporary file (through [`crate::pipe`]); an upload dropped unfinished leaves nothing.
+//! - **resumable** (a `put` with `size` and `hash`, docs/PROTOCOL.md §5): the body goes to an
+//!   upload part in the backend (the [`Blobs`] and [`ferry_backend::Upload`] traits), under a
+//!   key derived from the principal, the source, the size and the hash ([`upload_key`]). The
+//!   part outlives the connection and the server process; the next `put` with the same four
+//!   continues it from the bytes the backend holds. A writer task owns the part's handle and
+//!   is fed through a bounded channel, so receiving the next frame overlaps writing the last.
+//!
+//! The front feeds either with [`Upload::write`], then [`Upload::finish`] checks the end and
+//! commits. Idle parts older than `[uploads] keep_secs` are removed by [`Engine::sweep_uploads`].
 
-use ferry_proto::auth::Principal;
-use ferry_proto::message::{ErrorCode, Put, PutEnd};
+use std::sync::Arc;
+
+use ferry_backend::Upload as _;
+use ferry_backend::{Backend, BackendError, Blobs, UploadKey};
+use ferry_proto::auth::{Method, Principal};
+use ferry_proto::message::{Digest, ErrorCode, Put, PutEnd};
 use ferry_proto::names::SourceName;
-use ferry_store::{Entry, StagedBlob};
-use tokio::sync::mpsc;
+use ferry_store::{Entry, LocalBackend, StagedBlob};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use super::{Engine, Outcome, Refusal, blocking};
 use crate::Error;
+use crate::accounts::session_id_text;
 use crate::buf::Spares;
 use crate::pipe::{self, WriteCmd};
 use crate::policy::Op;
+
+/// The backend's upload handle (the engine's backend is the local one for now).
+type PartHandle = <LocalBackend as Blobs>::Upload;
 
 /// An upload in progress.
 pub(crate) struct Upload {
@@ -25,10 +42,25 @@ pub(crate) struct Upload {
     by: String,
     /// The total the client announced, if it did.
     size: Option<u64>,
+    /// Bytes the server held before this body (the `put_ready` offset).
+    offset: u64,
+    /// Bytes of this body received so far.
     received: u64,
     tx: mpsc::Sender<WriteCmd>,
     spares: Spares<Vec<u8>>,
-    done: JoinHandle<Result<Option<StagedBlob>, Error>>,
+    writer: Writer,
+}
+
+/// Where an upload's bytes go.
+enum Writer {
+    /// A temporary file behind a blocking writer thread; `Some` once finished.
+    Plain(JoinHandle<Result<Option<StagedBlob>, Error>>),
+    /// A resumable part, written by a task that hands its handle back when told to finish.
+    Part {
+        key: UploadKey,
+        hash: Digest,
+        done: JoinHandle<Result<Option<Held<PartHandle>>, Error>>,
+    },
 }
 
 /// The body went past the size the client announced: the front answers it and closes.
@@ -41,8 +73,75 @@ pub(crate) struct Failed {
     pub(crate) error: Error,
 }
 
+/// An open part handle that, when it goes away (finished or dropped), wakes the puts
+/// waiting for its key ([`Engine::begin_part`]).
+struct Held<U> {
+    upload: Option<U>,
+    released: Arc<Notify>,
+}
+
+impl<U> Held<U> {
+    fn take(&mut self) -> Option<U> {
+        self.upload.take()
+    }
+}
+
+impl<U> Drop for Held<U> {
+    fn drop(&mut self) {
+        // The handle first: its key is free once it is gone.
+        drop(self.upload.take());
+        self.released.notify_waiters();
+    }
+}
+
+/// What a principal is, for the upload key: credentials and users have separate names.
+fn principal_kind(engine: &Engine, p: &Principal) -> String {
+    let method = match &p.method {
+        Method::Session { id } => engine
+            .sessions
+            .current()
+            .sessions
+            .get(&session_id_text(id))
+            .and_then(|s| s.origin_method()),
+        m => Some(m.clone()),
+    };
+    match method {
+        Some(Method::Psk { .. }) => "client".to_owned(),
+        Some(Method::Password { .. }) => "user".to_owned(),
+        Some(Method::Mesh { .. }) => "mesh".to_owned(),
+        // A session of unknown origin: its uploads are its own.
+        _ => match &p.method {
+            Method::Session { id } => format!("session:{}", session_id_text(id)),
+            _ => "other".to_owned(),
+        },
+    }
+}
+
+/// The key of a resumable upload (docs/PROTOCOL.md §5): the hex BLAKE3 of
+/// `"ferry put upload v1" ‖ 0x00 ‖ lp(kind) ‖ lp(name) ‖ lp(source) ‖ size (u64 BE) ‖ hash`,
+/// where `lp(x)` is `len(x)` as a u64 BE followed by `x`. Only the same principal putting the
+/// same content (size and hash) to the same source reaches the same part.
+pub(crate) fn upload_key(
+    kind: &str,
+    name: &str,
+    source: &str,
+    size: u64,
+    hash: &Digest,
+) -> UploadKey {
+    let mut m = Vec::with_capacity(64 + kind.len() + name.len() + source.len());
+    m.extend_from_slice(b"ferry put upload v1\0");
+    for field in [kind, name, source] {
+        m.extend_from_slice(&(field.len() as u64).to_be_bytes());
+        m.extend_from_slice(field.as_bytes());
+    }
+    m.extend_from_slice(&size.to_be_bytes());
+    m.extend_from_slice(hash);
+    UploadKey::derive(&m)
+}
+
 impl Engine {
-    /// Starts an upload to `req.source`, from offset 0 (the only one this version accepts).
+    /// Starts an upload to `req.source`: a plain one from offset 0, or, if the request
+    /// carries `size` and `hash`, a resumable one from the bytes the server already holds.
     pub(crate) async fn put(&self, p: &Principal, req: &Put) -> Outcome<Upload> {
         let name = match self.authorize(p, Op::Put, &req.source) {
             Ok(n) => n,
@@ -51,8 +150,17 @@ impl Engine {
         if req.offset != 0 {
             return Ok(Err(Refusal::new(
                 ErrorCode::Unsupported,
-                "resuming an upload is not supported",
+                "a put's offset must be 0: the server says where a resumable upload continues",
             )));
+        }
+        if let Some(hash) = req.hash {
+            let Some(size) = req.size else {
+                return Ok(Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    "a resumable put needs its size as well as its hash",
+                )));
+            };
+            return self.put_resumable(p, name, size, hash).await;
         }
         let writer = {
             let store = self.store.clone();
@@ -63,18 +171,168 @@ impl Engine {
             name,
             by: p.name.clone(),
             size: req.size,
+            offset: 0,
             received: 0,
             tx,
             spares,
-            done,
+            writer: Writer::Plain(done),
         }))
     }
+
+    async fn put_resumable(
+        &self,
+        p: &Principal,
+        name: SourceName,
+        size: u64,
+        hash: Digest,
+    ) -> Outcome<Upload> {
+        let kind = principal_kind(self, p);
+        let key = upload_key(&kind, &p.name, name.as_str(), size, &hash);
+        let mut handle = match self.begin_part(&key).await? {
+            Ok(h) => h,
+            Err(r) => return Ok(Err(r)),
+        };
+        if handle.offset() > size {
+            // Cannot happen with an intact part (the key fixes the size): start it over.
+            tracing::warn!(
+                upload = key.as_str(),
+                "upload part longer than its content; discarded"
+            );
+            drop(handle);
+            self.backend.abort_upload(&key).await?;
+            handle = match self.begin_part(&key).await? {
+                Ok(h) => h,
+                Err(r) => return Ok(Err(r)),
+            };
+        }
+        let offset = ferry_backend::Upload::offset(&handle);
+        if offset > 0 {
+            tracing::info!(
+                "{} continues an upload of {name} at {offset} of {size} bytes",
+                p.name
+            );
+        }
+        let held = Held {
+            upload: Some(handle),
+            released: self.uploads_released.clone(),
+        };
+        let (tx, spares, done) = spawn_part_writer(held);
+        Ok(Ok(Upload {
+            name,
+            by: p.name.clone(),
+            size: Some(size),
+            offset,
+            received: 0,
+            tx,
+            spares,
+            writer: Writer::Part { key, hash, done },
+        }))
+    }
+
+    /// Opens the part `key`. If another connection holds it (typically one that was cut and
+    /// whose end the server has not seen yet), waits up to `upload_wait` for it to be
+    /// released, then refuses with `busy`.
+    async fn begin_part(&self, key: &UploadKey) -> Outcome<PartHandle> {
+        let deadline = tokio::time::Instant::now() + self.limits.upload_wait;
+        loop {
+            // Registered before trying, so a release between the try and the wait is seen.
+            let released = self.uploads_released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            match self.backend.begin_upload(key, crate::clock::now()).await {
+                Ok(h) => return Ok(Ok(h)),
+                Err(BackendError::UploadBusy) => {
+                    if tokio::time::timeout_at(deadline, released).await.is_err() {
+                        return Ok(Err(Refusal::new(
+                            ErrorCode::Busy,
+                            "another connection is uploading this content to this source; \
+                             try again when it has ended",
+                        )));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Removes resumable uploads idle for longer than `upload_keep` before `now` (unix
+    /// seconds) and not open; returns how many. Logged when it removed any.
+    pub(crate) async fn sweep_uploads(&self, now: u64) -> Result<u64, Error> {
+        let keep = self.limits.upload_keep.as_secs();
+        let removed = self.backend.sweep_uploads(now.saturating_sub(keep)).await?;
+        if removed > 0 {
+            tracing::info!("removed {removed} abandoned upload(s) idle for more than {keep} s");
+        } else {
+            tracing::debug!("upload sweep: nothing idle for more than {keep} s");
+        }
+        Ok(removed)
+    }
+}
+
+/// Feeds a part handle from a bounded channel on a task, so that the connection receives the
+/// next frame while this one is written. On [`WriteCmd::Finish`] it hands the handle back.
+/// If the channel closes first (the transfer was cut), it makes what arrived durable and
+/// drops the handle, which keeps the part for a later put to continue.
+#[allow(clippy::type_complexity)]
+fn spawn_part_writer<U: ferry_backend::Upload + 'static>(
+    mut held: Held<U>,
+) -> (
+    mpsc::Sender<WriteCmd>,
+    Spares<Vec<u8>>,
+    JoinHandle<Result<Option<Held<U>>, Error>>,
+) {
+    let (tx, mut rx) = mpsc::channel(pipe::DEPTH);
+    let spares = Spares::default();
+    let written = spares.clone();
+    let handle = tokio::spawn(async move {
+        let Some(mut upload) = held.take() else {
+            return Err(Error::Internal("upload handle missing".into()));
+        };
+        let mut failed = None;
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                WriteCmd::Data(buf) => {
+                    if let Err(e) = upload.write(&buf).await {
+                        failed = Some(e);
+                        break;
+                    }
+                    written.give(buf);
+                }
+                WriteCmd::Finish => {
+                    held.upload = Some(upload);
+                    return Ok(Some(held));
+                }
+            }
+        }
+        if let Some(e) = failed {
+            // The handle is unusable now; dropping it keeps what reached the part.
+            drop(upload);
+            drop(held);
+            return Err(e.into());
+        }
+        if let Err(e) = upload.sync().await {
+            tracing::warn!(
+                upload = upload.key().as_str(),
+                "could not sync an interrupted upload: {e}"
+            );
+        }
+        tracing::debug!(
+            upload = upload.key().as_str(),
+            held = ferry_backend::Upload::offset(&upload),
+            "upload interrupted; its part is kept"
+        );
+        // The handle before `held`: the key is free when waiters wake.
+        drop(upload);
+        drop(held);
+        Ok(None)
+    });
+    (tx, spares, handle)
 }
 
 impl Upload {
     /// Where the body starts (the `put_ready` offset).
     pub(crate) fn offset(&self) -> u64 {
-        0
+        self.offset
     }
 
     /// Buffers the writer has written, for the front to receive the next ones into.
@@ -86,10 +344,30 @@ impl Upload {
     /// (its error is reported by [`Upload::finish`]); stop feeding it.
     pub(crate) async fn write(&mut self, buf: Vec<u8>) -> Result<bool, TooMuch> {
         self.received += buf.len() as u64;
-        if self.size.is_some_and(|s| self.received > s) {
+        if self
+            .size
+            .is_some_and(|s| self.offset.saturating_add(self.received) > s)
+        {
             return Err(TooMuch);
         }
         Ok(self.tx.send(WriteCmd::Data(buf)).await.is_ok())
+    }
+
+    /// Gives the upload up (the connection was cut) and waits for its writer to stop: a
+    /// plain upload's temporary file is deleted, a resumable one's part keeps every byte that
+    /// arrived, made durable, and its key is free for the next put when this returns.
+    pub(crate) async fn abandon(self) {
+        let Upload {
+            name, tx, writer, ..
+        } = self;
+        drop(tx);
+        let result = match writer {
+            Writer::Plain(done) => pipe::join(done).await.map(|_| ()),
+            Writer::Part { done, .. } => pipe::join(done).await.map(|_| ()),
+        };
+        if let Err(e) = result {
+            tracing::warn!("abandoned upload of {name}: {e}");
+        }
     }
 
     /// Ends the upload: with the client's `put_end`, stages the body and commits it if its
@@ -103,44 +381,69 @@ impl Upload {
             name,
             by,
             size,
+            offset,
+            received,
             tx,
-            done,
+            writer,
             ..
         } = self;
-        // Only a completed upload is finished; otherwise the writer drops its temporary file.
+        // Only a completed upload is finished; otherwise the writer drops its file (plain)
+        // or keeps its part (resumable).
         if end.is_some() {
             let _ = tx.send(WriteCmd::Finish).await;
         }
         drop(tx);
-        let (end, staged) = match (end, pipe::join(done).await) {
-            (Some(end), Ok(Some(staged))) => (end, staged),
-            (_, result) => {
-                let why = match result {
-                    Err(e) => e.to_string(),
-                    Ok(_) => "the writer stopped early".to_owned(),
+        let staged = match writer {
+            Writer::Plain(done) => {
+                let (end, staged) = match (end, pipe::join(done).await) {
+                    (Some(end), Ok(Some(staged))) => (end, staged),
+                    (_, result) => return Err(writer_failed(&name, result.map(|_| ()))),
                 };
-                tracing::error!("upload of {name} failed: {why}");
-                return Err(Failed {
-                    answer: Some(Refusal::new(
-                        ErrorCode::Internal,
-                        "the server could not store the data",
-                    )),
-                    error: Error::Internal(why),
-                });
+                let size_ok = staged.size() == end.size && size.is_none_or(|s| s == end.size);
+                if !size_ok || staged.hash() != end.hash {
+                    // Dropping `staged` deletes the temporary file; nothing becomes visible.
+                    return Ok(Err(mismatch()));
+                }
+                staged
+            }
+            Writer::Part { key, hash, done } => {
+                let (end, mut held) = match (end, pipe::join(done).await) {
+                    (Some(end), Ok(Some(held))) => (end, held),
+                    (_, result) => return Err(writer_failed(&name, result.map(|_| ()))),
+                };
+                let Some(upload) = held.take() else {
+                    return Err(writer_failed(&name, Ok(())));
+                };
+                let whole = offset.saturating_add(received);
+                if Some(end.size) != size || end.hash != hash || whole != end.size {
+                    // Not the content the part was keyed by: it cannot be finished. Discard
+                    // it (the key is free once the handle is dropped).
+                    drop(upload);
+                    drop(held);
+                    if let Err(e) = engine.backend.abort_upload(&key).await {
+                        tracing::warn!(upload = key.as_str(), "could not discard an upload: {e}");
+                    }
+                    return Ok(Err(mismatch()));
+                }
+                let staged = upload.finish(&hash).await;
+                drop(held);
+                match staged {
+                    Ok(s) => s,
+                    // The backend discarded the part: the next put starts over.
+                    Err(BackendError::HashMismatch { .. }) => {
+                        tracing::warn!("upload of {name} by {by} failed its hash check; discarded");
+                        return Ok(Err(mismatch()));
+                    }
+                    Err(e) => return Err(writer_failed(&name, Err(e.into()))),
+                }
             }
         };
-        let size_ok = staged.size() == end.size && size.is_none_or(|s| s == end.size);
-        if !size_ok || staged.hash() != end.hash {
-            // Dropping `staged` deletes the temporary file; nothing becomes visible.
-            return Ok(Err(Refusal::new(
-                ErrorCode::HashMismatch,
-                "the data received does not match the announced size and hash",
-            )));
-        }
-        let store = engine.store.clone();
-        let who = by.clone();
         let now = crate::clock::now();
-        let committed = blocking(move || Ok(store.commit(name.as_str(), staged, &who, now)?)).await;
+        let committed = engine
+            .backend
+            .commit(name.as_str(), staged, &by, now)
+            .await
+            .map_err(Error::from);
         let entry = committed.map_err(|error| Failed {
             answer: None,
             error,
@@ -152,5 +455,28 @@ impl Upload {
             entry.size
         );
         Ok(Ok(entry))
+    }
+}
+
+fn mismatch() -> Refusal {
+    Refusal::new(
+        ErrorCode::HashMismatch,
+        "the data received does not match the announced size and hash",
+    )
+}
+
+/// The writer stopped without finishing: `result` says why (`Ok` if it just stopped).
+fn writer_failed(name: &SourceName, result: Result<(), Error>) -> Failed {
+    let why = match result {
+        Err(e) => e.to_string(),
+        Ok(()) => "the writer stopped early".to_owned(),
+    };
+    tracing::error!("upload of {name} failed: {why}");
+    Failed {
+        answer: Some(Refusal::new(
+            ErrorCode::Internal,
+            "the server could not store the data",
+        )),
+        error: Error::Internal(why),
     }
 }
