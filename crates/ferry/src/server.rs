@@ -67,7 +67,7 @@ impl Server {
     /// every [`ChangeFeed`] like the server's own. Its methods block: call them from
     /// `spawn_blocking`.
     pub fn store(&self) -> Arc<Store> {
-        self.engine.store.clone()
+        self.engine.backend.store().clone()
     }
 
     /// A new follower of the store's change log (see [`ChangeFeed`]).
@@ -116,7 +116,7 @@ impl BoundServer {
 
     /// The server's store, for code embedded in the same process; see [`Server::store`].
     pub fn store(&self) -> Arc<Store> {
-        self.engine.store.clone()
+        self.engine.backend.store().clone()
     }
 
     /// A new follower of the store's change log, for code embedded in the same process (see

@@ -89,16 +89,20 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(u) => u,
         Err(r) => return wire.send(&refusal(r)).await,
     };
-    wire.send(&Message::PutReady(PutReady {
+    let ready = Message::PutReady(PutReady {
         offset: upload.offset(),
-    }))
-    .await?;
-    let end = match receive_body(engine, wire, &mut upload).await {
+    });
+    let received = match wire.send(&ready).await {
+        Ok(()) => receive_body(engine, wire, &mut upload).await,
+        Err(e) => Err(e),
+    };
+    let end = match received {
         Ok(end) => end,
         Err(e) => {
             // The transfer was cut: wait for the writer to put down what arrived (a
-            // resumable upload keeps it), so that the connection ends with its upload.
-            upload.abandon().await;
+            // resumable upload keeps it, a plain one is discarded), so that the connection
+            // ends with its upload.
+            upload.abandon(engine).await;
             return Err(e);
         }
     };

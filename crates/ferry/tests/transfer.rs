@@ -120,10 +120,17 @@ async fn listing_pages_past_one_frame() {
     srv.stop().await;
 }
 
+/// Files an unfinished upload could leave: staged blobs in `tmp/` and upload parts in
+/// `uploads/` (a plain put stages through a part under a random key).
 fn tmp_files(srv: &TestServer) -> usize {
-    std::fs::read_dir(srv.server_dir.store_path().join("tmp"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    ["tmp", "uploads"]
+        .iter()
+        .map(|d| {
+            std::fs::read_dir(srv.server_dir.store_path().join(d))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +166,7 @@ async fn a_put_cut_off_midway_leaves_the_previous_version() {
 
     assert!(
         eventually(Duration::from_secs(5), || tmp_files(&srv) == 0).await,
-        "the partial upload's temporary file was not removed"
+        "the partial upload's temporary file or part was not removed"
     );
     let now = c.stat("doc").await.unwrap();
     assert_eq!(now, v1);

@@ -115,10 +115,9 @@ pub(crate) struct Engine {
     pub(crate) master: MasterKey,
     pub(crate) registry: LiveRegistry,
     pub(crate) policy: Policy,
-    pub(crate) store: Arc<Store>,
-    /// The same store behind the backend traits (the seam the engine is moving onto).
+    /// Where sources, versions, the change log and content live.
     pub(crate) backend: LocalBackend,
-    /// Wakes watch streams after every change to `store`.
+    /// Wakes watch streams after every change to the backend.
     pub(crate) feed: ChangeFeed<LocalBackend>,
     pub(crate) limits: Limits,
     pub(crate) dir: ServerDir,
@@ -166,15 +165,13 @@ impl Engine {
             upload_sweep: Duration::from_secs(config.uploads.keep_secs.clamp(1, 3600)),
             upload_wait: Duration::from_secs(5),
         };
-        let store = Arc::new(store);
-        let backend = LocalBackend::new(store.clone());
+        let backend = LocalBackend::new(Arc::new(store));
         let feed = ChangeFeed::new(backend.clone());
         let device = crate::mesh::device::DeviceKey::from_identity(identity)?;
         Ok(Self {
             master,
             registry,
             policy,
-            store,
             backend,
             feed,
             limits,

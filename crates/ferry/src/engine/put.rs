@@ -22,11 +22,11 @@ use ferry_backend::{Backend, BackendError, Blobs, UploadKey};
 use ferry_proto::auth::{Method, Principal};
 use ferry_proto::message::{Digest, ErrorCode, Put, PutEnd};
 use ferry_proto::names::SourceName;
-use ferry_store::{Entry, LocalBackend, StagedBlob};
+use ferry_store::{Entry, LocalBackend};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
-use super::{Engine, Outcome, Refusal, blocking};
+use super::{Engine, Outcome, Refusal};
 use crate::Error;
 use crate::accounts::session_id_text;
 use crate::buf::Spares;
@@ -51,16 +51,14 @@ pub(crate) struct Upload {
     writer: Writer,
 }
 
-/// Where an upload's bytes go.
-enum Writer {
-    /// A temporary file behind a blocking writer thread; `Some` once finished.
-    Plain(JoinHandle<Result<Option<StagedBlob>, Error>>),
-    /// A resumable part, written by a task that hands its handle back when told to finish.
-    Part {
-        key: UploadKey,
-        hash: Digest,
-        done: JoinHandle<Result<Option<Held<PartHandle>>, Error>>,
-    },
+/// Where an upload's bytes go: a part in the backend, written by a task that hands its
+/// handle back when told to finish.
+struct Writer {
+    key: UploadKey,
+    /// The hash a resumable put announced; `None` for a plain put, whose part lives under a
+    /// random key for this connection only and is discarded if the put does not finish.
+    announced: Option<Digest>,
+    done: JoinHandle<Result<Option<Held<PartHandle>>, Error>>,
 }
 
 /// The body went past the size the client announced: the front answers it and closes.
@@ -162,11 +160,16 @@ impl Engine {
             };
             return self.put_resumable(p, name, size, hash).await;
         }
-        let writer = {
-            let store = self.store.clone();
-            blocking(move || Ok(store.begin_put()?)).await?
+        // A plain put stages through a part too, under a random key nothing else can reach.
+        let mut random = [0u8; 32];
+        crate::tls::random_bytes(&mut random)?;
+        let key = UploadKey::derive(&random);
+        let handle = self.backend.begin_upload(&key, crate::clock::now()).await?;
+        let held = Held {
+            upload: Some(handle),
+            released: self.uploads_released.clone(),
         };
-        let (tx, spares, done) = pipe::spawn_writer(writer, |w| Ok(w.finish()?));
+        let (tx, spares, done) = spawn_part_writer(held);
         Ok(Ok(Upload {
             name,
             by: p.name.clone(),
@@ -175,7 +178,11 @@ impl Engine {
             received: 0,
             tx,
             spares,
-            writer: Writer::Plain(done),
+            writer: Writer {
+                key,
+                announced: None,
+                done,
+            },
         }))
     }
 
@@ -225,7 +232,11 @@ impl Engine {
             received: 0,
             tx,
             spares,
-            writer: Writer::Part { key, hash, done },
+            writer: Writer {
+                key,
+                announced: Some(hash),
+                done,
+            },
         }))
     }
 
@@ -356,17 +367,16 @@ impl Upload {
     /// Gives the upload up (the connection was cut) and waits for its writer to stop: a
     /// plain upload's temporary file is deleted, a resumable one's part keeps every byte that
     /// arrived, made durable, and its key is free for the next put when this returns.
-    pub(crate) async fn abandon(self) {
+    pub(crate) async fn abandon(self, engine: &Engine) {
         let Upload {
             name, tx, writer, ..
         } = self;
         drop(tx);
-        let result = match writer {
-            Writer::Plain(done) => pipe::join(done).await.map(|_| ()),
-            Writer::Part { done, .. } => pipe::join(done).await.map(|_| ()),
-        };
-        if let Err(e) = result {
+        if let Err(e) = pipe::join(writer.done).await {
             tracing::warn!("abandoned upload of {name}: {e}");
+        }
+        if writer.announced.is_none() {
+            discard(engine, &writer.key).await;
         }
     }
 
@@ -393,50 +403,45 @@ impl Upload {
             let _ = tx.send(WriteCmd::Finish).await;
         }
         drop(tx);
-        let staged = match writer {
-            Writer::Plain(done) => {
-                let (end, staged) = match (end, pipe::join(done).await) {
-                    (Some(end), Ok(Some(staged))) => (end, staged),
-                    (_, result) => return Err(writer_failed(&name, result.map(|_| ()))),
-                };
-                let size_ok = staged.size() == end.size && size.is_none_or(|s| s == end.size);
-                if !size_ok || staged.hash() != end.hash {
-                    // Dropping `staged` deletes the temporary file; nothing becomes visible.
-                    return Ok(Err(mismatch()));
+        let Writer {
+            key,
+            announced,
+            done,
+        } = writer;
+        let (end, mut held) = match (end, pipe::join(done).await) {
+            (Some(end), Ok(Some(held))) => (end, held),
+            (_, result) => {
+                if announced.is_none() {
+                    discard(engine, &key).await;
                 }
-                staged
+                return Err(writer_failed(&name, result.map(|_| ())));
             }
-            Writer::Part { key, hash, done } => {
-                let (end, mut held) = match (end, pipe::join(done).await) {
-                    (Some(end), Ok(Some(held))) => (end, held),
-                    (_, result) => return Err(writer_failed(&name, result.map(|_| ()))),
-                };
-                let Some(upload) = held.take() else {
-                    return Err(writer_failed(&name, Ok(())));
-                };
-                let whole = offset.saturating_add(received);
-                if Some(end.size) != size || end.hash != hash || whole != end.size {
-                    // Not the content the part was keyed by: it cannot be finished. Discard
-                    // it (the key is free once the handle is dropped).
-                    drop(upload);
-                    drop(held);
-                    if let Err(e) = engine.backend.abort_upload(&key).await {
-                        tracing::warn!(upload = key.as_str(), "could not discard an upload: {e}");
-                    }
-                    return Ok(Err(mismatch()));
-                }
-                let staged = upload.finish(&hash).await;
-                drop(held);
-                match staged {
-                    Ok(s) => s,
-                    // The backend discarded the part: the next put starts over.
-                    Err(BackendError::HashMismatch { .. }) => {
-                        tracing::warn!("upload of {name} by {by} failed its hash check; discarded");
-                        return Ok(Err(mismatch()));
-                    }
-                    Err(e) => return Err(writer_failed(&name, Err(e.into()))),
-                }
+        };
+        let Some(upload) = held.take() else {
+            return Err(writer_failed(&name, Ok(())));
+        };
+        let whole = offset.saturating_add(received);
+        let as_announced = size.is_none_or(|s| s == end.size)
+            && announced.is_none_or(|h| h == end.hash)
+            && whole == end.size;
+        if !as_announced {
+            // Not the content announced (or the part was keyed by): it cannot be finished.
+            // Discard it (the key is free once the handle is dropped).
+            drop(upload);
+            drop(held);
+            discard(engine, &key).await;
+            return Ok(Err(mismatch()));
+        }
+        let staged = upload.finish(&end.hash).await;
+        drop(held);
+        let staged = match staged {
+            Ok(s) => s,
+            // The backend discarded the part: the next put starts over.
+            Err(BackendError::HashMismatch { .. }) => {
+                tracing::warn!("upload of {name} by {by} failed its hash check; discarded");
+                return Ok(Err(mismatch()));
             }
+            Err(e) => return Err(writer_failed(&name, Err(e.into()))),
         };
         let now = crate::clock::now();
         let committed = engine
@@ -455,6 +460,14 @@ impl Upload {
             entry.size
         );
         Ok(Ok(entry))
+    }
+}
+
+/// Removes the part `key` (a plain put's, or one that cannot finish); logged if it fails,
+/// and the sweep removes it later.
+async fn discard(engine: &Engine, key: &UploadKey) {
+    if let Err(e) = engine.backend.abort_upload(key).await {
+        tracing::warn!(upload = key.as_str(), "could not discard an upload: {e}");
     }
 }
 
