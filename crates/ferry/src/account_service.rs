@@ -9,7 +9,7 @@ use ferry_proto::secret::Exporter;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Error;
-use crate::engine::Engine;
+use crate::engine::Core;
 use crate::wire::Wire;
 
 /// Answers `auth_failed`, like every other authentication failure; the connection then ends.
@@ -20,7 +20,7 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(wire: &mut Wire<S>) -> Result
 
 /// Waits for the client's next message in the exchange.
 async fn next<S: AsyncRead + AsyncWrite + Unpin>(
-    engine: &Engine,
+    engine: &Core,
     wire: &mut Wire<S>,
 ) -> Result<Message, Error> {
     tokio::time::timeout(engine.limits.transfer_timeout, wire.recv_message())
@@ -42,7 +42,7 @@ async fn next<S: AsyncRead + AsyncWrite + Unpin>(
 /// Any failure answers `auth_failed` and ends the connection (returns `Ok(true)`); a
 /// principal that did not log in with a password is refused as a request (`Ok(false)`).
 pub(crate) async fn change_password<S: AsyncRead + AsyncWrite + Unpin>(
-    engine: &Engine,
+    engine: &Core,
     wire: &mut Wire<S>,
     p: &Principal,
     exporter: &Exporter,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ferry_proto::auth::{Method, Principal, ServerAuth, ServerStep};
 use ferry_proto::message::{ErrorCode, ErrorMsg, Message};
 use ferry_proto::session::SessionId;
-use ferry_store::Store;
+use ferry_store::{LocalBackend, Store};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -18,23 +18,24 @@ use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 
 use crate::admission::{Admission, Pending};
 use crate::changes::ChangeFeed;
-use crate::engine::Engine;
 pub use crate::engine::Limits;
 use crate::engine::authn::{AuthCtx, PasswordAttempt};
+use crate::engine::{Core, Engine, ServerBackend};
 use crate::server_dir::ServerDir;
 use crate::service;
 use crate::wire::{PRE_AUTH_LIMIT, Wire};
 use crate::{Error, tls};
 
-/// A server ready to bind.
-pub struct Server {
+/// A server ready to bind, over a storage backend `B` (the server folder's own store unless
+/// it was built with [`ServerBuilder::backend`]).
+pub struct Server<B = LocalBackend> {
     /// Not shared yet: [`Server::with_limits`] changes it in place until [`Server::bind`].
-    engine: Engine,
+    engine: Engine<B>,
     acceptor: TlsAcceptor,
     listen: String,
 }
 
-impl std::fmt::Debug for Server {
+impl<B> std::fmt::Debug for Server<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("listen", &self.listen)
@@ -43,22 +44,21 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Loads a server folder: configuration, keys, registry and store.
+    /// Loads a server folder: configuration, keys, registry and store. The same as
+    /// `Server::builder(dir).build()`.
     pub fn open(dir: &ServerDir) -> Result<Self, Error> {
-        dir.warn_if_open_to_others();
-        let config = dir.config()?;
-        let identity = dir.identity()?;
-        let engine = Engine::open(dir, &config, &identity)?;
-        let acceptor = TlsAcceptor::from(Arc::new(identity.server_config()?));
-        Ok(Self {
-            engine,
-            acceptor,
-            listen: config.listen,
-        })
+        Self::builder(dir).build()
     }
-    /// The address from the configuration.
-    pub fn configured_listen(&self) -> &str {
-        &self.listen
+
+    /// Starts building a server on the folder `dir` (its configuration, keys and account
+    /// files); its data lives in the folder's store unless [`ServerBuilder::backend`] says
+    /// otherwise.
+    pub fn builder(dir: &ServerDir) -> ServerBuilder {
+        ServerBuilder {
+            dir: dir.clone(),
+            backend: FolderStore,
+            limits: Vec::new(),
+        }
     }
 
     /// The server's store, for code embedded in the same process (a store directory can be
@@ -69,9 +69,113 @@ impl Server {
     pub fn store(&self) -> Arc<Store> {
         self.engine.backend.store().clone()
     }
+}
 
-    /// A new follower of the store's change log (see [`ChangeFeed`]).
-    pub fn changes(&self) -> ChangeFeed {
+/// A change of limits given to [`ServerBuilder::limits`].
+type LimitsEdit = Box<dyn FnOnce(&mut Limits) + Send>;
+
+/// The storage of a [`ServerBuilder`] that was given no backend: the server folder's own
+/// store (`store/`), opened by [`ServerBuilder::build`] as a [`LocalBackend`].
+#[derive(Debug, Clone, Copy)]
+pub struct FolderStore;
+
+/// Builds a [`Server`]: from a server folder, optionally over another storage backend, with
+/// limits changed. Made by [`Server::builder`].
+///
+/// ```no_run
+/// # fn demo(dir: &ferry::ServerDir) -> Result<(), ferry::Error> {
+/// use ferry::backend::{MemoryBackend, Retention};
+/// // Keys, configuration and accounts from the folder; data in memory only.
+/// let server = ferry::Server::builder(dir)
+///     .backend(MemoryBackend::new(Retention::default()))
+///     .limits(|l| l.max_connections = 64)
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until `build`"]
+pub struct ServerBuilder<B = FolderStore> {
+    dir: ServerDir,
+    backend: B,
+    limits: Vec<LimitsEdit>,
+}
+
+impl<B> std::fmt::Debug for ServerBuilder<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("dir", &self.dir.path())
+            .field("backend", &std::any::type_name::<B>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> ServerBuilder<B> {
+    /// Keeps the server's data in `backend` (for example a
+    /// [`MemoryBackend`](ferry_backend::MemoryBackend)) instead of the folder's store. The
+    /// folder still supplies the configuration, keys and accounts.
+    pub fn backend<B2: ServerBackend>(self, backend: B2) -> ServerBuilder<B2> {
+        ServerBuilder {
+            dir: self.dir,
+            backend,
+            limits: self.limits,
+        }
+    }
+
+    /// Changes limits after they are read from `ferry.toml` (applied in order at `build`).
+    pub fn limits(mut self, f: impl FnOnce(&mut Limits) + Send + 'static) -> Self {
+        self.limits.push(Box::new(f));
+        self
+    }
+
+    fn finish<B2: ServerBackend>(
+        dir: &ServerDir,
+        limits: Vec<LimitsEdit>,
+        open: impl FnOnce(Core, &crate::config::Config) -> Result<Engine<B2>, Error>,
+    ) -> Result<Server<B2>, Error> {
+        dir.warn_if_open_to_others();
+        let config = dir.config()?;
+        let identity = dir.identity()?;
+        let core = Core::open(dir, &config, &identity)?;
+        let mut engine = open(core, &config)?;
+        for f in limits {
+            f(&mut engine.limits);
+        }
+        let acceptor = TlsAcceptor::from(Arc::new(identity.server_config()?));
+        Ok(Server {
+            engine,
+            acceptor,
+            listen: config.listen,
+        })
+    }
+}
+
+impl ServerBuilder<FolderStore> {
+    /// Loads the folder and opens its store.
+    pub fn build(self) -> Result<Server<LocalBackend>, Error> {
+        let dir = self.dir;
+        Self::finish(&dir, self.limits, |core, config| {
+            Engine::open_store(core, &dir, config)
+        })
+    }
+}
+
+impl<B: ServerBackend> ServerBuilder<B> {
+    /// Loads the folder and puts the server over the backend given.
+    pub fn build(self) -> Result<Server<B>, Error> {
+        let backend = self.backend;
+        Self::finish(&self.dir, self.limits, |core, _| {
+            Ok(Engine::new(core, backend))
+        })
+    }
+}
+
+impl<B: ServerBackend> Server<B> {
+    /// The address from the configuration.
+    pub fn configured_listen(&self) -> &str {
+        &self.listen
+    }
+
+    /// A new follower of the backend's change log (see [`ChangeFeed`]).
+    pub fn changes(&self) -> ChangeFeed<B> {
         self.engine.feed.clone()
     }
 
@@ -83,7 +187,7 @@ impl Server {
 
     /// Binds the listening socket. Before that, removes the resumable uploads left idle for
     /// longer than `[uploads] keep_secs` (then [`BoundServer::run`] does so periodically).
-    pub async fn bind(self, addr: &str) -> Result<BoundServer, Error> {
+    pub async fn bind(self, addr: &str) -> Result<BoundServer<B>, Error> {
         if let Err(e) = self.engine.sweep_uploads(crate::clock::now()).await {
             tracing::warn!("upload sweep failed: {e}");
         }
@@ -101,27 +205,29 @@ impl Server {
 }
 
 /// A server with its socket bound.
-pub struct BoundServer {
+pub struct BoundServer<B = LocalBackend> {
     listener: TcpListener,
-    engine: Arc<Engine>,
+    engine: Arc<Engine<B>>,
     acceptor: TlsAcceptor,
     local_addr: SocketAddr,
 }
 
 impl BoundServer {
+    /// The server's store, for code embedded in the same process; see [`Server::store`].
+    pub fn store(&self) -> Arc<Store> {
+        self.engine.backend.store().clone()
+    }
+}
+
+impl<B: ServerBackend> BoundServer<B> {
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
-    /// The server's store, for code embedded in the same process; see [`Server::store`].
-    pub fn store(&self) -> Arc<Store> {
-        self.engine.backend.store().clone()
-    }
-
     /// A new follower of the store's change log, for code embedded in the same process (see
     /// [`ChangeFeed`]). Take it before [`BoundServer::run`], which consumes the server.
-    pub fn changes(&self) -> ChangeFeed {
+    pub fn changes(&self) -> ChangeFeed<B> {
         self.engine.feed.clone()
     }
 
@@ -209,7 +315,7 @@ impl BoundServer {
 }
 
 /// Removes abandoned resumable uploads every `upload_sweep`, until `stop` turns true.
-async fn sweep_uploads(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+async fn sweep_uploads<B: ServerBackend>(engine: Arc<Engine<B>>, mut stop: watch::Receiver<bool>) {
     let every = engine.limits.upload_sweep.max(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -230,7 +336,7 @@ const NO_APPLICATION_PROTOCOL: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x
 /// Runs the TLS handshake: the ClientHello must arrive within the hello deadline and offer
 /// ALPN `ferry/1`; the rest must finish by `deadline`. `None` if the connection is to close.
 async fn accept_tls(
-    engine: &Engine,
+    engine: &Core,
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
     peer: SocketAddr,
@@ -279,8 +385,8 @@ async fn accept_tls(
     }
 }
 
-async fn serve_connection(
-    engine: &Arc<Engine>,
+async fn serve_connection<B: ServerBackend>(
+    engine: &Arc<Engine<B>>,
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
     peer: SocketAddr,
@@ -395,7 +501,7 @@ async fn serve_connection(
 /// Runs the authentication exchange. Returns the principal and the session the connection
 /// belongs to, or `None` if authentication failed (already answered).
 async fn authenticate(
-    engine: &Engine,
+    engine: &Core,
     wire: &mut Wire<TlsStream<TcpStream>>,
     exporter: ferry_proto::secret::Exporter,
     peer: SocketAddr,

@@ -11,8 +11,8 @@ use ferry_store::Entry;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Error;
-use crate::engine::Engine;
 use crate::engine::{Body, Failed, GetReply, TooMuch, Upload};
+use crate::engine::{Engine, ServerBackend};
 use crate::pipe;
 use crate::wire::{Incoming, Wire};
 
@@ -40,8 +40,8 @@ pub(crate) fn refusal(r: crate::engine::Refusal) -> Message {
 }
 
 /// Handles one request. An `Err` means the connection must close.
-pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
-    engine: &Engine,
+pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
+    engine: &Engine<B>,
     wire: &mut Wire<S>,
     p: &Principal,
     msg: Message,
@@ -79,8 +79,8 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     wire.send(&reply).await
 }
 
-async fn put<S: AsyncRead + AsyncWrite + Unpin>(
-    engine: &Engine,
+async fn put<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
+    engine: &Engine<B>,
     wire: &mut Wire<S>,
     p: &Principal,
     req: Put,
@@ -120,10 +120,10 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Receives a put's data frames into `upload` until `put_end` (`Some`) or until the writer
 /// stops (`None`; its error is reported by `finish`). `Err`: the connection must close.
-async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
-    engine: &Engine,
+async fn receive_body<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
+    engine: &Engine<B>,
     wire: &mut Wire<S>,
-    upload: &mut Upload,
+    upload: &mut Upload<B>,
 ) -> Result<Option<PutEnd>, Error> {
     loop {
         let frame = tokio::time::timeout(
@@ -154,8 +154,8 @@ async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn get<S: AsyncRead + AsyncWrite + Unpin>(
-    engine: &Engine,
+async fn get<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
+    engine: &Engine<B>,
     wire: &mut Wire<S>,
     p: &Principal,
     req: Get,

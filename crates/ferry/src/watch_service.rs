@@ -17,13 +17,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::Error;
-use crate::engine::Engine;
+use crate::engine::{Engine, ServerBackend};
 use crate::wire::Wire;
 
 /// Serves a `watch` request. Returns `Ok(false)` if it was refused and the connection goes
 /// on with requests, `Ok(true)` when the stream has ended and the connection must close.
-pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
-    engine: &Engine,
+pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
+    engine: &Engine<B>,
     wire: &mut Wire<S>,
     p: &Principal,
     ip: IpAddr,

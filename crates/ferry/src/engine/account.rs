@@ -25,7 +25,7 @@ use ferry_proto::password::{self, KsfParams, ServerLoginState, UserRecord};
 use ferry_proto::secret::Exporter;
 
 use super::authn::PasswordAttempt;
-use super::{Engine, Refusal, blocking};
+use super::{Core, Refusal, blocking};
 use crate::Error;
 
 /// A password change refused: answered `auth_failed`, and the connection ends.
@@ -34,7 +34,7 @@ pub(crate) struct ChangeFailed;
 
 /// After `password_change_start`: waiting for the proof of the current password.
 pub(crate) struct ChangeProof<'a> {
-    engine: &'a Engine,
+    engine: &'a Core,
     name: String,
     peer: SocketAddr,
     generation: u64,
@@ -46,7 +46,7 @@ pub(crate) struct ChangeProof<'a> {
 
 /// After the proof: waiting for the new record.
 pub(crate) struct ChangeFinish<'a> {
-    engine: &'a Engine,
+    engine: &'a Core,
     name: String,
     peer: SocketAddr,
     generation: u64,
@@ -58,7 +58,7 @@ pub(crate) struct ChangeFinish<'a> {
 pub(crate) type ChangeStart<'a> =
     Result<Result<(OpaqueResponse, ChangeProof<'a>), ChangeFailed>, Refusal>;
 
-impl Engine {
+impl Core {
     /// Starts a password change by `p` (a user who logged in with a password, directly or
     /// through a session) on the connection whose exporter is `exporter`.
     pub(crate) fn password_change<'a>(

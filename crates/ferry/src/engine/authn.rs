@@ -17,14 +17,14 @@ use ferry_proto::secret::{MasterKey, MeshKey};
 use ferry_proto::server_id::ServerId;
 use ferry_proto::session::SessionId;
 
-use super::{Engine, blocking};
+use super::{Core, blocking};
 use crate::Error;
 use crate::accounts::{Invites, SessionEntry, Sessions, Users, session_id_text};
 use crate::mesh::files::MeshFile;
 use crate::registry::Registry;
 
 pub(crate) struct AuthCtx<'a> {
-    pub(super) engine: &'a Engine,
+    pub(super) engine: &'a Core,
     pub(super) registry: Arc<Registry>,
     pub(super) users: Arc<Users>,
     invites: Arc<Invites>,
@@ -84,7 +84,7 @@ impl Drop for PasswordAttempt<'_> {
 }
 
 impl<'a> AuthCtx<'a> {
-    pub(crate) fn new(engine: &'a Engine, ip: IpAddr, now: u64) -> Self {
+    pub(crate) fn new(engine: &'a Core, ip: IpAddr, now: u64) -> Self {
         Self {
             engine,
             registry: engine.registry.current(),
@@ -123,7 +123,7 @@ struct Directory {
 }
 
 impl Directory {
-    fn current(engine: &Engine) -> Option<Self> {
+    fn current(engine: &Core) -> Option<Self> {
         let file = engine.mesh.state.current();
         file.0.as_ref()?;
         Some(Self {
@@ -209,7 +209,7 @@ impl ServerContext for AuthCtx<'_> {
     }
 }
 
-impl Engine {
+impl Core {
     /// Records an accepted authentication: stores the session it opens, or marks the resumed
     /// one used. Returns the session the connection belongs to.
     pub(crate) async fn accepted(

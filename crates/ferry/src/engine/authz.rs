@@ -14,11 +14,11 @@ use ferry_proto::message::ErrorCode;
 use ferry_proto::names::SourceName;
 
 use super::authn::AuthCtx;
-use super::{Engine, Refusal};
+use super::{Core, Refusal};
 use crate::accounts::{Users, session_id_text};
 use crate::policy::Op;
 
-impl Engine {
+impl Core {
     /// Whether the principal may do `op` on `source`. Mesh members read everything and write
     /// nothing (each peer's own clients write); everyone else as `ferry.toml`'s roles say.
     pub(crate) fn allows(&self, p: &Principal, op: Op, source: &str) -> bool {

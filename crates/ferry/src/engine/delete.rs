@@ -3,12 +3,10 @@
 use ferry_proto::auth::Principal;
 use ferry_proto::message::SourceRef;
 
-use ferry_backend::Backend;
-
-use super::{Engine, Outcome, Refusal};
+use super::{Engine, Outcome, Refusal, ServerBackend};
 use crate::policy::Op;
 
-impl Engine {
+impl<B: ServerBackend> Engine<B> {
     /// Deletes `req.source`; the reply is the version that records the deletion.
     pub(crate) async fn delete(&self, p: &Principal, req: SourceRef) -> Outcome<u64> {
         let name = match self.authorize(p, Op::Delete, &req.source) {

@@ -4,12 +4,12 @@
 //! and the data together; otherwise the body is a reader of the blob's range, for the front
 //! to stream.
 
-use ferry_backend::{BackendError, BlobReader, Blobs, Index};
+use ferry_backend::{BackendError, BlobReader};
 use ferry_proto::auth::Principal;
 use ferry_proto::message::{ErrorCode, Get};
-use ferry_store::{Entry, LocalBackend};
+use ferry_store::Entry;
 
-use super::{Engine, Outcome, Refusal};
+use super::{Engine, Outcome, Refusal, ServerBackend};
 use crate::Error;
 use crate::buf::Chunk;
 use crate::pipe::CHUNK;
@@ -35,11 +35,9 @@ pub(crate) enum Body<R> {
     Large(R),
 }
 
-type Reader = <LocalBackend as Blobs>::Reader;
-
-impl Engine {
+impl<B: ServerBackend> Engine<B> {
     /// Opens `req.source` (its current version or `req.version`) from `req.offset` on.
-    pub(crate) async fn get(&self, p: &Principal, req: Get) -> Outcome<GetReply<Reader>> {
+    pub(crate) async fn get(&self, p: &Principal, req: Get) -> Outcome<GetReply<B::Reader>> {
         let name = match self.authorize(p, Op::Get, &req.source) {
             Ok(n) => n,
             Err(r) => return Ok(Err(r)),

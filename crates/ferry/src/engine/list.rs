@@ -10,9 +10,7 @@ use ferry_proto::message::{ErrorCode, List};
 use ferry_proto::names::{SourceName, validate_prefix};
 use ferry_store::Entry;
 
-use ferry_backend::Index;
-
-use super::{Engine, Outcome, Refusal};
+use super::{Engine, Outcome, Refusal, ServerBackend};
 use crate::policy::Op;
 
 /// Entries per listing page; at most about 700 bytes each, so a page fits one frame.
@@ -30,7 +28,7 @@ pub(crate) struct ListPage {
     pub(crate) next: Option<String>,
 }
 
-impl Engine {
+impl<B: ServerBackend> Engine<B> {
     /// The page of `req.prefix`'s sources after `req.after` that the principal may list.
     pub(crate) async fn list(&self, p: &Principal, req: List) -> Outcome<ListPage> {
         if let Err(e) = validate_prefix(&req.prefix) {

@@ -8,9 +8,7 @@ use ferry_proto::mesh::wire::{MeshEntry, MeshGrant, MeshList, MeshListOk};
 use ferry_proto::server_id::ServerId;
 use zeroize::Zeroizing;
 
-use ferry_backend::Index;
-
-use super::Engine;
+use super::{Core, Engine, ServerBackend};
 use crate::live::LiveFile;
 use crate::mesh::device::DeviceKey;
 use crate::mesh::files::{MeshFile, OpenFile};
@@ -79,7 +77,7 @@ impl MeshShared {
     }
 }
 
-impl Engine {
+impl Core {
     /// The mesh's state for a member to catch up with. A non-member, or a server no longer
     /// in a mesh, is a protocol error: the connection closes.
     pub(crate) fn mesh_state(&self, p: &Principal) -> Result<MeshGrant, Error> {
@@ -91,6 +89,16 @@ impl Engine {
         }
     }
 
+    pub(crate) fn member_only(&self, p: &Principal, what: &str) -> Result<(), Error> {
+        if self.may_sync_mesh(p) {
+            Ok(())
+        } else {
+            Err(Error::Protocol(format!("{what} from a non-member")))
+        }
+    }
+}
+
+impl<B: ServerBackend> Engine<B> {
     /// One page of every source's head after `req.after`, deleted ones included.
     pub(crate) async fn mesh_list(
         &self,
@@ -117,13 +125,5 @@ impl Engine {
             })
             .collect();
         Ok(MeshListOk { entries, more })
-    }
-
-    fn member_only(&self, p: &Principal, what: &str) -> Result<(), Error> {
-        if self.may_sync_mesh(p) {
-            Ok(())
-        } else {
-            Err(Error::Protocol(format!("{what} from a non-member")))
-        }
     }
 }

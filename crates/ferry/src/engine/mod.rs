@@ -1,14 +1,17 @@
 //! The engine: the server's state and every operation on it, with no sockets.
 //!
-//! Like mini-redis's `Db` apart from its listener, [`Engine`] owns what the server knows
-//! (configuration-derived limits, the store and its change feed, the live account files,
-//! the login limiter, the role policy, the mesh state and the keys). The fronts (the TLS
-//! connection code in `server.rs` today) hold an `Arc<Engine>`, decode requests, call it and
-//! encode what it returns; nothing here imports a front.
+//! Like mini-redis's `Db` apart from its listener, [`Engine`] owns what the server knows: a
+//! [`Core`] (configuration-derived limits, the live account files, the login limiter, the
+//! role policy, the mesh state and the keys: authentication and authorization) and the
+//! storage backend `B` with its change feed (the data operations). The fronts (the TLS
+//! connection code in `server.rs` today) hold an `Arc<Engine<B>>`, decode requests, call it
+//! and encode what it returns; nothing here imports a front.
 
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_backend::Backend;
 use ferry_proto::message::ErrorCode;
 use ferry_proto::password::{KsfParams, OpaqueKeys};
 use ferry_proto::secret::MasterKey;
@@ -110,15 +113,69 @@ pub struct Limits {
     pub upload_wait: Duration,
 }
 
+/// What a server stores its data in: a [`Backend`] the engine can hand to the tasks it
+/// spawns (cheap to clone, as the local and in-memory backends are).
+pub trait ServerBackend: Backend<Upload: 'static> + Clone + 'static {}
+
+impl<T: Backend<Upload: 'static> + Clone + 'static> ServerBackend for T {}
+
 /// The server's state: everything a request may read or change, apart from any connection.
-pub(crate) struct Engine {
+/// Authentication and authorization live on its [`Core`] (reached through `Deref`), the
+/// data operations on the engine itself.
+pub(crate) struct Engine<B = LocalBackend> {
+    core: Core,
+    /// Where sources, versions, the change log and content live.
+    pub(crate) backend: B,
+    /// Wakes watch streams after every change to the backend.
+    pub(crate) feed: ChangeFeed<B>,
+}
+
+impl<B> Deref for Engine<B> {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl<B> DerefMut for Engine<B> {
+    fn deref_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+}
+
+impl<B: ServerBackend> Engine<B> {
+    /// An engine over `backend`, with the keys, accounts and rules of `core`.
+    pub(crate) fn new(core: Core, backend: B) -> Self {
+        Self {
+            core,
+            feed: ChangeFeed::new(backend.clone()),
+            backend,
+        }
+    }
+}
+
+impl Engine<LocalBackend> {
+    /// An engine over the folder's own store (`store/`), with the keys, accounts and rules
+    /// of `core`.
+    pub(crate) fn open_store(core: Core, dir: &ServerDir, config: &Config) -> Result<Self, Error> {
+        let store = Store::open(
+            &dir.store_path(),
+            StoreOptions {
+                keep_versions: config.keep_versions,
+                keep_changes: config.keep_changes,
+            },
+        )?;
+        Ok(Self::new(core, LocalBackend::new(Arc::new(store))))
+    }
+}
+
+/// Everything of the server's state but its data: keys, limits, the client registry and
+/// account files, the login limiter, the role policy and the mesh state.
+pub(crate) struct Core {
     pub(crate) master: MasterKey,
     pub(crate) registry: LiveRegistry,
     pub(crate) policy: Policy,
-    /// Where sources, versions, the change log and content live.
-    pub(crate) backend: LocalBackend,
-    /// Wakes watch streams after every change to the backend.
-    pub(crate) feed: ChangeFeed<LocalBackend>,
     pub(crate) limits: Limits,
     pub(crate) dir: ServerDir,
     pub(crate) opaque: OpaqueKeys,
@@ -133,8 +190,9 @@ pub(crate) struct Engine {
     pub(crate) uploads_released: Arc<tokio::sync::Notify>,
 }
 
-impl Engine {
-    /// Loads the state of a server folder: keys, registry, account files, store and mesh.
+impl Core {
+    /// Loads the state of a server folder but its store: keys, registry, account files and
+    /// mesh.
     pub(crate) fn open(
         dir: &ServerDir,
         config: &Config,
@@ -143,13 +201,6 @@ impl Engine {
         let master = dir.master_key()?;
         let registry = LiveRegistry::open(dir.registry_path())?;
         let policy = Policy::new(&config.roles)?;
-        let store = Store::open(
-            &dir.store_path(),
-            StoreOptions {
-                keep_versions: config.keep_versions,
-                keep_changes: config.keep_changes,
-            },
-        )?;
         let limits = Limits {
             hello_timeout: Duration::from_secs(config.hello_timeout_secs),
             handshake_timeout: Duration::from_secs(config.handshake_timeout_secs),
@@ -165,15 +216,11 @@ impl Engine {
             upload_sweep: Duration::from_secs(config.uploads.keep_secs.clamp(1, 3600)),
             upload_wait: Duration::from_secs(5),
         };
-        let backend = LocalBackend::new(Arc::new(store));
-        let feed = ChangeFeed::new(backend.clone());
         let device = crate::mesh::device::DeviceKey::from_identity(identity)?;
         Ok(Self {
             master,
             registry,
             policy,
-            backend,
-            feed,
             limits,
             opaque: dir.opaque_keys()?,
             users: LiveFile::open(dir.file("users.toml"))?,

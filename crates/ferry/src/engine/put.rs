@@ -18,26 +18,23 @@
 use std::sync::Arc;
 
 use ferry_backend::Upload as _;
-use ferry_backend::{Backend, BackendError, Blobs, UploadKey};
+use ferry_backend::{BackendError, UploadKey};
 use ferry_proto::auth::{Method, Principal};
 use ferry_proto::message::{Digest, ErrorCode, Put, PutEnd};
 use ferry_proto::names::SourceName;
-use ferry_store::{Entry, LocalBackend};
+use ferry_store::Entry;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
-use super::{Engine, Outcome, Refusal};
+use super::{Core, Engine, Outcome, Refusal, ServerBackend};
 use crate::Error;
 use crate::accounts::session_id_text;
 use crate::buf::Spares;
 use crate::pipe::{self, WriteCmd};
 use crate::policy::Op;
 
-/// The backend's upload handle (the engine's backend is the local one for now).
-type PartHandle = <LocalBackend as Blobs>::Upload;
-
 /// An upload in progress.
-pub(crate) struct Upload {
+pub(crate) struct Upload<B: ServerBackend> {
     name: SourceName,
     by: String,
     /// The total the client announced, if it did.
@@ -48,17 +45,17 @@ pub(crate) struct Upload {
     received: u64,
     tx: mpsc::Sender<WriteCmd>,
     spares: Spares<Vec<u8>>,
-    writer: Writer,
+    writer: Writer<B>,
 }
 
 /// Where an upload's bytes go: a part in the backend, written by a task that hands its
 /// handle back when told to finish.
-struct Writer {
+struct Writer<B: ServerBackend> {
     key: UploadKey,
     /// The hash a resumable put announced; `None` for a plain put, whose part lives under a
     /// random key for this connection only and is discarded if the put does not finish.
     announced: Option<Digest>,
-    done: JoinHandle<Result<Option<Held<PartHandle>>, Error>>,
+    done: JoinHandle<Result<Option<Held<B::Upload>>, Error>>,
 }
 
 /// The body went past the size the client announced: the front answers it and closes.
@@ -93,7 +90,7 @@ impl<U> Drop for Held<U> {
 }
 
 /// What a principal is, for the upload key: credentials and users have separate names.
-fn principal_kind(engine: &Engine, p: &Principal) -> String {
+fn principal_kind(engine: &Core, p: &Principal) -> String {
     let method = match &p.method {
         Method::Session { id } => engine
             .sessions
@@ -137,10 +134,10 @@ pub(crate) fn upload_key(
     UploadKey::derive(&m)
 }
 
-impl Engine {
+impl<B: ServerBackend> Engine<B> {
     /// Starts an upload to `req.source`: a plain one from offset 0, or, if the request
     /// carries `size` and `hash`, a resumable one from the bytes the server already holds.
-    pub(crate) async fn put(&self, p: &Principal, req: &Put) -> Outcome<Upload> {
+    pub(crate) async fn put(&self, p: &Principal, req: &Put) -> Outcome<Upload<B>> {
         let name = match self.authorize(p, Op::Put, &req.source) {
             Ok(n) => n,
             Err(r) => return Ok(Err(r)),
@@ -192,7 +189,7 @@ impl Engine {
         name: SourceName,
         size: u64,
         hash: Digest,
-    ) -> Outcome<Upload> {
+    ) -> Outcome<Upload<B>> {
         let kind = principal_kind(self, p);
         let key = upload_key(&kind, &p.name, name.as_str(), size, &hash);
         let mut handle = match self.begin_part(&key).await? {
@@ -243,7 +240,7 @@ impl Engine {
     /// Opens the part `key`. If another connection holds it (typically one that was cut and
     /// whose end the server has not seen yet), waits up to `upload_wait` for it to be
     /// released, then refuses with `busy`.
-    async fn begin_part(&self, key: &UploadKey) -> Outcome<PartHandle> {
+    async fn begin_part(&self, key: &UploadKey) -> Outcome<B::Upload> {
         let deadline = tokio::time::Instant::now() + self.limits.upload_wait;
         loop {
             // Registered before trying, so a release between the try and the wait is seen.
@@ -340,7 +337,7 @@ fn spawn_part_writer<U: ferry_backend::Upload + 'static>(
     (tx, spares, handle)
 }
 
-impl Upload {
+impl<B: ServerBackend> Upload<B> {
     /// Where the body starts (the `put_ready` offset).
     pub(crate) fn offset(&self) -> u64 {
         self.offset
@@ -367,7 +364,7 @@ impl Upload {
     /// Gives the upload up (the connection was cut) and waits for its writer to stop: a
     /// plain upload's temporary file is deleted, a resumable one's part keeps every byte that
     /// arrived, made durable, and its key is free for the next put when this returns.
-    pub(crate) async fn abandon(self, engine: &Engine) {
+    pub(crate) async fn abandon(self, engine: &Engine<B>) {
         let Upload {
             name, tx, writer, ..
         } = self;
@@ -384,7 +381,7 @@ impl Upload {
     /// size and hash match; without (the writer stopped), reports why.
     pub(crate) async fn finish(
         self,
-        engine: &Engine,
+        engine: &Engine<B>,
         end: Option<PutEnd>,
     ) -> Result<Result<Entry, Refusal>, Failed> {
         let Upload {
@@ -465,7 +462,7 @@ impl Upload {
 
 /// Removes the part `key` (a plain put's, or one that cannot finish); logged if it fails,
 /// and the sweep removes it later.
-async fn discard(engine: &Engine, key: &UploadKey) {
+async fn discard<B: ServerBackend>(engine: &Engine<B>, key: &UploadKey) {
     if let Err(e) = engine.backend.abort_upload(key).await {
         tracing::warn!(upload = key.as_str(), "could not discard an upload: {e}");
     }

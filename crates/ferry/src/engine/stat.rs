@@ -1,14 +1,13 @@
 //! `stat`: one source's current version, if the principal may see it.
 
-use ferry_backend::Index;
 use ferry_proto::auth::Principal;
 use ferry_proto::message::SourceRef;
 use ferry_store::Entry;
 
-use super::{Engine, Outcome, Refusal};
+use super::{Engine, Outcome, Refusal, ServerBackend};
 use crate::policy::Op;
 
-impl Engine {
+impl<B: ServerBackend> Engine<B> {
     /// Describes the current version of `req.source`.
     pub(crate) async fn stat(&self, p: &Principal, req: SourceRef) -> Outcome<Entry> {
         let name = match self.authorize(p, Op::Stat, &req.source) {

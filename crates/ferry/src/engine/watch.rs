@@ -12,7 +12,7 @@ use ferry_proto::message::{ErrorCode, Watch};
 use ferry_proto::names::validate_prefix;
 use ferry_store::Change;
 
-use super::{Engine, Outcome, Refusal};
+use super::{Core, Engine, Outcome, Refusal, ServerBackend};
 use crate::Error;
 use crate::changes::ChangeFeed;
 use crate::policy::Op;
@@ -21,8 +21,8 @@ use crate::policy::Op;
 const BATCH: usize = 256;
 
 /// A watch stream's position in the change log.
-pub(crate) struct Watcher {
-    feed: ChangeFeed,
+pub(crate) struct Watcher<B> {
+    feed: ChangeFeed<B>,
     prefix: String,
     cursor: u64,
 }
@@ -37,10 +37,10 @@ pub(crate) struct Batch {
     pub(crate) full: bool,
 }
 
-impl Engine {
+impl<B: ServerBackend> Engine<B> {
     /// Starts a watch of `req.prefix` after `req.after` (now if absent). The reply is the
     /// log's last sequence number, and the watcher.
-    pub(crate) async fn watch(&self, p: &Principal, req: Watch) -> Outcome<(u64, Watcher)> {
+    pub(crate) async fn watch(&self, p: &Principal, req: Watch) -> Outcome<(u64, Watcher<B>)> {
         if let Err(e) = validate_prefix(&req.prefix) {
             return Ok(Err(Refusal::new(ErrorCode::BadRequest, e.to_string())));
         }
@@ -66,7 +66,7 @@ impl Engine {
     }
 }
 
-impl Watcher {
+impl<B: ServerBackend> Watcher<B> {
     /// The last change read (visible or not).
     pub(crate) fn cursor(&self) -> u64 {
         self.cursor
@@ -75,7 +75,7 @@ impl Watcher {
     /// The next changes after the cursor that `p` may see; moves the cursor past them.
     pub(crate) async fn next_batch(
         &mut self,
-        engine: &Engine,
+        engine: &Core,
         p: &Principal,
     ) -> Result<Batch, Error> {
         self.feed.mark_seen();

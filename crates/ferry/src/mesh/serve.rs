@@ -130,8 +130,8 @@ pub(crate) async fn join<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Answers `mesh_state` and `mesh_list` from a member.
-pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
-    engine: &crate::engine::Engine,
+pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin, B: crate::engine::ServerBackend>(
+    engine: &crate::engine::Engine<B>,
     wire: &mut Wire<S>,
     p: &Principal,
     msg: Message,
