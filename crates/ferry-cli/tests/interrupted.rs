@@ -42,6 +42,9 @@ const HANDSHAKE: u64 = 16 * 1024;
 const FRAME_OVERHEAD: u64 = 5 + 22 * (CHUNK / 16384 + 1);
 /// Bound on any one run of the transfer, and on any wait inside one.
 const RUN: Duration = Duration::from_secs(300);
+/// The server's log filter: its debug line for an interrupted upload says when it has let
+/// go of the part and how many bytes the part keeps.
+const SERVER_LOG: &str = "info,ferry::engine::put=debug";
 
 /// Wire bytes that carry `content` bytes of content in data frames, beyond the content.
 fn framing(content: u64) -> u64 {
@@ -79,8 +82,9 @@ struct ProxyShared {
 
 /// One proxied connection.
 struct Conn {
-    /// The client's socket and the one to the server, kept to shut both down.
-    ends: [TcpStream; 2],
+    /// The client's socket and the one to the server, kept to shut both down; closed (taken)
+    /// when the connection is cut.
+    ends: Mutex<Option<[TcpStream; 2]>>,
     passed: [AtomicU64; 2],
     state: Mutex<ConnState>,
     changed: Condvar,
@@ -112,7 +116,7 @@ impl Proxy {
                 };
                 let budget = *s.next_budget.lock().unwrap();
                 let conn = Arc::new(Conn {
-                    ends: [client, server],
+                    ends: Mutex::new(Some([client, server])),
                     passed: [AtomicU64::new(0), AtomicU64::new(0)],
                     state: Mutex::new(ConnState {
                         budget,
@@ -168,8 +172,13 @@ impl Conn {
             Dir::Up => (0, 1),
             Dir::Down => (1, 0),
         };
-        let (Ok(mut from), Ok(mut to)) = (self.ends[from].try_clone(), self.ends[to].try_clone())
-        else {
+        let ends = self
+            .ends
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|e| (e[from].try_clone(), e[to].try_clone()));
+        let Some((Ok(mut from), Ok(mut to))) = ends else {
             return self.cut();
         };
         let d = dir as usize;
@@ -224,12 +233,17 @@ impl Conn {
         self.changed.notify_all();
     }
 
-    /// Cuts the connection: both sides see it end, without any TLS close_notify.
+    /// Cuts the connection: both sides see it end, without any TLS close_notify. The sockets
+    /// are shut down, which wakes the pumps (they then drop their copies), and closed: a side
+    /// that goes on sending (a client in the middle of a put) is answered with a reset, as a
+    /// dead peer's host would answer it, instead of filling a socket nobody reads.
     fn cut(&self) {
         self.state.lock().unwrap().closed = true;
         self.changed.notify_all();
-        for end in &self.ends {
-            let _ = end.shutdown(Shutdown::Both);
+        if let Some(ends) = self.ends.lock().unwrap().take() {
+            for end in &ends {
+                let _ = end.shutdown(Shutdown::Both);
+            }
         }
     }
 
@@ -255,7 +269,7 @@ impl Rig {
     fn new() -> Self {
         let env = Env::new();
         env.init();
-        let server = Served::start(&env);
+        let server = Served::start_with(&env, &[("FERRY_LOG", SERVER_LOG)]);
         let server_addr = server.addr.clone();
         let proxy = Proxy::start(&server_addr);
         let direct_writer = env.issue("setup", "writer", &server_addr);
@@ -284,7 +298,11 @@ impl Rig {
 
     /// Starts the server again on the same folder and the same address.
     fn restart_server(&mut self) {
-        self.server = Served::start_on(&self.env, &self.server_addr);
+        let mut cmd = self
+            .env
+            .command(&["serve", "--listen", self.server_addr.as_str()]);
+        cmd.env("FERRY_LOG", SERVER_LOG);
+        self.server = Served::spawn(cmd);
         assert_eq!(self.server.addr, self.server_addr);
     }
 
@@ -389,10 +407,14 @@ trait Transfer {
     fn held(&self) -> u64;
     /// What a run that continues from `at` bytes says on standard error.
     fn resume_note(&self, at: u64) -> String;
+    /// Waits (bounded) after an interruption until the receiver has stopped adding to what it
+    /// holds, which is then at least `floor` bytes. A receiver that is the test's own
+    /// client process has stopped when that process has; the default does nothing.
+    fn settle(&self, _rig: &Rig, _way: Interruption, _floor: u64) {}
     /// Checks what an interrupted run left: the kept progress, nothing passed off as done.
-    fn check_interrupted(&self, out: Option<&Out>);
+    fn check_interrupted(&self, env: &Env, out: Option<&Out>);
     /// Checks the finished transfer: the whole content, byte-identical, nothing left over.
-    fn check_done(&self);
+    fn check_done(&self, env: &Env);
 }
 
 /// The three ways a run is interrupted.
@@ -414,6 +436,8 @@ struct WireCount {
     /// What the receiver held after each interrupted run.
     held: Vec<u64>,
     total: u64,
+    /// Of `total`, the bytes that went client to server.
+    up: u64,
     conns: usize,
 }
 
@@ -441,6 +465,7 @@ fn interrupt_three_times(rig: &mut Rig, t: &dyn Transfer, len: u64) -> WireCount
         let budget = mark - before;
         rig.proxy.set_budget(bulk, Some(budget));
         let wire_before = rig.proxy.total(Dir::Up) + rig.proxy.total(Dir::Down);
+        let run_start = Instant::now();
         let mut run = Running::spawn(t.command(&rig.env));
         let conn = rig.proxy.conn(i + 1);
         // The receiver holds everything that crossed except the handshake, the framing and
@@ -473,6 +498,9 @@ fn interrupt_three_times(rig: &mut Rig, t: &dyn Transfer, len: u64) -> WireCount
                 run.child.kill().unwrap(); // SIGKILL
                 run.child.wait().unwrap();
                 drop(run);
+                // What the dead client's socket still held reaches the server, then the end
+                // (the proxy only notices the end in a direction it reads).
+                conn.release(Dir::Up);
                 None
             }
             Interruption::KillServer => {
@@ -498,11 +526,13 @@ fn interrupt_three_times(rig: &mut Rig, t: &dyn Transfer, len: u64) -> WireCount
                 );
             }
         }
-        t.check_interrupted(out.as_ref());
+        t.settle(rig, way, floor);
+        t.check_interrupted(&rig.env, out.as_ref());
         let held = t.held();
         eprintln!(
-            "run {i} ({way:?}): held {before} -> {held} bytes; wire {} bytes",
-            rig.proxy.total(Dir::Up) + rig.proxy.total(Dir::Down) - wire_before
+            "run {i} ({way:?}): held {before} -> {held} bytes; wire {} bytes; {:?}",
+            rig.proxy.total(Dir::Up) + rig.proxy.total(Dir::Down) - wire_before,
+            run_start.elapsed()
         );
         assert!(
             held >= floor && held < len,
@@ -522,13 +552,14 @@ fn interrupt_three_times(rig: &mut Rig, t: &dyn Transfer, len: u64) -> WireCount
         "the last run did not continue from {before}: {}",
         out.stderr
     );
-    t.check_done();
+    t.check_done(&rig.env);
     let total = rig.proxy.total(Dir::Up) + rig.proxy.total(Dir::Down);
     per_run.push(total - wire_before);
     WireCount {
         per_run,
         held: held_after,
         total,
+        up: rig.proxy.total(Dir::Up),
         conns: rig.proxy.conns(),
     }
 }
@@ -544,10 +575,12 @@ fn assert_wire(w: &WireCount, len: u64) {
         + framing(len + interruptions * CHUNK)
         + interruptions * FRAME_OVERHEAD;
     eprintln!(
-        "wire: {} bytes for {len} of content ({} over), allowed {allowed}; per run {:?}; held \
-         after each interruption {:?}",
+        "wire: {} bytes for {len} of content ({} over; {} up, {} down), allowed {allowed}; \
+         per run {:?}; held after each interruption {:?}",
         w.total,
         w.total as i64 - len as i64,
+        w.up,
+        w.total - w.up,
         w.per_run,
         w.held
     );
@@ -614,7 +647,7 @@ impl Transfer for GetTransfer {
         format!("resuming at {at} bytes")
     }
 
-    fn check_interrupted(&self, out: Option<&Out>) {
+    fn check_interrupted(&self, _env: &Env, out: Option<&Out>) {
         assert!(!self.dst.exists(), "an interrupted get created its target");
         assert!(
             self.part.exists() && self.meta.exists(),
@@ -629,7 +662,7 @@ impl Transfer for GetTransfer {
         }
     }
 
-    fn check_done(&self) {
+    fn check_done(&self, _env: &Env) {
         assert_eq!(std::fs::metadata(&self.dst).unwrap().len(), self.len);
         assert_eq!(hash_file(&self.dst), self.want, "the copy differs");
         assert!(
@@ -653,8 +686,206 @@ fn a_256_mib_get_interrupted_three_ways_completes_byte_identical_moving_each_byt
 }
 
 // ---------------------------------------------------------------------------------------------
-// The put half (issue 12) goes here once resumable put has landed: a `PutTransfer` that
-// implements `Transfer` for `ferry put SOURCE FILE` through the proxy (bulk `Dir::Up`, `held`
-// the bytes the server says it holds for the upload, `resume_note` what the CLI prints when it
-// continues, `check_done` a stat of the source against the file's BLAKE3), and a test that
-// runs `interrupt_three_times` and `assert_wire` with it, as the get test above does.
+// The put half.
+
+/// `ferry put SOURCE FILE` of a regular file with a credential that goes through the proxy.
+/// Every run first hashes the whole file (the CLI reads it locally: no wire bytes, only
+/// time); the server reads its part back once per continued run to resume its own hash
+/// (local too). The receiver's holding is the part in the server folder's `store/uploads/`.
+struct PutTransfer {
+    source: String,
+    cred: PathBuf,
+    /// A reader credential that talks to the server directly, for the checks.
+    direct: PathBuf,
+    file: PathBuf,
+    uploads: PathBuf,
+    want: blake3::Hash,
+    len: u64,
+}
+
+impl PutTransfer {
+    fn new(rig: &Rig, source: &str, file: PathBuf, want: blake3::Hash, len: u64) -> Self {
+        Self {
+            source: source.to_owned(),
+            cred: rig.proxied_cred("uploader", "writer"),
+            direct: rig.env.issue("checker", "reader", &rig.server_addr),
+            file,
+            uploads: rig.env.server_dir().join("store").join("uploads"),
+            want,
+            len,
+        }
+    }
+
+    /// The upload parts in the server folder, with their sizes.
+    fn parts(&self) -> Vec<(PathBuf, u64)> {
+        let Ok(items) = std::fs::read_dir(&self.uploads) else {
+            return Vec::new();
+        };
+        items
+            .filter_map(|e| {
+                let p = e.ok()?.path();
+                let len = std::fs::metadata(&p).ok()?.len();
+                p.extension()
+                    .is_some_and(|x| x == "part")
+                    .then_some((p, len))
+            })
+            .collect()
+    }
+
+    /// `ferry stat` of the source straight from the server.
+    fn stat(&self, env: &Env) -> Out {
+        let mut c = env.command(&["stat", &self.source]);
+        c.args(["--cred", self.direct.to_str().unwrap()]);
+        common::run(c, None, SHORT)
+    }
+}
+
+/// Writes `len` pseudo-random bytes (BLAKE3 XOF of `seed`) to `path`, streamed; returns their
+/// hash.
+fn write_pattern(path: &Path, seed: &str, len: u64) -> blake3::Hash {
+    let mut xof = blake3::Hasher::new().update(seed.as_bytes()).finalize_xof();
+    let mut hasher = blake3::Hasher::new();
+    let mut file = File::create(path).unwrap();
+    let mut buf = vec![0u8; MIB as usize];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(MIB) as usize;
+        xof.fill(&mut buf[..n]);
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n]).unwrap();
+        left -= n as u64;
+    }
+    hasher.finalize()
+}
+
+/// The `held=N` of the server's "upload interrupted; its part is kept" debug line.
+fn kept_in(line: &str) -> Option<u64> {
+    if !line.contains("its part is kept") {
+        return None;
+    }
+    let rest = line.split("held=").nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+impl Transfer for PutTransfer {
+    fn bulk(&self) -> Dir {
+        Dir::Up
+    }
+
+    fn command(&self, env: &Env) -> Command {
+        let mut c = env.command(&["put", &self.source, self.file.to_str().unwrap()]);
+        c.args(["--cred", self.cred.to_str().unwrap()]);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn held(&self) -> u64 {
+        let parts = self.parts();
+        assert!(parts.len() <= 1, "more than one upload part: {parts:?}");
+        parts.first().map_or(0, |p| p.1)
+    }
+
+    fn resume_note(&self, at: u64) -> String {
+        format!("resuming at {at} bytes")
+    }
+
+    /// After a killed client or a cut connection the server is still draining what crossed:
+    /// wait for its line saying it let go of the part, and check the part holds what that
+    /// line says. A killed server has stopped writing (it was restarted since): its part is
+    /// what reached the file.
+    fn settle(&self, rig: &Rig, way: Interruption, floor: u64) {
+        if matches!(way, Interruption::KillServer) {
+            return;
+        }
+        let deadline = Instant::now() + RUN;
+        let kept = loop {
+            // Lines of earlier interruptions say less than this run's floor.
+            let kept = rig
+                .server
+                .log()
+                .iter()
+                .filter_map(|l| kept_in(l))
+                .find(|&n| n >= floor);
+            if let Some(n) = kept {
+                break n;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not let go of the upload ({way:?}); log: {:?}",
+                rig.server.log()
+            );
+            thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(
+            self.held(),
+            kept,
+            "the part differs from what the server kept"
+        );
+    }
+
+    fn check_interrupted(&self, env: &Env, out: Option<&Out>) {
+        if let Some(out) = out {
+            assert!(
+                !out.text().contains("stored"),
+                "an interrupted put said it stored: {}",
+                out.text()
+            );
+        }
+        assert_eq!(self.parts().len(), 1, "the upload part was not kept");
+        let stat = self.stat(env);
+        assert!(
+            stat.code != 0 && stat.stderr.contains("not found"),
+            "an interrupted put made a version: {} {}",
+            stat.text(),
+            stat.stderr
+        );
+    }
+
+    fn check_done(&self, env: &Env) {
+        assert!(self.parts().is_empty(), "upload parts left behind");
+        let stat = self.stat(env).ok().text();
+        let field = |name: &str| {
+            stat.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
+                .unwrap_or_else(|| panic!("no {name} in {stat}"))
+        };
+        assert_eq!(field("version"), "1", "{stat}");
+        assert_eq!(field("size"), self.len.to_string(), "{stat}");
+        assert_eq!(field("blake3"), self.want.to_hex().as_str(), "{stat}");
+        // The stored bytes themselves, read back straight from the server and hashed as
+        // they arrive (never on disk).
+        let mut c = env.command(&["get", &self.source]);
+        c.args(["--cred", self.direct.to_str().unwrap()]);
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = c.spawn().unwrap();
+        let mut h = blake3::Hasher::new();
+        let got = std::io::copy(&mut child.stdout.take().unwrap(), &mut h).unwrap();
+        let status = common::wait_timeout(&mut child, RUN).expect("the get back did not end");
+        assert!(status.success(), "the get back failed: {status}");
+        assert_eq!(got, self.len);
+        assert_eq!(h.finalize(), self.want, "the stored content differs");
+    }
+}
+
+#[test]
+fn a_256_mib_put_interrupted_three_ways_completes_byte_identical_moving_each_byte_once() {
+    let start = Instant::now();
+    let mut rig = Rig::new();
+    let file = rig.env.join("upload.bin");
+    let want = write_pattern(&file, "ferry interrupted put", LEN);
+    let write_time = start.elapsed();
+    let put = PutTransfer::new(&rig, "big", file, want, LEN);
+    let wire = interrupt_three_times(&mut rig, &put, LEN);
+    std::fs::remove_file(&put.file).unwrap();
+    assert_wire(&wire, LEN);
+    eprintln!(
+        "file written {write_time:?}, whole test {:?}",
+        start.elapsed()
+    );
+}
