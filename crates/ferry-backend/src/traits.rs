@@ -121,6 +121,19 @@ pub trait Upload: Send {
     /// them, and the offset reported when the upload is begun again says what survived.
     fn write(&mut self, data: &[u8]) -> impl Future<Output = Result<u64>> + Send;
 
+    /// [`Upload::write`] of an owned buffer, handed back afterwards for reuse: a backend
+    /// that writes on another thread (the local one) takes it there without a copy. Returns
+    /// the new offset and the buffer.
+    fn write_owned(
+        &mut self,
+        data: Vec<u8>,
+    ) -> impl Future<Output = Result<(u64, Vec<u8>)>> + Send {
+        async move {
+            let offset = self.write(&data).await?;
+            Ok((offset, data))
+        }
+    }
+
     /// Makes everything written so far durable and returns the offset.
     fn sync(&mut self) -> impl Future<Output = Result<u64>> + Send;
 

@@ -210,16 +210,20 @@ impl Upload for LocalUpload {
     }
 
     async fn write(&mut self, data: &[u8]) -> Result<u64, BackendError> {
+        Ok(self.write_owned(data.to_vec()).await?.0)
+    }
+
+    async fn write_owned(&mut self, data: Vec<u8>) -> Result<(u64, Vec<u8>), BackendError> {
         let mut inner = self.take()?;
-        let data = data.to_vec();
-        let (inner, offset) = blocking(move || {
+        // A write reaches the page cache (no fsync): short enough to run in place.
+        let (inner, offset, data) = in_place(move || {
             let offset = inner.write(&data)?;
-            Ok((inner, offset))
+            Ok((inner, offset, data))
         })
         .await?;
         self.inner = Some(inner);
         self.offset = offset;
-        Ok(offset)
+        Ok((offset, data))
     }
 
     async fn sync(&mut self) -> Result<u64, BackendError> {

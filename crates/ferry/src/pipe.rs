@@ -80,8 +80,10 @@ pub fn spawn_reader<R: Read + Send + 'static>(
     (rx, spares, handle)
 }
 
-/// Reads a blob range to its end in frame-sized chunks, on a task of its own, keeping up to
-/// [`DEPTH`] chunks ahead of the connection. Buffers given back to the returned [`Spares`]
+/// Reads a blob range to its end in frame-sized chunks, on a blocking thread of its own
+/// (driving the reader with `Handle::block_on`, so a backend that reads in place, like the
+/// local one, costs no thread hand-off per chunk), keeping up to [`DEPTH`] chunks ahead of
+/// the connection. Buffers given back to the returned [`Spares`]
 /// (with [`Chunk::into_framed`]) are refilled instead of new ones. The task ends with the
 /// number of bytes read; it stops early if the receiver is dropped.
 #[allow(clippy::type_complexity)]
@@ -95,23 +97,26 @@ pub(crate) fn spawn_blob_reader<R: ferry_backend::BlobReader>(
     let (tx, rx) = mpsc::channel(DEPTH);
     let spares: Spares<Vec<u8>> = Spares::default();
     let reuse = spares.clone();
-    let handle = tokio::spawn(async move {
-        let mut len = 0u64;
-        while r.remaining() > 0 {
-            let buf = reuse.take().unwrap_or_else(|| Chunk::framed_buffer(CHUNK));
-            let buf = r.read_into(buf, CHUNK).await?;
-            let chunk = Chunk::from_framed(buf)
-                .ok_or_else(|| Error::Internal("a blob read overfilled a frame".into()))?;
-            if chunk.is_empty() {
-                return Err(Error::Internal("a blob read ended early".into()));
+    let rt = tokio::runtime::Handle::current();
+    let handle = tokio::task::spawn_blocking(move || {
+        rt.block_on(async move {
+            let mut len = 0u64;
+            while r.remaining() > 0 {
+                let buf = reuse.take().unwrap_or_else(|| Chunk::framed_buffer(CHUNK));
+                let buf = r.read_into(buf, CHUNK).await?;
+                let chunk = Chunk::from_framed(buf)
+                    .ok_or_else(|| Error::Internal("a blob read overfilled a frame".into()))?;
+                if chunk.is_empty() {
+                    return Err(Error::Internal("a blob read ended early".into()));
+                }
+                len += chunk.len() as u64;
+                if tx.send(chunk).await.is_err() {
+                    // The connection side gave up; it reports why.
+                    break;
+                }
             }
-            len += chunk.len() as u64;
-            if tx.send(chunk).await.is_err() {
-                // The connection side gave up; it reports why.
-                break;
-            }
-        }
-        Ok(len)
+            Ok(len)
+        })
     });
     (rx, spares, handle)
 }

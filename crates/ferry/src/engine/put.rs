@@ -277,7 +277,9 @@ impl<B: ServerBackend> Engine<B> {
     }
 }
 
-/// Feeds a part handle from a bounded channel on a task, so that the connection receives the
+/// Feeds a part handle from a bounded channel on a blocking thread of its own (driving the
+/// backend's futures with `Handle::block_on`, so a backend that writes in place, like the
+/// local one, costs no thread hand-off per frame), so that the connection receives the
 /// next frame while this one is written. On [`WriteCmd::Finish`] it hands the handle back.
 /// If the channel closes first (the transfer was cut), it makes what arrived durable and
 /// drops the handle, which keeps the part for a later put to continue.
@@ -292,47 +294,50 @@ fn spawn_part_writer<U: ferry_backend::Upload + 'static>(
     let (tx, mut rx) = mpsc::channel(pipe::DEPTH);
     let spares = Spares::default();
     let written = spares.clone();
-    let handle = tokio::spawn(async move {
-        let Some(mut upload) = held.take() else {
-            return Err(Error::Internal("upload handle missing".into()));
-        };
-        let mut failed = None;
-        while let Some(cmd) = rx.recv().await {
-            match cmd {
-                WriteCmd::Data(buf) => {
-                    if let Err(e) = upload.write(&buf).await {
-                        failed = Some(e);
-                        break;
+    let rt = tokio::runtime::Handle::current();
+    let handle = tokio::task::spawn_blocking(move || {
+        rt.block_on(async move {
+            let Some(mut upload) = held.take() else {
+                return Err(Error::Internal("upload handle missing".into()));
+            };
+            let mut failed = None;
+            while let Some(cmd) = rx.recv().await {
+                match cmd {
+                    WriteCmd::Data(buf) => match upload.write_owned(buf).await {
+                        Ok((_, buf)) => written.give(buf),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    },
+                    WriteCmd::Finish => {
+                        held.upload = Some(upload);
+                        return Ok(Some(held));
                     }
-                    written.give(buf);
-                }
-                WriteCmd::Finish => {
-                    held.upload = Some(upload);
-                    return Ok(Some(held));
                 }
             }
-        }
-        if let Some(e) = failed {
-            // The handle is unusable now; dropping it keeps what reached the part.
+            if let Some(e) = failed {
+                // The handle is unusable now; dropping it keeps what reached the part.
+                drop(upload);
+                drop(held);
+                return Err(e.into());
+            }
+            if let Err(e) = upload.sync().await {
+                tracing::warn!(
+                    upload = upload.key().as_str(),
+                    "could not sync an interrupted upload: {e}"
+                );
+            }
+            tracing::debug!(
+                upload = upload.key().as_str(),
+                held = ferry_backend::Upload::offset(&upload),
+                "upload interrupted; its part is kept"
+            );
+            // The handle before `held`: the key is free when waiters wake.
             drop(upload);
             drop(held);
-            return Err(e.into());
-        }
-        if let Err(e) = upload.sync().await {
-            tracing::warn!(
-                upload = upload.key().as_str(),
-                "could not sync an interrupted upload: {e}"
-            );
-        }
-        tracing::debug!(
-            upload = upload.key().as_str(),
-            held = ferry_backend::Upload::offset(&upload),
-            "upload interrupted; its part is kept"
-        );
-        // The handle before `held`: the key is free when waiters wake.
-        drop(upload);
-        drop(held);
-        Ok(None)
+            Ok(None)
+        })
     });
     (tx, spares, handle)
 }
