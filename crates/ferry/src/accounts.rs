@@ -9,7 +9,7 @@
 //! ```
 //!
 //! All are written whole and atomically under `clients.lock`; a running server re-reads them
-//! when they change (see [`crate::live`]).
+//! when they change (`live.rs`).
 
 use std::path::Path;
 

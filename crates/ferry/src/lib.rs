@@ -23,13 +23,25 @@
 //! assert_eq!(client.get_bytes("notes/today").await?, b"hello");
 //! # Ok(()) }
 //! ```
+//!
+//! # What is here
+//!
+//! The root holds what an embedder needs: [`Client`] (and [`ClientBuilder`]), [`Server`]
+//! (built by [`ServerBuilder`], over the folder's own store or any [`ServerBackend`]),
+//! [`ServerDir`], [`Limits`], [`ChangeFeed`], [`Watch`], [`LocalAccounts`] and [`Error`];
+//! the protocol, backend and store crates are re-exported as [`proto`], [`backend`] and
+//! [`store`]. Modules: [`client`] (constants and helpers of the client), [`config`] (the
+//! `ferry.toml` schema), [`accounts`] (the account files), [`mesh`] (the LAN mesh), [`identity`],
+//! [`fsutil`] and [`clock`]. [`wire`], [`tls`] and [`pipe`] are the low-level pieces (frames
+//! over a stream, the TLS configurations and exporter, the blocking-thread pipes) for interop
+//! tests and tools that speak the protocol by hand.
 #![forbid(unsafe_code)]
 
 mod account_service;
 pub mod accounts;
 mod admission;
 mod buf;
-pub mod changes;
+mod changes;
 pub mod client;
 mod client_builder;
 pub mod clock;
@@ -39,18 +51,18 @@ mod error;
 mod fdlimit;
 pub mod fsutil;
 pub mod identity;
-pub mod limiter;
-pub mod live;
+mod limiter;
+mod live;
 mod local_accounts;
 pub mod mesh;
 pub mod pipe;
-pub mod policy;
-pub mod registry;
-pub mod server;
-pub mod server_dir;
+mod policy;
+mod registry;
+mod server;
+mod server_dir;
 mod service;
 pub mod tls;
-pub mod watch;
+mod watch;
 mod watch_service;
 pub mod wire;
 

@@ -117,6 +117,7 @@ impl Policy {
     }
 
     /// The built-in roles, as in the default `ferry.toml`.
+    #[cfg(test)]
     pub fn defaults() -> Self {
         let c = crate::config::Config::parse(crate::config::DEFAULT_CONFIG);
         match c.and_then(|c| Self::new(&c.roles)) {

@@ -8,7 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 
-pub use ferry_proto::files::{ClientRecord, Registry};
+pub use ferry_proto::files::Registry;
 
 use crate::accounts::FileIo;
 use crate::live::Loadable;
@@ -62,6 +62,7 @@ pub type LiveRegistry = crate::live::LiveFile<Registry>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_proto::files::ClientRecord;
 
     fn record(epoch: u64) -> ClientRecord {
         ClientRecord {

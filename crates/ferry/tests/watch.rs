@@ -55,7 +55,7 @@ async fn events_until(w: &mut Watch, source: &str) -> Vec<WatchEvent> {
     }
 }
 
-fn fast_pings(l: &mut ferry::server::Limits) {
+fn fast_pings(l: &mut ferry::Limits) {
     l.watch_ping = Duration::from_millis(100);
 }
 

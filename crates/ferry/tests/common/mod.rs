@@ -44,7 +44,7 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
-    pub async fn start_with(limits: impl FnOnce(&mut ferry::server::Limits)) -> Self {
+    pub async fn start_with(limits: impl FnOnce(&mut ferry::Limits)) -> Self {
         Self::start_full(|t| t, limits).await
     }
 
@@ -56,7 +56,7 @@ impl TestServer {
 
     pub async fn start_full(
         edit: impl FnOnce(String) -> String,
-        limits: impl FnOnce(&mut ferry::server::Limits),
+        limits: impl FnOnce(&mut ferry::Limits),
     ) -> Self {
         install_panic_counter();
         let dir = tempfile::tempdir().unwrap();
