@@ -104,7 +104,7 @@ fn a_credential_for_another_server_is_refused_before_authenticating() {
     let env = Env::new();
     env.init();
     // Log the server's TLS handshake failures so the test can see the attempt arrive.
-    let server = Served::start_with(&env, &[("FERRY_LOG", "info,ferry::server=debug")]);
+    let server = Served::start_with(&env, &[("FERRY_LOG", "info,ferry::net=debug")]);
     let cred = env.issue("alice", "writer", &server.addr);
 
     let other = env.join("other");

@@ -37,7 +37,6 @@
 //! tests and tools that speak the protocol by hand.
 #![forbid(unsafe_code)]
 
-mod account_service;
 pub mod accounts;
 mod admission;
 mod buf;
@@ -55,15 +54,14 @@ mod limiter;
 mod live;
 mod local_accounts;
 pub mod mesh;
+mod net;
 pub mod pipe;
 mod policy;
 mod registry;
 mod server;
 mod server_dir;
-mod service;
 pub mod tls;
 mod watch;
-mod watch_service;
 pub mod wire;
 
 pub use changes::ChangeFeed;
@@ -75,6 +73,7 @@ pub use ferry_backend as backend;
 pub use ferry_proto as proto;
 pub use ferry_store as store;
 pub use local_accounts::LocalAccounts;
-pub use server::{BoundServer, FolderStore, Server, ServerBuilder};
+pub use net::BoundServer;
+pub use server::{FolderStore, Server, ServerBuilder};
 pub use server_dir::ServerDir;
 pub use watch::{Watch, WatchItem};

@@ -41,7 +41,7 @@ use super::peer;
 use super::udp::Sockets;
 use crate::changes::ChangeFeed;
 use crate::live::LiveFile;
-use crate::server::BoundServer;
+use crate::net::BoundServer;
 use crate::server_dir::ServerDir;
 use crate::{Error, clock, tls};
 

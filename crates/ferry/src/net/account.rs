@@ -51,7 +51,7 @@ pub(crate) async fn change_password<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<bool, Error> {
     let (response, proof) = match engine.password_change(p, exporter, peer, req) {
         Err(r) => {
-            wire.send(&crate::service::refusal(r)).await?;
+            wire.send(&crate::net::data::refusal(r)).await?;
             return Ok(false);
         }
         Ok(Err(_)) => return refuse(wire).await,

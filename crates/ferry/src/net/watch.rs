@@ -33,7 +33,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
     let (seq, mut watcher) = match engine.watch(p, req).await? {
         Ok(w) => w,
         Err(r) => {
-            wire.send(&crate::service::refusal(r)).await?;
+            wire.send(&crate::net::data::refusal(r)).await?;
             return Ok(false);
         }
     };

@@ -1,0 +1,292 @@
+//! One connection: the TLS handshake (ALPN `ferry/1` required), authentication, then the
+//! request loop that hands each request to its front (`data`, `watch`, `account`, the mesh's).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_proto::auth::{Method, Principal, ServerAuth, ServerStep};
+use ferry_proto::message::{ErrorCode, ErrorMsg, Message};
+use ferry_proto::session::SessionId;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
+
+use crate::admission::Pending;
+use crate::engine::authn::{AuthCtx, PasswordAttempt};
+use crate::engine::{Core, Engine, ServerBackend};
+use crate::wire::{PRE_AUTH_LIMIT, Wire};
+use crate::{Error, tls};
+
+/// A fatal TLS alert `no_application_protocol` (RFC 8446 §6, RFC 7301 §3.2) as a plaintext
+/// record: what the server sends, before any handshake message of its own, to a ClientHello
+/// that does not offer `ferry/1`.
+const NO_APPLICATION_PROTOCOL: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x78];
+
+/// Runs the TLS handshake: the ClientHello must arrive within the hello deadline and offer
+/// ALPN `ferry/1`; the rest must finish by `deadline`. `None` if the connection is to close.
+async fn accept_tls(
+    engine: &Core,
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> Option<TlsStream<TcpStream>> {
+    let hello_deadline = deadline.min(tokio::time::Instant::now() + engine.limits.hello_timeout);
+    let mut hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+    let start = match tokio::time::timeout_at(hello_deadline, &mut hello).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) => {
+            tracing::debug!("{peer}: no TLS ClientHello: {e}");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("{peer}: no TLS ClientHello in time");
+            return None;
+        }
+    };
+    let offers_ferry = start
+        .client_hello()
+        .alpn()
+        .is_some_and(|mut offered| offered.any(|p| p == ferry_proto::ALPN));
+    if !offers_ferry {
+        // rustls itself refuses a client offering only other protocols, but serves one
+        // offering none (RFC 7301 allows that); ferry requires `ferry/1` in both cases.
+        tracing::info!("{peer}: TLS refused: the client does not offer ALPN ferry/1");
+        let mut tcp = start.io;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            tcp.write_all(&NO_APPLICATION_PROTOCOL).await?;
+            tcp.shutdown().await
+        })
+        .await;
+        return None;
+    }
+    let config = acceptor.config().clone();
+    match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!("{peer}: TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("{peer}: TLS handshake timed out");
+            None
+        }
+    }
+}
+
+pub(crate) async fn serve_connection<B: ServerBackend>(
+    engine: &Arc<Engine<B>>,
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+    pending: Pending,
+    authenticated: Arc<Semaphore>,
+) -> Result<(), Error> {
+    let _ = tcp.set_nodelay(true);
+    let deadline = tokio::time::Instant::now() + engine.limits.handshake_timeout;
+    let Some(tls) = accept_tls(engine, acceptor, tcp, peer, deadline).await else {
+        return Ok(());
+    };
+    let exporter = tls::export(tls.get_ref().1)?;
+    // A password change proves the current password with a login bound to this connection.
+    let change_exporter = exporter.clone();
+    let mut wire = Wire::new(tls);
+    wire.set_limit(PRE_AUTH_LIMIT);
+    let (principal, session) =
+        match tokio::time::timeout_at(deadline, authenticate(engine, &mut wire, exporter, peer))
+            .await
+        {
+            Ok(Ok(Some(p))) => p,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => {
+                tracing::info!("{peer}: authentication aborted: {e}");
+                return Ok(());
+            }
+            Err(_) => {
+                tracing::info!("{peer}: authentication timed out");
+                return Ok(());
+            }
+        };
+    // From here on the connection counts against the authenticated budget, not the other.
+    drop(pending);
+    let Ok(_permit) = authenticated.try_acquire_owned() else {
+        tracing::warn!(
+            "{peer}: {} refused: already serving max_connections authenticated connections",
+            principal.name
+        );
+        wire.send(&Message::Error(ErrorMsg {
+            code: ErrorCode::Internal,
+            message: "the server is serving as many connections as it may; try again later".into(),
+        }))
+        .await?;
+        let _ = wire.shutdown().await;
+        return Ok(());
+    };
+    wire.set_limit(ferry_proto::frame::MAX_BODY_LEN);
+    loop {
+        let msg = tokio::select! {
+            r = tokio::time::timeout(engine.limits.idle_timeout, wire.recv_message()) => match r {
+                Ok(r) => r?,
+                Err(_) => return Err(Error::Timeout("the next request")),
+            },
+            _ = stop.changed() => break,
+        };
+        if let Message::Logout(_) = msg {
+            if let Some(id) = session {
+                engine.end_session(id).await?;
+                tracing::info!("{peer}: {} logged out", principal.name);
+            }
+            wire.send(&Message::LogoutOk(Default::default())).await?;
+            break;
+        }
+        if !engine.still_valid(&principal, peer.ip()) {
+            tracing::info!(
+                "{peer}: {} is no longer authorised; closing",
+                principal.name
+            );
+            wire.send(&Message::AuthFailed(Default::default())).await?;
+            break;
+        }
+        match msg {
+            Message::PasswordChangeStart(req) => {
+                let ended = super::account::change_password(
+                    engine,
+                    &mut wire,
+                    &principal,
+                    &change_exporter,
+                    peer,
+                    req,
+                )
+                .await?;
+                if ended {
+                    break;
+                }
+            }
+            msg @ (Message::MeshState(_) | Message::MeshList(_)) => {
+                crate::mesh::serve::handle(engine, &mut wire, &principal, msg).await?
+            }
+            Message::Watch(req) => {
+                let ended =
+                    super::watch::serve(engine, &mut wire, &principal, peer.ip(), req, &mut stop)
+                        .await?;
+                if ended {
+                    break;
+                }
+            }
+            msg => super::data::handle(engine, &mut wire, &principal, msg).await?,
+        }
+    }
+    let _ = wire.shutdown().await;
+    Ok(())
+}
+
+/// Runs the authentication exchange. Returns the principal and the session the connection
+/// belongs to, or `None` if authentication failed (already answered).
+async fn authenticate(
+    engine: &Core,
+    wire: &mut Wire<TlsStream<TcpStream>>,
+    exporter: ferry_proto::secret::Exporter,
+    peer: SocketAddr,
+) -> Result<Option<(Principal, Option<SessionId>)>, Error> {
+    let first = wire.recv_message().await?;
+    let first = match first {
+        Message::MeshJoinStart(m) => {
+            let max_delay = engine.limits.handshake_timeout / 2;
+            crate::mesh::serve::join(
+                &engine.mesh,
+                &engine.dir,
+                wire,
+                &exporter,
+                peer,
+                m,
+                max_delay,
+            )
+            .await?;
+            let _ = wire.shutdown().await;
+            return Ok(None);
+        }
+        other => other,
+    };
+    let mut pending = Some(first);
+    let mut attempt: Option<PasswordAttempt<'_>> = None;
+    let mut state = ServerAuth::new(exporter);
+    loop {
+        let msg = match pending.take() {
+            Some(m) => m,
+            None => wire.recv_message().await?,
+        };
+        let now = crate::clock::now();
+        let step = {
+            let ctx = AuthCtx::new(engine, peer.ip(), now);
+            let step = state.handle(msg, &ctx, &mut rand_core::OsRng, now);
+            if let Some(user) = ctx.admitted.lock().ok().and_then(|mut a| a.take()) {
+                attempt = Some(PasswordAttempt::new(&engine.limiter, user, peer.ip(), now));
+            }
+            step
+        };
+        match step {
+            ServerStep::Continue { reply, next } => {
+                wire.send(&reply).await?;
+                state = next;
+            }
+            ServerStep::Accept {
+                reply,
+                principal,
+                session,
+            } => {
+                let session_id = engine.accepted(&principal, session, now).await?;
+                if let Some(a) = attempt.as_mut()
+                    && matches!(principal.method, Method::Password { .. })
+                {
+                    a.succeeded();
+                }
+                // Gathered: it leaves with the answer to a request the client sent right
+                // behind its proof, or as soon as the connection waits for the client.
+                wire.queue(&reply).await?;
+                tracing::info!(
+                    "{peer}: authenticated {} (role {}) by {}",
+                    principal.name,
+                    principal.role().unwrap_or("-"),
+                    principal.method.name()
+                );
+                return Ok(Some((principal, session_id)));
+            }
+            ServerStep::Register {
+                reply,
+                invite,
+                record,
+            } => {
+                let name = invite.name().to_owned();
+                let stored = engine.register(invite, record, now).await?;
+                if stored {
+                    tracing::info!("{peer}: registered user {name}");
+                    wire.send(&reply).await?;
+                } else {
+                    tracing::warn!("{peer}: registration for {name} lost to another");
+                    wire.send(&Message::AuthFailed(Default::default())).await?;
+                }
+                let _ = wire.shutdown().await;
+                return Ok(None);
+            }
+            ServerStep::Reject {
+                reply,
+                reason,
+                user,
+            } => {
+                // An evaluated password attempt counts as it is dropped (`PasswordAttempt`);
+                // one refused because of a lock says nothing and does not extend it.
+                tracing::warn!(
+                    "{peer}: authentication failed ({reason:?}{})",
+                    user.map(|u| format!(", user {u}")).unwrap_or_default()
+                );
+                wire.send(&reply).await?;
+                let _ = wire.shutdown().await;
+                return Ok(None);
+            }
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The TLS front: everything that touches a socket on the server side. It decodes frames,
+//! calls the engine and encodes what it returns; the engine imports nothing from here.
+//!
+//! - `listener.rs`: [`BoundServer`] and its accept loop, under the connection budgets.
+//! - `conn.rs`: one connection: TLS handshake, authentication, request loop.
+//! - `data.rs`: put, get, stat, list, delete; `watch.rs`: watch streams; `account.rs`: the
+//!   password change.
+
+mod account;
+pub(crate) mod conn;
+pub(crate) mod data;
+mod listener;
+mod watch;
+
+pub use listener::BoundServer;
