@@ -7,85 +7,19 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::proxy::{Cut, Proxy, start_proxy};
 use common::{Pattern, TestServer, eventually, panics};
 use ferry::Client;
 use ferry::proto::credential::Credential;
 use ferry::proto::message::{ErrorCode, Message, Put};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 const MIB: u64 = 1024 * 1024;
 const SIZE: u64 = 8 * MIB;
 const CUT_AT: u64 = 3 * MIB;
 const SOURCE: &str = "resume/up";
-
-/// A TCP proxy in front of the server that counts the bytes the client sends and, while
-/// `cut_after` is non-zero, closes each connection once that many have gone through.
-struct Proxy {
-    addr: SocketAddr,
-    from_client: Arc<AtomicU64>,
-    cut_after: Arc<AtomicU64>,
-}
-
-async fn start_proxy(upstream: SocketAddr) -> Proxy {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let from_client = Arc::new(AtomicU64::new(0));
-    let cut_after = Arc::new(AtomicU64::new(0));
-    let (count, cut) = (from_client.clone(), cut_after.clone());
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = TcpStream::connect(upstream).await else {
-                continue;
-            };
-            let (count, limit) = (count.clone(), cut.load(Ordering::SeqCst));
-            tokio::spawn(async move {
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let down = async {
-                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                };
-                let up = async {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    let mut passed = 0u64;
-                    loop {
-                        let n = match cr.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        let n = if limit > 0 {
-                            (n as u64).min(limit - passed) as usize
-                        } else {
-                            n
-                        };
-                        if sw.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                        passed += n as u64;
-                        count.fetch_add(n as u64, Ordering::SeqCst);
-                        if limit > 0 && passed >= limit {
-                            return;
-                        }
-                    }
-                };
-                // Whichever direction ends first closes both.
-                tokio::select! {
-                    _ = up => {}
-                    _ = down => {}
-                }
-            });
-        }
-    });
-    Proxy {
-        addr,
-        from_client,
-        cut_after,
-    }
-}
 
 async fn connect_via(addr: SocketAddr, cred: &Credential) -> Client {
     tokio::time::timeout(
@@ -173,7 +107,7 @@ async fn a_cut_put_resumes_and_sends_only_the_missing_bytes() {
     let writer = srv.issue("w", "writer");
     let dir = tempfile::tempdir().unwrap();
     let file = pattern_file(dir.path(), "one");
-    let proxy = start_proxy(srv.addr).await;
+    let proxy = start_proxy(srv.addr, Cut::Up).await;
     cut_put(&proxy, &writer, &file).await;
     assert_eq!(parts(&srv).len(), 1, "the cut upload keeps its part");
 
@@ -212,7 +146,7 @@ async fn a_cut_put_resumes_after_the_server_restarts() {
     let writer = srv.issue("w", "writer");
     let dir = tempfile::tempdir().unwrap();
     let file = pattern_file(dir.path(), "one");
-    let proxy = start_proxy(srv.addr).await;
+    let proxy = start_proxy(srv.addr, Cut::Up).await;
     cut_put(&proxy, &writer, &file).await;
 
     let srv = srv.restart(|t| t).await;
@@ -231,7 +165,7 @@ async fn other_content_under_the_same_name_and_size_does_not_reuse_the_parts() {
     let dir = tempfile::tempdir().unwrap();
     let one = pattern_file(dir.path(), "one");
     let two = pattern_file(dir.path(), "two");
-    let proxy = start_proxy(srv.addr).await;
+    let proxy = start_proxy(srv.addr, Cut::Up).await;
     cut_put(&proxy, &writer, &one).await;
 
     // Same source, same size, other content: from 0, and the result is the new content.
@@ -255,7 +189,7 @@ async fn another_principal_does_not_continue_an_upload() {
     let other = srv.issue("x", "writer");
     let dir = tempfile::tempdir().unwrap();
     let file = pattern_file(dir.path(), "one");
-    let proxy = start_proxy(srv.addr).await;
+    let proxy = start_proxy(srv.addr, Cut::Up).await;
     cut_put(&proxy, &first, &file).await;
 
     let (_, _, offset) = resume_put(srv.addr, &other, &file).await;
@@ -280,7 +214,7 @@ async fn an_upload_idle_past_its_keep_time_is_swept_and_the_put_starts_over() {
     let writer = srv.issue("w", "writer");
     let dir = tempfile::tempdir().unwrap();
     let file = pattern_file(dir.path(), "one");
-    let proxy = start_proxy(srv.addr).await;
+    let proxy = start_proxy(srv.addr, Cut::Up).await;
     cut_put(&proxy, &writer, &file).await;
     assert_eq!(parts(&srv).len(), 1);
 
@@ -312,7 +246,7 @@ async fn a_running_server_sweeps_abandoned_uploads_periodically() {
     let writer = srv.issue("w", "writer");
     let dir = tempfile::tempdir().unwrap();
     let file = pattern_file(dir.path(), "one");
-    let proxy = start_proxy(srv.addr).await;
+    let proxy = start_proxy(srv.addr, Cut::Up).await;
     cut_put(&proxy, &writer, &file).await;
     // Its last activity was at the start of the put; the sweep runs every second.
     assert!(
@@ -471,7 +405,7 @@ async fn a_complete_part_under_the_specified_key_is_committed_without_sending_da
     ));
     std::fs::copy(&file, &part).unwrap();
 
-    let proxy = start_proxy(srv.addr).await;
+    let proxy = start_proxy(srv.addr, Cut::Up).await;
     let (got, version, offset) = resume_put(proxy.addr, &writer, &file).await;
     assert_eq!((got, version, offset), (hash, 1, SIZE));
     let sent = proxy.from_client.load(Ordering::SeqCst);

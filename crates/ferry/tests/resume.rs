@@ -1,144 +1,23 @@
 //! Resumable gets over real loopback TLS, through a counting TCP proxy that can cut the
 //! connection after a number of bytes from the server, or hold the client's next request
-//! after a reply (the [`Gate`]) while the test changes the source.
+//! after a reply (the gate of `common::proxy`) while the test changes the source.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::io::Read;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::proxy::{Cut, Proxy, start_proxy};
 use common::{Pattern, TestServer, panics};
 use ferry::proto::credential::Credential;
 use ferry::{Client, Partial};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 
 const MIB: u64 = 1024 * 1024;
 const SIZE: u64 = 8 * MIB;
 const CUT_AT: u64 = 3 * MIB;
-
-/// A TCP proxy in front of the server that counts the bytes the server sends and, while
-/// `cut_after` is non-zero, closes each connection once that many have gone through.
-struct Proxy {
-    addr: SocketAddr,
-    from_server: Arc<AtomicU64>,
-    cut_after: Arc<AtomicU64>,
-    gate: Arc<Gate>,
-}
-
-/// Holds a client's request between the reply before it and the server: once armed, the
-/// first bytes the server sends (the reply to the request in flight) set `replied`, and the
-/// next bytes the client sends (its next request, which it only sends after reading that
-/// reply) wait until the test calls `release`. No timing is involved: the order of the
-/// client's messages decides.
-#[derive(Default)]
-struct Gate {
-    armed: AtomicBool,
-    replied: AtomicBool,
-    /// Notified when a request is being held.
-    holding: Notify,
-    /// Notified by the test to let the held request through.
-    release: Notify,
-}
-
-impl Gate {
-    /// Arms the gate; call when the client is idle, just before its next request.
-    fn arm(&self) {
-        self.replied.store(false, Ordering::SeqCst);
-        self.armed.store(true, Ordering::SeqCst);
-    }
-
-    /// Waits (at most 20 s) until a request is held.
-    async fn held(&self) {
-        tokio::time::timeout(Duration::from_secs(20), self.holding.notified())
-            .await
-            .expect("the client's request after the reply was not held");
-    }
-}
-
-async fn start_proxy(upstream: SocketAddr) -> Proxy {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let from_server = Arc::new(AtomicU64::new(0));
-    let cut_after = Arc::new(AtomicU64::new(0));
-    let gate = Arc::new(Gate::default());
-    let (count, cut, g) = (from_server.clone(), cut_after.clone(), gate.clone());
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = TcpStream::connect(upstream).await else {
-                continue;
-            };
-            let (count, limit) = (count.clone(), cut.load(Ordering::SeqCst));
-            let gate = g.clone();
-            tokio::spawn(async move {
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let up = async {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    loop {
-                        let n = match cr.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        if gate.armed.load(Ordering::SeqCst) && gate.replied.load(Ordering::SeqCst)
-                        {
-                            gate.armed.store(false, Ordering::SeqCst);
-                            gate.holding.notify_one();
-                            gate.release.notified().await;
-                        }
-                        if sw.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                };
-                let down = async {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    let mut passed = 0u64;
-                    loop {
-                        let n = match sr.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        // Before the client can see the reply, so before it can answer it.
-                        if gate.armed.load(Ordering::SeqCst) {
-                            gate.replied.store(true, Ordering::SeqCst);
-                        }
-                        let n = if limit > 0 {
-                            (n as u64).min(limit - passed) as usize
-                        } else {
-                            n
-                        };
-                        if cw.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                        passed += n as u64;
-                        count.fetch_add(n as u64, Ordering::SeqCst);
-                        if limit > 0 && passed >= limit {
-                            return;
-                        }
-                    }
-                };
-                // Whichever direction ends first closes both.
-                tokio::select! {
-                    _ = up => {}
-                    _ = down => {}
-                }
-            });
-        }
-    });
-    Proxy {
-        addr,
-        from_server,
-        cut_after,
-        gate,
-    }
-}
 
 async fn connect(proxy: &Proxy, cred: &Credential) -> Client {
     tokio::time::timeout(
@@ -237,7 +116,7 @@ async fn a_cut_get_resumes_from_its_length_and_moves_only_the_missing_bytes() {
         .unwrap();
     c.close().await.unwrap();
 
-    let proxy = start_proxy(srv.addr).await;
+    let proxy = start_proxy(srv.addr, Cut::Down).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("blob.partial");
     let len = cut_get(&proxy, &reader, "resume/blob", &file).await;
@@ -294,7 +173,7 @@ async fn a_source_replaced_between_cut_and_resume_restarts_from_zero_without_spl
         .await
         .unwrap();
 
-    let proxy = start_proxy(srv.addr).await;
+    let proxy = start_proxy(srv.addr, Cut::Down).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("blob.partial");
     let len = cut_get(&proxy, &reader, "resume/blob", &file).await;
@@ -348,7 +227,7 @@ async fn a_corrupted_partial_fails_the_whole_content_hash() {
         .unwrap();
     c.close().await.unwrap();
 
-    let proxy = start_proxy(srv.addr).await;
+    let proxy = start_proxy(srv.addr, Cut::Down).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("blob.partial");
     let len = cut_get(&proxy, &reader, "resume/blob", &file).await;
@@ -436,7 +315,7 @@ async fn a_version_pruned_between_stat_and_get_restarts_the_download_from_zero()
         )
         .await
         .unwrap();
-    let proxy = start_proxy(srv.addr).await;
+    let proxy = start_proxy(srv.addr, Cut::Down).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("blob.partial");
     let len = cut_get(&proxy, &reader, "resume/blob", &file).await;
@@ -508,7 +387,7 @@ async fn a_source_deleted_between_stat_and_get_fails_with_not_found() {
         )
         .await
         .unwrap();
-    let proxy = start_proxy(srv.addr).await;
+    let proxy = start_proxy(srv.addr, Cut::Down).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("blob.partial");
     let len = cut_get(&proxy, &reader, "resume/blob", &file).await;

@@ -1,6 +1,8 @@
 //! Shared test fixtures: a real server on a loopback port, in a temp dir.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
