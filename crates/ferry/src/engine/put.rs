@@ -166,7 +166,7 @@ impl<B: ServerBackend> Engine<B> {
             upload: Some(handle),
             released: self.uploads_released.clone(),
         };
-        let (tx, spares, done) = spawn_part_writer(held);
+        let (tx, spares, done) = spawn_part_writer(held, false);
         Ok(Ok(Upload {
             name,
             by: p.name.clone(),
@@ -220,7 +220,7 @@ impl<B: ServerBackend> Engine<B> {
             upload: Some(handle),
             released: self.uploads_released.clone(),
         };
-        let (tx, spares, done) = spawn_part_writer(held);
+        let (tx, spares, done) = spawn_part_writer(held, true);
         Ok(Ok(Upload {
             name,
             by: p.name.clone(),
@@ -281,11 +281,13 @@ impl<B: ServerBackend> Engine<B> {
 /// backend's futures with `Handle::block_on`, so a backend that writes in place, like the
 /// local one, costs no thread hand-off per frame), so that the connection receives the
 /// next frame while this one is written. On [`WriteCmd::Finish`] it hands the handle back.
-/// If the channel closes first (the transfer was cut), it makes what arrived durable and
-/// drops the handle, which keeps the part for a later put to continue.
+/// If the channel closes first (the transfer was cut), a resumable upload's writer makes
+/// what arrived durable and drops the handle, which keeps the part for a later put to
+/// continue; a plain one's only drops it (its caller discards the part).
 #[allow(clippy::type_complexity)]
 fn spawn_part_writer<U: ferry_backend::Upload + 'static>(
     mut held: Held<U>,
+    resumable: bool,
 ) -> (
     mpsc::Sender<WriteCmd>,
     Spares<Vec<u8>>,
@@ -322,17 +324,25 @@ fn spawn_part_writer<U: ferry_backend::Upload + 'static>(
                 drop(held);
                 return Err(e.into());
             }
-            if let Err(e) = upload.sync().await {
-                tracing::warn!(
+            if resumable {
+                if let Err(e) = upload.sync().await {
+                    tracing::warn!(
+                        upload = upload.key().as_str(),
+                        "could not sync an interrupted upload: {e}"
+                    );
+                }
+                tracing::debug!(
                     upload = upload.key().as_str(),
-                    "could not sync an interrupted upload: {e}"
+                    held = ferry_backend::Upload::offset(&upload),
+                    "upload interrupted; its part is kept"
+                );
+            } else {
+                // `Upload::abandon` discards a plain put's part once this returns.
+                tracing::debug!(
+                    upload = upload.key().as_str(),
+                    "plain upload interrupted; its part is discarded"
                 );
             }
-            tracing::debug!(
-                upload = upload.key().as_str(),
-                held = ferry_backend::Upload::offset(&upload),
-                "upload interrupted; its part is kept"
-            );
             // The handle before `held`: the key is free when waiters wake.
             drop(upload);
             drop(held);
