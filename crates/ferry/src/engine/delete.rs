@@ -3,16 +3,13 @@
 use ferry_proto::auth::Principal;
 use ferry_proto::message::SourceRef;
 
-use super::{Engine, Outcome, Refusal, ServerBackend};
+use super::{Engine, Outcome, Refusal, ServerBackend, or_refuse};
 use crate::policy::Op;
 
 impl<B: ServerBackend> Engine<B> {
     /// Deletes `req.source`; the reply is the version that records the deletion.
     pub(crate) async fn delete(&self, p: &Principal, req: SourceRef) -> Outcome<u64> {
-        let name = match self.authorize(p, Op::Delete, &req.source) {
-            Ok(n) => n,
-            Err(r) => return Ok(Err(r)),
-        };
+        let name = or_refuse!(self.authorize(p, Op::Delete, &req.source));
         Ok(self
             .backend
             .delete(name.as_str(), &p.name, crate::clock::now())

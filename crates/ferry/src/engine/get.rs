@@ -9,7 +9,7 @@ use ferry_proto::auth::Principal;
 use ferry_proto::message::{ErrorCode, Get};
 use ferry_store::Entry;
 
-use super::{Engine, Outcome, Refusal, ServerBackend};
+use super::{Engine, Outcome, Refusal, ServerBackend, or_refuse};
 use crate::Error;
 use crate::buf::Chunk;
 use crate::pipe::CHUNK;
@@ -38,10 +38,7 @@ pub(crate) enum Body<R> {
 impl<B: ServerBackend> Engine<B> {
     /// Opens `req.source` (its current version or `req.version`) from `req.offset` on.
     pub(crate) async fn get(&self, p: &Principal, req: Get) -> Outcome<GetReply<B::Reader>> {
-        let name = match self.authorize(p, Op::Get, &req.source) {
-            Ok(n) => n,
-            Err(r) => return Ok(Err(r)),
-        };
+        let name = or_refuse!(self.authorize(p, Op::Get, &req.source));
         let Get {
             source,
             version,

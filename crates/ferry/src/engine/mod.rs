@@ -69,6 +69,18 @@ impl Refusal {
 /// the server failed and the connection must close.
 pub(crate) type Outcome<T> = Result<Result<T, Refusal>, Error>;
 
+/// The value of a `Result<T, Refusal>`, or else returns the refusal as the operation's
+/// [`Outcome`] (the `?` of a refusal).
+macro_rules! or_refuse {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return Ok(Err(r)),
+        }
+    };
+}
+pub(crate) use or_refuse;
+
 /// Runs blocking store work (writes, which fsync; scans) on a blocking thread.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,

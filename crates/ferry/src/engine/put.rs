@@ -26,7 +26,7 @@ use ferry_store::Entry;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
-use super::{Core, Engine, Outcome, Refusal, ServerBackend};
+use super::{Core, Engine, Outcome, Refusal, ServerBackend, or_refuse};
 use crate::Error;
 use crate::accounts::session_id_text;
 use crate::buf::Spares;
@@ -138,10 +138,7 @@ impl<B: ServerBackend> Engine<B> {
     /// Starts an upload to `req.source`: a plain one from offset 0, or, if the request
     /// carries `size` and `hash`, a resumable one from the bytes the server already holds.
     pub(crate) async fn put(&self, p: &Principal, req: &Put) -> Outcome<Upload<B>> {
-        let name = match self.authorize(p, Op::Put, &req.source) {
-            Ok(n) => n,
-            Err(r) => return Ok(Err(r)),
-        };
+        let name = or_refuse!(self.authorize(p, Op::Put, &req.source));
         if req.offset != 0 {
             return Ok(Err(Refusal::new(
                 ErrorCode::Unsupported,
@@ -192,10 +189,7 @@ impl<B: ServerBackend> Engine<B> {
     ) -> Outcome<Upload<B>> {
         let kind = principal_kind(self, p);
         let key = upload_key(&kind, &p.name, name.as_str(), size, &hash);
-        let mut handle = match self.begin_part(&key).await? {
-            Ok(h) => h,
-            Err(r) => return Ok(Err(r)),
-        };
+        let mut handle = or_refuse!(self.begin_part(&key).await?);
         if handle.offset() > size {
             // Cannot happen with an intact part (the key fixes the size): start it over.
             tracing::warn!(
@@ -204,10 +198,7 @@ impl<B: ServerBackend> Engine<B> {
             );
             drop(handle);
             self.backend.abort_upload(&key).await?;
-            handle = match self.begin_part(&key).await? {
-                Ok(h) => h,
-                Err(r) => return Ok(Err(r)),
-            };
+            handle = or_refuse!(self.begin_part(&key).await?);
         }
         let offset = ferry_backend::Upload::offset(&handle);
         if offset > 0 {

@@ -4,16 +4,13 @@ use ferry_proto::auth::Principal;
 use ferry_proto::message::SourceRef;
 use ferry_store::Entry;
 
-use super::{Engine, Outcome, Refusal, ServerBackend};
+use super::{Engine, Outcome, Refusal, ServerBackend, or_refuse};
 use crate::policy::Op;
 
 impl<B: ServerBackend> Engine<B> {
     /// Describes the current version of `req.source`.
     pub(crate) async fn stat(&self, p: &Principal, req: SourceRef) -> Outcome<Entry> {
-        let name = match self.authorize(p, Op::Stat, &req.source) {
-            Ok(n) => n,
-            Err(r) => return Ok(Err(r)),
-        };
+        let name = or_refuse!(self.authorize(p, Op::Stat, &req.source));
         Ok(self
             .backend
             .stat(name.as_str())
