@@ -11,8 +11,8 @@
 //! [`conformance`] suite from its tests.
 //!
 //! The traits are async (`impl Future + Send` returns): the later backends' clients are
-//! async, and a synchronous backend (the local one) wraps its blocking calls in
-//! `spawn_blocking` itself. docs/ARCHITECTURE.md ("Backends") says why.
+//! async, and a synchronous backend (the local one) runs its blocking calls on tokio's
+//! blocking pool (or in place, for short ones) itself. docs/ARCHITECTURE.md ("Backends") says why.
 //!
 //! # Example
 //!

@@ -1,9 +1,12 @@
 //! The local backend: [`Store`] behind the `ferry-backend` traits.
 //!
-//! The store is synchronous; every call runs on tokio's blocking pool
-//! (`tokio::task::spawn_blocking`), so this backend needs a tokio runtime. The futures own
-//! what they send to the pool, so they are `Send` and may be dropped at any point: a call
-//! already handed to the pool then completes there (a commit still commits).
+//! The store is synchronous, so this backend needs a tokio runtime. Calls that fsync or scan
+//! (commits, deletes, listings, sweeps, finishing an upload) run on tokio's blocking pool
+//! (`tokio::task::spawn_blocking`); short ones (an index lookup, one read of a blob, one
+//! write to an upload part, which reaches the page cache) run in place with
+//! `block_in_place` on a multi-thread runtime ([`in_place`]). The futures own what they
+//! send to the pool, so they are `Send` and may be dropped at any point: a call already
+//! handed to the pool then completes there (a commit still commits).
 
 use std::sync::Arc;
 
@@ -178,7 +181,8 @@ impl Staged for StagedBlob {
     }
 }
 
-/// An open local upload: a [`ResumableUpload`] driven on the blocking pool.
+/// An open local upload: a [`ResumableUpload`], written in place and finished on the
+/// blocking pool.
 #[derive(Debug)]
 pub struct LocalUpload {
     /// `None` while a call runs on the pool, and after a failed one (the handle is then

@@ -1,16 +1,17 @@
 //! `put`: an upload staged while its body arrives, committed as the source's next version
 //! only when its size and BLAKE3 hash match what the client announced.
 //!
-//! [`Engine::put`] checks the request and starts an [`Upload`] on one of two paths:
+//! [`Engine::put`] checks the request and starts an [`Upload`]. Either way the body goes to
+//! an upload part in the backend (`Blobs::begin_upload`, `ferry_backend::Upload`), written
+//! from one blocking thread of its own fed through a bounded channel, so receiving the next
+//! frame overlaps writing the last:
 //!
-//! - **plain** (a `put` without `hash`): a writer thread hashes and writes the body to a
-//!   temporary file (through [`crate::pipe`]); an upload dropped unfinished leaves nothing.
-//! - **resumable** (a `put` with `size` and `hash`, docs/PROTOCOL.md §5): the body goes to an
-//!   upload part in the backend (the [`Blobs`] and [`ferry_backend::Upload`] traits), under a
-//!   key derived from the principal, the source, the size and the hash ([`upload_key`]). The
-//!   part outlives the connection and the server process; the next `put` with the same four
-//!   continues it from the bytes the backend holds. A writer task owns the part's handle and
-//!   is fed through a bounded channel, so receiving the next frame overlaps writing the last.
+//! - **plain** (a `put` without `hash`): the part has a random key and is discarded if the
+//!   put does not finish, so an upload cut off leaves nothing.
+//! - **resumable** (a `put` with `size` and `hash`, docs/PROTOCOL.md §5): the part's key is
+//!   derived from the principal, the source, the size and the hash ([`upload_key`]). It
+//!   outlives the connection and the server process; the next `put` with the same four
+//!   continues it from the bytes the backend holds.
 //!
 //! The front feeds either with [`Upload::write`], then [`Upload::finish`] checks the end and
 //! commits. Idle parts older than `[uploads] keep_secs` are removed by [`Engine::sweep_uploads`].
@@ -48,7 +49,7 @@ pub(crate) struct Upload<B: ServerBackend> {
     writer: Writer<B>,
 }
 
-/// Where an upload's bytes go: a part in the backend, written by a task that hands its
+/// Where an upload's bytes go: a part in the backend, written by a thread that hands its
 /// handle back when told to finish.
 struct Writer<B: ServerBackend> {
     key: UploadKey,
