@@ -118,7 +118,7 @@ pub struct Config {
     pub roles: BTreeMap<String, Vec<Rule>>,
     /// Limits on failed password logins.
     #[serde(default)]
-    pub login: crate::limiter::LoginLimits,
+    pub login: LoginLimits,
     /// Session lifetimes.
     #[serde(default)]
     pub sessions: SessionLimits,
@@ -279,6 +279,56 @@ impl Config {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         Self::parse(&text)
+    }
+}
+
+/// Limits on failed password logins, from `[login]` in `ferry.toml`: after `max_failures`
+/// failures within `window_secs`, the account (or the source address) is locked for
+/// `lockout_secs`, doubling with every further failure up to an hour. A locked account still
+/// runs the whole protocol against a dummy record and gets the same generic failure, so the
+/// lock itself reveals nothing.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginLimits {
+    /// Failures allowed within the window before a lock.
+    #[serde(default = "default_max")]
+    pub max_failures: u32,
+    /// Seconds over which failures count.
+    #[serde(default = "default_window")]
+    pub window_secs: u64,
+    /// First lock's length, seconds.
+    #[serde(default = "default_lockout")]
+    pub lockout_secs: u64,
+}
+
+fn default_max() -> u32 {
+    5
+}
+fn default_window() -> u64 {
+    900
+}
+fn default_lockout() -> u64 {
+    60
+}
+
+impl LoginLimits {
+    /// The rule the account data applies.
+    pub fn policy(&self) -> ferry_backend::accounts::LoginPolicy {
+        ferry_backend::accounts::LoginPolicy {
+            max_failures: self.max_failures,
+            window_secs: self.window_secs,
+            lockout_secs: self.lockout_secs,
+        }
+    }
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        Self {
+            max_failures: default_max(),
+            window_secs: default_window(),
+            lockout_secs: default_lockout(),
+        }
     }
 }
 

@@ -50,7 +50,6 @@ mod error;
 mod fdlimit;
 pub mod fsutil;
 pub mod identity;
-mod limiter;
 mod live;
 mod local_accounts;
 pub mod mesh;

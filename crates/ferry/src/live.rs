@@ -60,29 +60,42 @@ impl<T: Loadable> LiveFile<T> {
         })
     }
 
+    /// The file at `path`, read at its first use (so one that does not parse yet is met
+    /// there, as any later change is).
+    pub fn lazy(path: PathBuf) -> Self {
+        Self {
+            path,
+            // No stamp matches an existing file, so the first use reads it; a missing file
+            // has no stamp either and reads as the default it already holds.
+            state: RwLock::new((None, Arc::new(T::default()))),
+        }
+    }
+
     /// The current contents, re-read if the file changed. If the new file does not parse,
     /// the contents are empty (fail closed) until it is fixed.
     pub fn current(&self) -> Arc<T> {
+        self.try_current().unwrap_or_else(|e| {
+            tracing::error!(
+                "{e}; treating {} as empty until it is fixed",
+                self.path.display()
+            );
+            Arc::new(T::default())
+        })
+    }
+
+    /// The current contents, re-read if the file changed; an error while the file does not
+    /// parse (or cannot be read).
+    pub fn try_current(&self) -> Result<Arc<T>, Error> {
         let now = stamp(&self.path);
         if let Ok(guard) = self.state.read()
             && guard.0 == now
         {
-            return guard.1.clone();
+            return Ok(guard.1.clone());
         }
-        let value = match T::load(&self.path) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(
-                    "{e}; treating {} as empty until it is fixed",
-                    self.path.display()
-                );
-                T::default()
-            }
-        };
-        let value = Arc::new(value);
+        let value = Arc::new(T::load(&self.path)?);
         if let Ok(mut guard) = self.state.write() {
             *guard = (now, value.clone());
         }
-        value
+        Ok(value)
     }
 }

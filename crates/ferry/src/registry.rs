@@ -56,9 +56,6 @@ impl RegistryLock {
     }
 }
 
-/// The client registry as a running server sees it, re-read whenever the file changes.
-pub type LiveRegistry = crate::live::LiveFile<Registry>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,7 +77,7 @@ mod tests {
         let mut reg = Registry::default();
         reg.clients.insert("a".into(), record(1));
         reg.save(&path).unwrap();
-        let live = LiveRegistry::open(path.clone()).unwrap();
+        let live = crate::live::LiveFile::<Registry>::open(path.clone()).unwrap();
         assert!(live.current().is_current("a", 1));
         reg.clients.get_mut("a").unwrap().revoked = true;
         reg.save(&path).unwrap();

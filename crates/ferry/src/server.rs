@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use ferry_backend::Accounts;
+use ferry_backend::accounts::DynAccounts;
 use ferry_store::{LocalBackend, Store};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -44,6 +46,7 @@ impl Server {
         ServerBuilder {
             dir: dir.clone(),
             backend: FolderStore,
+            accounts: None,
             limits: Vec::new(),
         }
     }
@@ -83,6 +86,7 @@ pub struct FolderStore;
 pub struct ServerBuilder<B = FolderStore> {
     dir: ServerDir,
     backend: B,
+    accounts: Option<Arc<dyn DynAccounts>>,
     limits: Vec<LimitsEdit>,
 }
 
@@ -98,13 +102,22 @@ impl<B> std::fmt::Debug for ServerBuilder<B> {
 impl<B> ServerBuilder<B> {
     /// Keeps the server's data in `backend` (for example a
     /// [`MemoryBackend`](ferry_backend::MemoryBackend)) instead of the folder's store. The
-    /// folder still supplies the configuration, keys and accounts.
+    /// folder still supplies the configuration and keys, and the accounts unless
+    /// [`accounts`](Self::accounts) says otherwise.
     pub fn backend<B2: ServerBackend>(self, backend: B2) -> ServerBuilder<B2> {
         ServerBuilder {
             dir: self.dir,
             backend,
+            accounts: self.accounts,
             limits: self.limits,
         }
+    }
+
+    /// Keeps the account data (clients, users, invites, sessions, failed logins) in
+    /// `accounts` instead of the folder's files ([`LocalAccounts`](crate::LocalAccounts)).
+    pub fn accounts(mut self, accounts: impl Accounts + 'static) -> Self {
+        self.accounts = Some(Arc::new(accounts));
+        self
     }
 
     /// Changes limits after they are read from `ferry.toml` (applied in order at `build`).
@@ -115,13 +128,15 @@ impl<B> ServerBuilder<B> {
 
     fn finish<B2: ServerBackend>(
         dir: &ServerDir,
+        accounts: Option<Arc<dyn DynAccounts>>,
         limits: Vec<LimitsEdit>,
         open: impl FnOnce(Core, &crate::config::Config) -> Result<Engine<B2>, Error>,
     ) -> Result<Server<B2>, Error> {
         dir.warn_if_open_to_others();
         let config = dir.config()?;
         let identity = dir.identity()?;
-        let core = Core::open(dir, &config, &identity)?;
+        let accounts = accounts.unwrap_or_else(|| Arc::new(crate::LocalAccounts::new(dir.path())));
+        let core = Core::open(dir, &config, &identity, accounts)?;
         let mut engine = open(core, &config)?;
         for f in limits {
             f(&mut engine.limits);
@@ -139,7 +154,7 @@ impl ServerBuilder<FolderStore> {
     /// Loads the folder and opens its store.
     pub fn build(self) -> Result<Server<LocalBackend>, Error> {
         let dir = self.dir;
-        Self::finish(&dir, self.limits, |core, config| {
+        Self::finish(&dir, self.accounts, self.limits, |core, config| {
             Engine::open_store(core, &dir, config)
         })
     }
@@ -149,7 +164,7 @@ impl<B: ServerBackend> ServerBuilder<B> {
     /// Loads the folder and puts the server over the backend given.
     pub fn build(self) -> Result<Server<B>, Error> {
         let backend = self.backend;
-        Self::finish(&self.dir, self.limits, |core, _| {
+        Self::finish(&self.dir, self.accounts, self.limits, |core, _| {
             Ok(Engine::new(core, backend))
         })
     }

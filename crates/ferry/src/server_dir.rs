@@ -19,17 +19,14 @@ use ferry_proto::secret::MasterKey;
 use ferry_proto::server_id::ServerId;
 use zeroize::Zeroizing;
 
-use crate::accounts::{
-    FileIo, InviteEntry, Invites, SessionEntry, Sessions, UserEntry, Users, session_id_text,
-};
+use crate::accounts::{FileIo, Invites, Sessions, Users};
 use crate::config::{Config, DEFAULT_CONFIG};
 use crate::identity::Identity;
 use crate::live::Loadable;
 use crate::registry::{Registry, RegistryLock};
 use crate::{Error, fsutil, tls};
 use ferry_proto::auth::INVITE_EXPIRES;
-use ferry_proto::password::{OpaqueKeys, UserRecord};
-use ferry_proto::session::SessionId;
+use ferry_proto::password::OpaqueKeys;
 
 /// A server folder on disk.
 #[derive(Clone, Debug)]
@@ -241,33 +238,17 @@ impl ServerDir {
         let identity = self.identity()?;
         let config = self.config()?;
         self.opaque_keys()?;
-        let _lock = RegistryLock::acquire(&self.path)?;
-        let mut invites = Invites::load(&self.file("invites.toml"))?;
-        let serial = invites.invites.get(name).map_or(1, |i| i.serial + 1);
         let expires = now.saturating_add(valid_secs);
-        let mut claim_attrs = attributes.clone();
-        claim_attrs.insert(INVITE_EXPIRES.to_owned(), expires.to_string());
-        let claims =
-            Claims::new(name, serial, claim_attrs).map_err(|e| Error::Config(e.to_string()))?;
-        invites.invites.insert(
-            name.to_owned(),
-            InviteEntry {
-                serial,
-                attributes,
-                expires,
-                spent: false,
-            },
-        );
-        // The invite replaces an existing account: its record goes first (a crash before the
-        // invite is saved leaves the user to be invited again, never an old password that
-        // still logs in with the old attributes). The generation counter stays in the file,
-        // so the new registration gets one no old connection has.
-        let mut users = Users::load(&self.file("users.toml"))?;
-        if users.users.remove(name).is_some() {
-            users.save(&self.file("users.toml"))?;
-            self.end_password_sessions(name)?;
-        }
-        invites.save(&self.file("invites.toml"))?;
+        let claims_of = |serial| {
+            let mut claim_attrs = attributes.clone();
+            claim_attrs.insert(INVITE_EXPIRES.to_owned(), expires.to_string());
+            Claims::new(name, serial, claim_attrs).map_err(|e| Error::Config(e.to_string()))
+        };
+        // Refuse bad claims (a missing role, a bad name) before recording anything.
+        claims_of(1)?;
+        let invite =
+            crate::local_accounts::create_invite(&self.path, name, attributes.clone(), expires)?;
+        let claims = claims_of(invite.serial)?;
         let key = psk::derive_invite_key(&master, &claims);
         Ok(Credential {
             server: server.unwrap_or(&config.address).to_owned(),
@@ -277,155 +258,25 @@ impl ServerDir {
         })
     }
 
-    /// Stores a record for the invite's user and spends the invite, atomically. Returns false
-    /// if the invite is no longer current (spent meanwhile, or replaced).
-    pub fn register_user(
-        &self,
-        invite: &Claims,
-        record: &UserRecord,
-        now: u64,
-    ) -> Result<bool, Error> {
-        let _lock = RegistryLock::acquire(&self.path)?;
-        let mut invites = Invites::load(&self.file("invites.toml"))?;
-        let Some(entry) = invites.invites.get_mut(invite.name()) else {
-            return Ok(false);
-        };
-        if entry.spent || entry.serial != invite.epoch() || now >= entry.expires {
-            return Ok(false);
-        }
-        entry.spent = true;
-        let attributes = entry.attributes.clone();
-        let mut users = Users::load(&self.file("users.toml"))?;
-        let generation = users.next_generation();
-        users.users.insert(
-            invite.name().to_owned(),
-            UserEntry {
-                attributes,
-                record: data_encoding::BASE64.encode(&record.record),
-                ksf: record.ksf,
-                created: now,
-                generation,
-            },
-        );
-        // Users first: a crash between the two leaves an unspent invite for an existing
-        // user, which a second registration simply overwrites; never a spent invite and no user.
-        users.save(&self.file("users.toml"))?;
-        invites.save(&self.file("invites.toml"))?;
-        // A new password ends the sessions of the old one (the new generation alone would
-        // refuse them; this also frees their place in the file).
-        self.end_password_sessions(invite.name())?;
-        Ok(true)
-    }
-
-    /// Ends `name`'s sessions opened by a password login. Call under the lock.
-    fn end_password_sessions(&self, name: &str) -> Result<(), Error> {
-        let mut sessions = Sessions::load(&self.file("sessions.toml"))?;
-        let before = sessions.sessions.len();
-        sessions
-            .sessions
-            .retain(|_, s| s.name != name || !s.opened_by_password());
-        if sessions.sessions.len() != before {
-            sessions.save(&self.file("sessions.toml"))?;
-        }
-        Ok(())
-    }
-
-    /// Replaces an existing user's record (a password change) if it is still of `generation`
-    /// (the one whose password the change proved), gives it a new generation and ends the
-    /// user's password sessions. Returns the new generation, or `None` if there is no such
-    /// user or its record changed meanwhile.
-    pub fn set_password(
-        &self,
-        name: &str,
-        generation: u64,
-        record: &UserRecord,
-        now: u64,
-    ) -> Result<Option<u64>, Error> {
-        let _lock = RegistryLock::acquire(&self.path)?;
-        let mut users = Users::load(&self.file("users.toml"))?;
-        if users
-            .users
-            .get(name)
-            .is_none_or(|u| u.generation != generation)
-        {
-            return Ok(None);
-        }
-        let next = users.next_generation();
-        let Some(user) = users.users.get_mut(name) else {
-            return Ok(None);
-        };
-        user.record = data_encoding::BASE64.encode(&record.record);
-        user.ksf = record.ksf;
-        user.created = now;
-        user.generation = next;
-        users.save(&self.file("users.toml"))?;
-        self.end_password_sessions(name)?;
-        Ok(Some(next))
-    }
-
-    /// Removes a user and ends the user's sessions. Returns false if there was no such user.
+    /// Removes a user, its invite and its password sessions. Returns false if there was no
+    /// such user.
     pub fn remove_user(&self, name: &str) -> Result<bool, Error> {
         self.check_exists()?;
-        let _lock = RegistryLock::acquire(&self.path)?;
-        let mut users = Users::load(&self.file("users.toml"))?;
-        // The generation counter stays in the file: a user registered again under this name
-        // gets a generation its old connections never had.
-        let existed = users.users.remove(name).is_some();
-        users.save(&self.file("users.toml"))?;
-        let mut invites = Invites::load(&self.file("invites.toml"))?;
-        if invites.invites.remove(name).is_some() {
-            invites.save(&self.file("invites.toml"))?;
-        }
-        self.end_password_sessions(name)?;
-        Ok(existed)
-    }
-
-    /// Stores a new session.
-    pub fn add_session(&self, id: &SessionId, entry: SessionEntry, now: u64) -> Result<(), Error> {
-        let _lock = RegistryLock::acquire(&self.path)?;
-        let mut sessions = Sessions::load(&self.file("sessions.toml"))?;
-        sessions.prune(now);
-        sessions.insert(session_id_text(id), entry);
-        sessions.save(&self.file("sessions.toml"))
-    }
-
-    /// Marks a session used at `now` (its idle lifetime starts again).
-    pub fn touch_session(&self, id: &SessionId, now: u64) -> Result<(), Error> {
-        let _lock = RegistryLock::acquire(&self.path)?;
-        let mut sessions = Sessions::load(&self.file("sessions.toml"))?;
-        if let Some(s) = sessions.sessions.get_mut(&session_id_text(id)) {
-            s.last_used = now;
-            sessions.save(&self.file("sessions.toml"))?;
-        }
-        Ok(())
+        crate::local_accounts::remove_user(&self.path, name)
     }
 
     /// Ends a session by its hex ID. Returns false if there was no such session.
     pub fn revoke_session(&self, id_text: &str) -> Result<bool, Error> {
         self.check_exists()?;
-        let _lock = RegistryLock::acquire(&self.path)?;
-        let mut sessions = Sessions::load(&self.file("sessions.toml"))?;
-        let existed = sessions
-            .sessions
-            .remove(&id_text.to_ascii_lowercase())
-            .is_some();
-        if existed {
-            sessions.save(&self.file("sessions.toml"))?;
-        }
-        Ok(existed)
+        crate::local_accounts::remove_session(&self.path, &id_text.to_ascii_lowercase())
     }
 
-    /// Revokes `name`. Returns false if there was no such client.
+    /// Revokes `name` (revoking it again changes nothing). Returns false if there was no
+    /// such client.
     pub fn revoke_client(&self, name: &str) -> Result<bool, Error> {
         self.check_exists()?;
-        let _lock = RegistryLock::acquire(&self.path)?;
-        let mut reg = Registry::load(&self.registry_path())?;
-        let Some(c) = reg.clients.get_mut(name) else {
-            return Ok(false);
-        };
-        c.revoked = true;
-        reg.save(&self.registry_path())?;
-        Ok(true)
+        Ok(crate::local_accounts::revoke_client(&self.path, name)?
+            || self.registry()?.clients.contains_key(name))
     }
 }
 
@@ -453,6 +304,10 @@ mod tests {
         assert!(sd.revoke_client("alice").unwrap());
         assert!(!sd.registry().unwrap().is_current("alice", 2));
         assert!(!sd.revoke_client("bob").unwrap());
+        assert!(
+            sd.revoke_client("alice").unwrap(),
+            "revoked again: it exists"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
+use ferry_proto::files::MAX_SESSIONS_PER_NAME;
 use ferry_proto::password::KsfParams;
 use ferry_proto::secret::SessionSecret;
 
@@ -24,6 +25,8 @@ where
     users_and_generations(&fresh().await).await;
     invites_spent_once(&fresh().await).await;
     sessions(&fresh().await).await;
+    sessions_bounded(&fresh().await).await;
+    records_replaced(&fresh().await).await;
     login_limits(&fresh().await).await;
 }
 
@@ -46,10 +49,14 @@ fn user(record: &str) -> UserEntry {
 }
 
 fn session(name: &str, secret: u8, last_used: u64) -> SessionEntry {
+    opened_by(name, secret, last_used, "password:1")
+}
+
+fn opened_by(name: &str, secret: u8, last_used: u64, origin: &str) -> SessionEntry {
     SessionEntry {
         name: name.to_owned(),
         attributes: attrs("reader"),
-        origin: "password:1".to_owned(),
+        origin: origin.to_owned(),
         secret: SessionSecret::from_bytes([secret; 32]),
         created: T0,
         last_used,
@@ -187,9 +194,15 @@ pub async fn invites_spent_once<A: Accounts>(a: &A) {
 /// Sessions: stored, touched while live, swept when not, removed by owner.
 pub async fn sessions<A: Accounts>(a: &A) {
     assert!(a.session("s1").await.unwrap().is_none());
-    a.put_session("s1", session("alice", 1, T0)).await.unwrap();
-    a.put_session("s2", session("alice", 2, T0)).await.unwrap();
-    a.put_session("s3", session("bob", 3, T0)).await.unwrap();
+    a.put_session("s1", session("alice", 1, T0), T0)
+        .await
+        .unwrap();
+    a.put_session("s2", session("alice", 2, T0), T0)
+        .await
+        .unwrap();
+    a.put_session("s3", session("bob", 3, T0), T0)
+        .await
+        .unwrap();
     let got = a.session("s1").await.unwrap().unwrap();
     assert_eq!(got.secret.expose_secret(), &[1; 32]);
     // Touch while live moves last_used; idle past 100 s or past expiry is not live.
@@ -201,16 +214,99 @@ pub async fn sessions<A: Accounts>(a: &A) {
     assert_eq!(a.sweep_sessions(T0 + 150).await.unwrap(), 2);
     assert!(a.session("s1").await.unwrap().is_some());
     assert!(a.session("s3").await.unwrap().is_none());
-    a.put_session("s4", session("alice", 4, T0 + 150))
+    a.put_session("s4", session("alice", 4, T0 + 150), T0 + 150)
         .await
         .unwrap();
-    a.put_session("s5", session("bob", 5, T0 + 150))
+    a.put_session("s5", session("bob", 5, T0 + 150), T0 + 150)
         .await
         .unwrap();
     assert_eq!(a.remove_sessions_of("alice").await.unwrap(), 2);
     assert!(a.session("s5").await.unwrap().is_some());
     assert!(a.remove_session("s5").await.unwrap());
     assert!(!a.remove_session("s5").await.unwrap());
+}
+
+/// A name holds at most [`MAX_SESSIONS_PER_NAME`] sessions (its least recently used goes
+/// first), and storing one drops those no longer live.
+pub async fn sessions_bounded<A: Accounts>(a: &A) {
+    let max = MAX_SESSIONS_PER_NAME as u64;
+    a.put_session("old", session("bob", 0, T0), T0)
+        .await
+        .unwrap();
+    a.put_session("other", session("carol", 0, T0 + 120), T0 + 120)
+        .await
+        .unwrap();
+    for i in 0..max + 3 {
+        let s = session("alice", 1, T0 + 120 + i);
+        a.put_session(&format!("a{i}"), s, T0 + 120 + i)
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        assert!(a.session(&format!("a{i}")).await.unwrap().is_none(), "a{i}");
+    }
+    for i in 3..max + 3 {
+        assert!(a.session(&format!("a{i}")).await.unwrap().is_some(), "a{i}");
+    }
+    // bob's session idled out (100 s) before the later puts; carol's did not.
+    assert!(a.session("old").await.unwrap().is_none());
+    assert!(a.session("other").await.unwrap().is_some());
+}
+
+/// A new record (a password change, an invite's registration, a re-invitation, a removal)
+/// ends the sessions the old password opened and keeps those a credential opened; a
+/// password change applies only to the record it proved.
+pub async fn records_replaced<A: Accounts>(a: &A) {
+    let g1 = a.put_user("u", user("rec1")).await.unwrap();
+    let by_psk = |i| opened_by("u", i, T0, "psk:1");
+    a.put_session("p1", session("u", 1, T0), T0).await.unwrap();
+    a.put_session("k1", by_psk(2), T0).await.unwrap();
+    a.put_session("x1", session("x", 3, T0), T0).await.unwrap();
+    // A change that proved an older record does nothing.
+    assert_eq!(
+        a.replace_user("u", g1 + 100, user("stale")).await.unwrap(),
+        None
+    );
+    assert_eq!(a.replace_user("nobody", g1, user("r")).await.unwrap(), None);
+    assert!(a.session("p1").await.unwrap().is_some());
+    let g2 = a.replace_user("u", g1, user("rec2")).await.unwrap();
+    let g2 = g2.expect("the proved record is replaced");
+    assert!(g2 > g1);
+    let u = a.user("u").await.unwrap().unwrap();
+    assert_eq!((u.record.as_str(), u.generation), ("rec2", g2));
+    assert!(a.session("p1").await.unwrap().is_none(), "password session");
+    assert!(
+        a.session("k1").await.unwrap().is_some(),
+        "credential session"
+    );
+    assert!(a.session("x1").await.unwrap().is_some(), "another user's");
+    // Replaced twice with the same proof: the second finds a newer record.
+    assert_eq!(a.replace_user("u", g1, user("again")).await.unwrap(), None);
+
+    // Re-inviting removes the record and its password sessions.
+    a.put_session("p2", session("u", 4, T0), T0).await.unwrap();
+    let invite = a
+        .create_invite("u", attrs("writer"), T0 + 100)
+        .await
+        .unwrap();
+    assert!(a.user("u").await.unwrap().is_none());
+    assert!(a.session("p2").await.unwrap().is_none());
+    // The registration ends password sessions opened meanwhile (say, by a server that
+    // had not seen the re-invitation yet).
+    a.put_session("p3", session("u", 5, T0), T0).await.unwrap();
+    let g3 = a
+        .register_with_invite("u", invite.serial, user("rec3"), T0)
+        .await
+        .unwrap()
+        .expect("registered");
+    assert!(g3 > g2);
+    assert!(a.session("p3").await.unwrap().is_none());
+    // Removing the user removes its invite and password sessions too.
+    a.put_session("p4", session("u", 6, T0), T0).await.unwrap();
+    assert!(a.remove_user("u").await.unwrap());
+    assert!(a.invite("u").await.unwrap().is_none());
+    assert!(a.session("p4").await.unwrap().is_none());
+    assert!(a.session("k1").await.unwrap().is_some());
 }
 
 /// Failed logins lock a key after `max_failures`, doubling up to an hour; success clears.

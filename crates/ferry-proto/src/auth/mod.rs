@@ -245,6 +245,25 @@ pub enum ServerAuth {
     RegisterFinish(register::ExpectUpload),
 }
 
+/// The account record a message makes the server's context look up, so a server whose
+/// account data is behind I/O (a database, files) fetches it before [`ServerAuth::handle`]
+/// runs ([`ServerAuth::wants`]). Only a method's opening message looks anything up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Wanted {
+    /// Nothing ([`ServerContext`]'s keys, limits and mesh directory at most).
+    Nothing,
+    /// The client of this name ([`ServerContext::claims_current`]).
+    Client(String),
+    /// The user of this name and whether a login may be evaluated
+    /// ([`ServerContext::user`], [`ServerContext::login_allowed`]).
+    User(String),
+    /// The invite for this name ([`ServerContext::invite_current`]).
+    Invite(String),
+    /// The session of this ID, and whatever opened it ([`ServerContext::session`]).
+    Session(SessionId),
+}
+
 /// The server's next step.
 #[derive(Debug)]
 pub enum ServerStep {
@@ -301,6 +320,23 @@ impl ServerAuth {
     /// A fresh state for the connection with this exporter.
     pub fn new(exporter: Exporter) -> Self {
         Self::Start { exporter }
+    }
+
+    /// What handling `msg` in this state will ask the context about. Claims that do not
+    /// decode want nothing (the method rejects them without a lookup).
+    pub fn wants(&self, msg: &Message) -> Wanted {
+        let claims_name = |claims: &[u8]| Claims::decode(claims).map(|c| c.name().to_owned());
+        match (self, msg) {
+            (Self::Start { .. }, Message::PskAuth(m)) => {
+                claims_name(&m.claims).map_or(Wanted::Nothing, Wanted::Client)
+            }
+            (Self::Start { .. }, Message::PasswordLoginStart(m)) => Wanted::User(m.user.clone()),
+            (Self::Start { .. }, Message::RegisterStart(m)) => {
+                claims_name(&m.claims).map_or(Wanted::Nothing, Wanted::Invite)
+            }
+            (Self::Start { .. }, Message::SessionAuth(m)) => Wanted::Session(m.id),
+            _ => Wanted::Nothing,
+        }
     }
 
     /// Handles one message from the client, at Unix time `now`.

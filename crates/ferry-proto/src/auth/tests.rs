@@ -490,3 +490,38 @@ fn psk_can_open_a_session() {
     assert_eq!(stored.secret, s.secret);
     assert_eq!(stored.principal.method, Method::Psk { epoch: 1 });
 }
+
+#[test]
+fn each_opening_message_wants_the_record_it_names() {
+    let exporter = || Exporter::from_bytes([3; 32]);
+    let start = ServerAuth::new(exporter());
+    let c = claims("alice", 1, "r");
+    let key = derive_psk(&ctx().master, &c);
+    let (hello, _) = PskClient::new(c, key).start(&exporter());
+    assert_eq!(start.wants(&hello), Wanted::Client("alice".into()));
+    let (login, _) = password_login(&mut OsRng, &exporter(), "bob", b"pw", false).unwrap();
+    assert_eq!(start.wants(&login), Wanted::User("bob".into()));
+    let key = psk::derive_invite_key(&ctx().master, &invite(1, 100));
+    let (reg, _) = register(
+        &mut OsRng,
+        &exporter(),
+        &invite(1, 100),
+        &key,
+        b"a long password",
+    )
+    .unwrap();
+    assert_eq!(
+        start.wants(&reg),
+        Wanted::Invite(invite(1, 100).name().into())
+    );
+    let (resume, _) = resume_session(&exporter(), [7; 16], &SessionSecret::from_bytes([1; 32]));
+    assert_eq!(start.wants(&resume), Wanted::Session([7; 16]));
+    // Claims that do not decode look nothing up; a later step looks nothing up.
+    let bad = Message::PskAuth(PskAuth {
+        claims: vec![1, 2],
+        mac: [0; 32],
+        session: false,
+    });
+    assert_eq!(start.wants(&bad), Wanted::Nothing);
+    assert_eq!(start.wants(&Message::AuthFailed(Empty {})), Wanted::Nothing);
+}

@@ -24,8 +24,10 @@ use ferry_proto::message::{
 use ferry_proto::password::{self, KsfParams, ServerLoginState, UserRecord};
 use ferry_proto::secret::Exporter;
 
-use super::authn::PasswordAttempt;
-use super::{Core, Refusal, blocking};
+use std::collections::BTreeMap;
+
+use super::authn::{PasswordAttempt, user_entry};
+use super::{Core, Refusal};
 use crate::Error;
 
 /// A password change refused: answered `auth_failed`, and the connection ends.
@@ -38,8 +40,9 @@ pub(crate) struct ChangeProof<'a> {
     name: String,
     peer: SocketAddr,
     generation: u64,
+    attributes: BTreeMap<String, String>,
     record: Option<UserRecord>,
-    attempt: Option<PasswordAttempt<'a>>,
+    attempt: Option<PasswordAttempt>,
     state: ServerLoginState,
     exporter: Exporter,
 }
@@ -50,6 +53,7 @@ pub(crate) struct ChangeFinish<'a> {
     name: String,
     peer: SocketAddr,
     generation: u64,
+    attributes: BTreeMap<String, String>,
     ksf: KsfParams,
 }
 
@@ -61,33 +65,34 @@ pub(crate) type ChangeStart<'a> =
 impl Core {
     /// Starts a password change by `p` (a user who logged in with a password, directly or
     /// through a session) on the connection whose exporter is `exporter`.
-    pub(crate) fn password_change<'a>(
+    pub(crate) async fn password_change<'a>(
         &'a self,
         p: &Principal,
         exporter: &Exporter,
         peer: SocketAddr,
         req: PasswordChangeStart,
-    ) -> ChangeStart<'a> {
-        let Some(generation) = self.password_generation(p) else {
-            return Err(Refusal::new(
+    ) -> Result<ChangeStart<'a>, Error> {
+        let Some(generation) = self.password_generation(p).await? else {
+            return Ok(Err(Refusal::new(
                 ErrorCode::Forbidden,
                 "only a user who logged in with a password can change it",
-            ));
+            )));
         };
         // Like a login: a locked user, or a record that changed since this connection's login
         // (it is refused at its next request anyway), gets a dummy record and fails alike.
         let now = crate::clock::now();
-        let admitted = self.limiter.allowed(&p.name, peer.ip(), now);
-        let users = self.users.current();
-        let found = users
-            .users
-            .get(&p.name)
+        let attempt = self.admit_password(&p.name, peer.ip(), now).await?;
+        let found = self
+            .accounts
+            .user(&p.name)
+            .await?
             .filter(|u| u.generation == generation);
-        let ksf = found.map_or(self.new_ksf, |u| u.ksf);
-        let record = found.filter(|_| admitted).and_then(|u| u.user_record());
-        drop(users);
-        let attempt =
-            admitted.then(|| PasswordAttempt::new(&self.limiter, p.name.clone(), peer.ip(), now));
+        let ksf = found.as_ref().map_or(self.new_ksf, |u| u.ksf);
+        let record = found
+            .as_ref()
+            .filter(|_| attempt.is_some())
+            .and_then(|u| u.user_record());
+        let attributes = found.map(|u| u.attributes).unwrap_or_default();
         let started = password::server_login_start(
             &mut rand_core::OsRng,
             &self.opaque,
@@ -98,21 +103,22 @@ impl Core {
         );
         let Ok((response, state)) = started else {
             tracing::warn!("{peer}: password change by {} refused (bad KE1)", p.name);
-            return Ok(Err(ChangeFailed));
+            return Ok(Ok(Err(ChangeFailed)));
         };
-        Ok(Ok((
+        Ok(Ok(Ok((
             OpaqueResponse { response, ksf },
             ChangeProof {
                 engine: self,
                 name: p.name.clone(),
                 peer,
                 generation,
+                attributes,
                 record,
                 attempt,
                 state,
                 exporter: exporter.clone(),
             },
-        )))
+        ))))
     }
 }
 
@@ -129,17 +135,18 @@ impl<'a> ChangeProof<'a> {
     }
 
     /// Checks the proof of the current password; answers the registration of the new one.
-    pub(crate) fn prove(
+    pub(crate) async fn prove(
         self,
         proof: PasswordChangeProof,
-    ) -> Result<(OpaqueResponse, ChangeFinish<'a>), ChangeFailed> {
+    ) -> Result<Result<(OpaqueResponse, ChangeFinish<'a>), ChangeFailed>, Error> {
         let ChangeProof {
             engine,
             name,
             peer,
             generation,
+            attributes,
             record,
-            mut attempt,
+            attempt,
             state,
             exporter,
         } = self;
@@ -150,27 +157,30 @@ impl<'a> ChangeProof<'a> {
             tracing::warn!(
                 "{peer}: password change by {name} refused (current password not proved)"
             );
-            return Err(ChangeFailed);
+            if let Some(a) = attempt {
+                a.failed().await?;
+            }
+            return Ok(Err(ChangeFailed));
         }
-        if let Some(a) = attempt.as_mut() {
-            a.succeeded();
+        if let Some(a) = attempt {
+            a.succeeded().await?;
         }
-        drop(attempt);
         let Ok(response) = password::server_register_start(&engine.opaque, &name, &proof.request)
         else {
-            return Err(ChangeFailed);
+            return Ok(Err(ChangeFailed));
         };
         let ksf = engine.new_ksf;
-        Ok((
+        Ok(Ok((
             OpaqueResponse { response, ksf },
             ChangeFinish {
                 engine,
                 name,
                 peer,
                 generation,
+                attributes,
                 ksf,
             },
-        ))
+        )))
     }
 }
 
@@ -180,15 +190,13 @@ impl ChangeFinish<'_> {
         let Ok(new_record) = password::server_register_finish(&m.upload, self.ksf) else {
             return Ok(Err(ChangeFailed));
         };
-        let dir = self.engine.dir.clone();
-        let name = self.name.clone();
-        let generation = self.generation;
-        let changed = blocking(move || {
-            dir.set_password(&name, generation, &new_record, crate::clock::now())
-                .map(|g| g.is_some())
-        })
-        .await?;
-        if !changed {
+        let entry = user_entry(self.attributes, &new_record, crate::clock::now());
+        let changed = self
+            .engine
+            .accounts
+            .replace_user(&self.name, self.generation, entry)
+            .await?;
+        if changed.is_none() {
             tracing::warn!(
                 "{}: password change by {} refused (record changed meanwhile)",
                 self.peer,

@@ -1,117 +1,224 @@
-//! Authentication's questions answered from the engine's state: the context the sans-IO
-//! exchanges of `ferry_proto::auth` ask (registry, users, invites, sessions, limiter), the
-//! drop guard that counts every evaluated password guess, and what an exchange's outcome
-//! writes (the session it opens or resumes, the user an invite registers, a logout). The
-//! mesh's members and keys answer a member's `mesh_auth` through the same context.
+//! Authentication's questions answered from the account data: the context the sans-IO
+//! exchanges of `ferry_proto::auth` ask (clients, users, invites, sessions, failed logins),
+//! fetched from the [`Accounts`](ferry_backend::Accounts) backend before each step
+//! ([`AuthCtx::fetch`] of what [`ServerAuth::wants`](ferry_proto::auth::ServerAuth::wants)),
+//! the [`PasswordAttempt`] that counts every evaluated password guess, and what an
+//! exchange's outcome writes (the session it opens or resumes, the user an invite
+//! registers, a logout). The mesh's members and keys answer a member's `mesh_auth` through
+//! the same context.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use ferry_backend::accounts::{
+    ClientRecord, DynAccounts, InviteEntry, LoginPolicy, SessionEntry, UserEntry,
+};
 use ferry_proto::auth::{
-    KnownUser, MeshDirectory, Method, NewSession, Principal, ServerContext, StoredSession,
+    KnownUser, MeshDirectory, Method, NewSession, Principal, ServerContext, StoredSession, Wanted,
 };
 use ferry_proto::claims::Claims;
-use ferry_proto::password::UserRecord;
-use ferry_proto::password::{KsfParams, OpaqueKeys};
+use ferry_proto::files::session_id_text;
+use ferry_proto::password::{KsfParams, OpaqueKeys, UserRecord};
 use ferry_proto::secret::{MasterKey, MeshKey};
 use ferry_proto::server_id::ServerId;
 use ferry_proto::session::SessionId;
 
-use super::{Core, blocking};
+use super::Core;
 use crate::Error;
-use crate::accounts::{Invites, SessionEntry, Sessions, Users, session_id_text};
 use crate::mesh::files::MeshFile;
-use crate::registry::Registry;
 
+/// What one authentication step may ask, fetched before it runs.
 pub(crate) struct AuthCtx<'a> {
-    pub(super) engine: &'a Core,
-    pub(super) registry: Arc<Registry>,
-    pub(super) users: Arc<Users>,
-    invites: Arc<Invites>,
-    sessions: Arc<Sessions>,
+    engine: &'a Core,
+    client: Option<(String, ClientRecord)>,
+    /// The user, and whether a login attempt for it may be evaluated now.
+    user: Option<(String, Option<UserEntry>, bool)>,
+    invite: Option<(String, InviteEntry)>,
+    session: Option<(SessionId, StoredSession)>,
     /// The mesh this server is in, if any.
     mesh: Option<Directory>,
-    ip: IpAddr,
-    now: u64,
-    /// The user whose password attempt this step admitted for evaluation, if any.
-    pub(crate) admitted: std::sync::Mutex<Option<String>>,
 }
 
-/// A password attempt evaluated against a real record: it counts as a failure when dropped,
-/// unless it succeeded. So a guess counts whether the client sends its finish or hangs up
-/// after KE2 (from which an OPAQUE client already knows whether its guess was right), and
-/// every attempt evaluated side by side counts, not only those finishing before a lock.
-/// Logins and the proof of the current password in a password change both use it.
-pub(crate) struct PasswordAttempt<'a> {
-    limiter: &'a crate::limiter::Limiter,
+/// The failed-login key of an account.
+fn account_key(user: &str) -> String {
+    format!("account:{user}")
+}
+
+/// The failed-login key of a source address.
+fn address_key(ip: IpAddr) -> String {
+    format!("address:{ip}")
+}
+
+/// A password attempt evaluated against a real record: it counts as a failure unless it
+/// [succeeded](Self::succeeded), also when the exchange ends without a verdict (the client
+/// hangs up after KE2, from which an OPAQUE client already knows whether its guess was
+/// right: then the count happens as it is dropped). So every attempt evaluated side by side
+/// counts, not only those finishing before a lock. Logins and the proof of the current
+/// password in a password change both use it.
+pub(crate) struct PasswordAttempt {
+    accounts: Arc<dyn DynAccounts>,
+    policy: LoginPolicy,
     user: String,
     ip: IpAddr,
     now: u64,
-    succeeded: bool,
+    settled: bool,
 }
 
-impl<'a> PasswordAttempt<'a> {
-    /// An attempt for `user` the limiter admitted; a failure unless [`Self::succeeded`].
-    pub(crate) fn new(
-        limiter: &'a crate::limiter::Limiter,
-        user: String,
-        ip: IpAddr,
-        now: u64,
-    ) -> Self {
+impl PasswordAttempt {
+    fn new(core: &Core, user: String, ip: IpAddr, now: u64) -> Self {
         Self {
-            limiter,
+            accounts: core.accounts.clone(),
+            policy: core.login,
             user,
             ip,
             now,
-            succeeded: false,
+            settled: false,
         }
     }
 
-    /// The password was right: count a success when dropped.
-    pub(crate) fn succeeded(&mut self) {
-        self.succeeded = true;
+    /// The password was right: the account's count starts again.
+    pub(crate) async fn succeeded(mut self) -> Result<(), Error> {
+        self.settled = true;
+        Ok(self
+            .accounts
+            .login_succeeded(&account_key(&self.user))
+            .await?)
+    }
+
+    /// The password was wrong: counts a failure of the account and of the address.
+    pub(crate) async fn failed(mut self) -> Result<(), Error> {
+        self.settled = true;
+        count_failure(&*self.accounts, &self.policy, &self.user, self.ip, self.now).await
     }
 }
 
-impl Drop for PasswordAttempt<'_> {
+async fn count_failure(
+    accounts: &dyn DynAccounts,
+    policy: &LoginPolicy,
+    user: &str,
+    ip: IpAddr,
+    now: u64,
+) -> Result<(), Error> {
+    accounts
+        .login_failed(&account_key(user), now, policy)
+        .await?;
+    accounts.login_failed(&address_key(ip), now, policy).await?;
+    Ok(())
+}
+
+impl Drop for PasswordAttempt {
     fn drop(&mut self) {
-        if self.succeeded {
-            self.limiter.success(&self.user);
-        } else {
-            self.limiter.failure(&self.user, self.ip, self.now);
+        if self.settled {
+            return;
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (accounts, policy, user) = (self.accounts.clone(), self.policy, self.user.clone());
+        let (ip, now) = (self.ip, self.now);
+        runtime.spawn(async move {
+            if let Err(e) = count_failure(&*accounts, &policy, &user, ip, now).await {
+                tracing::error!("counting a failed login of {user}: {e}");
+            }
+        });
+    }
+}
+
+impl Core {
+    /// Whether a password attempt for `user` from `ip` may be evaluated at `now`: neither
+    /// the account nor the address is locked. If so, the attempt that counts it.
+    pub(crate) async fn admit_password(
+        &self,
+        user: &str,
+        ip: IpAddr,
+        now: u64,
+    ) -> Result<Option<PasswordAttempt>, Error> {
+        let account = self.accounts.login_state(&account_key(user)).await?;
+        let address = self.accounts.login_state(&address_key(ip)).await?;
+        Ok((account.unlocked(now) && address.unlocked(now))
+            .then(|| PasswordAttempt::new(self, user.to_owned(), ip, now)))
+    }
+
+    /// The session `id` if it is live at `now` and what opened it may still act.
+    pub(crate) async fn live_session(
+        &self,
+        id: &SessionId,
+        now: u64,
+    ) -> Result<Option<StoredSession>, Error> {
+        let Some(entry) = self.accounts.session(&session_id_text(id)).await? else {
+            return Ok(None);
+        };
+        if !entry.live(now) {
+            return Ok(None);
+        }
+        let Some(principal) = entry.principal() else {
+            return Ok(None);
+        };
+        // A session lives only as long as what opened it.
+        if !self.origin_valid(&principal).await? {
+            return Ok(None);
+        }
+        Ok(Some(StoredSession {
+            secret: entry.secret.clone(),
+            principal,
+        }))
+    }
+
+    /// Whether a credential or password login may (still) act: its client current, its
+    /// user's record still of the generation it proved.
+    pub(crate) async fn origin_valid(&self, p: &Principal) -> Result<bool, Error> {
+        Ok(match &p.method {
+            Method::Psk { epoch } => self
+                .accounts
+                .client(&p.name)
+                .await?
+                .is_some_and(|c| !c.revoked && c.epoch == *epoch),
+            Method::Password { generation } => self
+                .accounts
+                .user(&p.name)
+                .await?
+                .is_some_and(|u| u.generation == *generation),
+            _ => false,
+        })
     }
 }
 
 impl<'a> AuthCtx<'a> {
-    pub(crate) fn new(engine: &'a Core, ip: IpAddr, now: u64) -> Self {
-        Self {
+    /// Fetches what a step that `wants` this may ask, for a peer at `ip`, at `now`. The
+    /// password attempt a user's step admits is returned beside it.
+    pub(crate) async fn fetch(
+        engine: &'a Core,
+        wanted: Wanted,
+        ip: IpAddr,
+        now: u64,
+    ) -> Result<(Self, Option<PasswordAttempt>), Error> {
+        let mut ctx = Self {
             engine,
-            registry: engine.registry.current(),
-            users: engine.users.current(),
-            invites: engine.invites.current(),
-            sessions: engine.sessions.current(),
+            client: None,
+            user: None,
+            invite: None,
+            session: None,
             mesh: Directory::current(engine),
-            ip,
-            now,
-            admitted: std::sync::Mutex::new(None),
+        };
+        let mut attempt = None;
+        match wanted {
+            Wanted::Client(name) => {
+                ctx.client = engine.accounts.client(&name).await?.map(|c| (name, c));
+            }
+            Wanted::User(name) => {
+                attempt = engine.admit_password(&name, ip, now).await?;
+                let entry = engine.accounts.user(&name).await?;
+                ctx.user = Some((name, entry, attempt.is_some()));
+            }
+            Wanted::Invite(name) => {
+                ctx.invite = engine.accounts.invite(&name).await?.map(|i| (name, i));
+            }
+            Wanted::Session(id) => {
+                ctx.session = engine.live_session(&id, now).await?.map(|s| (id, s));
+            }
+            _ => {}
         }
-    }
-
-    pub(crate) fn live_session(&self, id: &SessionId) -> Option<StoredSession> {
-        let entry = self.sessions.sessions.get(&session_id_text(id))?;
-        if !entry.live(self.now) {
-            return None;
-        }
-        let principal = entry.principal()?;
-        // A session lives only as long as what opened it.
-        if !self.valid(&principal) {
-            return None;
-        }
-        Some(StoredSession {
-            secret: entry.secret.clone(),
-            principal,
-        })
+        Ok((ctx, attempt))
     }
 }
 
@@ -158,14 +265,15 @@ impl ServerContext for AuthCtx<'_> {
     }
 
     fn claims_current(&self, claims: &Claims) -> bool {
-        self.registry.is_current(claims.name(), claims.epoch())
+        self.client.as_ref().is_some_and(|(name, c)| {
+            name == claims.name() && !c.revoked && c.epoch == claims.epoch()
+        })
     }
 
     fn invite_current(&self, claims: &Claims) -> bool {
-        self.invites
-            .invites
-            .get(claims.name())
-            .is_some_and(|i| !i.spent && i.serial == claims.epoch())
+        self.invite.as_ref().is_some_and(|(name, i)| {
+            name == claims.name() && !i.spent && i.serial == claims.epoch()
+        })
     }
 
     fn opaque_keys(&self) -> Option<&OpaqueKeys> {
@@ -173,7 +281,8 @@ impl ServerContext for AuthCtx<'_> {
     }
 
     fn user(&self, name: &str) -> Option<KnownUser> {
-        let u = self.users.users.get(name)?;
+        let (fetched, entry, _) = self.user.as_ref()?;
+        let u = entry.as_ref().filter(|_| fetched == name)?;
         Some(KnownUser {
             record: u.user_record()?,
             attributes: u.attributes.clone(),
@@ -182,11 +291,9 @@ impl ServerContext for AuthCtx<'_> {
     }
 
     fn login_allowed(&self, name: &str) -> bool {
-        let allowed = self.engine.limiter.allowed(name, self.ip, self.now);
-        if allowed && let Ok(mut admitted) = self.admitted.lock() {
-            *admitted = Some(name.to_owned());
-        }
-        allowed
+        self.user
+            .as_ref()
+            .is_some_and(|(fetched, _, admitted)| *admitted && fetched == name)
     }
 
     fn new_record_ksf(&self) -> KsfParams {
@@ -194,7 +301,8 @@ impl ServerContext for AuthCtx<'_> {
     }
 
     fn session(&self, id: &SessionId) -> Option<StoredSession> {
-        self.live_session(id)
+        let (fetched, s) = self.session.as_ref()?;
+        (fetched == id).then(|| s.clone())
     }
 
     fn session_lifetimes(&self) -> (u64, u64) {
@@ -206,6 +314,22 @@ impl ServerContext for AuthCtx<'_> {
 
     fn mesh(&self) -> Option<&dyn MeshDirectory> {
         self.mesh.as_ref().map(|d| d as &dyn MeshDirectory)
+    }
+}
+
+/// A user's stored entry for a new OPAQUE `record` made at `now`.
+pub(crate) fn user_entry(
+    attributes: std::collections::BTreeMap<String, String>,
+    record: &UserRecord,
+    now: u64,
+) -> UserEntry {
+    UserEntry {
+        attributes,
+        record: data_encoding::BASE64.encode(&record.record),
+        ksf: record.ksf,
+        created: now,
+        // The backend gives the generation.
+        generation: 0,
     }
 }
 
@@ -232,34 +356,44 @@ impl Core {
                 idle_secs: s.idle_secs,
                 expires: s.expires,
             };
-            let dir = self.dir.clone();
-            let id = s.id;
-            blocking(move || dir.add_session(&id, entry, now)).await?;
+            self.accounts
+                .put_session(&session_id_text(&s.id), entry, now)
+                .await?;
             session_id = Some(s.id);
         }
         if let Method::Session { id } = principal.method {
-            let dir = self.dir.clone();
-            blocking(move || dir.touch_session(&id, now)).await?;
+            self.accounts
+                .touch_session(&session_id_text(&id), now)
+                .await?;
             session_id = Some(id);
         }
         Ok(session_id)
     }
 
     /// Registers the user an invite names with its new record; `false` if another
-    /// registration spent the invite first.
+    /// registration spent the invite first (or it was replaced meanwhile).
     pub(crate) async fn register(
         &self,
         invite: Claims,
         record: UserRecord,
         now: u64,
     ) -> Result<bool, Error> {
-        let dir = self.dir.clone();
-        blocking(move || dir.register_user(&invite, &record, now)).await
+        // The serial is checked again as the invite is spent, so these attributes are the
+        // ones of the invite the registration spends.
+        let Some(entry) = self.accounts.invite(invite.name()).await? else {
+            return Ok(false);
+        };
+        let user = user_entry(entry.attributes, &record, now);
+        let registered = self
+            .accounts
+            .register_with_invite(invite.name(), invite.epoch(), user, now)
+            .await?;
+        Ok(registered.is_some())
     }
 
     /// Ends a session (logout).
     pub(crate) async fn end_session(&self, id: SessionId) -> Result<(), Error> {
-        let dir = self.dir.clone();
-        blocking(move || dir.revoke_session(&session_id_text(&id)).map(|_| ())).await
+        self.accounts.remove_session(&session_id_text(&id)).await?;
+        Ok(())
     }
 }

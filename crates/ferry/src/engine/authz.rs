@@ -7,15 +7,14 @@
 //! password, and the still-valid check run before every request (revoked, re-issued, removed,
 //! password changed, session ended, mesh member removed).
 
-use std::net::IpAddr;
-
 use ferry_proto::auth::{Method, Principal};
 use ferry_proto::message::ErrorCode;
 use ferry_proto::names::SourceName;
 
-use super::authn::AuthCtx;
+use ferry_proto::files::session_id_text;
+
 use super::{Core, Refusal};
-use crate::accounts::{Users, session_id_text};
+use crate::Error;
 use crate::policy::Op;
 
 impl Core {
@@ -59,59 +58,36 @@ impl Core {
     /// The generation of the user's record that the principal's password login proved
     /// (directly, or through a session a password login opened): who may change a password,
     /// and against which record. `None` for any other principal.
-    pub(crate) fn password_generation(&self, p: &Principal) -> Option<u64> {
+    pub(crate) async fn password_generation(&self, p: &Principal) -> Result<Option<u64>, Error> {
         let method = match &p.method {
-            Method::Session { id } => self
-                .sessions
-                .current()
-                .sessions
-                .get(&session_id_text(id))?
-                .origin_method()?,
+            Method::Session { id } => {
+                let entry = self.accounts.session(&session_id_text(id)).await?;
+                match entry.and_then(|e| e.origin_method()) {
+                    Some(m) => m,
+                    None => return Ok(None),
+                }
+            }
             m => m.clone(),
         };
-        match method {
+        Ok(match method {
             Method::Password { generation } => Some(generation),
             _ => None,
-        }
+        })
     }
 
     /// Whether a principal authenticated earlier may still act (not revoked, not re-issued,
-    /// user not removed, its record not changed since the login, session not ended).
+    /// user not removed, its record not changed since the login, session not ended, mesh
+    /// member not removed).
     ///
-    /// Runs before every request, so it reads only the file the principal depends on: a
-    /// credential needs the client registry alone, a password login the users alone.
-    pub(crate) fn still_valid(&self, p: &Principal, ip: IpAddr) -> bool {
+    /// Runs before every request, so it reads only the record the principal depends on: a
+    /// credential its client, a password login its user.
+    pub(crate) async fn still_valid(&self, p: &Principal) -> Result<bool, Error> {
         match &p.method {
-            Method::Psk { epoch } => self.registry.current().is_current(&p.name, *epoch),
-            Method::Password { generation } => {
-                current_generation(&self.users.current(), &p.name, *generation)
+            Method::Session { id } => {
+                Ok(self.live_session(id, crate::clock::now()).await?.is_some())
             }
-            _ => AuthCtx::new(self, ip, crate::clock::now()).valid(p),
+            Method::Mesh { device, epoch } => Ok(self.mesh.still_valid(device, *epoch)),
+            _ => self.origin_valid(p).await,
         }
     }
-}
-
-impl AuthCtx<'_> {
-    /// Whether a principal may (still) act: its credential current, its user present, its
-    /// session live.
-    pub(crate) fn valid(&self, p: &Principal) -> bool {
-        match &p.method {
-            Method::Psk { epoch } => self.registry.is_current(&p.name, *epoch),
-            Method::Password { generation } => {
-                current_generation(&self.users, &p.name, *generation)
-            }
-            Method::Session { id } => self.live_session(id).is_some(),
-            Method::Mesh { device, epoch } => self.engine.mesh.still_valid(device, *epoch),
-            _ => false,
-        }
-    }
-}
-
-/// Whether `name` exists with its record still of `generation` (no password change, reset,
-/// re-registration or re-invitation since).
-fn current_generation(users: &Users, name: &str, generation: u64) -> bool {
-    users
-        .users
-        .get(name)
-        .is_some_and(|u| u.generation == generation)
 }

@@ -17,15 +17,13 @@ use ferry_proto::password::{KsfParams, OpaqueKeys};
 use ferry_proto::secret::MasterKey;
 use ferry_store::{LocalBackend, Store, StoreOptions};
 
+use ferry_backend::accounts::{DynAccounts, LoginPolicy};
+
 use crate::Error;
-use crate::accounts::{Invites, Sessions, Users};
 use crate::changes::ChangeFeed;
 use crate::config::{Config, SessionLimits};
 use crate::identity::Identity;
-use crate::limiter::Limiter;
-use crate::live::LiveFile;
 use crate::policy::Policy;
-use crate::registry::LiveRegistry;
 use crate::server_dir::ServerDir;
 
 mod account;
@@ -80,13 +78,6 @@ macro_rules! or_refuse {
     };
 }
 pub(crate) use or_refuse;
-
-/// Runs blocking store work (writes, which fsync; scans) on a blocking thread.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    crate::pipe::join(tokio::task::spawn_blocking(f)).await
-}
 
 /// Limits a server enforces. Read from `ferry.toml`; change them with
 /// [`Server::with_limits`](crate::Server::with_limits). New limits may be added in any
@@ -182,19 +173,18 @@ impl Engine<LocalBackend> {
     }
 }
 
-/// Everything of the server's state but its data: keys, limits, the client registry and
-/// account files, the login limiter, the role policy and the mesh state.
+/// Everything of the server's state but its data: keys, limits, the account data (clients,
+/// users, invites, sessions, failed logins), the role policy and the mesh state.
 pub(crate) struct Core {
     pub(crate) master: MasterKey,
-    pub(crate) registry: LiveRegistry,
     pub(crate) policy: Policy,
     pub(crate) limits: Limits,
     pub(crate) dir: ServerDir,
     pub(crate) opaque: OpaqueKeys,
-    pub(crate) users: LiveFile<Users>,
-    pub(crate) invites: LiveFile<Invites>,
-    pub(crate) sessions: LiveFile<Sessions>,
-    pub(crate) limiter: Limiter,
+    /// Clients, users, invites, sessions and failed logins.
+    pub(crate) accounts: Arc<dyn DynAccounts>,
+    /// When failed logins lock an account or an address (`[login]`).
+    pub(crate) login: LoginPolicy,
     pub(crate) session_limits: SessionLimits,
     pub(crate) new_ksf: KsfParams,
     pub(crate) mesh: mesh::MeshShared,
@@ -203,15 +193,15 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// Loads the state of a server folder but its store: keys, registry, account files and
-    /// mesh.
+    /// Loads the state of a server folder but its store and its account data (`accounts`):
+    /// keys, rules and mesh.
     pub(crate) fn open(
         dir: &ServerDir,
         config: &Config,
         identity: &Identity,
+        accounts: Arc<dyn DynAccounts>,
     ) -> Result<Self, Error> {
         let master = dir.master_key()?;
-        let registry = LiveRegistry::open(dir.registry_path())?;
         let policy = Policy::new(&config.roles)?;
         let limits = Limits {
             hello_timeout: Duration::from_secs(config.hello_timeout_secs),
@@ -231,14 +221,11 @@ impl Core {
         let device = crate::mesh::device::DeviceKey::from_identity(identity)?;
         Ok(Self {
             master,
-            registry,
             policy,
             limits,
             opaque: dir.opaque_keys()?,
-            users: LiveFile::open(dir.file("users.toml"))?,
-            invites: LiveFile::open(dir.file("invites.toml"))?,
-            sessions: LiveFile::open(dir.file("sessions.toml"))?,
-            limiter: Limiter::new(config.login.clone()),
+            accounts,
+            login: config.login.policy(),
             session_limits: config.sessions.clone(),
             new_ksf: config.password,
             mesh: mesh::MeshShared::open(dir, device, config.mesh.max_join_failures)?,

@@ -91,17 +91,16 @@ impl<U> Drop for Held<U> {
 }
 
 /// What a principal is, for the upload key: credentials and users have separate names.
-fn principal_kind(engine: &Core, p: &Principal) -> String {
+async fn principal_kind(engine: &Core, p: &Principal) -> Result<String, Error> {
     let method = match &p.method {
         Method::Session { id } => engine
-            .sessions
-            .current()
-            .sessions
-            .get(&session_id_text(id))
+            .accounts
+            .session(&session_id_text(id))
+            .await?
             .and_then(|s| s.origin_method()),
         m => Some(m.clone()),
     };
-    match method {
+    Ok(match method {
         Some(Method::Psk { .. }) => "client".to_owned(),
         Some(Method::Password { .. }) => "user".to_owned(),
         Some(Method::Mesh { .. }) => "mesh".to_owned(),
@@ -110,7 +109,7 @@ fn principal_kind(engine: &Core, p: &Principal) -> String {
             Method::Session { id } => format!("session:{}", session_id_text(id)),
             _ => "other".to_owned(),
         },
-    }
+    })
 }
 
 /// The key of a resumable upload (docs/PROTOCOL.md §5): the hex BLAKE3 of
@@ -188,7 +187,7 @@ impl<B: ServerBackend> Engine<B> {
         size: u64,
         hash: Digest,
     ) -> Outcome<Upload<B>> {
-        let kind = principal_kind(self, p);
+        let kind = principal_kind(self, p).await?;
         let key = upload_key(&kind, &p.name, name.as_str(), size, &hash);
         let mut handle = or_refuse!(self.begin_part(&key).await?);
         if handle.offset() > size {

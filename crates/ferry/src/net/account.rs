@@ -49,7 +49,7 @@ pub(crate) async fn change_password<S: AsyncRead + AsyncWrite + Unpin>(
     peer: SocketAddr,
     req: PasswordChangeStart,
 ) -> Result<bool, Error> {
-    let (response, proof) = match engine.password_change(p, exporter, peer, req) {
+    let (response, proof) = match engine.password_change(p, exporter, peer, req).await? {
         Err(r) => {
             wire.send(&crate::net::data::refusal(r)).await?;
             return Ok(false);
@@ -60,7 +60,7 @@ pub(crate) async fn change_password<S: AsyncRead + AsyncWrite + Unpin>(
     wire.send(&Message::PasswordChangeResponse(response))
         .await?;
     let finish = match next(engine, wire).await? {
-        Message::PasswordChangeProof(m) => proof.prove(m),
+        Message::PasswordChangeProof(m) => proof.prove(m).await?,
         m => Err(proof.abandoned(m.type_name())),
     };
     let Ok((response, finish)) = finish else {

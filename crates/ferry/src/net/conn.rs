@@ -143,7 +143,7 @@ pub(crate) async fn serve_connection<B: ServerBackend>(
             wire.send(&Message::LogoutOk(Default::default())).await?;
             break;
         }
-        if !engine.still_valid(&principal, peer.ip()) {
+        if !engine.still_valid(&principal).await? {
             tracing::info!(
                 "{peer}: {} is no longer authorised; closing",
                 principal.name
@@ -171,8 +171,7 @@ pub(crate) async fn serve_connection<B: ServerBackend>(
             }
             Message::Watch(req) => {
                 let ended =
-                    super::watch::serve(engine, &mut wire, &principal, peer.ip(), req, &mut stop)
-                        .await?;
+                    super::watch::serve(engine, &mut wire, &principal, req, &mut stop).await?;
                 if ended {
                     break;
                 }
@@ -212,7 +211,9 @@ async fn authenticate(
         other => other,
     };
     let mut pending = Some(first);
-    let mut attempt: Option<PasswordAttempt<'_>> = None;
+    // The password attempt a login step admitted: it counts as a failure unless the login
+    // is accepted, also if this exchange ends early (`PasswordAttempt`).
+    let mut attempt: Option<PasswordAttempt> = None;
     let mut state = ServerAuth::new(exporter);
     loop {
         let msg = match pending.take() {
@@ -220,14 +221,12 @@ async fn authenticate(
             None => wire.recv_message().await?,
         };
         let now = crate::clock::now();
-        let step = {
-            let ctx = AuthCtx::new(engine, peer.ip(), now);
-            let step = state.handle(msg, &ctx, &mut rand_core::OsRng, now);
-            if let Some(user) = ctx.admitted.lock().ok().and_then(|mut a| a.take()) {
-                attempt = Some(PasswordAttempt::new(&engine.limiter, user, peer.ip(), now));
-            }
-            step
-        };
+        let (ctx, admitted) = AuthCtx::fetch(engine, state.wants(&msg), peer.ip(), now).await?;
+        if admitted.is_some() {
+            attempt = admitted;
+        }
+        let step = state.handle(msg, &ctx, &mut rand_core::OsRng, now);
+        drop(ctx);
         match step {
             ServerStep::Continue { reply, next } => {
                 wire.send(&reply).await?;
@@ -239,10 +238,10 @@ async fn authenticate(
                 session,
             } => {
                 let session_id = engine.accepted(&principal, session, now).await?;
-                if let Some(a) = attempt.as_mut()
+                if let Some(a) = attempt.take()
                     && matches!(principal.method, Method::Password { .. })
                 {
-                    a.succeeded();
+                    a.succeeded().await?;
                 }
                 // Gathered: it leaves with the answer to a request the client sent right
                 // behind its proof, or as soon as the connection waits for the client.
@@ -277,8 +276,11 @@ async fn authenticate(
                 reason,
                 user,
             } => {
-                // An evaluated password attempt counts as it is dropped (`PasswordAttempt`);
-                // one refused because of a lock says nothing and does not extend it.
+                // An evaluated password attempt counts before the client hears the verdict;
+                // one refused because of a lock was never admitted and does not extend it.
+                if let Some(a) = attempt.take() {
+                    a.failed().await?;
+                }
                 tracing::warn!(
                     "{peer}: authentication failed ({reason:?}{})",
                     user.map(|u| format!(", user {u}")).unwrap_or_default()

@@ -7,8 +7,6 @@
 //! (bounded by the transfer deadline), so a slow client slows its own stream and nothing
 //! piles up in memory.
 
-use std::net::IpAddr;
-
 use ferry_proto::auth::Principal;
 use ferry_proto::message::{Message, Watch, WatchEvent, WatchGap, WatchOk, WatchPing};
 use ferry_store::Change;
@@ -26,7 +24,6 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
     engine: &Engine<B>,
     wire: &mut Wire<S>,
     p: &Principal,
-    ip: IpAddr,
     req: Watch,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<bool, Error> {
@@ -51,7 +48,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
     let mut last_sent = Instant::now();
     let mut byte = [0u8; 1];
     loop {
-        if !engine.still_valid(p, ip) {
+        if !engine.still_valid(p).await? {
             tracing::info!("{} is no longer authorised; closing its watch", p.name);
             send(deadline, wire, Message::AuthFailed(Default::default())).await?;
             return Ok(true);

@@ -14,62 +14,12 @@ pub use ferry_proto::files::{ClientRecord, InviteEntry, SessionEntry, UserEntry}
 
 use crate::Result;
 
-/// The limiter's rule for failed logins (today's `[login]` in `ferry.toml`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LoginPolicy {
-    /// Failures allowed within the window before a lock.
-    pub max_failures: u32,
-    /// Seconds over which failures count.
-    pub window_secs: u64,
-    /// First lock's length, seconds; it doubles with every further failure, up to an hour.
-    pub lockout_secs: u64,
-}
+mod dynamic;
+mod logins;
+pub mod rules;
 
-/// Longest lock, seconds.
-pub const MAX_LOCK_SECS: u64 = 3600;
-
-/// Failed logins of one key (an account or an address).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LoginState {
-    /// Failures in the current window.
-    pub failures: u32,
-    /// Start of the current window (unix seconds).
-    pub first: u64,
-    /// Locked until then (unix seconds; 0 or past: not locked).
-    pub locked_until: u64,
-}
-
-impl LoginState {
-    /// Whether a login may be evaluated at `now`.
-    pub fn unlocked(&self, now: u64) -> bool {
-        self.locked_until <= now
-    }
-
-    /// The state after one more failure at `now` under `policy` (the rule of today's
-    /// limiter: a window that restarts once over and unlocked, a lock from `max_failures`
-    /// on, doubling per failure, capped at [`MAX_LOCK_SECS`]).
-    pub fn after_failure(self, now: u64, policy: &LoginPolicy) -> LoginState {
-        let mut s = self;
-        if s.failures == 0 || (now >= s.first.saturating_add(policy.window_secs) && s.unlocked(now))
-        {
-            s = LoginState {
-                failures: 0,
-                first: now,
-                locked_until: 0,
-            };
-        }
-        s.failures = s.failures.saturating_add(1);
-        if s.failures >= policy.max_failures {
-            let doublings = (s.failures - policy.max_failures).min(20);
-            let lock = policy
-                .lockout_secs
-                .saturating_mul(1 << doublings)
-                .min(MAX_LOCK_SECS);
-            s.locked_until = now.saturating_add(lock);
-        }
-        s
-    }
-}
+pub use dynamic::{BoxFuture, DynAccounts};
+pub use logins::{LoginPolicy, LoginState, LoginTable, MAX_LOCK_SECS, MAX_LOGIN_KEYS};
 
 /// The account data. Every method is one atomic step.
 pub trait Accounts: Send + Sync {
@@ -95,13 +45,26 @@ pub trait Accounts: Send + Sync {
     /// Stores `entry` for `name` with a generation never given before (its `generation`
     /// field is ignored) and returns that generation.
     fn put_user(&self, name: &str, entry: UserEntry) -> impl Future<Output = Result<u64>> + Send;
-    /// Removes `name`. Returns whether it existed. Its generation is never given again.
+    /// Replaces `name`'s record with `entry` if it is still of `generation` (the record a
+    /// password change proved), with a generation never given before, and ends the sessions
+    /// the old password opened. Returns the new generation, or `None` (and changes nothing)
+    /// if there is no such user or its record changed meanwhile.
+    fn replace_user(
+        &self,
+        name: &str,
+        generation: u64,
+        entry: UserEntry,
+    ) -> impl Future<Output = Result<Option<u64>>> + Send;
+    /// Removes `name`, its invite and the sessions its password opened. Returns whether the
+    /// user existed. Its generation is never given again.
     fn remove_user(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
 
     /// The latest invite for `name`.
     fn invite(&self, name: &str) -> impl Future<Output = Result<Option<InviteEntry>>> + Send;
     /// Creates an invite for `name`, replacing any earlier one; its serial is one above the
-    /// earlier one's (1 if none). Returns it.
+    /// earlier one's (1 if none). An existing user of that name loses its record and the
+    /// sessions its password opened (the invite's attributes apply from its registration).
+    /// Returns the invite.
     fn create_invite(
         &self,
         name: &str,
@@ -111,7 +74,8 @@ pub trait Accounts: Send + Sync {
     /// Spends the invite `(name, serial)` and stores `entry` as the user's record, in one
     /// step, if that invite exists, is unspent and has not expired at `now`. Returns the
     /// user's new generation, or `None` (and changes nothing) otherwise: of two racing
-    /// registrations with one invite, one gets `Some`.
+    /// registrations with one invite, one gets `Some`. Sessions an earlier password of the
+    /// user opened end.
     fn register_with_invite(
         &self,
         name: &str,
@@ -122,9 +86,15 @@ pub trait Accounts: Send + Sync {
 
     /// The session `id`.
     fn session(&self, id: &str) -> impl Future<Output = Result<Option<SessionEntry>>> + Send;
-    /// Stores a session under `id` (replacing one with that ID).
-    fn put_session(&self, id: &str, entry: SessionEntry)
-    -> impl Future<Output = Result<()>> + Send;
+    /// Stores a session under `id` (replacing one with that ID). Sessions not live at `now`
+    /// go; a name holds at most [`MAX_SESSIONS_PER_NAME`](ferry_proto::files::MAX_SESSIONS_PER_NAME)
+    /// sessions, its least recently used ending first.
+    fn put_session(
+        &self,
+        id: &str,
+        entry: SessionEntry,
+        now: u64,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Marks `id` used at `now` if it is live then; returns the updated entry, or `None`
     /// (missing or no longer live).
     fn touch_session(
