@@ -33,6 +33,7 @@ mod delete;
 mod get;
 mod list;
 pub(crate) mod mesh;
+mod mesh_join;
 mod put;
 mod stat;
 mod watch;

@@ -6,7 +6,6 @@
 //! * `join_gate` — limits on guessing the join password.
 //! * [`peer`] — the connecting side: joining, and connecting to a member.
 //! * [`runtime`] — `ferry mesh up`: announcer, listener and synchroniser.
-//! * `serve` — the accepting side: joins, member authentication, mesh state and listing.
 //! * [`udp`] — the announcement sockets.
 //! * `window` — deleting the join window's password when the window ends.
 
@@ -15,6 +14,5 @@ pub mod files;
 pub(crate) mod join_gate;
 pub mod peer;
 pub mod runtime;
-pub(crate) mod serve;
 pub mod udp;
 pub(crate) mod window;

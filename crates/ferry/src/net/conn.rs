@@ -167,7 +167,7 @@ pub(crate) async fn serve_connection<B: ServerBackend>(
                 }
             }
             msg @ (Message::MeshState(_) | Message::MeshList(_)) => {
-                crate::mesh::serve::handle(engine, &mut wire, &principal, msg).await?
+                super::mesh::handle(engine, &mut wire, &principal, msg).await?
             }
             Message::Watch(req) => {
                 let ended =
@@ -194,17 +194,7 @@ async fn authenticate(
     let first = wire.recv_message().await?;
     let first = match first {
         Message::MeshJoinStart(m) => {
-            let max_delay = engine.limits.handshake_timeout / 2;
-            crate::mesh::serve::join(
-                &engine.mesh,
-                &engine.dir,
-                wire,
-                &exporter,
-                peer,
-                m,
-                max_delay,
-            )
-            .await?;
+            super::mesh::join(engine, wire, &exporter, peer, m).await?;
             let _ = wire.shutdown().await;
             return Ok(None);
         }

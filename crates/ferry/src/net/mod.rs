@@ -4,12 +4,13 @@
 //! - `listener.rs`: [`BoundServer`] and its accept loop, under the connection budgets.
 //! - `conn.rs`: one connection: TLS handshake, authentication, request loop.
 //! - `data.rs`: put, get, stat, list, delete; `watch.rs`: watch streams; `account.rs`: the
-//!   password change.
+//!   password change; `mesh.rs`: a device's join, and a member's mesh state and listing.
 
 mod account;
 pub(crate) mod conn;
 pub(crate) mod data;
 mod listener;
+mod mesh;
 mod watch;
 
 pub use listener::BoundServer;
