@@ -123,14 +123,19 @@ impl Core {
 }
 
 impl<'a> ChangeProof<'a> {
-    /// The client did not send its proof (`what` it sent instead): it saw that its current
-    /// password was wrong.
-    pub(crate) fn abandoned(self, what: &str) -> ChangeFailed {
+    /// The client did not send its proof (`what` it sent instead, or nothing): it saw that
+    /// its current password was wrong. The guess counts now.
+    pub(crate) async fn abandoned(self, what: &str) -> ChangeFailed {
         tracing::warn!(
             "{}: password change by {} refused ({what})",
             self.peer,
             self.name
         );
+        if let Some(a) = self.attempt
+            && let Err(e) = a.failed().await
+        {
+            tracing::error!("{}: cannot count a failed login: {e}", self.peer);
+        }
         ChangeFailed
     }
 

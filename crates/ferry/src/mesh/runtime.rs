@@ -1,6 +1,6 @@
 //! `ferry mesh up`: the server, the announcer, the listener and the synchroniser of one peer.
 //!
-//! * The announcer sends a `change` announcement for every change to the local store (a put
+//! * The announcer sends a `change` announcement for every change to the peer's data (a put
 //!   or delete by any client of this peer, or a version fetched from another member), and a
 //!   `digest` of the whole state every [`MeshOptions::digest_every`].
 //! * The listener hands each datagram to the sans-IO [`Node`], which opens it with the current
@@ -10,7 +10,11 @@
 //!   its announcer, list a member whose digest differs and fetch what wins there, merge a
 //!   member's view of the mesh, or catch up with a rotation it missed.
 //!
-//! Conflicts resolve by [`ferry_store::replica_wins`]: the higher version, then the larger
+//! The peer's data is its server's storage backend, reached through the backend traits only
+//! (`Index::heads` and `head`, uploads, `Backend::commit_replica` and `delete_replica`), so a
+//! peer runs over any [`ServerBackend`].
+//!
+//! Conflicts resolve by [`ferry_backend::replica_wins`]: the higher version, then the larger
 //! BLAKE3 hash (a tombstone's hash is zero). Every member applies the same rule to the same
 //! candidates, so all converge on the same version of every source.
 
@@ -20,6 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferry_backend::{Index, Upload, UploadKey, replica_wins};
 use ferry_proto::mesh::announce::{self, Body, Event};
 use ferry_proto::mesh::beacon::{self, Beacon};
 use ferry_proto::mesh::key::announce_key;
@@ -31,7 +36,6 @@ use ferry_proto::mesh::wire::{MeshEntry, MeshGrant};
 use ferry_proto::message::Digest;
 use ferry_proto::secret::MeshKey;
 use ferry_proto::server_id::ServerId;
-use ferry_store::{Store, replica_wins};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, watch};
 
@@ -40,6 +44,7 @@ use super::files::{MeshFile, OpenFile, Seen, SeenFile};
 use super::peer;
 use super::udp::Sockets;
 use crate::changes::ChangeFeed;
+use crate::engine::ServerBackend;
 use crate::live::LiveFile;
 use crate::net::BoundServer;
 use crate::server_dir::ServerDir;
@@ -84,12 +89,12 @@ enum Job {
     CatchUp,
 }
 
-struct Ctx {
+struct Ctx<B> {
     dir: ServerDir,
     device: DeviceKey,
     state: LiveFile<MeshFile>,
     open: LiveFile<OpenFile>,
-    store: Arc<Store>,
+    backend: B,
     /// (source, version) this peer installed from another member: announced as automatic.
     replicated: Mutex<HashSet<(String, u64)>>,
     /// The digest of the local sources; `None` after a change, until recomputed.
@@ -99,7 +104,7 @@ struct Ctx {
     node: Mutex<Node>,
 }
 
-impl Ctx {
+impl<B: ServerBackend> Ctx<B> {
     fn mesh(&self) -> Option<MeshState> {
         self.state.current().0.clone()
     }
@@ -118,9 +123,7 @@ impl Ctx {
         if let Some(d) = *lock(&self.digest) {
             return Ok(d);
         }
-        let store = self.store.clone();
-        let d =
-            crate::pipe::join(tokio::task::spawn_blocking(move || sources_digest(&store))).await?;
+        let d = sources_digest(&self.backend).await?;
         *lock(&self.digest) = Some(d);
         Ok(d)
     }
@@ -134,9 +137,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Runs a mesh peer: `server` (already bound) and the announcement loops, until `shutdown`
 /// resolves.
-pub async fn run(
+pub async fn run<B: ServerBackend>(
     dir: ServerDir,
-    server: BoundServer,
+    server: BoundServer<B>,
     opts: MeshOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
@@ -151,7 +154,7 @@ pub async fn run(
     }
     let sockets = Arc::new(Sockets::bind(opts.announce_port)?);
     let tls_addr = server.local_addr();
-    let store = server.store();
+    let backend = server.backend();
     let feed = server.changes();
     let open = LiveFile::<OpenFile>::open(dir.file(super::files::OPEN_FILE))?;
     let ctx = Arc::new(Ctx {
@@ -160,7 +163,7 @@ pub async fn run(
         dir,
         device,
         state,
-        store,
+        backend,
         replicated: Mutex::new(HashSet::new()),
         digest: Mutex::new(None),
         node: Mutex::new(Node::new(
@@ -196,7 +199,8 @@ pub async fn run(
     let _ = announcer.await;
     let _ = listener.await;
     let _ = closer.await;
-    // A fetch in flight is abandoned: its staged blob is discarded, nothing half-written.
+    // A fetch in flight is abandoned: nothing of it is visible, and its upload part (under
+    // a key nothing else can reach) goes with the server's sweep of idle uploads.
     worker.abort();
     let _ = worker.await;
     save_seen(&ctx);
@@ -208,13 +212,13 @@ pub async fn run(
 
 /// SHA-256 over every head (name, version, hash, tombstone flag) in name order: equal on two
 /// peers exactly when they hold the same current version of every source.
-fn sources_digest(store: &Store) -> Result<Digest, Error> {
+async fn sources_digest<B: Index>(backend: &B) -> Result<Digest, Error> {
     let mut h = Sha256::new();
     h.update(b"ferry mesh sources v1\0");
     let mut after: Option<String> = None;
     // Bounded: each page advances past its last name.
     loop {
-        let page = store.heads(after.as_deref(), 1000)?;
+        let page = backend.heads(after.as_deref(), 1000).await?;
         let Some((last, _)) = page.last() else { break };
         after = Some(last.clone());
         for (name, head) in &page {
@@ -237,15 +241,15 @@ fn addr_bytes(addr: SocketAddr) -> Vec<u8> {
     }
 }
 
-struct Announcer {
-    ctx: Arc<Ctx>,
+struct Announcer<B> {
+    ctx: Arc<Ctx<B>>,
     sockets: Arc<Sockets>,
     targets: Vec<SocketAddr>,
     tls_addr: SocketAddr,
     counter: u64,
 }
 
-impl Announcer {
+impl<B: ServerBackend> Announcer<B> {
     async fn send(&mut self, manual: bool, event: Event) {
         let Some(mesh) = self.ctx.mesh() else { return };
         let mut nonce = [0u8; 24];
@@ -290,12 +294,12 @@ impl Announcer {
     }
 }
 
-async fn announce_loop(
-    ctx: Arc<Ctx>,
+async fn announce_loop<B: ServerBackend>(
+    ctx: Arc<Ctx<B>>,
     sockets: Arc<Sockets>,
     opts: MeshOptions,
     tls_addr: SocketAddr,
-    mut feed: ChangeFeed,
+    mut feed: ChangeFeed<B>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut a = Announcer {
@@ -361,15 +365,15 @@ async fn announce_loop(
 /// How often an open peer sends its join beacon.
 pub const BEACON_EVERY: Duration = Duration::from_secs(1);
 
-fn save_seen(ctx: &Ctx) {
+fn save_seen<B>(ctx: &Ctx<B>) {
     let seen = lock(&ctx.seen).clone();
     if let Err(e) = ctx.dir.save_mesh_seen(&seen) {
         tracing::debug!("cannot save last-seen times: {e}");
     }
 }
 
-async fn listen_loop(
-    ctx: Arc<Ctx>,
+async fn listen_loop<B: ServerBackend>(
+    ctx: Arc<Ctx<B>>,
     sockets: Arc<Sockets>,
     jobs: mpsc::Sender<Job>,
     mut stop: watch::Receiver<bool>,
@@ -430,7 +434,7 @@ async fn listen_loop(
 }
 
 /// Records that member `peer` was heard from just now.
-fn heard(ctx: &Ctx, peer: Peer) {
+fn heard<B>(ctx: &Ctx<B>, peer: Peer) {
     let first = lock(&ctx.seen)
         .seen
         .insert(
@@ -447,7 +451,11 @@ fn heard(ctx: &Ctx, peer: Peer) {
     }
 }
 
-async fn sync_loop(ctx: Arc<Ctx>, mut jobs: mpsc::Receiver<Job>, mut stop: watch::Receiver<bool>) {
+async fn sync_loop<B: ServerBackend>(
+    ctx: Arc<Ctx<B>>,
+    mut jobs: mpsc::Receiver<Job>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let job = tokio::select! {
             _ = stop.changed() => return,
@@ -477,14 +485,14 @@ async fn sync_loop(ctx: Arc<Ctx>, mut jobs: mpsc::Receiver<Job>, mut stop: watch
 /// longer is abandoned and retried from the next digest; raise it for slow links.
 const JOB_TIMEOUT: Duration = Duration::from_secs(600);
 
-async fn member(ctx: &Ctx, p: Peer) -> Result<crate::client::Client, Error> {
+async fn member<B: ServerBackend>(ctx: &Ctx<B>, p: Peer) -> Result<crate::client::Client, Error> {
     let mesh = ctx
         .mesh()
         .ok_or_else(|| Error::Config("in no mesh".into()))?;
     peer::connect_member(&p.addr.to_string(), p.id, &ctx.device, &mesh, mesh.epoch).await
 }
 
-async fn run_job(ctx: &Arc<Ctx>, job: Job) -> Result<(), Error> {
+async fn run_job<B: ServerBackend>(ctx: &Arc<Ctx<B>>, job: Job) -> Result<(), Error> {
     match job {
         Job::Fetch { peer, entry } => {
             if !wins_locally(ctx, &entry).await? {
@@ -542,7 +550,7 @@ async fn run_job(ctx: &Arc<Ctx>, job: Job) -> Result<(), Error> {
 }
 
 /// Where member `id` was last heard serving, else the address its grant recorded.
-fn known_addr(ctx: &Ctx, id: &ServerId, recorded: &str) -> Option<SocketAddr> {
+fn known_addr<B>(ctx: &Ctx<B>, id: &ServerId, recorded: &str) -> Option<SocketAddr> {
     let seen = lock(&ctx.seen)
         .seen
         .get(&id.to_string())
@@ -553,7 +561,7 @@ fn known_addr(ctx: &Ctx, id: &ServerId, recorded: &str) -> Option<SocketAddr> {
         .find_map(|a| a.parse().ok())
 }
 
-async fn merge(ctx: &Ctx, grant: MeshGrant) -> Result<(), Error> {
+async fn merge<B>(ctx: &Ctx<B>, grant: MeshGrant) -> Result<(), Error> {
     let dir = ctx.dir.clone();
     let mut new_key = [0u8; 32];
     tls::random_bytes(&mut new_key)?;
@@ -583,43 +591,64 @@ async fn merge(ctx: &Ctx, grant: MeshGrant) -> Result<(), Error> {
 }
 
 /// Whether `entry` (a member's head) wins over this peer's head of the same source.
-async fn wins_locally(ctx: &Ctx, entry: &MeshEntry) -> Result<bool, Error> {
-    let store = ctx.store.clone();
-    let source = entry.source.clone();
-    let local = crate::pipe::join(tokio::task::spawn_blocking(move || {
-        Ok(store.entry_version(&source)?)
-    }))
-    .await?;
+async fn wins_locally<B: ServerBackend>(ctx: &Ctx<B>, entry: &MeshEntry) -> Result<bool, Error> {
+    let local = ctx.backend.head(&entry.source).await?;
     let hash = if entry.deleted { [0; 32] } else { entry.hash };
     Ok(replica_wins(entry.version, &hash, local.as_ref()))
 }
 
 /// Installs a member's current version of `entry.source` (or its deletion) if it wins.
-async fn fetch(ctx: &Ctx, c: &mut crate::client::Client, entry: MeshEntry) -> Result<(), Error> {
-    let store = ctx.store.clone();
+async fn fetch<B: ServerBackend>(
+    ctx: &Ctx<B>,
+    c: &mut crate::client::Client,
+    entry: MeshEntry,
+) -> Result<(), Error> {
+    let backend = &ctx.backend;
     if entry.deleted {
-        let (source, version) = (entry.source.clone(), entry.version);
         mark_replicated(ctx, &entry.source, entry.version);
-        let applied = crate::pipe::join(tokio::task::spawn_blocking(move || {
-            Ok(store.delete_replica(&source, version, "mesh", clock::now())?)
-        }))
-        .await?;
+        let applied = backend
+            .delete_replica(&entry.source, entry.version, "mesh", clock::now())
+            .await?;
         if applied {
             tracing::info!("mesh: deleted {} (version {})", entry.source, entry.version);
         }
         return Ok(());
     }
-    let writer = {
-        let store = store.clone();
-        crate::pipe::join(tokio::task::spawn_blocking(move || Ok(store.begin_put()?))).await?
+    // Staged through an upload part under a random key nothing else can reach, discarded
+    // unless the fetched version is installed.
+    let mut random = [0u8; 32];
+    tls::random_bytes(&mut random)?;
+    let key = UploadKey::derive(&random);
+    let upload = backend.begin_upload(&key, clock::now()).await?;
+    let writer = UploadWriter {
+        upload,
+        runtime: tokio::runtime::Handle::current(),
     };
-    let (got, writer) = match c.get(&entry.source, writer, &mut |_| {}).await {
-        Ok(x) => x,
+    let fetched = c.get(&entry.source, writer, &mut |_| {}).await;
+    let installed = match fetched {
+        Ok((got, writer)) => install(ctx, &entry, got, writer.upload).await,
+        Err(e) => Err(e),
+    };
+    if !matches!(installed, Ok(true))
+        && let Err(e) = backend.abort_upload(&key).await
+    {
+        tracing::warn!("mesh: cannot discard a fetch's upload part: {e}");
+    }
+    match installed {
         // Deleted or changed on the member since it announced: its next announcement says.
-        Err(Error::NotFound(_)) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if !same_entry(&got, &entry) {
+        Err(Error::NotFound(_)) => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// Commits a fetched version if it is the one asked for and still wins; whether it was.
+async fn install<B: ServerBackend>(
+    ctx: &Ctx<B>,
+    entry: &MeshEntry,
+    got: ferry_proto::message::Entry,
+    upload: B::Upload,
+) -> Result<bool, Error> {
+    if !same_entry(&got, entry) {
         // Changed on the member since it announced or listed it (its next announcement
         // says), or a member sending something else than asked for: not installed.
         tracing::info!(
@@ -629,21 +658,15 @@ async fn fetch(ctx: &Ctx, c: &mut crate::client::Client, entry: MeshEntry) -> Re
             got.source,
             got.version
         );
-        return Ok(());
+        return Ok(false);
     }
+    let staged = upload.finish(&got.hash).await?;
     // Mark before committing: the change feed may announce it before commit returns.
     mark_replicated(ctx, &got.source, got.version);
-    let (source, version, by, modified) = (
-        got.source.clone(),
-        got.version,
-        got.by.clone(),
-        got.modified,
-    );
-    let installed = crate::pipe::join(tokio::task::spawn_blocking(move || {
-        let staged = writer.finish()?;
-        Ok(store.commit_replica(&source, staged, &by, modified, version)?)
-    }))
-    .await?;
+    let installed = ctx
+        .backend
+        .commit_replica(&got.source, staged, &got.by, got.modified, got.version)
+        .await?;
     if installed.is_some() {
         tracing::info!(
             "mesh: fetched {} version {} ({} bytes)",
@@ -654,7 +677,28 @@ async fn fetch(ctx: &Ctx, c: &mut crate::client::Client, entry: MeshEntry) -> Re
     } else {
         lock(&ctx.replicated).remove(&(got.source, got.version));
     }
-    Ok(())
+    // Either way the part became a staged blob: committed, or discarded by commit_replica.
+    Ok(true)
+}
+
+/// The synchronous writer a get fills on its blocking thread, writing into a backend upload
+/// part through the runtime (as the server's own puts do).
+struct UploadWriter<U> {
+    upload: U,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<U: Upload> std::io::Write for UploadWriter<U> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.runtime
+            .block_on(self.upload.write(buf))
+            .map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Whether a fetched entry is the one asked for: same source, version and content hash.
@@ -662,7 +706,7 @@ fn same_entry(got: &ferry_proto::message::Entry, asked: &MeshEntry) -> bool {
     got.source == asked.source && got.version == asked.version && got.hash == asked.hash
 }
 
-fn mark_replicated(ctx: &Ctx, source: &str, version: u64) {
+fn mark_replicated<B>(ctx: &Ctx<B>, source: &str, version: u64) {
     let mut r = lock(&ctx.replicated);
     // Bounded: entries leave when announced; cap it in case the feed lags far behind.
     if r.len() > 10_000 {

@@ -59,9 +59,13 @@ pub(crate) async fn change_password<S: AsyncRead + AsyncWrite + Unpin>(
     };
     wire.send(&Message::PasswordChangeResponse(response))
         .await?;
-    let finish = match next(engine, wire).await? {
-        Message::PasswordChangeProof(m) => proof.prove(m).await?,
-        m => Err(proof.abandoned(m.type_name())),
+    let finish = match next(engine, wire).await {
+        Ok(Message::PasswordChangeProof(m)) => proof.prove(m).await?,
+        Ok(m) => Err(proof.abandoned(m.type_name()).await),
+        Err(e) => {
+            proof.abandoned("nothing: the connection ended").await;
+            return Err(e);
+        }
     };
     let Ok((response, finish)) = finish else {
         return refuse(wire).await;

@@ -200,10 +200,30 @@ async fn authenticate(
         }
         other => other,
     };
-    let mut pending = Some(first);
     // The password attempt a login step admitted: it counts as a failure unless the login
-    // is accepted, also if this exchange ends early (`PasswordAttempt`).
+    // is accepted, also if the exchange ends early (the client hangs up after KE2): then it
+    // is counted here, before the connection closes.
     let mut attempt: Option<PasswordAttempt> = None;
+    let result = exchange(engine, wire, exporter, peer, first, &mut attempt).await;
+    if let Some(a) = attempt.take()
+        && let Err(e) = a.failed().await
+    {
+        tracing::error!("{peer}: cannot count a failed login: {e}");
+    }
+    result
+}
+
+/// The exchange of [`authenticate`] from its first message on; an admitted password attempt
+/// it has not settled is left in `attempt`.
+async fn exchange(
+    engine: &Core,
+    wire: &mut Wire<TlsStream<TcpStream>>,
+    exporter: ferry_proto::secret::Exporter,
+    peer: SocketAddr,
+    first: Message,
+    attempt: &mut Option<PasswordAttempt>,
+) -> Result<Option<(Principal, Option<SessionId>)>, Error> {
+    let mut pending = Some(first);
     let mut state = ServerAuth::new(exporter);
     loop {
         let msg = match pending.take() {
@@ -213,7 +233,7 @@ async fn authenticate(
         let now = crate::clock::now();
         let (ctx, admitted) = AuthCtx::fetch(engine, state.wants(&msg), peer.ip(), now).await?;
         if admitted.is_some() {
-            attempt = admitted;
+            *attempt = admitted;
         }
         let step = state.handle(msg, &ctx, &mut rand_core::OsRng, now);
         drop(ctx);

@@ -39,6 +39,13 @@ impl<B: ServerBackend> BoundServer<B> {
         self.local_addr
     }
 
+    /// The server's storage backend (a clone sharing its state), for code embedded in the
+    /// same process: what it writes wakes watch streams and every [`ChangeFeed`] like the
+    /// server's own writes.
+    pub fn backend(&self) -> B {
+        self.engine.backend.clone()
+    }
+
     /// A new follower of the store's change log, for code embedded in the same process (see
     /// [`ChangeFeed`]). Take it before [`BoundServer::run`], which consumes the server.
     pub fn changes(&self) -> ChangeFeed<B> {
