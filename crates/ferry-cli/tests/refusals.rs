@@ -223,3 +223,19 @@ fn init_closes_an_existing_server_folder_and_serve_warns_when_it_is_open() {
         "{line}"
     );
 }
+
+#[test]
+fn a_second_server_on_the_same_folder_says_it_is_served_already() {
+    let env = Env::new();
+    env.init();
+    let _served = Served::start(&env);
+    let out = env.run(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("ferry: ") && last.contains("is already served by another process"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("Database"), "{}", out.stderr);
+}

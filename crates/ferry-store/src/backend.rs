@@ -107,7 +107,9 @@ impl From<StoreError> for BackendError {
             StoreError::HashMismatch { expected, actual } => {
                 BackendError::HashMismatch { expected, actual }
             }
-            other @ StoreError::Database(_) => BackendError::Other(Box::new(other)),
+            other @ (StoreError::Database(_) | StoreError::InUse) => {
+                BackendError::Other(Box::new(other))
+            }
         }
     }
 }

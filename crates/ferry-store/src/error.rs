@@ -12,6 +12,10 @@ pub enum StoreError {
     /// The embedded database reported an error (redb's error, as text).
     #[error("database error: {0}")]
     Database(String),
+    /// The store is open already, in another process (or through another `Store` in this
+    /// one): its index is locked.
+    #[error("the store is already open in another process")]
+    InUse,
     /// The index or the blob folder is inconsistent or holds undecodable data.
     #[error("corrupt store: {0}")]
     Corrupt(String),
@@ -52,6 +56,7 @@ impl From<redb::Error> for StoreError {
         match e {
             redb::Error::Corrupted(msg) => StoreError::Corrupt(format!("database: {msg}")),
             redb::Error::Io(io) => StoreError::Io(io),
+            redb::Error::DatabaseAlreadyOpen => StoreError::InUse,
             other => StoreError::Database(other.to_string()),
         }
     }

@@ -172,6 +172,11 @@ impl Client {
             connector.connect(name, tcp).await.map_err(|e| {
                 if tls::is_pin_mismatch(&e) {
                     Error::ServerIdMismatch(addr.to_owned())
+                } else if let Some(why) = tls::not_ferry(&e) {
+                    Error::NotFerry {
+                        addr: addr.to_owned(),
+                        why,
+                    }
                 } else {
                     Error::Connect {
                         addr: addr.to_owned(),

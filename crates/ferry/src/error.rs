@@ -24,6 +24,14 @@ pub enum Error {
         "the server at {0} is not the server this credential was issued for (server ID mismatch); nothing was sent"
     )]
     ServerIdMismatch(String),
+    /// What answers at the address is not a ferry server (a wrong port, or another protocol).
+    #[error("{addr} is not a ferry server: {why} (check the address and port)")]
+    NotFerry {
+        /// Address dialled.
+        addr: String,
+        /// What it did instead.
+        why: &'static str,
+    },
     /// Authentication failed. Deliberately without detail.
     #[error("authentication failed")]
     AuthFailed,
@@ -41,6 +49,10 @@ pub enum Error {
         /// The server's text.
         message: String,
     },
+    /// The server cannot take the request now (it serves as many connections as it may, or
+    /// another connection holds the same upload): try again later.
+    #[error("the server is busy: {0}")]
+    Busy(String),
     /// Bytes received do not match the content hash.
     #[error("content hash mismatch: the data was corrupted in transit or storage")]
     HashMismatch,
@@ -90,6 +102,7 @@ impl Error {
             ErrorCode::Forbidden => Self::Forbidden(e.message),
             ErrorCode::NotFound => Self::NotFound(e.message),
             ErrorCode::HashMismatch => Self::HashMismatch,
+            ErrorCode::Busy => Self::Busy(e.message),
             code => Self::Remote {
                 code,
                 message: e.message,

@@ -90,6 +90,21 @@ pub fn is_pin_mismatch(e: &std::io::Error) -> bool {
     other.0.downcast_ref::<PinMismatch>().is_some()
 }
 
+/// Why a TLS handshake error means the peer is no ferry server, if it does: it answered with
+/// something that is not TLS (an HTTP server, say), or it is a TLS server that does not
+/// speak ALPN `ferry/1`.
+pub fn not_ferry(e: &std::io::Error) -> Option<&'static str> {
+    let tls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())?;
+    match tls {
+        rustls::Error::InvalidMessage(_) => Some("it does not answer in TLS"),
+        rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)
+        | rustls::Error::NoApplicationProtocol => Some("it does not speak the ferry/1 protocol"),
+        _ => None,
+    }
+}
+
 /// Accepts exactly one server key, and checks that the server signed the handshake with it.
 #[derive(Debug)]
 struct PinnedServer {

@@ -169,7 +169,15 @@ impl Engine<LocalBackend> {
                 keep_versions: config.keep_versions,
                 keep_changes: config.keep_changes,
             },
-        )?;
+        )
+        .map_err(|e| match e {
+            ferry_store::StoreError::InUse => Error::Config(format!(
+                "{} is already served by another process (its store is locked): stop that \
+                 server first, or serve another folder",
+                dir.path().display()
+            )),
+            e => e.into(),
+        })?;
         Ok(Self::new(core, LocalBackend::new(Arc::new(store))))
     }
 }

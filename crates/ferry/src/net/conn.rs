@@ -119,8 +119,8 @@ pub(crate) async fn serve_connection<B: ServerBackend>(
             principal.name
         );
         wire.send(&Message::Error(ErrorMsg {
-            code: ErrorCode::Internal,
-            message: "the server is serving as many connections as it may; try again later".into(),
+            code: ErrorCode::Busy,
+            message: "it is serving as many connections as it may; try again later".into(),
         }))
         .await?;
         let _ = wire.shutdown().await;
