@@ -34,6 +34,7 @@ fn is_cut(err: &anyhow::Error) -> bool {
             c.downcast_ref::<ferry::Error>(),
             Some(
                 ferry::Error::Closed
+                    | ferry::Error::Connection(_)
                     | ferry::Error::Io(_)
                     | ferry::Error::Connect { .. }
                     | ferry::Error::Timeout(_)

@@ -125,7 +125,9 @@ impl Client {
             let msg = match msg {
                 Ok(m) => m,
                 // A server that closes instead of answering refused us.
-                Err(Error::Closed | Error::Io(_)) => return Err(Error::AuthFailed),
+                Err(Error::Closed | Error::Connection(_) | Error::Io(_)) => {
+                    return Err(Error::AuthFailed);
+                }
                 Err(e) => return Err(e),
             };
             match state.handle(msg, &mut rand_core::OsRng) {
@@ -214,7 +216,9 @@ impl Client {
             let msg = match wire.recv_message().await {
                 Ok(m) => m,
                 // A server that closes instead of answering refused us.
-                Err(Error::Closed | Error::Io(_)) => return Err(Error::AuthFailed),
+                Err(Error::Closed | Error::Connection(_) | Error::Io(_)) => {
+                    return Err(Error::AuthFailed);
+                }
                 Err(e) => return Err(e),
             };
             // Only the OPAQUE steps stretch the password (Argon2id, tens of milliseconds): run

@@ -59,6 +59,11 @@ pub enum Error {
     /// The peer broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The connection broke: reset, cut, or ended in the middle of a frame (a server that
+    /// stopped, a network that failed). Never a local file or standard output: those are
+    /// [`Error::Io`].
+    #[error("the connection broke: {0}")]
+    Connection(io::Error),
     /// The connection closed before the exchange finished.
     #[error("connection closed before the exchange finished")]
     Closed,
@@ -83,7 +88,7 @@ pub enum Error {
     /// The storage backend failed.
     #[error("storage: {0}")]
     Backend(#[from] ferry_backend::BackendError),
-    /// Local IO failed.
+    /// Local IO failed (a file, standard input or output).
     #[error("{0}")]
     Io(#[from] io::Error),
     /// A bug or an exhausted resource.

@@ -93,7 +93,7 @@ impl Watch {
 
     /// The next event or gap. Keep-alives are handled here; if the server stays silent for
     /// well over its keep-alive period the link is considered dead ([`Error::Timeout`]).
-    /// A cut connection is [`Error::Closed`] or [`Error::Io`]; [`Error::AuthFailed`] means the
+    /// A cut connection is [`Error::Closed`] or [`Error::Connection`]; [`Error::AuthFailed`] means the
     /// principal was revoked (reconnecting will fail too). Cancel-safe only between frames:
     /// drop the `Watch` after cancelling.
     pub async fn next(&mut self) -> Result<WatchItem, Error> {

@@ -89,7 +89,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             have = match self.read_ready(&mut header).await {
                 Some(Ok(0)) => return Err(Error::Closed),
                 Some(Ok(n)) => n,
-                Some(Err(e)) => return Err(Error::Io(e)),
+                Some(Err(e)) => return Err(Error::Connection(e)),
                 None => {
                     self.flush().await?;
                     0
@@ -135,13 +135,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             }
             None => vec![0u8; len],
         };
-        self.stream.read_exact(&mut body).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::Protocol("truncated frame".into())
-            } else {
-                Error::Io(e)
-            }
-        })?;
+        self.stream
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| mid_frame(e, false))?;
         match kind {
             Kind::Data => Ok(Incoming::Data(body)),
             Kind::Message => Message::decode(&body)
@@ -155,12 +152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     async fn read_header(&mut self, buf: &mut [u8], first: bool) -> Result<(), Error> {
         match self.stream.read_exact(buf).await {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(if first {
-                Error::Closed
-            } else {
-                Error::Protocol("truncated frame".into())
-            }),
-            Err(e) => Err(Error::Io(e)),
+            Err(e) => Err(mid_frame(e, first)),
         }
     }
 
@@ -217,14 +209,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             return Ok(());
         }
         self.write_out().await?;
-        self.stream.write_all(framed).await?;
+        self.stream
+            .write_all(framed)
+            .await
+            .map_err(Error::Connection)?;
         Ok(())
     }
 
     /// Writes the gathered frames to the stream (without flushing the stream).
     async fn write_out(&mut self) -> Result<(), Error> {
         if self.has_queued() {
-            self.stream.write_all(&self.out).await?;
+            self.stream
+                .write_all(&self.out)
+                .await
+                .map_err(Error::Connection)?;
             self.out.clear();
             // A large message (a long listing) must not pin its buffer to an idle connection.
             if self.out.capacity() > 2 * GATHER_LIMIT {
@@ -237,15 +235,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     /// Sends everything gathered and flushes the stream.
     pub async fn flush(&mut self) -> Result<(), Error> {
         self.write_out().await?;
-        self.stream.flush().await?;
+        self.stream.flush().await.map_err(Error::Connection)?;
         Ok(())
     }
 
     /// Sends everything gathered, then shuts the sending side down (TLS close_notify).
     pub async fn shutdown(&mut self) -> Result<(), Error> {
         self.write_out().await?;
-        self.stream.shutdown().await?;
+        self.stream.shutdown().await.map_err(Error::Connection)?;
         Ok(())
+    }
+}
+
+/// A read of a frame that failed: the stream ended before any of it (`first`: a clean close,
+/// [`Error::Closed`]), ended inside it, or broke.
+fn mid_frame(e: std::io::Error, first: bool) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof if first => Error::Closed,
+        std::io::ErrorKind::UnexpectedEof => Error::Connection(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "it ended in the middle of a frame",
+        )),
+        _ => Error::Connection(e),
     }
 }
 
@@ -381,7 +392,9 @@ mod tests {
         let mut b = Wire::new(b);
         a.write_all(&[0, 0, 0, 10, 0x02, 1, 2]).await.unwrap();
         drop(a);
-        assert!(matches!(b.recv().await, Err(Error::Protocol(_))));
+        assert!(
+            matches!(b.recv().await, Err(Error::Connection(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof)
+        );
     }
 
     #[tokio::test]

@@ -85,7 +85,7 @@ async fn recv<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 ) -> Result<Message, Error> {
     match tokio::time::timeout(RESPONSE_TIMEOUT, wire.recv_message()).await {
         Ok(Ok(m)) => Ok(m),
-        Ok(Err(Error::Closed | Error::Io(_))) => Err(Error::AuthFailed),
+        Ok(Err(Error::Closed | Error::Connection(_) | Error::Io(_))) => Err(Error::AuthFailed),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(Error::Timeout("the peer's answer")),
     }

@@ -80,7 +80,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
                 return match r {
                     Ok(0) => Ok(true),
                     Ok(_) => Err(Error::Protocol("data from the client during a watch".into())),
-                    Err(e) => Err(Error::Io(e)),
+                    Err(e) => Err(Error::Connection(e)),
                 };
             }
         }
