@@ -102,3 +102,8 @@ fn state_files() {
 fn announcement() {
     replay("announcement", fuzzing::announcement);
 }
+
+#[test]
+fn http_auth() {
+    replay("http_auth", fuzzing::http_auth);
+}
