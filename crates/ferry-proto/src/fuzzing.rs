@@ -571,6 +571,120 @@ pub fn http_auth_seeds() -> Vec<(&'static str, Vec<u8>)> {
     seeds
 }
 
+/// The sealed-body decoders ([`crate::http::seal`]). The first byte picks one: even, the rest
+/// is a sealed request to a fixed key pair; odd, a sealed response under a fixed exported
+/// secret. Whatever opens must be consistent: each step consumes bytes it was given (at
+/// least a header), a chunk's plaintext is its ciphertext less the 16-byte tag and at most
+/// [`crate::http::seal::MAX_SEALED_CHUNK`], nothing opens after the end, and the opener is
+/// finished exactly when the final chunk opened.
+pub fn http_seal(data: &[u8]) {
+    use crate::http::seal::{
+        CHUNK_HEADER_LEN, MAX_SEALED_CHUNK, RequestOpener, ResponseOpener, SealError, Unsealed,
+    };
+    let Some((&mode, mut rest)) = data.split_first() else {
+        return;
+    };
+    let key = fuzz_seal_key();
+    let mut request = RequestOpener::new(&key);
+    let mut response = ResponseOpener::from_parts([9; 32], [8; 32]);
+    let mut decode = |input: &[u8]| -> Result<Option<(Unsealed, usize)>, SealError> {
+        if mode % 2 == 0 {
+            request.decode(input)
+        } else {
+            response.decode(input)
+        }
+    };
+    let mut ended = false;
+    // Each step consumes at least a header, so this ends.
+    loop {
+        let step = decode(rest);
+        if ended {
+            assert!(
+                rest.is_empty() || step.is_err(),
+                "http_seal: accepted bytes after the end"
+            );
+            break;
+        }
+        let Ok(Some((what, used))) = step else {
+            break;
+        };
+        assert!(
+            used > 0 && used <= rest.len(),
+            "http_seal: used {used} of {} bytes",
+            rest.len()
+        );
+        match what {
+            Unsealed::Start => {}
+            Unsealed::Data(ref d) | Unsealed::End(ref d) => {
+                assert_eq!(
+                    d.len() + 16 + CHUNK_HEADER_LEN,
+                    used,
+                    "http_seal: plaintext length disagrees with the chunk"
+                );
+                assert!(d.len() <= MAX_SEALED_CHUNK, "http_seal: chunk too large");
+                ended = matches!(what, Unsealed::End(_));
+            }
+        }
+        rest = &rest[used..];
+    }
+    let finished = if mode % 2 == 0 {
+        request.is_finished()
+    } else {
+        response.is_finished()
+    };
+    assert_eq!(
+        finished,
+        ended && rest.is_empty(),
+        "http_seal: finished disagrees with the final chunk"
+    );
+}
+
+/// The operating system's RNG (rand_core 0.6's `OsRng`) behind rand_core 0.10's traits, for
+/// the seeds only.
+struct SeedRng;
+
+impl rand_core_10::TryRng for SeedRng {
+    type Error = core::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(rand_core::RngCore::next_u32(&mut rand_core::OsRng))
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(rand_core::RngCore::next_u64(&mut rand_core::OsRng))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, dst);
+        Ok(())
+    }
+}
+
+impl rand_core_10::TryCryptoRng for SeedRng {}
+
+fn fuzz_seal_key() -> crate::http::seal::SealKeyPair {
+    crate::http::seal::SealKeyPair::derive(1, &[42; 32])
+}
+
+/// Seed inputs for [`http_seal`]: a sealed request to the fixed key and a sealed response
+/// under the fixed secret.
+pub fn http_seal_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::http::seal::{RequestSealer, ResponseSealer};
+    let mut seeds = Vec::new();
+    let mut rng = SeedRng;
+    let mut req = vec![0u8];
+    if let Ok(mut s) = RequestSealer::new(&fuzz_seal_key().public_key(), &mut rng, &mut req)
+        && s.push(b"hello ", &mut req).is_ok()
+        && s.finish(b"world", &mut req).is_ok()
+    {
+        seeds.push(("request", req));
+    }
+    let mut resp = vec![1u8];
+    resp.extend_from_slice(&[3; 32]);
+    let mut s = ResponseSealer::from_parts([9; 32], [8; 32], &[3; 32]);
+    if s.push(b"the answer", &mut resp).is_ok() && s.finish(b"", &mut resp).is_ok() {
+        seeds.push(("response", resp));
+    }
+    seeds
+}
+
 /// Parses `data` (if UTF-8) as every state file ferry keeps (`users.toml`, `invites.toml`,
 /// `sessions.toml`, `profile.toml`, `session.toml`). Whatever parses must survive its own
 /// encoding unchanged, its accessors must not panic, and no error may quote the file (a run of

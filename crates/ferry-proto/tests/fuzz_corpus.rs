@@ -107,3 +107,8 @@ fn announcement() {
 fn http_auth() {
     replay("http_auth", fuzzing::http_auth);
 }
+
+#[test]
+fn http_seal() {
+    replay("http_seal", fuzzing::http_seal);
+}

@@ -18,6 +18,7 @@
 //! | [`header`] | the `Authorization` header: format and strict parser |
 //! | [`replay`] | the freshness window and the nonce cache |
 //! | [`chunks`] | the chained signatures of a streamed body and their framing |
+//! | [`seal`] | sealed bodies: HPKE (RFC 9180) in the manner of Oblivious HTTP, chunked |
 //!
 //! Both ends of one request, in memory:
 //!
@@ -55,6 +56,7 @@ pub mod canonical;
 pub mod chunks;
 pub mod header;
 pub mod replay;
+pub mod seal;
 pub mod signing;
 #[cfg(test)]
 mod worked_example;
