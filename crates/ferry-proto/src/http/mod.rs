@@ -169,3 +169,55 @@ pub enum SignError {
     #[error("timestamp out of range")]
     Timestamp,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claims::Claims;
+    use crate::psk;
+    use crate::secret::MasterKey;
+
+    /// Every type holding a key prints without its bytes, in hex or as a byte array.
+    #[test]
+    fn debug_shows_no_key_bytes() {
+        let master = MasterKey::from_bytes([0x5a; 32]);
+        let claims = Claims::new("alice", 1, [("role", "writer")]).unwrap();
+        let psk = psk::derive_psk(&master, &claims);
+        let keys = signing::DayKeys::derive(&psk, "20261118".into());
+        let secrets: Vec<[u8; 32]> = vec![
+            *master.expose_secret(),
+            *psk.expose_secret(),
+            *signing::date_key(&psk, "20261118").expose_for_test(),
+            *keys.request.expose_for_test(),
+            *keys.response.expose_for_test(),
+        ];
+        let signer = RequestSigner::new(claims, psk);
+        let parts = RequestParts::new("GET", "/a", "", BodyHash::Streaming);
+        let signed = signer
+            .sign(&parts, 1_795_000_000, Nonce::from_bytes([1; 16]))
+            .unwrap();
+        let mut cache = ReplayCache::new(ReplayConfig::default());
+        let verified = verify_request(
+            &master,
+            signed.authorization(),
+            &parts,
+            1_795_000_000,
+            &mut cache,
+            |_| true,
+        )
+        .unwrap();
+        let seal_key = seal::SealKeyPair::derive(1, &[0x5a; 32]);
+        let shown = format!(
+            "{signer:?} {signed:?} {verified:?} {:?} {:?} {seal_key:?} {:?}",
+            signed.body_signer(),
+            verified.body_verifier(),
+            seal::RequestOpener::new(&seal_key),
+        );
+        assert!(shown.contains("SigningKey(..)") && shown.contains("Psk(..)"));
+        for s in &secrets {
+            let hex = data_encoding::HEXLOWER.encode(s);
+            assert!(!shown.contains(&hex), "hex key bytes in {shown}");
+            assert!(!shown.contains(&format!("{s:?}")), "key bytes in {shown}");
+        }
+    }
+}
