@@ -121,6 +121,12 @@ fn main() {
     for (name, bytes) in ferry_proto::fuzzing::announcement_seeds() {
         write("announcement", name, &bytes);
     }
+    for (name, bytes) in ferry_proto::fuzzing::http_auth_seeds() {
+        write("http_auth", name, &bytes);
+    }
+    for (name, bytes) in ferry_proto::fuzzing::http_seal_seeds() {
+        write("http_seal", name, &bytes);
+    }
     // message: every variant, then malformed ones.
     let msgs = messages();
     for m in &msgs {

@@ -431,6 +431,260 @@ pub fn auth_server_seeds() -> Vec<(&'static str, Vec<u8>)> {
     seeds
 }
 
+/// The HTTP front's decoders of outside input. The first byte picks one:
+///
+/// * even: the rest, if UTF-8, as an `Authorization` header value, a body-hash header value,
+///   a request path and a query. Whatever parses must print back to exactly the input (the
+///   header has one spelling), and a canonical path or query must be its own canonical
+///   form. The header must never verify: the fuzzer knows no credential.
+/// * odd: the rest as a streamed body ([`crate::http::chunks`]) under a fixed key and seed.
+///   A verifier must consume no more than it is given, hand out no empty data chunk, and
+///   accept only chunks that the signer itself produces for the same data.
+pub fn http_auth(data: &[u8]) {
+    use crate::http::canonical::{self, BodyHash};
+    use crate::http::header::Authorization;
+    use crate::http::{ReplayCache, ReplayConfig, RequestParts};
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode % 2 == 0 {
+        let Ok(text) = core::str::from_utf8(rest) else {
+            return;
+        };
+        if let Ok(auth) = Authorization::parse(text) {
+            assert_eq!(
+                auth.to_header_value(),
+                text,
+                "http_auth: accepted a header that is not in its one spelling"
+            );
+            assert_eq!(
+                Claims::decode(auth.claims_encoding()).as_ref(),
+                Ok(auth.claims()),
+                "http_auth: claims differ from their encoding"
+            );
+        }
+        if let Some(h) = BodyHash::parse(text) {
+            assert_eq!(h.to_header(), text, "http_auth: body hash spelt two ways");
+        }
+        if let Ok(path) = canonical::canonical_path(text)
+            && path.len() <= canonical::MAX_PATH_LEN
+        {
+            assert_eq!(
+                canonical::canonical_path(&path).as_ref(),
+                Ok(&path),
+                "http_auth: canonical path is not canonical"
+            );
+        }
+        if let Ok(query) = canonical::canonical_query(text)
+            && query.len() <= canonical::MAX_QUERY_LEN
+        {
+            assert_eq!(
+                canonical::canonical_query(&query).as_ref(),
+                Ok(&query),
+                "http_auth: canonical query is not canonical"
+            );
+        }
+        let master = crate::secret::MasterKey::from_bytes([5; 32]);
+        let parts = RequestParts::new("GET", "/v1/x", "", BodyHash::of(b""));
+        let mut cache = ReplayCache::new(ReplayConfig::default());
+        assert!(
+            crate::http::verify_request(&master, text, &parts, 1_795_000_000, &mut cache, |_| {
+                true
+            })
+            .is_err(),
+            "http_auth: a header from the fuzzer verified"
+        );
+    } else {
+        let (mut signer, mut verifier) = fuzz_chunk_pair();
+        let mut input = rest;
+        let mut signed = Vec::new();
+        // Each accepted chunk consumes at least its header, so this ends.
+        while let Ok(Some((chunk, used))) = verifier.decode(input) {
+            assert!(
+                (crate::http::chunks::CHUNK_HEADER_LEN..=input.len()).contains(&used),
+                "http_auth: chunk used {used} of {} bytes",
+                input.len()
+            );
+            let before = signed.len();
+            match chunk {
+                crate::http::chunks::Chunk::Data(d) => {
+                    assert!(!d.is_empty(), "http_auth: empty data chunk");
+                    signer.push(d, &mut signed);
+                }
+                crate::http::chunks::Chunk::End => {
+                    // `finish` consumes the signer; nothing may follow the end anyway.
+                    std::mem::replace(&mut signer, fuzz_chunk_pair().0).finish(&mut signed);
+                }
+            }
+            assert_eq!(
+                &signed[before..],
+                &input[..used],
+                "http_auth: accepted a chunk the signer would not produce"
+            );
+            input = &input[used..];
+            if input.is_empty() {
+                break;
+            }
+        }
+    }
+}
+
+fn fuzz_chunk_pair() -> (
+    crate::http::chunks::ChunkSigner,
+    crate::http::chunks::ChunkVerifier,
+) {
+    use crate::http::chunks::{ChunkSigner, ChunkVerifier};
+    let keys = crate::http::signing::DayKeys::derive(
+        &crate::secret::Psk::from_bytes([5; 32]),
+        "20261129".to_owned(),
+    );
+    let seed = crate::http::Signature([1; 32]);
+    (
+        ChunkSigner::new(keys.request.clone(), &keys.date, seed),
+        ChunkVerifier::new(keys.request.clone(), &keys.date, seed),
+    )
+}
+
+/// Seed inputs for [`http_auth`]: a signed request's header, paths, queries, body hashes
+/// and a signed streamed body.
+pub fn http_auth_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::http::{BodyHash, Nonce, RequestParts, RequestSigner};
+    let text = |s: &str| [&[0u8][..], s.as_bytes()].concat();
+    let mut seeds = Vec::new();
+    if let Ok(claims) = Claims::new("alice", 1, [("role", "writer")]) {
+        let signer = RequestSigner::new(claims, crate::secret::Psk::from_bytes([5; 32]));
+        let parts = RequestParts::new("GET", "/v1/x", "", BodyHash::of(b""));
+        if let Ok(signed) = signer.sign(&parts, 1_795_000_000, Nonce::from_bytes([7; 16])) {
+            seeds.push(("authorization", text(signed.authorization())));
+        }
+    }
+    seeds.push(("path", text("/v1/sources/a%2Fb/r%C3%A9sum%c3%a9.txt")));
+    seeds.push(("query", text("b=2&a=%7e&flag&x=a%3Db")));
+    seeds.push(("body-hash", text(&BodyHash::of(b"x").to_header())));
+    seeds.push(("streaming", text(crate::http::canonical::STREAMING_PAYLOAD)));
+    let (mut signer, _) = fuzz_chunk_pair();
+    let mut body = vec![1u8];
+    signer.push(b"hello ", &mut body);
+    signer.push(b"world", &mut body);
+    signer.finish(&mut body);
+    seeds.push(("chunks", body));
+    seeds
+}
+
+/// The sealed-body decoders ([`crate::http::seal`]). The first byte picks one: even, the rest
+/// is a sealed request to a fixed key pair; odd, a sealed response under a fixed exported
+/// secret. Whatever opens must be consistent: each step consumes bytes it was given (at
+/// least a header), a chunk's plaintext is its ciphertext less the 16-byte tag and at most
+/// [`crate::http::seal::MAX_SEALED_CHUNK`], nothing opens after the end, and the opener is
+/// finished exactly when the final chunk opened.
+pub fn http_seal(data: &[u8]) {
+    use crate::http::seal::{
+        CHUNK_HEADER_LEN, MAX_SEALED_CHUNK, RequestOpener, ResponseOpener, SealError, Unsealed,
+    };
+    let Some((&mode, mut rest)) = data.split_first() else {
+        return;
+    };
+    let key = fuzz_seal_key();
+    let mut request = RequestOpener::new(&key);
+    let mut response = ResponseOpener::from_parts([9; 32], [8; 32]);
+    let mut decode = |input: &[u8]| -> Result<Option<(Unsealed, usize)>, SealError> {
+        if mode % 2 == 0 {
+            request.decode(input)
+        } else {
+            response.decode(input)
+        }
+    };
+    let mut ended = false;
+    // Each step consumes at least a header, so this ends.
+    loop {
+        let step = decode(rest);
+        if ended {
+            assert!(
+                rest.is_empty() || step.is_err(),
+                "http_seal: accepted bytes after the end"
+            );
+            break;
+        }
+        let Ok(Some((what, used))) = step else {
+            break;
+        };
+        assert!(
+            used > 0 && used <= rest.len(),
+            "http_seal: used {used} of {} bytes",
+            rest.len()
+        );
+        match what {
+            Unsealed::Start => {}
+            Unsealed::Data(ref d) | Unsealed::End(ref d) => {
+                assert_eq!(
+                    d.len() + 16 + CHUNK_HEADER_LEN,
+                    used,
+                    "http_seal: plaintext length disagrees with the chunk"
+                );
+                assert!(d.len() <= MAX_SEALED_CHUNK, "http_seal: chunk too large");
+                ended = matches!(what, Unsealed::End(_));
+            }
+        }
+        rest = &rest[used..];
+    }
+    let finished = if mode % 2 == 0 {
+        request.is_finished()
+    } else {
+        response.is_finished()
+    };
+    assert_eq!(
+        finished,
+        ended && rest.is_empty(),
+        "http_seal: finished disagrees with the final chunk"
+    );
+}
+
+/// The operating system's RNG (rand_core 0.6's `OsRng`) behind rand_core 0.10's traits, for
+/// the seeds only.
+struct SeedRng;
+
+impl rand_core_10::TryRng for SeedRng {
+    type Error = core::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(rand_core::RngCore::next_u32(&mut rand_core::OsRng))
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(rand_core::RngCore::next_u64(&mut rand_core::OsRng))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, dst);
+        Ok(())
+    }
+}
+
+impl rand_core_10::TryCryptoRng for SeedRng {}
+
+fn fuzz_seal_key() -> crate::http::seal::SealKeyPair {
+    crate::http::seal::SealKeyPair::derive(1, &[42; 32])
+}
+
+/// Seed inputs for [`http_seal`]: a sealed request to the fixed key and a sealed response
+/// under the fixed secret.
+pub fn http_seal_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::http::seal::{RequestSealer, ResponseSealer};
+    let mut seeds = Vec::new();
+    let mut rng = SeedRng;
+    let mut req = vec![0u8];
+    if let Ok(mut s) = RequestSealer::new(&fuzz_seal_key().public_key(), &mut rng, &mut req)
+        && s.push(b"hello ", &mut req).is_ok()
+        && s.finish(b"world", &mut req).is_ok()
+    {
+        seeds.push(("request", req));
+    }
+    let mut resp = vec![1u8];
+    resp.extend_from_slice(&[3; 32]);
+    let mut s = ResponseSealer::from_parts([9; 32], [8; 32], &[3; 32]);
+    if s.push(b"the answer", &mut resp).is_ok() && s.finish(b"", &mut resp).is_ok() {
+        seeds.push(("response", resp));
+    }
+    seeds
+}
+
 /// Parses `data` (if UTF-8) as every state file ferry keeps (`users.toml`, `invites.toml`,
 /// `sessions.toml`, `profile.toml`, `session.toml`). Whatever parses must survive its own
 /// encoding unchanged, its accessors must not panic, and no error may quote the file (a run of

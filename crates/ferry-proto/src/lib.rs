@@ -16,6 +16,7 @@
 //! * [`server_id`] — the fingerprint clients pin.
 //! * [`credential`] — the credential file a client keeps.
 //! * [`mesh`] — the LAN mesh: join PAKE, member keys, sealed announcements.
+//! * [`http`] — the HTTP front's signed requests and responses, freshness and streamed bodies.
 //!
 //! A whole psk authentication, both ends driven in memory:
 //!
@@ -55,6 +56,7 @@ pub mod files;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http;
 pub mod mesh;
 pub mod message;
 pub mod names;

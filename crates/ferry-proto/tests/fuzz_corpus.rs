@@ -102,3 +102,13 @@ fn state_files() {
 fn announcement() {
     replay("announcement", fuzzing::announcement);
 }
+
+#[test]
+fn http_auth() {
+    replay("http_auth", fuzzing::http_auth);
+}
+
+#[test]
+fn http_seal() {
+    replay("http_seal", fuzzing::http_seal);
+}
