@@ -453,7 +453,8 @@ pub struct LoginArgs {
 /// `ferry put`.
 #[derive(Debug, Args)]
 pub struct PutArgs {
-    /// Source name to store under, e.g. reports/q3.
+    /// Source name to store under, e.g. reports/q3 or "Q3 report.pdf": any UTF-8 text
+    /// without control characters (compared in Unicode NFC), folders separated by "/".
     pub source: String,
     /// File to upload; "-" or nothing reads standard input (which does not resume).
     ///

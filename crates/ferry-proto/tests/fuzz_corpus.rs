@@ -102,3 +102,8 @@ fn state_files() {
 fn announcement() {
     replay("announcement", fuzzing::announcement);
 }
+
+#[test]
+fn source_name() {
+    replay("source_name", fuzzing::source_name);
+}
