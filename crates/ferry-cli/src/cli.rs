@@ -98,6 +98,27 @@ pub enum Command {
     /// Run the whole flow (init, serve, issue, put, get, refusals) in a temporary folder
     /// and check that every step behaves as expected.
     Demo,
+    /// Print a shell completion script, e.g. `ferry completions bash >
+    /// ~/.local/share/bash-completion/completions/ferry`.
+    Completions(CompletionsArgs),
+    /// Write the manual pages (ferry.1 and one per command, such as ferry-put.1) into DIR; without
+    /// DIR, print ferry.1 (`ferry man | man -l -`).
+    Man(ManArgs),
+}
+
+/// `ferry completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `ferry man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Folder to write the pages into (created if missing).
+    pub dir: Option<PathBuf>,
 }
 
 const WATCH_ABOUT: &str = "\
