@@ -35,7 +35,9 @@ Environment:
 Exit codes:
   0  success
   1  any other error
-  2  usage error
+  2  usage error: a bad argument or bad input, wherever it is found (an unknown option, an
+     invalid source name, prefix, client or user name, a folder given as FILE, options that do
+     not go together, passwords that differ, are empty or are too short)
   3  authentication failed
   4  permission denied
   5  not found

@@ -51,7 +51,10 @@ pub async fn put(a: &PutArgs) -> anyhow::Result<()> {
             let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
             let meta = f.metadata()?;
             if meta.is_dir() {
-                bail!("{} is a folder, not a file", path.display());
+                bail!(exit::bad_input(format!(
+                    "{} is a folder, not a file",
+                    path.display()
+                )));
             }
             if meta.is_file() && !a.no_resume {
                 return put_resumable(a, f).await;
@@ -278,7 +281,10 @@ fn usable_partial(source: &str, part: &Path, meta: &Path) -> Option<ferry::Parti
 /// it was.
 async fn get_to_file(a: &GetArgs, path: &Path) -> anyhow::Result<()> {
     if path.is_dir() {
-        bail!("{} is a folder; name the file to write", path.display());
+        bail!(exit::bad_input(format!(
+            "{} is a folder; name the file to write",
+            path.display()
+        )));
     }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

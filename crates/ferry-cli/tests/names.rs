@@ -126,7 +126,7 @@ fn utf8_names_round_trip_and_normalise() {
         &writer,
         &["put", "bad\u{1b}[2Jname", file.to_str().unwrap()],
     );
-    assert_ne!(out.code, 0);
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
         out.stderr
             .contains("invalid source name: character 4 is U+001B, a control character"),
