@@ -19,7 +19,7 @@ use ferry::{Client, fsutil};
 use zeroize::Zeroizing;
 
 use crate::cli::{LoginArgs, PasswordStdin, RegisterArgs};
-use crate::exit::{AUTH_FAILED, FAILURE, Failure};
+use crate::exit::{self, AUTH_FAILED, FAILURE, Failure};
 use crate::output;
 
 /// What a session-based connection says when the server refuses the session.
@@ -154,12 +154,12 @@ pub fn read_password(
         };
         let first = ask(prompt)?;
         if confirm && !first.is_empty() && *ask("again: ")? != *first {
-            bail!("the passwords differ; nothing changed");
+            bail!(exit::bad_input("the passwords differ; nothing changed"));
         }
         first
     };
     if pw.is_empty() {
-        bail!("the password is empty; nothing changed");
+        bail!(exit::bad_input("the password is empty; nothing changed"));
     }
     Ok(pw)
 }
@@ -250,17 +250,18 @@ pub async fn login(a: &LoginArgs) -> anyhow::Result<()> {
     let (server, server_id) = match (&a.server, &a.server_id, &profile) {
         (Some(s), Some(id), _) => (s.clone(), id.clone()),
         (None, None, Some(p)) => (p.server.clone(), p.server_id.clone()),
-        (None, None, None) => bail!(
+        (None, None, None) => bail!(exit::bad_input(
             "no server known; pass --server HOST:PORT --server-id ID (or run ferry register first)"
-        ),
+        )),
         // clap makes each of --server and --server-id require the other.
-        _ => bail!("give --server and --server-id together"),
+        _ => bail!(exit::bad_input("give --server and --server-id together")),
     };
-    let pin = ServerId::parse(&server_id).map_err(|e| anyhow!("server ID {server_id}: {e}"))?;
+    let pin = ServerId::parse(&server_id)
+        .map_err(|e| exit::bad_input(format!("server ID {server_id}: {e}")))?;
     let user = match (&a.user, &profile) {
         (Some(u), _) => u.clone(),
         (None, Some(p)) => p.user.clone(),
-        (None, None) => bail!("no user name; pass --user NAME"),
+        (None, None) => bail!(exit::bad_input("no user name; pass --user NAME")),
     };
     ferry::proto::names::validate_client_name(&user)?;
     let pw = read_password(&a.password, &format!("password for {user}: "), false)?;
@@ -353,10 +354,11 @@ pub async fn logout() -> anyhow::Result<()> {
 /// Refuses a new password the library would refuse, before any connection, saying why.
 fn new_password_long_enough(pw: &str) -> anyhow::Result<()> {
     ferry::client::check_new_password(pw.as_bytes()).map_err(|_| {
-        anyhow!(
+        exit::bad_input(format!(
             "the password is shorter than {} characters; nothing changed",
             ferry::client::MIN_PASSWORD_CHARS
-        )
+        ))
+        .into()
     })
 }
 

@@ -10,7 +10,7 @@ use ferry::{ServerDir, fsutil};
 use serde_json::json;
 
 use crate::cli::{ClientCommand, ClientListArgs, DirArg, IssueArgs, RevokeArgs};
-use crate::exit::{Failure, NOT_FOUND};
+use crate::exit::{self, Failure, NOT_FOUND};
 use crate::output;
 
 /// The server folder: `--dir`, else `$FERRY_DIR` (both via clap), else the data folder.
@@ -56,7 +56,7 @@ fn issue(a: &IssueArgs) -> anyhow::Result<()> {
     let mut attrs = BTreeMap::from([("role".to_owned(), a.role.clone())]);
     for (k, v) in &a.attrs {
         if attrs.insert(k.clone(), v.clone()).is_some() {
-            bail!("--attr {k}=... is given twice");
+            bail!(exit::bad_input(format!("--attr {k}=... is given twice")));
         }
     }
     let out = match &a.out {
@@ -134,14 +134,17 @@ pub fn check_writable(path: &Path) -> anyhow::Result<()> {
         _ => Path::new("."),
     };
     if !parent.is_dir() {
-        bail!(
+        bail!(exit::bad_input(format!(
             "cannot write {}: no folder {}",
             path.display(),
             parent.display()
-        );
+        )));
     }
     if path.is_dir() {
-        bail!("cannot write {}: it is a folder", path.display());
+        bail!(exit::bad_input(format!(
+            "cannot write {}: it is a folder",
+            path.display()
+        )));
     }
     Ok(())
 }

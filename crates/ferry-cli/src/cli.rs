@@ -35,7 +35,9 @@ Environment:
 Exit codes:
   0  success
   1  any other error
-  2  usage error
+  2  usage error: a bad argument or bad input, wherever it is found (an unknown option, an
+     invalid source name, prefix, client or user name, a folder given as FILE, options that do
+     not go together, passwords that differ, are empty or are too short)
   3  authentication failed
   4  permission denied
   5  not found
@@ -98,6 +100,27 @@ pub enum Command {
     /// Run the whole flow (init, serve, issue, put, get, refusals) in a temporary folder
     /// and check that every step behaves as expected.
     Demo,
+    /// Print a shell completion script, e.g. `ferry completions bash >
+    /// ~/.local/share/bash-completion/completions/ferry`.
+    Completions(CompletionsArgs),
+    /// Write the manual pages (ferry.1 and one per command, such as ferry-put.1) into DIR; without
+    /// DIR, print ferry.1 (`ferry man | man -l -`).
+    Man(ManArgs),
+}
+
+/// `ferry completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `ferry man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Folder to write the pages into (created if missing).
+    pub dir: Option<PathBuf>,
 }
 
 const WATCH_ABOUT: &str = "\
@@ -453,7 +476,8 @@ pub struct LoginArgs {
 /// `ferry put`.
 #[derive(Debug, Args)]
 pub struct PutArgs {
-    /// Source name to store under, e.g. reports/q3.
+    /// Source name to store under, e.g. reports/q3 or "Q3 report.pdf": any UTF-8 text
+    /// without control characters (compared in Unicode NFC), folders separated by "/".
     pub source: String,
     /// File to upload; "-" or nothing reads standard input (which does not resume).
     ///

@@ -3,9 +3,13 @@
 use std::fmt;
 use std::process::ExitCode;
 
+use ferry::proto::names::NameError;
+
 /// Any other error.
 pub const FAILURE: u8 = 1;
-/// Usage error (bad arguments).
+/// Usage error: a bad argument or bad input, wherever it is found (clap's own errors, an invalid
+/// name or prefix, a folder given as FILE, options that do not go together, passwords that
+/// differ or are too short).
 pub const USAGE: u8 = 2;
 /// Authentication failed.
 pub const AUTH_FAILED: u8 = 3;
@@ -43,12 +47,19 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// A usage or bad-input error (exit code 2), found after clap parsed the command line.
+pub fn bad_input(message: impl Into<String>) -> Failure {
+    Failure::new(USAGE, message)
+}
+
 fn library_code(e: &ferry::Error) -> u8 {
     match e {
         ferry::Error::AuthFailed => AUTH_FAILED,
         ferry::Error::Forbidden(_) => FORBIDDEN,
         ferry::Error::NotFound(_) => NOT_FOUND,
         ferry::Error::ServerIdMismatch(_) => SERVER_ID_MISMATCH,
+        // Names and new passwords come from the person at the command line.
+        ferry::Error::Name(_) | ferry::Error::PasswordTooShort(_) => USAGE,
         _ => FAILURE,
     }
 }
@@ -72,6 +83,9 @@ pub fn code(err: &anyhow::Error) -> u8 {
         }
         if let Some(e) = cause.downcast_ref::<ferry::Error>() {
             return library_code(e);
+        }
+        if cause.downcast_ref::<NameError>().is_some() {
+            return USAGE;
         }
     }
     FAILURE
@@ -161,6 +175,15 @@ mod tests {
         })
         .context("ls");
         assert_eq!(message(&e), "ls: cannot connect to h:1: refused");
+        let e = anyhow::Error::new(ferry::proto::names::SourceName::parse("").unwrap_err())
+            .context("put");
+        assert_eq!(code(&e), USAGE);
+        let e = anyhow::Error::new(ferry::Error::Name(
+            ferry::proto::names::validate_prefix("\u{7}").unwrap_err(),
+        ));
+        assert_eq!(code(&e), USAGE);
+        let e = anyhow::Error::new(bad_input("x is a folder")).context("put");
+        assert_eq!(code(&e), USAGE);
         let e = anyhow::anyhow!("a\n  b\n\nc");
         assert_eq!(code(&e), FAILURE);
         assert_eq!(message(&e), "a b c");

@@ -9,6 +9,7 @@ mod admin;
 mod cli;
 mod credential;
 mod demo;
+mod docs;
 mod exit;
 mod mesh;
 mod output;
@@ -72,6 +73,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Passwd(a) => block_on(account::passwd(&a)),
         Command::Mesh(c) => mesh::run(c),
         Command::Demo => block_on(demo::run()),
+        Command::Completions(a) => docs::completions(&a),
+        Command::Man(a) => docs::man(&a),
     }
 }
 

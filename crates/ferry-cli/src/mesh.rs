@@ -12,7 +12,7 @@ use crate::admin::server_dir;
 use crate::cli::{
     DirArg, MeshCommand, MeshCreateArgs, MeshJoinArgs, MeshOpenArgs, MeshRemoveArgs, MeshUpArgs,
 };
-use crate::exit::{AUTH_FAILED, Failure, NOT_FOUND};
+use crate::exit::{self, AUTH_FAILED, Failure, NOT_FOUND};
 
 /// Runs one `ferry mesh` command.
 pub fn run(cmd: MeshCommand) -> anyhow::Result<()> {
@@ -101,7 +101,7 @@ fn open(a: &MeshOpenArgs) -> anyhow::Result<()> {
     }
     let pw = read_password(&a.password, "join password: ", true)?;
     if pw.is_empty() {
-        bail!("the join password is empty");
+        bail!(exit::bad_input("the join password is empty"));
     }
     let until = ferry::clock::now().saturating_add(a.duration);
     dir.open_mesh(pw, until)?;
@@ -214,7 +214,9 @@ async fn discover(a: &MeshJoinArgs) -> anyhow::Result<(String, ServerId)> {
                     printable(&f.mesh)
                 );
             }
-            bail!("several peers are open to joins; choose one with --peer and --peer-id")
+            bail!(exit::bad_input(
+                "several peers are open to joins; choose one with --peer and --peer-id"
+            ))
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use ferry::Client;
-use ferry::proto::names::{SourceName, validate_prefix};
+use ferry::proto::names::{SourceName, normalize_prefix};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{CredArg, GetArgs, LsArgs, PutArgs, RmArgs, StatArgs};
@@ -51,7 +51,10 @@ pub async fn put(a: &PutArgs) -> anyhow::Result<()> {
             let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
             let meta = f.metadata()?;
             if meta.is_dir() {
-                bail!("{} is a folder, not a file", path.display());
+                bail!(exit::bad_input(format!(
+                    "{} is a folder, not a file",
+                    path.display()
+                )));
             }
             if meta.is_file() && !a.no_resume {
                 return put_resumable(a, f).await;
@@ -278,7 +281,10 @@ fn usable_partial(source: &str, part: &Path, meta: &Path) -> Option<ferry::Parti
 /// it was.
 async fn get_to_file(a: &GetArgs, path: &Path) -> anyhow::Result<()> {
     if path.is_dir() {
-        bail!("{} is a folder; name the file to write", path.display());
+        bail!(exit::bad_input(format!(
+            "{} is a folder; name the file to write",
+            path.display()
+        )));
     }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -292,7 +298,9 @@ async fn get_to_file(a: &GetArgs, path: &Path) -> anyhow::Result<()> {
     if a.no_resume {
         remove_partial(&part, &meta);
     }
-    let partial = usable_partial(&a.source, &part, &meta);
+    // The partial records the name in NFC, whichever form was typed.
+    let name = SourceName::parse(&a.source)?;
+    let partial = usable_partial(name.as_str(), &part, &meta);
     let file = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -317,7 +325,7 @@ async fn get_to_file(a: &GetArgs, path: &Path) -> anyhow::Result<()> {
         }
     };
     let bar = Bar::new(&format!("get {}", a.source));
-    let source = a.source.clone();
+    let source = name.to_string();
     let meta_path = meta.clone();
     let result = client
         .get_resume(
@@ -396,7 +404,7 @@ async fn get_to_file(a: &GetArgs, path: &Path) -> anyhow::Result<()> {
 
 /// `ferry ls`.
 pub async fn ls(a: &LsArgs) -> anyhow::Result<()> {
-    validate_prefix(&a.prefix)?;
+    normalize_prefix(&a.prefix)?;
     let mut client = connect(&a.cred).await?;
     let entries = client.list(&a.prefix).await?;
     let _ = client.close().await;
@@ -430,10 +438,10 @@ pub async fn stat(a: &StatArgs) -> anyhow::Result<()> {
 
 /// `ferry rm`.
 pub async fn rm(a: &RmArgs) -> anyhow::Result<()> {
-    SourceName::parse(&a.source)?;
+    let name = SourceName::parse(&a.source)?;
     let mut client = connect(&a.cred).await?;
-    let version = client.delete(&a.source).await?;
+    let version = client.delete(name.as_str()).await?;
     let _ = client.close().await;
-    println!("deleted {} (the deletion is v{version})", a.source);
+    println!("deleted {name} (the deletion is v{version})");
     Ok(())
 }

@@ -14,7 +14,7 @@ use crate::cli::{
     ClientListArgs, InviteArgs, InviteOut, ResetArgs, SessionCommand, SessionRevokeArgs,
     UserCommand, UserNameArgs,
 };
-use crate::exit::{Failure, NOT_FOUND};
+use crate::exit::{self, Failure, NOT_FOUND};
 use crate::output;
 
 /// `ferry user ...`.
@@ -40,10 +40,12 @@ fn invite(a: &InviteArgs) -> anyhow::Result<()> {
     let mut attrs = BTreeMap::from([("role".to_owned(), a.role.clone())]);
     for (k, v) in &a.attrs {
         if k == ferry::proto::auth::INVITE_EXPIRES {
-            bail!("--attr {k}=... is reserved for the invite's expiry; use --expires");
+            bail!(exit::bad_input(format!(
+                "--attr {k}=... is reserved for the invite's expiry; use --expires"
+            )));
         }
         if attrs.insert(k.clone(), v.clone()).is_some() {
-            bail!("--attr {k}=... is given twice");
+            bail!(exit::bad_input(format!("--attr {k}=... is given twice")));
         }
     }
     let existing = server_dir(&a.out.dir)?.users()?.users.contains_key(&a.name);

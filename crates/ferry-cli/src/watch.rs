@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ferry::client::hex;
 use ferry::proto::message::WatchEvent;
-use ferry::proto::names::validate_prefix;
+use ferry::proto::names::normalize_prefix;
 use ferry::{Watch, WatchItem};
 use serde_json::json;
 
@@ -19,7 +19,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// `ferry watch`.
 pub async fn watch(a: &WatchArgs) -> anyhow::Result<()> {
-    validate_prefix(&a.prefix)?;
+    normalize_prefix(&a.prefix)?;
     tokio::select! {
         r = follow(a) => r,
         // Ctrl-C is how a watch normally ends.

@@ -188,7 +188,7 @@ fn explicit_server_login_works_anywhere_and_updates_the_profile() {
     // Another machine: a fresh configuration folder, no profile.
     fs::remove_dir_all(a.env.config_dir()).unwrap();
     let out = a.login("dave", PW);
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("--server"), "{}", out.stderr);
     let out = a.env.run_stdin(
         &[
@@ -254,7 +254,7 @@ fn an_empty_password_is_refused() {
     let a = Accounts::new();
     let invite = a.invite("carol", "writer", &[]);
     let out = a.register(&invite, "");
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("empty"), "{}", out.stderr);
     // The invite was not spent.
     a.register(&invite, PW).ok();
@@ -265,7 +265,7 @@ fn register_and_passwd_refuse_passwords_under_8_characters() {
     let a = Accounts::new();
     let invite = a.invite("carol", "writer", &[]);
     let out = a.register(&invite, "1234567");
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("shorter than 8"), "{}", out.stderr);
     // Nothing was sent: the invite is still good.
     a.register(&invite, PW).ok();
@@ -274,7 +274,7 @@ fn register_and_passwd_refuse_passwords_under_8_characters() {
         &["passwd", "--password-stdin"],
         format!("{PW}\nshort\n").into_bytes(),
     );
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("shorter than 8"), "{}", out.stderr);
     // Still logged in with the old password.
     a.run(&["ls"]).ok();

@@ -93,7 +93,7 @@ fn attribute_mistakes_are_usage_errors() {
     let out = env.run(&[
         "client", "issue", "a", "--role", "reader", "--attr", "t=1", "--attr", "t=2",
     ]);
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, 2);
     assert!(out.stderr.contains("twice"), "{}", out.stderr);
     assert!(!env.join("a.cred").exists());
     // Nothing was issued by the refused commands.

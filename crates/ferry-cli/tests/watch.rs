@@ -254,7 +254,7 @@ fn watch_prints_text_lines_for_its_prefix_and_refusals_are_fatal() {
     let out = s.with(&s.reader, &["watch", "--json"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     // A malformed prefix is a usage-level failure before any connection.
-    let out = s.with(&s.writer, &["watch", "a b"]);
+    let out = s.with(&s.writer, &["watch", "a\u{7}b"]);
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("prefix"), "{}", out.stderr);
 }

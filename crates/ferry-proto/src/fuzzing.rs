@@ -907,6 +907,56 @@ pub fn announcement_seeds() -> Vec<(&'static str, Vec<u8>)> {
     seeds
 }
 
+/// Parses the input (UTF-8) as a source name and as a listing prefix. A name that parses is
+/// canonical (NFC: it parses to itself, also with `parse_canonical`), keeps every limit, holds
+/// no refused character, and each of its prefixes (cut at a character) is a valid prefix, so a
+/// listing can always be narrowed to it. A prefix that normalises is valid as sent.
+pub fn source_name(data: &[u8]) {
+    use crate::names::{self, SourceName};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(name) = SourceName::parse(text) {
+        let s = name.as_str();
+        assert_eq!(
+            SourceName::parse_canonical(s).as_ref(),
+            Ok(&name),
+            "names: not canonical"
+        );
+        assert!(s.len() <= names::MAX_SOURCE_LEN, "names: too long");
+        let segments: Vec<&str> = s.split('/').collect();
+        assert!(
+            segments.len() <= names::MAX_SEGMENTS,
+            "names: too many segments"
+        );
+        for seg in segments {
+            assert!(
+                !seg.is_empty() && seg != "." && seg != ".." && seg.len() <= names::MAX_SEGMENT_LEN,
+                "names: bad segment {seg:?}"
+            );
+        }
+        assert!(
+            s.chars().all(|c| names::refused_char(c).is_none()),
+            "names: refused character kept"
+        );
+        for (i, _) in s.char_indices().chain([(s.len(), ' ')]) {
+            assert_eq!(
+                names::validate_prefix(&s[..i]),
+                Ok(()),
+                "names: prefix {:?} of a name refused",
+                &s[..i]
+            );
+        }
+    }
+    if let Ok(p) = names::normalize_prefix(text) {
+        assert_eq!(
+            names::validate_prefix(&p),
+            Ok(()),
+            "names: normalised prefix refused"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -112,3 +112,8 @@ fn http_auth() {
 fn http_seal() {
     replay("http_seal", fuzzing::http_seal);
 }
+
+#[test]
+fn source_name() {
+    replay("source_name", fuzzing::source_name);
+}

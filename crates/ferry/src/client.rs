@@ -807,14 +807,15 @@ impl Client {
         }
     }
 
-    /// Lists all sources starting with `prefix` that the principal may list.
+    /// Lists all sources starting with `prefix` (normalised to NFC, as names are) that the
+    /// principal may list.
     pub async fn list(&mut self, prefix: &str) -> Result<Vec<Entry>, Error> {
-        ferry_proto::names::validate_prefix(prefix)?;
+        let prefix = ferry_proto::names::normalize_prefix(prefix)?;
         let mut out = Vec::new();
         let mut after = None;
         loop {
             self.send_request(&Message::List(List {
-                prefix: prefix.to_owned(),
+                prefix: prefix.clone(),
                 after: after.take(),
             }))
             .await?;

@@ -98,10 +98,13 @@ impl Policy {
                     })?);
                 }
                 let mut patterns = Vec::new();
-                for p in &rule.sources {
+                for written in &rule.sources {
+                    // Names are matched in NFC (PROTOCOL.md §5.1), so patterns are too: a
+                    // pattern typed in another form still matches the names it shows.
+                    let p = &ferry_proto::names::nfc(written);
                     // Check the pattern compiles, with a sample name substituted.
                     compile(&p.replace("{name}", "x")).map_err(|e| {
-                        Error::Config(format!("ferry.toml: role {role}: pattern {p:?}: {e}"))
+                        Error::Config(format!("ferry.toml: role {role}: pattern {written:?}: {e}"))
                     })?;
                     patterns.push(if p.contains("{name}") {
                         Pattern::PerName(p.clone())
@@ -175,5 +178,35 @@ mod tests {
         assert!(p.allows(r, "bob", Op::Put, "public/x"));
         assert!(!p.allows(r, "bob", Op::Put, "public/x/y"));
         assert!(!p.allows(r, "bob", Op::Get, "public/x"));
+    }
+
+    /// Patterns match names in NFC whatever form they were written in; `*` spans any
+    /// characters of a segment; `?` matches one byte (the glob engine works on bytes), so it
+    /// never matches a character of several bytes (PROTOCOL.md §6).
+    #[test]
+    fn unicode_patterns() {
+        let c = crate::config::Config::parse(
+            r#"[roles]
+r = [{ ops = ["get"], sources = ["e\u0301te\u0301/*", "?.txt", "\u65e5\u672c/**"] }]"#,
+        )
+        .unwrap();
+        let p = Policy::new(&c.roles).unwrap();
+        let r = Some("r");
+        let allows = |s: &str| {
+            p.allows(
+                r,
+                "a",
+                Op::Get,
+                ferry_proto::names::SourceName::parse(s).unwrap().as_str(),
+            )
+        };
+        assert!(allows("\u{e9}t\u{e9}/Q3 report.pdf"));
+        assert!(allows("e\u{301}te\u{301}/x"));
+        assert!(!allows("\u{e9}t\u{e9}/a/b"));
+        assert!(allows("e.txt"));
+        assert!(!allows("\u{e9}.txt"));
+        assert!(!allows("ab.txt"));
+        assert!(allows("\u{65e5}\u{672c}/\u{30d5}\u{30a1}\u{30a4}\u{30eb}"));
+        assert!(!allows("\u{65e5}/x"));
     }
 }

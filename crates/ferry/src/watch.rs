@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use ferry_proto::message::{Message, Watch as WatchRequest, WatchEvent};
-use ferry_proto::names::validate_prefix;
+use ferry_proto::names::normalize_prefix;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -60,12 +60,9 @@ impl Client {
     ///
     /// Fails like other requests (for example with [`Error::Remote`] for a malformed prefix).
     pub async fn watch(mut self, prefix: &str, after: Option<u64>) -> Result<Watch, Error> {
-        validate_prefix(prefix)?;
-        self.send_request(&Message::Watch(WatchRequest {
-            prefix: prefix.to_owned(),
-            after,
-        }))
-        .await?;
+        let prefix = normalize_prefix(prefix)?;
+        self.send_request(&Message::Watch(WatchRequest { prefix, after }))
+            .await?;
         let ok = match self.recv().await? {
             Message::WatchOk(ok) => ok,
             m => return Err(Self::unexpected(&m)),

@@ -296,13 +296,25 @@ async fn a_bad_prefix_is_refused_and_the_connection_stays_usable() {
     let mut c = connect(&srv, &alice).await;
     let reply = c
         .raw_request(&Message::Watch(ferry::proto::message::Watch {
-            prefix: "a b".into(),
+            prefix: "a\u{7}b".into(),
             after: None,
         }))
         .await
         .unwrap();
     assert!(
         matches!(&reply, Message::Error(e) if e.code == ferry::proto::message::ErrorCode::BadRequest),
+        "{reply:?}"
+    );
+    // A prefix not in NFC is refused too: names are compared in NFC (PROTOCOL.md §5.1).
+    let reply = c
+        .raw_request(&Message::Watch(ferry::proto::message::Watch {
+            prefix: "e\u{301}".into(),
+            after: None,
+        }))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&reply, Message::Error(e) if e.code == ferry::proto::message::ErrorCode::BadRequest && e.message.contains("NFC")),
         "{reply:?}"
     );
     c.put_bytes("still/works", b"yes".to_vec()).await.unwrap();

@@ -130,10 +130,10 @@ pub enum InvalidEntry {
 }
 
 impl MeshEntry {
-    /// Checks a member's source state: a valid source name (the rules requests follow) and a
-    /// version from 1 to [`MAX_VERSION`].
+    /// Checks a member's source state: a valid source name (the rules requests follow) in
+    /// NFC, as every server stores them, and a version from 1 to [`MAX_VERSION`].
     pub fn check(&self) -> Result<(), InvalidEntry> {
-        crate::names::SourceName::parse(&self.source)?;
+        crate::names::SourceName::parse_canonical(&self.source)?;
         if self.version == 0 || self.version > MAX_VERSION {
             return Err(InvalidEntry::Version(self.version));
         }
@@ -194,6 +194,8 @@ mod tests {
     fn entries_need_a_valid_name_and_a_sane_version() {
         assert_eq!(entry("docs/a.txt", 1).check(), Ok(()));
         assert_eq!(entry("docs/a.txt", MAX_VERSION).check(), Ok(()));
+        assert_eq!(entry("Q3 report.pdf", 1).check(), Ok(()));
+        assert_eq!(entry("\u{65e5}\u{672c}/\u{e9}t\u{e9}", 1).check(), Ok(()));
         for bad in [
             "",
             "../etc/passwd",
@@ -201,7 +203,9 @@ mod tests {
             "a/./b",
             "a\u{1b}[2J",
             "x\n",
-            "a b",
+            "a\u{202e}b",
+            // Not in NFC: a server stores only NFC names, so no member can hold this one.
+            "e\u{301}t\u{e9}",
         ] {
             assert!(
                 matches!(entry(bad, 1).check(), Err(InvalidEntry::Name(_))),
