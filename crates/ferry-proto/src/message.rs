@@ -498,6 +498,8 @@ pub enum ErrorCode {
     /// Another connection is uploading the same content to the same source as the same
     /// principal (a resumable upload has one writer at a time); try again once it ended.
     Busy,
+    /// The server's storage is full: nothing of the request was stored.
+    NoSpace,
     /// The server could not complete the request.
     Internal,
     /// A code this version does not know.

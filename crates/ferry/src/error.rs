@@ -53,6 +53,9 @@ pub enum Error {
     /// another connection holds the same upload): try again later.
     #[error("the server is busy: {0}")]
     Busy(String),
+    /// The server's storage is full; nothing of the request was stored.
+    #[error("{0}")]
+    NoSpace(String),
     /// Bytes received do not match the content hash.
     #[error("content hash mismatch: the data was corrupted in transit or storage")]
     HashMismatch,
@@ -108,6 +111,7 @@ impl Error {
             ErrorCode::NotFound => Self::NotFound(e.message),
             ErrorCode::HashMismatch => Self::HashMismatch,
             ErrorCode::Busy => Self::Busy(e.message),
+            ErrorCode::NoSpace => Self::NoSpace(e.message),
             code => Self::Remote {
                 code,
                 message: e.message,

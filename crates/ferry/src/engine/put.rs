@@ -453,7 +453,8 @@ impl<B: ServerBackend> Upload<B> {
             .await
             .map_err(Error::from);
         let entry = committed.map_err(|error| Failed {
-            answer: None,
+            // The index could not grow: the client hears why, the connection closes.
+            answer: is_storage_full(&error).then(|| storage_refusal(true)),
             error,
         })?;
         tracing::info!(
@@ -483,16 +484,43 @@ fn mismatch() -> Refusal {
 
 /// The writer stopped without finishing: `result` says why (`Ok` if it just stopped).
 fn writer_failed(name: &SourceName, result: Result<(), Error>) -> Failed {
+    let full = result.as_ref().err().is_some_and(is_storage_full);
     let why = match result {
         Err(e) => e.to_string(),
         Ok(()) => "the writer stopped early".to_owned(),
     };
     tracing::error!("upload of {name} failed: {why}");
     Failed {
-        answer: Some(Refusal::new(
-            ErrorCode::Internal,
-            "the server could not store the data",
-        )),
+        answer: Some(storage_refusal(full)),
         error: Error::Internal(why),
     }
+}
+
+/// The answer to an upload the server could not store: `no_space` when its storage is full.
+fn storage_refusal(full: bool) -> Refusal {
+    if full {
+        Refusal::new(
+            ErrorCode::NoSpace,
+            "no space left on the server; nothing was stored",
+        )
+    } else {
+        Refusal::new(ErrorCode::Internal, "the server could not store the data")
+    }
+}
+
+/// Whether an error comes from storage that is full (`ENOSPC`, or `EDQUOT`: a quota).
+fn is_storage_full(e: &Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    // Bounded by the length of the chain.
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && (io.kind() == std::io::ErrorKind::StorageFull
+                || io.kind() == std::io::ErrorKind::QuotaExceeded
+                || matches!(io.raw_os_error(), Some(28 | 122)))
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }

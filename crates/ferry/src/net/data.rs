@@ -110,10 +110,20 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
         Ok(Ok(entry)) => wire.send(&Message::PutOk(to_wire(entry))).await,
         Ok(Err(r)) => wire.send(&refusal(r)).await,
         Err(Failed { answer, error }) => {
-            if let Some(r) = answer {
-                wire.send(&refusal(r)).await?;
+            let Some(r) = answer else {
+                return Err(error);
+            };
+            // The client is still sending: take the rest of its upload (bounded by the
+            // transfer deadline per frame) before answering, so the answer is read as the
+            // reply to the put, not lost in a reset of a connection closed under its data.
+            let drained = matches!(drain_upload(engine, wire).await, Ok(()));
+            wire.send(&refusal(r)).await?;
+            if drained {
+                tracing::warn!("{error}; the put was refused and the connection goes on");
+                Ok(())
+            } else {
+                Err(error)
             }
-            Err(error)
         }
     }
 }
@@ -144,6 +154,29 @@ async fn receive_body<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
                 }
             },
             Incoming::Message(Message::PutEnd(end)) => return Ok(Some(end)),
+            Incoming::Message(other) => {
+                return Err(Error::Protocol(format!(
+                    "unexpected {} during upload",
+                    other.type_name()
+                )));
+            }
+        }
+    }
+}
+
+/// Reads and drops the rest of an upload the server will not store, up to its `put_end`.
+async fn drain_upload<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
+    engine: &Engine<B>,
+    wire: &mut Wire<S>,
+) -> Result<(), Error> {
+    // Bounded: every frame comes within the transfer deadline or the drain ends.
+    loop {
+        let frame = tokio::time::timeout(engine.limits.transfer_timeout, wire.recv())
+            .await
+            .map_err(|_| Error::Timeout("upload data"))??;
+        match frame {
+            Incoming::Data(_) => {}
+            Incoming::Message(Message::PutEnd(_)) => return Ok(()),
             Incoming::Message(other) => {
                 return Err(Error::Protocol(format!(
                     "unexpected {} during upload",
