@@ -500,6 +500,8 @@ pub enum ErrorCode {
     Busy,
     /// The server's storage is full: nothing of the request was stored.
     NoSpace,
+    /// The server is shutting down: the connection ends; try again shortly.
+    ShuttingDown,
     /// The server could not complete the request.
     Internal,
     /// A code this version does not know.

@@ -53,6 +53,9 @@ pub enum Error {
     /// another connection holds the same upload): try again later.
     #[error("the server is busy: {0}")]
     Busy(String),
+    /// The server is shutting down (the connection has ended): try again shortly.
+    #[error("the server is shutting down; try again shortly")]
+    ShuttingDown,
     /// The server's storage is full; nothing of the request was stored.
     #[error("{0}")]
     NoSpace(String),
@@ -112,6 +115,7 @@ impl Error {
             ErrorCode::HashMismatch => Self::HashMismatch,
             ErrorCode::Busy => Self::Busy(e.message),
             ErrorCode::NoSpace => Self::NoSpace(e.message),
+            ErrorCode::ShuttingDown => Self::ShuttingDown,
             code => Self::Remote {
                 code,
                 message: e.message,

@@ -410,3 +410,19 @@ async fn authenticated_connections_have_their_own_budget() {
     srv.stop().await;
     assert_eq!(panics(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_waiting_between_requests_is_told_the_server_is_shutting_down() {
+    let srv = TestServer::start().await;
+    let cred = srv.issue("idle", "writer");
+    let mut c = Client::connect(&cred).await.unwrap();
+    c.put_bytes("a", b"1".to_vec()).await.unwrap();
+    srv.stop().await;
+    let r = c.stat("a").await;
+    assert!(matches!(r, Err(ferry::Error::ShuttingDown)), "{r:?}");
+    assert_eq!(
+        r.unwrap_err().to_string(),
+        "the server is shutting down; try again shortly"
+    );
+    assert_eq!(panics(), 0);
+}

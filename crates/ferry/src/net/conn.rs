@@ -133,7 +133,17 @@ pub(crate) async fn serve_connection<B: ServerBackend>(
                 Ok(r) => r?,
                 Err(_) => return Err(Error::Timeout("the next request")),
             },
-            _ = stop.changed() => break,
+            _ = stop.changed() => {
+                // Said before closing, so the client's next request reads why the
+                // connection ended rather than a bare close.
+                let _ = wire
+                    .send(&Message::Error(ErrorMsg {
+                        code: ErrorCode::ShuttingDown,
+                        message: "the server is shutting down; try again shortly".into(),
+                    }))
+                    .await;
+                break;
+            }
         };
         if let Message::Logout(_) = msg {
             if let Some(id) = session {
