@@ -519,6 +519,10 @@ pub struct GetArgs {
     /// Delete any partial download of FILE and start from the beginning.
     #[arg(long)]
     pub no_resume: bool,
+    /// Download this version instead of the current one (one the server still keeps: see
+    /// `ferry ls --versions SOURCE`).
+    #[arg(long, value_name = "N")]
+    pub version: Option<u64>,
     /// The credential.
     #[command(flatten)]
     pub cred: CredArg,
@@ -527,9 +531,13 @@ pub struct GetArgs {
 /// `ferry ls`.
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// Only sources whose name starts with this.
+    /// Only sources whose name starts with this (with --versions: the source).
     #[arg(default_value = "")]
     pub prefix: String,
+    /// List the versions the server keeps of the source named PREFIX, newest first, instead
+    /// of the sources under a prefix.
+    #[arg(long)]
+    pub versions: bool,
     /// The credential.
     #[command(flatten)]
     pub cred: CredArg,

@@ -148,9 +148,13 @@ async fn get_streaming(a: &GetArgs, out: Box<dyn Write + Send>, what: &str) -> a
     let bar = Bar::new(&format!("get {}", a.source));
     let out = BufWriter::with_capacity(ferry::pipe::CHUNK, out);
     let result = client
-        .get_with_start(&a.source, out, &mut |e| bar.start(Some(e.size)), &mut |n| {
-            bar.set(n)
-        })
+        .get_version_with_start(
+            &a.source,
+            a.version,
+            out,
+            &mut |e| bar.start(Some(e.size)),
+            &mut |n| bar.set(n),
+        )
         .await;
     drop(bar);
     match result {
@@ -328,8 +332,9 @@ async fn get_to_file(a: &GetArgs, path: &Path) -> anyhow::Result<()> {
     let source = name.to_string();
     let meta_path = meta.clone();
     let result = client
-        .get_resume(
+        .get_version_resume(
             &a.source,
+            a.version,
             file,
             partial,
             &mut |e, offset| {
@@ -404,9 +409,17 @@ async fn get_to_file(a: &GetArgs, path: &Path) -> anyhow::Result<()> {
 
 /// `ferry ls`.
 pub async fn ls(a: &LsArgs) -> anyhow::Result<()> {
-    normalize_prefix(&a.prefix)?;
+    if a.versions {
+        SourceName::parse(&a.prefix)?;
+    } else {
+        normalize_prefix(&a.prefix)?;
+    }
     let mut client = connect(&a.cred).await?;
-    let entries = client.list(&a.prefix).await?;
+    let entries = if a.versions {
+        client.versions(&a.prefix).await?
+    } else {
+        client.list(&a.prefix).await?
+    };
     let _ = client.close().await;
     let mut stdout = std::io::stdout().lock();
     if a.json {

@@ -268,3 +268,51 @@ fn a_closed_output_pipe_ends_quietly() {
     assert_eq!(status.code(), Some(141), "stderr: {err}");
     assert_eq!(err, "");
 }
+
+#[test]
+fn old_versions_are_listed_and_fetched() {
+    let s = Setup::new();
+    let file = s.env.join("doc.txt");
+    for i in 1..=3 {
+        fs::write(&file, format!("version {i}\n")).unwrap();
+        s.with(&s.writer, &["put", "doc", file.to_str().unwrap()])
+            .ok();
+    }
+    // Newest first, one line each (keep_versions = 3 by default).
+    let out = s.with(&s.writer, &["ls", "--versions", "doc"]).ok();
+    let versions: Vec<String> = out
+        .text()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        .collect();
+    assert_eq!(versions, ["v3", "v2", "v1"], "{}", out.text());
+    let json = s
+        .with(&s.writer, &["ls", "--versions", "doc", "--json"])
+        .ok();
+    let items: serde_json::Value = serde_json::from_str(&json.text()).unwrap();
+    assert_eq!(items.as_array().unwrap().len(), 3);
+
+    // An old version, to a file and to standard output; the current one by default.
+    let target = s.env.join("old.txt");
+    s.with(
+        &s.writer,
+        &[
+            "get",
+            "doc",
+            "--version",
+            "1",
+            "-o",
+            target.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    assert_eq!(fs::read_to_string(&target).unwrap(), "version 1\n");
+    let out = s.with(&s.writer, &["get", "doc", "--version", "2"]).ok();
+    assert_eq!(out.text(), "version 2\n");
+    let out = s.with(&s.writer, &["get", "doc"]).ok();
+    assert_eq!(out.text(), "version 3\n");
+    // A version the server does not keep: not found (exit 5), one line.
+    let out = s.with(&s.writer, &["get", "doc", "--version", "9"]);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}

@@ -113,6 +113,10 @@ pub enum Message {
     WatchGap(WatchGap),
     /// S→C: keep-alive, with the stream's position.
     WatchPing(WatchPing),
+    /// C→S: list the versions of one source the server keeps.
+    Versions(SourceRef),
+    /// S→C: those versions.
+    VersionsOk(VersionsOk),
 }
 
 /// Start watching for changes.
@@ -465,6 +469,13 @@ pub struct ListOk {
     pub next: Option<String>,
 }
 
+/// The versions of a source the server keeps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionsOk {
+    /// Newest first; empty once the source is deleted.
+    pub entries: Vec<Entry>,
+}
+
 /// A deletion.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteOk {
@@ -600,6 +611,8 @@ impl Message {
             Self::Event(_) => "event",
             Self::WatchGap(_) => "watch_gap",
             Self::WatchPing(_) => "watch_ping",
+            Self::Versions(_) => "versions",
+            Self::VersionsOk(_) => "versions_ok",
         }
     }
 }

@@ -599,7 +599,21 @@ impl Client {
         on_start: &mut (dyn FnMut(&Entry) + Send),
         progress: Progress<'_>,
     ) -> Result<(Entry, W), Error> {
-        let ok = self.request_get(source).await?;
+        self.get_version_with_start(source, None, w, on_start, progress)
+            .await
+    }
+
+    /// Like [`Client::get_with_start`], of `version` of `source` if given (one the server
+    /// still keeps: [`Client::versions`]), else of its current version.
+    pub async fn get_version_with_start<W: Write + Send + 'static>(
+        &mut self,
+        source: &str,
+        version: Option<u64>,
+        w: W,
+        on_start: &mut (dyn FnMut(&Entry) + Send),
+        progress: Progress<'_>,
+    ) -> Result<(Entry, W), Error> {
+        let ok = self.request_get(source, version).await?;
         on_start(&ok.entry);
         let entry = ok.entry;
         let w = self
@@ -679,6 +693,22 @@ impl Client {
         on_start: &mut (dyn FnMut(&Entry, u64) -> std::io::Result<()> + Send),
         progress: Progress<'_>,
     ) -> Result<(Entry, u64, std::fs::File), Error> {
+        self.get_version_resume(source, None, file, partial, on_start, progress)
+            .await
+    }
+
+    /// [`Client::get_resume`] of `version` of `source` if given (one the server still
+    /// keeps), else of its current version. A partial download continues only if it is of
+    /// that same version and content.
+    pub async fn get_version_resume(
+        &mut self,
+        source: &str,
+        version: Option<u64>,
+        file: std::fs::File,
+        partial: Option<Partial>,
+        on_start: &mut (dyn FnMut(&Entry, u64) -> std::io::Result<()> + Send),
+        progress: Progress<'_>,
+    ) -> Result<(Entry, u64, std::fs::File), Error> {
         let source = SourceName::parse(source)?.to_string();
         let mut file = file;
         let mut resume: Option<(Partial, blake3::Hasher)> = None;
@@ -686,7 +716,15 @@ impl Client {
             // The current version must still be the one the partial bytes belong to.
             // A stat the server refuses (gone, or not allowed) means starting over: the
             // get from the start then reports what is wrong, if anything.
-            let current = match self.stat(&source).await {
+            let wanted = match version {
+                None => self.stat(&source).await,
+                Some(v) => self.versions(&source).await.and_then(|all| {
+                    all.into_iter()
+                        .find(|e| e.version == v)
+                        .ok_or_else(|| Error::NotFound(format!("no version {v} of '{source}'")))
+                }),
+            };
+            let current = match wanted {
                 Ok(e) => Some(e),
                 Err(Error::NotFound(_) | Error::Forbidden(_)) => None,
                 Err(e) => return Err(e),
@@ -728,7 +766,7 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
-        let ok = self.request_get(&source).await?;
+        let ok = self.request_get(&source, version).await?;
         let mut file = truncate(file).await?;
         on_start(&ok.entry, 0)?;
         let entry = ok.entry;
@@ -738,17 +776,40 @@ impl Client {
         Ok((entry, 0, file))
     }
 
-    /// Asks for the current version of `source` from its start; returns the server's answer.
-    async fn request_get(&mut self, source: &str) -> Result<message::GetOk, Error> {
+    /// Asks for `version` of `source` (the current one if `None`) from its start; returns
+    /// the server's answer.
+    async fn request_get(
+        &mut self,
+        source: &str,
+        version: Option<u64>,
+    ) -> Result<message::GetOk, Error> {
         let source = SourceName::parse(source)?;
         self.send_request(&Message::Get(Get {
             source: source.to_string(),
-            version: None,
+            version,
             offset: 0,
         }))
         .await?;
         match self.recv().await? {
-            Message::GetOk(ok) if ok.offset == 0 => Ok(ok),
+            Message::GetOk(ok)
+                if ok.offset == 0 && version.is_none_or(|v| v == ok.entry.version) =>
+            {
+                Ok(ok)
+            }
+            m => Err(Self::unexpected(&m)),
+        }
+    }
+
+    /// The versions of `source` the server still keeps (up to its `keep_versions`), newest
+    /// first. [`Error::NotFound`] if it does not exist or is deleted.
+    pub async fn versions(&mut self, source: &str) -> Result<Vec<Entry>, Error> {
+        let source = SourceName::parse(source)?;
+        self.send_request(&Message::Versions(SourceRef {
+            source: source.to_string(),
+        }))
+        .await?;
+        match self.recv().await? {
+            Message::VersionsOk(v) => Ok(v.entries),
             m => Err(Self::unexpected(&m)),
         }
     }
@@ -765,7 +826,7 @@ impl Client {
     /// Unlike [`Client::get`], receives and hashes on the calling task: there is no writer
     /// that could block, so no blocking thread to hand the data to.
     pub async fn get_bytes(&mut self, source: &str) -> Result<Vec<u8>, Error> {
-        let ok = self.request_get(source).await?;
+        let ok = self.request_get(source, None).await?;
         let size = ok.entry.size;
         let mut out = Vec::new();
         let mut hasher = blake3::Hasher::new();

@@ -36,6 +36,7 @@ pub(crate) mod mesh;
 mod mesh_join;
 mod put;
 mod stat;
+mod versions;
 mod watch;
 
 pub(crate) use get::{Body, GetReply};

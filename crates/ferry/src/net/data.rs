@@ -1,4 +1,4 @@
-//! The TLS front of the data service: decodes put, get, stat, list and delete, calls the
+//! The TLS front of the data service: decodes put, get, stat, versions, list and delete, calls the
 //! engine (one file per operation in engine/), encodes its reply and moves body bytes
 //! between the connection and the engine's body sources.
 
@@ -51,6 +51,12 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
         Message::Get(req) => return get(engine, wire, p, req).await,
         Message::Stat(req) => match engine.stat(p, req).await? {
             Ok(e) => Message::StatOk(to_wire(e)),
+            Err(r) => refusal(r),
+        },
+        Message::Versions(req) => match engine.versions(p, req).await? {
+            Ok(entries) => Message::VersionsOk(message::VersionsOk {
+                entries: entries.into_iter().map(to_wire).collect(),
+            }),
             Err(r) => refusal(r),
         },
         Message::Delete(req) => match engine.delete(p, req).await? {
