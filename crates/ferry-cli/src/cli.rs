@@ -487,13 +487,19 @@ pub struct PutArgs {
     /// same command run again sends only what the server does not hold yet ("resuming at N
     /// bytes"), as long as the file is unchanged. The server removes an interrupted upload
     /// after a day without activity (its `[uploads] keep_secs`); nothing of it is visible
-    /// before the whole content has arrived and matched its hash.
+    /// before the whole content has arrived and matched its hash. If the server is busy or
+    /// shutting down, or the connection breaks, the command itself tries again (see
+    /// --retries), resuming each time.
     #[arg(value_name = "FILE|-")]
     pub file: Option<PathBuf>,
     /// Send the file as a plain upload, without reading it first: an interruption then
     /// loses what was sent.
     #[arg(long)]
     pub no_resume: bool,
+    /// How many times to try again, resuming, when the server is busy or shutting down or
+    /// the connection breaks (0: fail at once).
+    #[arg(long, value_name = "N", default_value_t = crate::retry::RETRIES)]
+    pub retries: u32,
     /// The credential.
     #[command(flatten)]
     pub cred: CredArg,
@@ -513,12 +519,18 @@ pub struct GetArgs {
     /// source still has the same version; otherwise it starts over. A partial download
     /// older than 7 days, or of another source, is deleted when `ferry get -o FILE` next
     /// runs. A partial whose whole content fails the BLAKE3 check is deleted and the command
-    /// fails; run it again to start over.
+    /// fails; run it again to start over. If the server is busy or shutting down, or the
+    /// connection breaks, the command itself tries again (see --retries), resuming each
+    /// time.
     #[arg(short = 'o', long = "output", value_name = "FILE|-")]
     pub output: Option<PathBuf>,
     /// Delete any partial download of FILE and start from the beginning.
     #[arg(long)]
     pub no_resume: bool,
+    /// How many times to try again, resuming, when the server is busy or shutting down or
+    /// the connection breaks (0: fail at once).
+    #[arg(long, value_name = "N", default_value_t = crate::retry::RETRIES)]
+    pub retries: u32,
     /// Download this version instead of the current one (one the server still keeps: see
     /// `ferry ls --versions SOURCE`).
     #[arg(long, value_name = "N")]

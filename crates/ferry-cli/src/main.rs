@@ -14,6 +14,7 @@ mod exit;
 mod mesh;
 mod output;
 mod progress;
+mod retry;
 mod serve;
 mod transfer;
 mod users;

@@ -81,7 +81,30 @@ pub async fn put(a: &PutArgs) -> anyhow::Result<()> {
 async fn put_resumable(a: &PutArgs, file: File) -> anyhow::Result<()> {
     let (hashed, client) = tokio::join!(ferry::client::hash_file(file), connect(&a.cred));
     let (file, size, hash) = hashed?;
-    let mut client = client?;
+    // The server busy or going away: try again, from what it holds by then.
+    let mut first = Some(client);
+    crate::retry::retrying(a.retries, || {
+        let client = first.take();
+        let file = file.try_clone();
+        async move {
+            let client = match client {
+                Some(c) => c?,
+                None => connect(&a.cred).await?,
+            };
+            put_hashed(a, client, file?, size, hash).await
+        }
+    })
+    .await
+}
+
+/// Sends `file` (of `size` bytes hashing to `hash`) from where the server's part ends.
+async fn put_hashed(
+    a: &PutArgs,
+    mut client: Client,
+    file: File,
+    size: u64,
+    hash: [u8; 32],
+) -> anyhow::Result<()> {
     let bar = Bar::new(&format!("put {}", a.source));
     bar.start(Some(size));
     let (entry, _offset) = client
@@ -135,9 +158,10 @@ pub async fn get(a: &GetArgs) -> anyhow::Result<()> {
         Ok(_) if path.is_symlink() => {
             let target = fs::canonicalize(path)
                 .with_context(|| format!("cannot resolve {}", path.display()))?;
-            get_to_file(a, &target).await
+            crate::retry::retrying(a.retries, || get_to_file(a, &target)).await
         }
-        _ => get_to_file(a, path).await,
+        // The server busy or going away: try again, resuming the partial download.
+        _ => crate::retry::retrying(a.retries, || get_to_file(a, path)).await,
     }
 }
 

@@ -634,7 +634,8 @@ impl Transfer for GetTransfer {
 
     fn command(&self, env: &Env) -> Command {
         let mut c = env.command(&["get", &self.source, "-o", self.dst.to_str().unwrap()]);
-        c.args(["--cred", self.cred.to_str().unwrap()]);
+        // Each interruption ends the run (no retries of its own): the rerun resumes.
+        c.args(["--cred", self.cred.to_str().unwrap(), "--retries", "0"]);
         c.stdin(Stdio::null());
         c
     }
@@ -777,7 +778,8 @@ impl Transfer for PutTransfer {
 
     fn command(&self, env: &Env) -> Command {
         let mut c = env.command(&["put", &self.source, self.file.to_str().unwrap()]);
-        c.args(["--cred", self.cred.to_str().unwrap()]);
+        // Each interruption ends the run (no retries of its own): the rerun resumes.
+        c.args(["--cred", self.cred.to_str().unwrap(), "--retries", "0"]);
         c.stdin(Stdio::null());
         c
     }
