@@ -69,7 +69,17 @@ fn issue(a: &IssueArgs) -> anyhow::Result<()> {
     if let Some(path) = &out {
         check_writable(path)?;
     }
-    let role_known = dir.config()?.roles.contains_key(&a.role);
+    let roles = dir.config()?.roles;
+    let role_known = roles.contains_key(&a.role);
+    if !role_known && !a.force {
+        let known: Vec<&str> = roles.keys().map(String::as_str).collect();
+        bail!(exit::bad_input(format!(
+            "ferry.toml defines no role '{}' (it has: {}); the server would refuse this \
+             client every operation. Add the role first, or use --force",
+            a.role,
+            known.join(", ")
+        )));
+    }
     let previous = dir.registry()?.clients.get(&a.name).cloned();
     let cred = dir.issue_client(&a.name, attrs, a.server.as_deref(), output::now())?;
     let epoch = cred.claims.epoch();

@@ -189,6 +189,10 @@ pub struct IssueArgs {
     /// Where to write the credential (mode 0600); "-" prints it [default: ./NAME.cred].
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Issue it even though ferry.toml defines no such role (the server refuses such a
+    /// client every operation until a role of that name is added).
+    #[arg(long)]
+    pub force: bool,
     /// The server folder.
     #[command(flatten)]
     pub dir: DirArg,

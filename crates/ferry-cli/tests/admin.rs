@@ -180,3 +180,56 @@ fn commands_on_a_missing_server_folder_explain() {
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("ferry init"), "{}", out.stderr);
 }
+
+#[test]
+fn issuing_an_unknown_role_is_refused_without_force() {
+    let env = Env::new();
+    env.init();
+    let cred = env.join("x.cred");
+    let args = |force: bool| {
+        let mut v = vec![
+            "client",
+            "issue",
+            "x",
+            "--role",
+            "wrtier",
+            "--server",
+            "127.0.0.1:7443",
+            "--out",
+            cred.to_str().unwrap(),
+        ];
+        if force {
+            v.push("--force");
+        }
+        v
+    };
+    let out = env.run(&args(false));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no role 'wrtier'")
+            && out.stderr.contains("admin, reader, writer")
+            && out.stderr.contains("--force"),
+        "{}",
+        out.stderr
+    );
+    // Nothing issued: no file, and the name is not in the registry.
+    assert!(!cred.exists());
+    let list = env.run(&["client", "list"]).ok();
+    assert!(
+        !list
+            .text()
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some("x")),
+        "{}",
+        list.text()
+    );
+    // With --force it is issued, with the warning.
+    let out = env.run(&args(true)).ok();
+    assert!(cred.exists());
+    assert!(
+        out.stderr.contains("defines no role 'wrtier'"),
+        "{}",
+        out.stderr
+    );
+}
