@@ -15,17 +15,16 @@
 
 mod common;
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{Env, Out, SHORT, Served};
+use common::{Env, Out, SHORT, Served, hash_file, upload_parts, write_pattern};
 
 const MIB: u64 = 1 << 20;
 /// The content: 256 MiB.
@@ -621,12 +620,6 @@ impl GetTransfer {
     }
 }
 
-fn hash_file(path: &Path) -> blake3::Hash {
-    let mut h = blake3::Hasher::new();
-    h.update_reader(File::open(path).unwrap()).unwrap();
-    h.finalize()
-}
-
 impl Transfer for GetTransfer {
     fn bulk(&self) -> Dir {
         Dir::Down
@@ -699,7 +692,7 @@ struct PutTransfer {
     /// A reader credential that talks to the server directly, for the checks.
     direct: PathBuf,
     file: PathBuf,
-    uploads: PathBuf,
+    server_dir: PathBuf,
     want: blake3::Hash,
     len: u64,
 }
@@ -711,7 +704,7 @@ impl PutTransfer {
             cred: rig.proxied_cred("uploader", "writer"),
             direct: rig.env.issue("checker", "reader", &rig.server_addr),
             file,
-            uploads: rig.env.server_dir().join("store").join("uploads"),
+            server_dir: rig.env.server_dir(),
             want,
             len,
         }
@@ -719,18 +712,7 @@ impl PutTransfer {
 
     /// The upload parts in the server folder, with their sizes.
     fn parts(&self) -> Vec<(PathBuf, u64)> {
-        let Ok(items) = std::fs::read_dir(&self.uploads) else {
-            return Vec::new();
-        };
-        items
-            .filter_map(|e| {
-                let p = e.ok()?.path();
-                let len = std::fs::metadata(&p).ok()?.len();
-                p.extension()
-                    .is_some_and(|x| x == "part")
-                    .then_some((p, len))
-            })
-            .collect()
+        upload_parts(&self.server_dir)
     }
 
     /// `ferry stat` of the source straight from the server.
@@ -739,24 +721,6 @@ impl PutTransfer {
         c.args(["--cred", self.direct.to_str().unwrap()]);
         common::run(c, None, SHORT)
     }
-}
-
-/// Writes `len` pseudo-random bytes (BLAKE3 XOF of `seed`) to `path`, streamed; returns their
-/// hash.
-fn write_pattern(path: &Path, seed: &str, len: u64) -> blake3::Hash {
-    let mut xof = blake3::Hasher::new().update(seed.as_bytes()).finalize_xof();
-    let mut hasher = blake3::Hasher::new();
-    let mut file = File::create(path).unwrap();
-    let mut buf = vec![0u8; MIB as usize];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(MIB) as usize;
-        xof.fill(&mut buf[..n]);
-        hasher.update(&buf[..n]);
-        file.write_all(&buf[..n]).unwrap();
-        left -= n as u64;
-    }
-    hasher.finalize()
 }
 
 /// The `held=N` of the server's "upload interrupted; its part is kept" debug line.

@@ -4,20 +4,11 @@
 
 mod common;
 
-use std::fs::File;
-use std::io::{BufWriter, Read, Write};
-use std::path::Path;
 use std::time::Duration;
 
-use common::Setup;
+use common::{Setup, hash_file, write_pattern};
 
 const LEN: u64 = 256 << 20;
-
-fn hash_file(path: &Path) -> blake3::Hash {
-    let mut h = blake3::Hasher::new();
-    h.update_reader(File::open(path).unwrap()).unwrap();
-    h.finalize()
-}
 
 /// Peak resident memory of a process, in KiB.
 fn vm_hwm_kib(pid: u32) -> u64 {
@@ -33,15 +24,7 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 fn put_and_get_256_mib_in_bounded_server_memory() {
     let s = Setup::new();
     let src = s.env.join("big.bin");
-    {
-        let mut reader = blake3::Hasher::new()
-            .update(b"ferry large transfer")
-            .finalize_xof()
-            .take(LEN);
-        let mut w = BufWriter::new(File::create(&src).unwrap());
-        std::io::copy(&mut reader, &mut w).unwrap();
-        w.flush().unwrap();
-    }
+    write_pattern(&src, "ferry large transfer", LEN);
     let want = hash_file(&src);
     let timeout = Duration::from_secs(600);
 

@@ -10,14 +10,12 @@
 
 mod common;
 
-use std::fs::File;
-use std::io::{BufWriter, Read, Write};
-use std::path::Path;
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Out, Setup};
+use common::{Out, Setup, hash_file, write_pattern};
 
 /// The content: 1 GiB.
 const LEN: u64 = 1 << 30;
@@ -73,31 +71,6 @@ fn run_sampled(mut cmd: Command, timeout: Duration) -> (Out, u64) {
     };
     assert!(peak > 0, "no VmHWM sample of {cmd:?}");
     (out, peak)
-}
-
-/// Writes `len` pseudo-random bytes (BLAKE3 XOF of `seed`) to `path` a MiB at a time;
-/// returns their hash.
-fn write_pattern(path: &Path, seed: &str, len: u64) -> blake3::Hash {
-    let mut xof = blake3::Hasher::new().update(seed.as_bytes()).finalize_xof();
-    let mut hasher = blake3::Hasher::new();
-    let mut w = BufWriter::new(File::create(path).unwrap());
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        xof.fill(&mut buf[..n]);
-        hasher.update(&buf[..n]);
-        w.write_all(&buf[..n]).unwrap();
-        left -= n as u64;
-    }
-    w.flush().unwrap();
-    hasher.finalize()
-}
-
-fn hash_file(path: &Path) -> blake3::Hash {
-    let mut h = blake3::Hasher::new();
-    h.update_reader(File::open(path).unwrap()).unwrap();
-    h.finalize()
 }
 
 #[test]

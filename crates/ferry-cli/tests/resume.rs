@@ -5,20 +5,13 @@
 mod common;
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::Setup;
+use common::{Setup, hash_file, upload_parts, write_pattern};
 
 const LEN: u64 = 64 << 20;
-
-fn hash_file(path: &Path) -> blake3::Hash {
-    let mut h = blake3::Hasher::new();
-    h.update_reader(File::open(path).unwrap()).unwrap();
-    h.finalize()
-}
 
 fn partials(dst: &Path) -> (PathBuf, PathBuf) {
     let name = dst.file_name().unwrap().to_str().unwrap();
@@ -31,15 +24,7 @@ fn partials(dst: &Path) -> (PathBuf, PathBuf) {
 /// Puts LEN pseudo-random bytes as `big`; returns their hash.
 fn put_big(s: &Setup) -> blake3::Hash {
     let src = s.env.join("big.bin");
-    {
-        let mut reader = blake3::Hasher::new()
-            .update(b"ferry resume")
-            .finalize_xof()
-            .take(LEN);
-        let mut w = BufWriter::new(File::create(&src).unwrap());
-        std::io::copy(&mut reader, &mut w).unwrap();
-        w.flush().unwrap();
-    }
+    write_pattern(&src, "ferry resume", LEN);
     s.with(&s.writer, &["put", "big", src.to_str().unwrap()])
         .ok();
     let h = hash_file(&src);
@@ -199,23 +184,6 @@ fn a_partial_older_than_7_days_is_discarded_and_the_get_starts_over() {
     assert!(!part.exists() && !meta.exists());
 }
 
-/// The server's upload parts and their lengths.
-fn upload_parts(s: &Setup) -> Vec<(PathBuf, u64)> {
-    let dir = s.env.server_dir().join("store").join("uploads");
-    let Ok(items) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    items
-        .filter_map(|e| {
-            let p = e.ok()?.path();
-            let len = std::fs::metadata(&p).ok()?.len();
-            p.extension()
-                .is_some_and(|x| x == "part")
-                .then_some((p, len))
-        })
-        .collect()
-}
-
 /// Starts `ferry put big SRC` and SIGKILLs it once the server's upload part holds some data
 /// but not all; returns that length. Retries (bounded) if a run finishes before it could be
 /// killed.
@@ -230,7 +198,11 @@ fn put_killed_midway(s: &Setup, src: &Path) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut killed = None;
         while Instant::now() < deadline {
-            let held = upload_parts(s).iter().map(|(_, l)| *l).max().unwrap_or(0);
+            let held = upload_parts(&s.env.server_dir())
+                .iter()
+                .map(|(_, l)| *l)
+                .max()
+                .unwrap_or(0);
             if held > 0 && held < LEN {
                 child.kill().unwrap(); // SIGKILL
                 killed = Some(held);
@@ -256,15 +228,7 @@ fn put_killed_midway(s: &Setup, src: &Path) -> u64 {
 fn a_put_killed_with_sigkill_resumes_and_stores_the_same_bytes() {
     let s = Setup::new();
     let src = s.env.join("big.bin");
-    {
-        let mut reader = blake3::Hasher::new()
-            .update(b"ferry put resume")
-            .finalize_xof()
-            .take(LEN);
-        let mut w = BufWriter::new(File::create(&src).unwrap());
-        std::io::copy(&mut reader, &mut w).unwrap();
-        w.flush().unwrap();
-    }
+    write_pattern(&src, "ferry put resume", LEN);
     let want = hash_file(&src);
     let held = put_killed_midway(&s, &src);
     eprintln!("killed with {held} bytes held by the server");
@@ -289,7 +253,7 @@ fn a_put_killed_with_sigkill_resumes_and_stores_the_same_bytes() {
         out.text()
     );
     assert!(
-        upload_parts(&s).is_empty(),
+        upload_parts(&s.env.server_dir()).is_empty(),
         "a stored upload leaves no part"
     );
 

@@ -331,3 +331,45 @@ impl Setup {
         self.env.run(&v)
     }
 }
+
+/// BLAKE3 of a file's content, streamed.
+pub fn hash_file(path: &Path) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(path).unwrap()).unwrap();
+    h.finalize()
+}
+
+/// Writes `len` pseudo-random bytes (BLAKE3 XOF of `seed`) to `path` a MiB at a time;
+/// returns their hash.
+pub fn write_pattern(path: &Path, seed: &str, len: u64) -> blake3::Hash {
+    let mut xof = blake3::Hasher::new().update(seed.as_bytes()).finalize_xof();
+    let mut hasher = blake3::Hasher::new();
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        xof.fill(&mut buf[..n]);
+        hasher.update(&buf[..n]);
+        w.write_all(&buf[..n]).unwrap();
+        left -= n as u64;
+    }
+    w.flush().unwrap();
+    hasher.finalize()
+}
+
+/// The resumable upload parts of the server folder `server_dir`, with their lengths.
+pub fn upload_parts(server_dir: &Path) -> Vec<(PathBuf, u64)> {
+    let Ok(items) = std::fs::read_dir(server_dir.join("store").join("uploads")) else {
+        return Vec::new();
+    };
+    items
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            let len = std::fs::metadata(&p).ok()?.len();
+            p.extension()
+                .is_some_and(|x| x == "part")
+                .then_some((p, len))
+        })
+        .collect()
+}
