@@ -11,6 +11,7 @@ use ferry_store::Entry;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Error;
+use crate::buf::Spares;
 use crate::engine::{Body, Failed, GetReply, TooMuch, Upload};
 use crate::engine::{Engine, ServerBackend};
 use crate::pipe;
@@ -142,29 +143,18 @@ async fn receive_body<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
     upload: &mut Upload<B>,
 ) -> Result<Option<PutEnd>, Error> {
     loop {
-        let frame = tokio::time::timeout(
-            engine.limits.transfer_timeout,
-            wire.recv_reusing(Some(upload.spares())),
-        )
-        .await
-        .map_err(|_| Error::Timeout("upload data"))??;
-        match frame {
-            Incoming::Data(buf) => match upload.write(buf).await {
-                Ok(true) => {}
-                // The writer failed; its error is reported by `finish`.
-                Ok(false) => return Ok(None),
-                Err(TooMuch) => {
-                    wire.send(&error(ErrorCode::BadRequest, "more data than announced"))
-                        .await?;
-                    return Err(Error::Protocol("upload exceeded its size".into()));
-                }
-            },
-            Incoming::Message(Message::PutEnd(end)) => return Ok(Some(end)),
-            Incoming::Message(other) => {
-                return Err(Error::Protocol(format!(
-                    "unexpected {} during upload",
-                    other.type_name()
-                )));
+        let buf = match upload_frame(engine, wire, Some(upload.spares())).await? {
+            Ok(buf) => buf,
+            Err(end) => return Ok(Some(end)),
+        };
+        match upload.write(buf).await {
+            Ok(true) => {}
+            // The writer failed; its error is reported by `finish`.
+            Ok(false) => return Ok(None),
+            Err(TooMuch) => {
+                wire.send(&error(ErrorCode::BadRequest, "more data than announced"))
+                    .await?;
+                return Err(Error::Protocol("upload exceeded its size".into()));
             }
         }
     }
@@ -176,20 +166,27 @@ async fn drain_upload<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
     wire: &mut Wire<S>,
 ) -> Result<(), Error> {
     // Bounded: every frame comes within the transfer deadline or the drain ends.
-    loop {
-        let frame = tokio::time::timeout(engine.limits.transfer_timeout, wire.recv())
-            .await
-            .map_err(|_| Error::Timeout("upload data"))??;
-        match frame {
-            Incoming::Data(_) => {}
-            Incoming::Message(Message::PutEnd(_)) => return Ok(()),
-            Incoming::Message(other) => {
-                return Err(Error::Protocol(format!(
-                    "unexpected {} during upload",
-                    other.type_name()
-                )));
-            }
-        }
+    while upload_frame(engine, wire, None).await?.is_ok() {}
+    Ok(())
+}
+
+/// The next frame of an upload, within the transfer deadline: data (`Ok`, into a buffer
+/// from `spares` if given) or its `put_end` (`Err`). Any other message ends the connection.
+async fn upload_frame<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
+    engine: &Engine<B>,
+    wire: &mut Wire<S>,
+    spares: Option<&Spares<Vec<u8>>>,
+) -> Result<Result<Vec<u8>, PutEnd>, Error> {
+    let frame = tokio::time::timeout(engine.limits.transfer_timeout, wire.recv_reusing(spares))
+        .await
+        .map_err(|_| Error::Timeout("upload data"))??;
+    match frame {
+        Incoming::Data(buf) => Ok(Ok(buf)),
+        Incoming::Message(Message::PutEnd(end)) => Ok(Err(end)),
+        Incoming::Message(other) => Err(Error::Protocol(format!(
+            "unexpected {} during upload",
+            other.type_name()
+        ))),
     }
 }
 
