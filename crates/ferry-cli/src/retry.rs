@@ -16,21 +16,12 @@ const MAX_PAUSE: Duration = Duration::from_secs(8);
 /// server go away (shutting down, or a broken connection), so that a refused connection
 /// now is the server restarting, not a wrong address.
 fn passes(err: &anyhow::Error, server_away: bool) -> bool {
-    err.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<ferry::Error>(),
-            Some(
-                ferry::Error::Busy(_)
-                    | ferry::Error::ShuttingDown
-                    | ferry::Error::Connection(_)
-                    | ferry::Error::Closed
-            )
-        ) || (server_away
-            && matches!(
-                c.downcast_ref::<ferry::Error>(),
-                Some(ferry::Error::Connect { .. } | ferry::Error::Timeout(_))
-            ))
-    })
+    went_away(err)
+        || err.chain().any(|c| match c.downcast_ref::<ferry::Error>() {
+            Some(ferry::Error::Busy(_)) => true,
+            Some(ferry::Error::Connect { .. } | ferry::Error::Timeout(_)) => server_away,
+            _ => false,
+        })
 }
 
 /// Whether `err` says the server went away (rather than being busy).

@@ -513,10 +513,12 @@ fn is_storage_full(e: &Error) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     // Bounded by the length of the chain.
     while let Some(c) = cause {
+        // std maps ENOSPC to StorageFull and EDQUOT to QuotaExceeded.
         if let Some(io) = c.downcast_ref::<std::io::Error>()
-            && (io.kind() == std::io::ErrorKind::StorageFull
-                || io.kind() == std::io::ErrorKind::QuotaExceeded
-                || matches!(io.raw_os_error(), Some(28 | 122)))
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
         {
             return true;
         }
