@@ -330,6 +330,27 @@ enum State {
     Failed,
 }
 
+impl State {
+    /// Whether an opener in this state goes on with `input`: `Ok(false)` once finished with
+    /// nothing more; an error once failed, or for any byte after the final chunk.
+    fn admits(self, input: &[u8]) -> Result<bool, SealError> {
+        match self {
+            State::Failed => Err(SealError::Open),
+            State::Finished if input.is_empty() => Ok(false),
+            State::Finished => Err(SealError::Open),
+            State::Open => Ok(true),
+        }
+    }
+
+    /// `r`, remembering a failure: every later call fails too.
+    fn sticky<T>(&mut self, r: Result<T, SealError>) -> Result<T, SealError> {
+        if r.is_err() {
+            *self = State::Failed;
+        }
+        r
+    }
+}
+
 /// The server's end of a sealed request: opens its chunks in order.
 pub struct RequestOpener<'k> {
     key: &'k SealKeyPair,
@@ -358,18 +379,12 @@ impl<'k> RequestOpener<'k> {
     /// any byte after the final chunk, fails this and every later call.
     pub fn decode(&mut self, input: &[u8]) -> Result<Option<(Unsealed, usize)>, SealError> {
         let r = self.step(input);
-        if r.is_err() {
-            self.state = State::Failed;
-        }
-        r
+        self.state.sticky(r)
     }
 
     fn step(&mut self, input: &[u8]) -> Result<Option<(Unsealed, usize)>, SealError> {
-        match self.state {
-            State::Failed => return Err(SealError::Open),
-            State::Finished if input.is_empty() => return Ok(None),
-            State::Finished => return Err(SealError::Open),
-            State::Open => {}
+        if !self.state.admits(input)? {
+            return Ok(None);
         }
         let Some((ctx, _)) = &mut self.ctx else {
             let Some(head) = input.get(..REQUEST_HEADER_LEN) else {
@@ -507,18 +522,12 @@ impl ResponseOpener {
     /// [`RequestOpener::decode`].
     pub fn decode(&mut self, input: &[u8]) -> Result<Option<(Unsealed, usize)>, SealError> {
         let r = self.step(input);
-        if r.is_err() {
-            self.state = State::Failed;
-        }
-        r
+        self.state.sticky(r)
     }
 
     fn step(&mut self, input: &[u8]) -> Result<Option<(Unsealed, usize)>, SealError> {
-        match self.state {
-            State::Failed => return Err(SealError::Open),
-            State::Finished if input.is_empty() => return Ok(None),
-            State::Finished => return Err(SealError::Open),
-            State::Open => {}
+        if !self.state.admits(input)? {
+            return Ok(None);
         }
         let Some(keys) = &mut self.keys else {
             let Some(nonce) = input.get(..RESPONSE_NONCE_LEN) else {
