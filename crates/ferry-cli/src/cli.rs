@@ -42,6 +42,9 @@ Exit codes:
   4  permission denied
   5  not found
   6  server ID mismatch (the server is not the one the credential pins)
+  129, 130, 143  stopped by SIGHUP, SIGINT (Ctrl-C) or SIGTERM during a put or get: the
+     connection is closed, nothing is stored, and a partial download into a file is kept for
+     the same command to resume
   141  the reader of standard output went away (as with SIGPIPE)";
 
 /// ferry moves data securely between clients and a server: TLS 1.3, a pinned server key,
@@ -159,6 +162,38 @@ pub struct ServeArgs {
     /// Address to listen on, overriding `listen` in ferry.toml (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Logs and metrics.
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+/// How a running server reports what it does: logs and metrics.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Log lines on standard error as `text` (for people) or `json` (one object per line,
+    /// for a log collector). Every line of a connection carries its ID and peer, and its
+    /// principal once known; audit lines (target ferry::audit) record every put, get,
+    /// delete and refusal. Filter with FERRY_LOG (e.g. `info`, `ferry::audit=info,warn`).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Serve Prometheus metrics at http://ADDR/metrics (OpenMetrics text): connections,
+    /// authentications, requests by operation and outcome, bytes, transfer durations,
+    /// uploads in progress. A loopback address only, unless --metrics-public.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Allow --metrics on an address other hosts can reach (the counters name no principal
+    /// or source, but they show how busy the server is).
+    #[arg(long, requires = "metrics")]
+    pub metrics_public: bool,
+}
+
+/// The format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `ferry client ...`.
@@ -350,6 +385,9 @@ pub struct MeshUpArgs {
     /// Address the TLS server listens on, overriding `listen` in ferry.toml.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Logs and metrics.
+    #[command(flatten)]
+    pub report: ReportArgs,
     /// UDP port announcements are received on and sent to (the same on every member).
     #[arg(long, value_name = "PORT", default_value_t = ferry::mesh::udp::DEFAULT_PORT)]
     pub announce_port: u16,

@@ -19,6 +19,12 @@ pub const FORBIDDEN: u8 = 4;
 pub const NOT_FOUND: u8 = 5;
 /// The server is not the one the credential pins.
 pub const SERVER_ID_MISMATCH: u8 = 6;
+/// Stopped by SIGHUP (128 + 1, as the shell reports a process the signal killed).
+pub const HUNG_UP: u8 = 129;
+/// Stopped by SIGINT (Ctrl-C).
+pub const INTERRUPTED: u8 = 130;
+/// Stopped by SIGTERM.
+pub const TERMINATED: u8 = 143;
 
 /// An error raised by the command itself, with its exit code.
 #[derive(Debug)]

@@ -51,9 +51,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
-        Command::Serve(_) | Command::Mesh(cli::MeshCommand::Up(_)) => serve::init_logging("info"),
+        Command::Serve(cli::ServeArgs { report, .. })
+        | Command::Mesh(cli::MeshCommand::Up(cli::MeshUpArgs { report, .. })) => {
+            serve::init_logging("info", report.log_format)
+        }
         // Other commands log only when asked to.
-        _ if std::env::var_os("FERRY_LOG").is_some() => serve::init_logging("warn"),
+        _ if std::env::var_os("FERRY_LOG").is_some() => {
+            serve::init_logging("warn", cli::LogFormat::Text)
+        }
         _ => {}
     }
     match cli.command {
@@ -91,11 +96,20 @@ pub(crate) fn block_on(f: impl Future<Output = anyhow::Result<()>>) -> anyhow::R
     r
 }
 
-/// Runs a transfer, abandoning it cleanly on Ctrl-C: dropping it closes the connection; a
-/// partial download into a file stays, for the same command to resume.
+/// Runs a transfer, abandoning it cleanly on SIGINT (Ctrl-C), SIGTERM or SIGHUP, with the
+/// conventional exit code (128 + the signal's number): dropping it closes the connection
+/// (an unfinished put stores nothing); a partial download into a file stays, for the same
+/// command to resume.
 async fn interruptible(f: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    tokio::select! {
-        r = f => r,
-        _ = tokio::signal::ctrl_c() => Err(Failure::new(exit::FAILURE, "interrupted").into()),
-    }
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let (code, why) = tokio::select! {
+        r = f => return r,
+        _ = int.recv() => (exit::INTERRUPTED, "interrupted"),
+        _ = term.recv() => (exit::TERMINATED, "terminated (SIGTERM)"),
+        _ = hup.recv() => (exit::HUNG_UP, "hung up (SIGHUP)"),
+    };
+    Err(Failure::new(code, why).into())
 }

@@ -294,9 +294,14 @@ async fn up(a: &MeshUpArgs) -> anyhow::Result<()> {
     opts.digest_every = std::time::Duration::from_secs(a.digest_every.max(1));
     let shutdown = crate::serve::shutdown_signal()?;
     let bound = server.bind(&listen).await?;
+    let (stop_metrics, stopped) = tokio::sync::watch::channel(false);
+    crate::serve::start_metrics(&a.report, bound.metrics(), stopped).await?;
+    let reloads = crate::serve::reload_on_sighup(bound.reloader())?;
     tracing::info!("listening on {}", bound.local_addr());
     tracing::info!("folder {}", dir.path().display());
     ferry::mesh::runtime::run(dir, bound, opts, shutdown).await?;
+    let _ = stop_metrics.send(true);
+    reloads.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -8,10 +8,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 use crate::admin::server_dir;
-use crate::cli::ServeArgs;
+use crate::cli::{LogFormat, ReportArgs, ServeArgs};
 
-/// Sends log lines to stderr, filtered by `FERRY_LOG` (default `info`).
-pub fn init_logging(default: &str) {
+/// Sends log lines to stderr, filtered by `FERRY_LOG` (default `default`), as text or JSON.
+pub fn init_logging(default: &str, format: LogFormat) {
     let filter = match std::env::var("FERRY_LOG") {
         Ok(spec) => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
             eprintln!("ferry: ignoring FERRY_LOG={spec:?} ({e}); using {default:?}");
@@ -19,11 +19,51 @@ pub fn init_logging(default: &str) {
         }),
         Err(_) => EnvFilter::new(default),
     };
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        // One object per line: the event's fields, its target and the connection's span
+        // (`span`: id, peer, principal) as objects, never colours.
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
+}
+
+/// Serves the running server's metrics on `--metrics ADDR` until `stop`, if asked.
+pub async fn start_metrics(
+    report: &ReportArgs,
+    metrics: ferry::metrics::Metrics,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Some(addr) = &report.metrics else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    let local = listener.local_addr()?;
+    if !local.ip().is_loopback() && !report.metrics_public {
+        anyhow::bail!(
+            "--metrics {addr} is reachable from other hosts: use a loopback address \
+             (127.0.0.1:PORT), or add --metrics-public"
+        );
+    }
+    tracing::info!("metrics on http://{local}/metrics");
+    tokio::spawn(async move {
+        let mut stop = stop;
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = ferry::metrics::serve(listener, metrics, stopped).await {
+            tracing::warn!("metrics endpoint stopped: {e}");
+        }
+    });
+    Ok(())
 }
 
 /// `ferry serve`.
@@ -37,12 +77,42 @@ pub async fn serve(a: &ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| server.configured_listen().to_owned());
     let shutdown = shutdown_signal()?;
     let bound = server.bind(&listen).await?;
+    let (stop_metrics, stopped) = tokio::sync::watch::channel(false);
+    start_metrics(&a.report, bound.metrics(), stopped).await?;
+    let reloads = reload_on_sighup(bound.reloader())?;
     tracing::info!("listening on {}", bound.local_addr());
     tracing::info!("server ID {id}");
     tracing::info!("folder {}", dir.path().display());
     bound.run(shutdown).await?;
+    let _ = stop_metrics.send(true);
+    reloads.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Re-reads ferry.toml at every SIGHUP, keeping the rules in force if it does not load. The
+/// handler is registered before this returns, so a SIGHUP right after the "listening on"
+/// line reloads rather than kills the server.
+pub fn reload_on_sighup(reloader: ferry::Reloader) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    Ok(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let r = reloader.clone();
+            match tokio::task::spawn_blocking(move || r.reload()).await {
+                Ok(Ok(later)) if later.is_empty() => {
+                    tracing::info!("SIGHUP: ferry.toml reloaded")
+                }
+                Ok(Ok(later)) => tracing::warn!(
+                    "SIGHUP: ferry.toml reloaded; changes to {} take effect at the next start",
+                    later.join(", ")
+                ),
+                Ok(Err(e)) => {
+                    tracing::error!("SIGHUP: ferry.toml refused, the rules in force stay: {e}")
+                }
+                Err(e) => tracing::error!("SIGHUP: reload failed: {e}"),
+            }
+        }
+    }))
 }
 
 /// Resolves at the first SIGINT or SIGTERM. The handlers are registered before this

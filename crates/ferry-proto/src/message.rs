@@ -511,6 +511,8 @@ pub enum ErrorCode {
     Busy,
     /// The server's storage is full: nothing of the request was stored.
     NoSpace,
+    /// The content is larger than the server accepts in one put (`max_upload_bytes`).
+    TooLarge,
     /// The server is shutting down: the connection ends; try again shortly.
     ShuttingDown,
     /// The server could not complete the request.

@@ -42,7 +42,7 @@ impl Drop for Pending {
 }
 
 /// The key an address counts under: IPv4 (also IPv4-mapped IPv6) as is, IPv6 by its /64.
-fn key(ip: IpAddr) -> IpAddr {
+pub(crate) fn key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

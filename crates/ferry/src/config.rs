@@ -72,6 +72,18 @@ p = 1
 [mesh]
 max_join_failures = 10
 
+# Limits per principal and per address. `ferry serve` re-reads them on SIGHUP.
+[limits]
+# Largest content one put may store, in bytes (0: no limit; default 1 TiB). A larger put is
+# answered `too_large`.
+max_upload_bytes = 1099511627776
+# Puts and gets one principal may have in progress at once (0: no limit); more are answered
+# `busy`, and the client tries again.
+max_transfers_per_principal = 32
+# Authenticated connections from one address (IPv6: one /64) at once (0: no limit); more are
+# answered `busy`.
+max_connections_per_address = 1024
+
 # Resumable uploads (`ferry put SOURCE FILE`): the bytes of an interrupted upload are kept for
 # keep_secs after its last activity, for the same command to continue it; older ones are
 # removed (at start and at least hourly) and never become a version.
@@ -131,6 +143,46 @@ pub struct Config {
     /// How long interrupted resumable uploads are kept.
     #[serde(default)]
     pub uploads: UploadLimits,
+    /// Limits per principal and per address.
+    #[serde(default)]
+    pub limits: PrincipalLimits,
+}
+
+/// Limits per principal and per address, from `[limits]` (reloaded by SIGHUP).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalLimits {
+    /// Largest content one put may store, in bytes; 0: no limit.
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: u64,
+    /// Puts and gets in progress at once per principal; 0: no limit.
+    #[serde(default = "default_max_transfers")]
+    pub max_transfers_per_principal: usize,
+    /// Authenticated connections at once per address (IPv6: one /64); 0: no limit.
+    #[serde(default = "default_max_conn_per_address")]
+    pub max_connections_per_address: usize,
+}
+
+impl Default for PrincipalLimits {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: default_max_upload(),
+            max_transfers_per_principal: default_max_transfers(),
+            max_connections_per_address: default_max_conn_per_address(),
+        }
+    }
+}
+
+fn default_max_upload() -> u64 {
+    1 << 40
+}
+
+fn default_max_transfers() -> usize {
+    32
+}
+
+fn default_max_conn_per_address() -> usize {
+    1024
 }
 
 /// Resumable uploads, from `[uploads]`.

@@ -59,6 +59,9 @@ pub enum Error {
     /// The server's storage is full; nothing of the request was stored.
     #[error("{0}")]
     NoSpace(String),
+    /// The content is larger than the server accepts in one put; nothing was stored.
+    #[error("{0}")]
+    TooLarge(String),
     /// Bytes received do not match the content hash.
     #[error("content hash mismatch: the data was corrupted in transit or storage")]
     HashMismatch,
@@ -115,6 +118,7 @@ impl Error {
             ErrorCode::HashMismatch => Self::HashMismatch,
             ErrorCode::Busy => Self::Busy(e.message),
             ErrorCode::NoSpace => Self::NoSpace(e.message),
+            ErrorCode::TooLarge => Self::TooLarge(e.message),
             ErrorCode::ShuttingDown => Self::ShuttingDown,
             code => Self::Remote {
                 code,

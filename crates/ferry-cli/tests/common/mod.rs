@@ -241,11 +241,14 @@ impl Served {
         let line = served
             .wait_for_log("listening on ", Duration::from_secs(30))
             .unwrap_or_else(|| panic!("server did not start; log: {:?}", served.log()));
+        // Up to the end of the word: the line may be text or a JSON object.
         let addr = line
             .split("listening on ")
             .nth(1)
             .unwrap()
-            .trim()
+            .split(|c: char| c.is_whitespace() || c == '"')
+            .next()
+            .unwrap()
             .to_owned();
         assert!(!addr.ends_with(":0"), "{addr}");
         served.addr = addr;

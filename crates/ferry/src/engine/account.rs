@@ -87,7 +87,7 @@ impl Core {
             .user(&p.name)
             .await?
             .filter(|u| u.generation == generation);
-        let ksf = found.as_ref().map_or(self.new_ksf, |u| u.ksf);
+        let ksf = found.as_ref().map_or(self.rules.get().new_ksf, |u| u.ksf);
         let record = found
             .as_ref()
             .filter(|_| attempt.is_some())
@@ -174,7 +174,7 @@ impl<'a> ChangeProof<'a> {
         else {
             return Ok(Err(ChangeFailed));
         };
-        let ksf = engine.new_ksf;
+        let ksf = engine.rules.get().new_ksf;
         Ok(Ok((
             OpaqueResponse { response, ksf },
             ChangeFinish {

@@ -68,7 +68,7 @@ impl PasswordAttempt {
     fn new(core: &Core, user: String, ip: IpAddr, now: u64) -> Self {
         Self {
             accounts: core.accounts.clone(),
-            policy: core.login,
+            policy: core.rules.get().login,
             user,
             ip,
             now,
@@ -297,7 +297,7 @@ impl ServerContext for AuthCtx<'_> {
     }
 
     fn new_record_ksf(&self) -> KsfParams {
-        self.engine.new_ksf
+        self.engine.rules.get().new_ksf
     }
 
     fn session(&self, id: &SessionId) -> Option<StoredSession> {
@@ -306,10 +306,8 @@ impl ServerContext for AuthCtx<'_> {
     }
 
     fn session_lifetimes(&self) -> (u64, u64) {
-        (
-            self.engine.session_limits.idle_secs,
-            self.engine.session_limits.max_secs,
-        )
+        let rules = self.engine.rules.get();
+        (rules.sessions.idle_secs, rules.sessions.max_secs)
     }
 
     fn mesh(&self) -> Option<&dyn MeshDirectory> {

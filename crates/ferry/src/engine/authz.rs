@@ -23,7 +23,11 @@ impl Core {
     pub(crate) fn allows(&self, p: &Principal, op: Op, source: &str) -> bool {
         match p.method {
             Method::Mesh { .. } => matches!(op, Op::Get | Op::Stat | Op::List),
-            _ => self.policy.allows(p.role(), &p.name, op, source),
+            _ => self
+                .rules
+                .get()
+                .policy
+                .allows(p.role(), &p.name, op, source),
         }
     }
 
@@ -89,5 +93,34 @@ impl Core {
             Method::Mesh { device, epoch } => Ok(self.mesh.still_valid(device, *epoch)),
             _ => self.origin_valid(p).await,
         }
+    }
+}
+
+/// A place among the principal's transfers in progress, held while a put or a get moves its
+/// content.
+pub(crate) type TransferSlot = crate::tally::Held<String>;
+
+impl Core {
+    /// A transfer place for `p`, or `busy` if it already has `max_transfers_per_principal`
+    /// in progress. Clients and users count apart (they have separate names).
+    pub(crate) fn transfer_slot(&self, p: &Principal) -> Result<TransferSlot, Refusal> {
+        let kind = match p.method {
+            Method::Psk { .. } => "client",
+            Method::Mesh { .. } => "mesh",
+            _ => "user",
+        };
+        let max = self.rules.get().limits.max_transfers_per_principal;
+        self.transfers
+            .take(&format!("{kind}:{}", p.name), max)
+            .ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::Busy,
+                    format!(
+                        "{} already has {max} transfers in progress, the most this server \
+                         allows at once (max_transfers_per_principal); try again when one ends",
+                        p.name
+                    ),
+                )
+            })
     }
 }

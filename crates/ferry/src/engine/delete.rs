@@ -9,6 +9,14 @@ use crate::policy::Op;
 impl<B: ServerBackend> Engine<B> {
     /// Deletes `req.source`; the reply is the version that records the deletion.
     pub(crate) async fn delete(&self, p: &Principal, req: SourceRef) -> Outcome<u64> {
+        let out = self.delete_answer(p, &req).await;
+        self.answered("delete", &p.name, &req.source, &out, |v| {
+            Some(format!("recorded as v{v}"))
+        });
+        out
+    }
+
+    async fn delete_answer(&self, p: &Principal, req: &SourceRef) -> Outcome<u64> {
         let name = or_refuse!(self.authorize(p, Op::Delete, &req.source));
         Ok(self
             .backend

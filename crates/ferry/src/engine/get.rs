@@ -9,6 +9,7 @@ use ferry_proto::auth::Principal;
 use ferry_proto::message::{ErrorCode, Get};
 use ferry_store::Entry;
 
+use super::authz::TransferSlot;
 use super::{Engine, Outcome, Refusal, ServerBackend, or_refuse};
 use crate::Error;
 use crate::buf::Chunk;
@@ -25,6 +26,8 @@ pub(crate) struct GetReply<R> {
     /// The first byte of the body within the version.
     pub(crate) offset: u64,
     pub(crate) body: Body<R>,
+    /// The principal's place among its transfers in progress: hold it while the body moves.
+    pub(crate) slot: TransferSlot,
 }
 
 /// The bytes from the offset to the end of the version.
@@ -38,7 +41,20 @@ pub(crate) enum Body<R> {
 impl<B: ServerBackend> Engine<B> {
     /// Opens `req.source` (its current version or `req.version`) from `req.offset` on.
     pub(crate) async fn get(&self, p: &Principal, req: Get) -> Outcome<GetReply<B::Reader>> {
+        let source = req.source.clone();
+        let out = self.get_answer(p, req).await;
+        self.answered("get", &p.name, &source, &out, |r| {
+            Some(format!(
+                "v{} ({} bytes from {})",
+                r.entry.version, r.entry.size, r.offset
+            ))
+        });
+        out
+    }
+
+    async fn get_answer(&self, p: &Principal, req: Get) -> Outcome<GetReply<B::Reader>> {
         let name = or_refuse!(self.authorize(p, Op::Get, &req.source));
+        let slot = or_refuse!(self.transfer_slot(p));
         let Get {
             source,
             version,
@@ -81,6 +97,7 @@ impl<B: ServerBackend> Engine<B> {
                 entry,
                 offset,
                 body,
+                slot,
             }));
         }
         Ok(Err(Refusal::not_found(&source)))

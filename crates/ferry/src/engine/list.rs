@@ -31,6 +31,13 @@ pub(crate) struct ListPage {
 impl<B: ServerBackend> Engine<B> {
     /// The page of `req.prefix`'s sources after `req.after` that the principal may list.
     pub(crate) async fn list(&self, p: &Principal, req: List) -> Outcome<ListPage> {
+        let prefix = req.prefix.clone();
+        let out = self.list_answer(p, req).await;
+        self.answered("list", &p.name, &prefix, &out, |_| None);
+        out
+    }
+
+    async fn list_answer(&self, p: &Principal, req: List) -> Outcome<ListPage> {
         if let Err(e) = validate_prefix(&req.prefix) {
             return Ok(Err(Refusal::new(ErrorCode::BadRequest, e.to_string())));
         }

@@ -13,18 +13,19 @@ use std::time::Duration;
 
 use ferry_backend::Backend;
 use ferry_proto::message::ErrorCode;
-use ferry_proto::password::{KsfParams, OpaqueKeys};
+use ferry_proto::password::OpaqueKeys;
 use ferry_proto::secret::MasterKey;
 use ferry_store::{LocalBackend, Store, StoreOptions};
 
-use ferry_backend::accounts::{DynAccounts, LoginPolicy};
+use ferry_backend::accounts::DynAccounts;
 
 use crate::Error;
 use crate::changes::ChangeFeed;
-use crate::config::{Config, SessionLimits};
+use crate::config::Config;
 use crate::identity::Identity;
-use crate::policy::Policy;
 use crate::server_dir::ServerDir;
+use crate::tally::Tally;
+use rules::LiveRules;
 
 mod account;
 pub(crate) mod authn;
@@ -34,7 +35,9 @@ mod get;
 mod list;
 pub(crate) mod mesh;
 mod mesh_join;
+mod observe;
 mod put;
+pub(crate) mod rules;
 mod stat;
 mod versions;
 mod watch;
@@ -187,19 +190,22 @@ impl Engine<LocalBackend> {
 /// users, invites, sessions, failed logins), the role policy and the mesh state.
 pub(crate) struct Core {
     pub(crate) master: MasterKey,
-    pub(crate) policy: Policy,
+    /// Roles, login limits, session lifetimes, password parameters: what a reload changes.
+    pub(crate) rules: LiveRules,
     pub(crate) limits: Limits,
     pub(crate) dir: ServerDir,
     pub(crate) opaque: OpaqueKeys,
     /// Clients, users, invites, sessions and failed logins.
     pub(crate) accounts: Arc<dyn DynAccounts>,
-    /// When failed logins lock an account or an address (`[login]`).
-    pub(crate) login: LoginPolicy,
-    pub(crate) session_limits: SessionLimits,
-    pub(crate) new_ksf: KsfParams,
     pub(crate) mesh: mesh::MeshShared,
     /// Wakes resumable puts waiting for an upload another connection held.
     pub(crate) uploads_released: Arc<tokio::sync::Notify>,
+    /// What the server counts, for monitoring.
+    pub(crate) metrics: crate::metrics::Metrics,
+    /// Puts and gets in progress per principal (`max_transfers_per_principal`).
+    pub(crate) transfers: Arc<Tally<String>>,
+    /// Authenticated connections per address (`max_connections_per_address`).
+    pub(crate) per_address: Arc<Tally<std::net::IpAddr>>,
 }
 
 impl Core {
@@ -212,7 +218,7 @@ impl Core {
         accounts: Arc<dyn DynAccounts>,
     ) -> Result<Self, Error> {
         let master = dir.master_key()?;
-        let policy = Policy::new(&config.roles)?;
+        let rules = LiveRules::new(config)?;
         let limits = Limits {
             hello_timeout: Duration::from_secs(config.hello_timeout_secs),
             handshake_timeout: Duration::from_secs(config.handshake_timeout_secs),
@@ -231,16 +237,16 @@ impl Core {
         let device = crate::mesh::device::DeviceKey::from_identity(identity)?;
         Ok(Self {
             master,
-            policy,
+            rules,
             limits,
             opaque: dir.opaque_keys()?,
             accounts,
-            login: config.login.policy(),
-            session_limits: config.sessions.clone(),
-            new_ksf: config.password,
             mesh: mesh::MeshShared::open(dir, device, config.mesh.max_join_failures)?,
             dir: dir.clone(),
             uploads_released: Arc::new(tokio::sync::Notify::new()),
+            metrics: crate::metrics::Metrics::new(),
+            transfers: Arc::default(),
+            per_address: Arc::default(),
         })
     }
 }

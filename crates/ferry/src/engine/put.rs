@@ -17,6 +17,7 @@
 //! commits. Idle parts older than `[uploads] keep_secs` are removed by [`Engine::sweep_uploads`].
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use ferry_backend::Upload as _;
 use ferry_backend::{BackendError, UploadKey};
@@ -27,10 +28,13 @@ use ferry_store::Entry;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
+use super::authz::TransferSlot;
+use super::observe::Answer;
 use super::{Core, Engine, Outcome, Refusal, ServerBackend, or_refuse};
 use crate::Error;
 use crate::accounts::session_id_text;
 use crate::buf::Spares;
+use crate::metrics::{InProgress, Metrics};
 use crate::pipe::{self, WriteCmd};
 use crate::policy::Op;
 
@@ -47,6 +51,41 @@ pub(crate) struct Upload<B: ServerBackend> {
     tx: mpsc::Sender<WriteCmd>,
     spares: Spares<Vec<u8>>,
     writer: Writer<B>,
+    /// Counts the upload as in progress while it lives, and its bytes.
+    counted: Counted,
+}
+
+/// An upload as the server's metrics and limits see it.
+struct Counted {
+    metrics: Metrics,
+    started: Instant,
+    _in_progress: InProgress,
+    /// The principal's place among its transfers in progress.
+    _slot: TransferSlot,
+    /// The most content this put may store (`max_upload_bytes`; 0: no limit).
+    max: u64,
+}
+
+impl Counted {
+    fn new(core: &Core, slot: TransferSlot) -> Self {
+        Self {
+            metrics: core.metrics.clone(),
+            started: Instant::now(),
+            _in_progress: core.metrics.upload(),
+            _slot: slot,
+            max: core.rules.get().limits.max_upload_bytes,
+        }
+    }
+}
+
+/// The refusal of content larger than `max_upload_bytes`.
+fn too_large(max: u64) -> Refusal {
+    Refusal::new(
+        ErrorCode::TooLarge,
+        format!(
+            "the content is larger than this server accepts in one put ({max} bytes, max_upload_bytes)"
+        ),
+    )
 }
 
 /// Where an upload's bytes go: a part in the backend, written by a thread that hands its
@@ -59,8 +98,9 @@ struct Writer<B: ServerBackend> {
     done: JoinHandle<Result<Option<Held<B::Upload>>, Error>>,
 }
 
-/// The body went past the size the client announced: the front answers it and closes.
-pub(crate) struct TooMuch;
+/// The body went past the size the client announced (`bad_request`) or the most the server
+/// accepts (`too_large`): the front answers with the refusal and closes.
+pub(crate) struct TooMuch(pub(crate) Refusal);
 
 /// An upload the server failed to store: the connection closes with `error`, after sending
 /// `answer` if there is one.
@@ -138,7 +178,21 @@ impl<B: ServerBackend> Engine<B> {
     /// Starts an upload to `req.source`: a plain one from offset 0, or, if the request
     /// carries `size` and `hash`, a resumable one from the bytes the server already holds.
     pub(crate) async fn put(&self, p: &Principal, req: &Put) -> Outcome<Upload<B>> {
+        let out = self.put_start(p, req).await;
+        // Counted and audited here only if it did not start; else when it ends.
+        if !matches!(out, Ok(Ok(_))) {
+            self.answered("put", &p.name, &req.source, &out, |_| None);
+        }
+        out
+    }
+
+    async fn put_start(&self, p: &Principal, req: &Put) -> Outcome<Upload<B>> {
         let name = or_refuse!(self.authorize(p, Op::Put, &req.source));
+        let max = self.rules.get().limits.max_upload_bytes;
+        if max != 0 && req.size.is_some_and(|s| s > max) {
+            return Ok(Err(too_large(max)));
+        }
+        let slot = or_refuse!(self.transfer_slot(p));
         if req.offset != 0 {
             return Ok(Err(Refusal::new(
                 ErrorCode::Unsupported,
@@ -152,7 +206,7 @@ impl<B: ServerBackend> Engine<B> {
                     "a resumable put needs its size as well as its hash",
                 )));
             };
-            return self.put_resumable(p, name, size, hash).await;
+            return self.put_resumable(p, name, size, hash, slot).await;
         }
         // A plain put stages through a part too, under a random key nothing else can reach.
         let mut random = [0u8; 32];
@@ -177,6 +231,7 @@ impl<B: ServerBackend> Engine<B> {
                 announced: None,
                 done,
             },
+            counted: Counted::new(self, slot),
         }))
     }
 
@@ -186,6 +241,7 @@ impl<B: ServerBackend> Engine<B> {
         name: SourceName,
         size: u64,
         hash: Digest,
+        slot: TransferSlot,
     ) -> Outcome<Upload<B>> {
         let kind = principal_kind(self, p).await?;
         let key = upload_key(&kind, &p.name, name.as_str(), size, &hash);
@@ -225,6 +281,7 @@ impl<B: ServerBackend> Engine<B> {
                 announced: Some(hash),
                 done,
             },
+            counted: Counted::new(self, slot),
         }))
     }
 
@@ -358,11 +415,16 @@ impl<B: ServerBackend> Upload<B> {
     /// (its error is reported by [`Upload::finish`]); stop feeding it.
     pub(crate) async fn write(&mut self, buf: Vec<u8>) -> Result<bool, TooMuch> {
         self.received += buf.len() as u64;
-        if self
-            .size
-            .is_some_and(|s| self.offset.saturating_add(self.received) > s)
-        {
-            return Err(TooMuch);
+        self.counted.metrics.received(buf.len() as u64);
+        let whole = self.offset.saturating_add(self.received);
+        if self.size.is_some_and(|s| whole > s) {
+            return Err(TooMuch(Refusal::new(
+                ErrorCode::BadRequest,
+                "more data than announced",
+            )));
+        }
+        if self.counted.max != 0 && whole > self.counted.max {
+            return Err(TooMuch(too_large(self.counted.max)));
         }
         Ok(self.tx.send(WriteCmd::Data(buf)).await.is_ok())
     }
@@ -372,9 +434,14 @@ impl<B: ServerBackend> Upload<B> {
     /// arrived, made durable, and its key is free for the next put when this returns.
     pub(crate) async fn abandon(self, engine: &Engine<B>) {
         let Upload {
-            name, tx, writer, ..
+            name,
+            by,
+            tx,
+            writer,
+            ..
         } = self;
         drop(tx);
+        engine.record::<()>("put", &by, name.as_str(), Answer::Cut, |_| None);
         if let Err(e) = pipe::join(writer.done).await {
             tracing::warn!("abandoned upload of {name}: {e}");
         }
@@ -386,6 +453,34 @@ impl<B: ServerBackend> Upload<B> {
     /// Ends the upload: with the client's `put_end`, stages the body and commits it if its
     /// size and hash match; without (the writer stopped), reports why.
     pub(crate) async fn finish(
+        self,
+        engine: &Engine<B>,
+        end: Option<PutEnd>,
+    ) -> Result<Result<Entry, Refusal>, Failed> {
+        let by = self.by.clone();
+        let source = self.name.as_str().to_owned();
+        let metrics = self.counted.metrics.clone();
+        let started = self.counted.started;
+        let out = self.commit(engine, end).await;
+        let answer = match &out {
+            Ok(Ok(entry)) => {
+                metrics.transfer("put", started.elapsed());
+                Answer::Done(entry)
+            }
+            Ok(Err(r))
+            | Err(Failed {
+                answer: Some(r), ..
+            }) => Answer::Refused(r),
+            Err(Failed { error, .. }) => Answer::Failed(error),
+        };
+        engine.record("put", &by, &source, answer, |e| {
+            Some(format!("stored v{} ({} bytes)", e.version, e.size))
+        });
+        out
+    }
+
+    /// [`Upload::finish`] but for counting it.
+    async fn commit(
         self,
         engine: &Engine<B>,
         end: Option<PutEnd>,
@@ -457,12 +552,6 @@ impl<B: ServerBackend> Upload<B> {
             answer: is_storage_full(&error).then(|| storage_refusal(true)),
             error,
         })?;
-        tracing::info!(
-            "{by} stored {} v{} ({} bytes)",
-            entry.source,
-            entry.version,
-            entry.size
-        );
         Ok(Ok(entry))
     }
 }

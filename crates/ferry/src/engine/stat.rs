@@ -10,6 +10,12 @@ use crate::policy::Op;
 impl<B: ServerBackend> Engine<B> {
     /// Describes the current version of `req.source`.
     pub(crate) async fn stat(&self, p: &Principal, req: SourceRef) -> Outcome<Entry> {
+        let out = self.stat_answer(p, &req).await;
+        self.answered("stat", &p.name, &req.source, &out, |_| None);
+        out
+    }
+
+    async fn stat_answer(&self, p: &Principal, req: &SourceRef) -> Outcome<Entry> {
         let name = or_refuse!(self.authorize(p, Op::Stat, &req.source));
         Ok(self
             .backend

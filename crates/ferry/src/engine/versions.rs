@@ -12,6 +12,12 @@ impl<B: ServerBackend> Engine<B> {
     /// The kept versions of `req.source`, newest first. A source that does not exist, or is
     /// deleted, is `not_found`.
     pub(crate) async fn versions(&self, p: &Principal, req: SourceRef) -> Outcome<Vec<Entry>> {
+        let out = self.versions_answer(p, &req).await;
+        self.answered("versions", &p.name, &req.source, &out, |_| None);
+        out
+    }
+
+    async fn versions_answer(&self, p: &Principal, req: &SourceRef) -> Outcome<Vec<Entry>> {
         let name = or_refuse!(self.authorize(p, Op::Stat, &req.source));
         let mut entries = self.backend.versions(name.as_str()).await?;
         if entries.is_empty() {

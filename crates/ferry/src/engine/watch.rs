@@ -41,6 +41,13 @@ impl<B: ServerBackend> Engine<B> {
     /// Starts a watch of `req.prefix` after `req.after` (now if absent). The reply is the
     /// log's last sequence number, and the watcher.
     pub(crate) async fn watch(&self, p: &Principal, req: Watch) -> Outcome<(u64, Watcher<B>)> {
+        let prefix = req.prefix.clone();
+        let out = self.watch_answer(p, req).await;
+        self.answered("watch", &p.name, &prefix, &out, |_| None);
+        out
+    }
+
+    async fn watch_answer(&self, p: &Principal, req: Watch) -> Outcome<(u64, Watcher<B>)> {
         if let Err(e) = validate_prefix(&req.prefix) {
             return Ok(Err(Refusal::new(ErrorCode::BadRequest, e.to_string())));
         }

@@ -17,6 +17,7 @@ use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 use crate::admission::Pending;
 use crate::engine::authn::{AuthCtx, PasswordAttempt};
 use crate::engine::{Core, Engine, ServerBackend};
+use crate::metrics::Refused;
 use crate::wire::{PRE_AUTH_LIMIT, Wire};
 use crate::{Error, tls};
 
@@ -31,7 +32,6 @@ async fn accept_tls(
     engine: &Core,
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
-    peer: SocketAddr,
     deadline: tokio::time::Instant,
 ) -> Option<TlsStream<TcpStream>> {
     let hello_deadline = deadline.min(tokio::time::Instant::now() + engine.limits.hello_timeout);
@@ -39,11 +39,13 @@ async fn accept_tls(
     let start = match tokio::time::timeout_at(hello_deadline, &mut hello).await {
         Ok(Ok(start)) => start,
         Ok(Err(e)) => {
-            tracing::debug!("{peer}: no TLS ClientHello: {e}");
+            tracing::debug!("no TLS ClientHello: {e}");
+            engine.metrics.refused(Refused::NotFerry);
             return None;
         }
         Err(_) => {
-            tracing::debug!("{peer}: no TLS ClientHello in time");
+            tracing::debug!("no TLS ClientHello in time");
+            engine.metrics.refused(Refused::Timeout);
             return None;
         }
     };
@@ -54,7 +56,8 @@ async fn accept_tls(
     if !offers_ferry {
         // rustls itself refuses a client offering only other protocols, but serves one
         // offering none (RFC 7301 allows that); ferry requires `ferry/1` in both cases.
-        tracing::info!("{peer}: TLS refused: the client does not offer ALPN ferry/1");
+        tracing::info!("TLS refused: the client does not offer ALPN ferry/1");
+        engine.metrics.refused(Refused::NotFerry);
         let mut tcp = start.io;
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             tcp.write_all(&NO_APPLICATION_PROTOCOL).await?;
@@ -67,11 +70,13 @@ async fn accept_tls(
     match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
         Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
-            tracing::debug!("{peer}: TLS handshake failed: {e}");
+            tracing::debug!("TLS handshake failed: {e}");
+            engine.metrics.refused(Refused::Tls);
             None
         }
         Err(_) => {
-            tracing::debug!("{peer}: TLS handshake timed out");
+            tracing::debug!("TLS handshake timed out");
+            engine.metrics.refused(Refused::Timeout);
             None
         }
     }
@@ -88,7 +93,7 @@ pub(crate) async fn serve_connection<B: ServerBackend>(
 ) -> Result<(), Error> {
     let _ = tcp.set_nodelay(true);
     let deadline = tokio::time::Instant::now() + engine.limits.handshake_timeout;
-    let Some(tls) = accept_tls(engine, acceptor, tcp, peer, deadline).await else {
+    let Some(tls) = accept_tls(engine, acceptor, tcp, deadline).await else {
         return Ok(());
     };
     let exporter = tls::export(tls.get_ref().1)?;
@@ -103,24 +108,48 @@ pub(crate) async fn serve_connection<B: ServerBackend>(
             Ok(Ok(Some(p))) => p,
             Ok(Ok(None)) => return Ok(()),
             Ok(Err(e)) => {
-                tracing::info!("{peer}: authentication aborted: {e}");
+                tracing::info!("authentication aborted: {e}");
+                engine.metrics.refused(Refused::AuthFailed);
                 return Ok(());
             }
             Err(_) => {
-                tracing::info!("{peer}: authentication timed out");
+                tracing::info!("authentication timed out");
+                engine.metrics.refused(Refused::Timeout);
                 return Ok(());
             }
         };
+    tracing::Span::current().record("principal", principal.name.as_str());
     // From here on the connection counts against the authenticated budget, not the other.
     drop(pending);
     let Ok(_permit) = authenticated.try_acquire_owned() else {
+        engine.metrics.refused(Refused::Busy);
         tracing::warn!(
-            "{peer}: {} refused: already serving max_connections authenticated connections",
+            "{} refused: already serving max_connections authenticated connections",
             principal.name
         );
         wire.send(&Message::Error(ErrorMsg {
             code: ErrorCode::Busy,
             message: "it is serving as many connections as it may; try again later".into(),
+        }))
+        .await?;
+        let _ = wire.shutdown().await;
+        return Ok(());
+    };
+    let per_address = engine.rules.get().limits.max_connections_per_address;
+    let Some(_place) = engine
+        .per_address
+        .take(&crate::admission::key(peer.ip()), per_address)
+    else {
+        engine.metrics.refused(Refused::AddressBusy);
+        tracing::warn!(
+            "{} refused: its address already holds max_connections_per_address = {per_address} connections",
+            principal.name
+        );
+        wire.send(&Message::Error(ErrorMsg {
+            code: ErrorCode::Busy,
+            message:
+                "your address holds as many connections as this server allows; try again later"
+                    .into(),
         }))
         .await?;
         let _ = wire.shutdown().await;
@@ -148,16 +177,13 @@ pub(crate) async fn serve_connection<B: ServerBackend>(
         if let Message::Logout(_) = msg {
             if let Some(id) = session {
                 engine.end_session(id).await?;
-                tracing::info!("{peer}: {} logged out", principal.name);
+                tracing::info!("{} logged out", principal.name);
             }
             wire.send(&Message::LogoutOk(Default::default())).await?;
             break;
         }
         if !engine.still_valid(&principal).await? {
-            tracing::info!(
-                "{peer}: {} is no longer authorised; closing",
-                principal.name
-            );
+            tracing::info!("{} is no longer authorised; closing", principal.name);
             wire.send(&Message::AuthFailed(Default::default())).await?;
             break;
         }
@@ -218,7 +244,7 @@ async fn authenticate(
     if let Some(a) = attempt.take()
         && let Err(e) = a.failed().await
     {
-        tracing::error!("{peer}: cannot count a failed login: {e}");
+        tracing::error!("cannot count a failed login: {e}");
     }
     result
 }
@@ -233,6 +259,7 @@ async fn exchange(
     first: Message,
     attempt: &mut Option<PasswordAttempt>,
 ) -> Result<Option<(Principal, Option<SessionId>)>, Error> {
+    let method = method_of(&first);
     let mut pending = Some(first);
     let mut state = ServerAuth::new(exporter);
     loop {
@@ -258,6 +285,7 @@ async fn exchange(
                 session,
             } => {
                 let session_id = engine.accepted(&principal, session, now).await?;
+                engine.metrics.authentication(principal.method.name(), true);
                 if let Some(a) = attempt.take()
                     && matches!(principal.method, Method::Password { .. })
                 {
@@ -267,7 +295,7 @@ async fn exchange(
                 // behind its proof, or as soon as the connection waits for the client.
                 wire.queue(&reply).await?;
                 tracing::info!(
-                    "{peer}: authenticated {} (role {}) by {}",
+                    "authenticated {} (role {}) by {}",
                     principal.name,
                     principal.role().unwrap_or("-"),
                     principal.method.name()
@@ -281,11 +309,12 @@ async fn exchange(
             } => {
                 let name = invite.name().to_owned();
                 let stored = engine.register(invite, record, now).await?;
+                engine.metrics.authentication("invite", stored);
                 if stored {
-                    tracing::info!("{peer}: registered user {name}");
+                    tracing::info!("registered user {name}");
                     wire.send(&reply).await?;
                 } else {
-                    tracing::warn!("{peer}: registration for {name} lost to another");
+                    tracing::warn!("registration for {name} lost to another");
                     wire.send(&Message::AuthFailed(Default::default())).await?;
                 }
                 let _ = wire.shutdown().await;
@@ -301,8 +330,10 @@ async fn exchange(
                 if let Some(a) = attempt.take() {
                     a.failed().await?;
                 }
+                engine.metrics.authentication(method, false);
+                engine.metrics.refused(Refused::AuthFailed);
                 tracing::warn!(
-                    "{peer}: authentication failed ({reason:?}{})",
+                    "authentication failed ({reason:?}{})",
                     user.map(|u| format!(", user {u}")).unwrap_or_default()
                 );
                 wire.send(&reply).await?;
@@ -310,5 +341,17 @@ async fn exchange(
                 return Ok(None);
             }
         }
+    }
+}
+
+/// The method an authentication's first message opens, as the metrics name it.
+fn method_of(first: &Message) -> &'static str {
+    match first {
+        Message::PskAuth(_) => "psk",
+        Message::PasswordLoginStart(_) => "password",
+        Message::RegisterStart(_) => "invite",
+        Message::SessionAuth(_) => "session",
+        Message::MeshAuth(_) => "mesh",
+        _ => "other",
     }
 }

@@ -151,10 +151,10 @@ async fn receive_body<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
             Ok(true) => {}
             // The writer failed; its error is reported by `finish`.
             Ok(false) => return Ok(None),
-            Err(TooMuch) => {
-                wire.send(&error(ErrorCode::BadRequest, "more data than announced"))
-                    .await?;
-                return Err(Error::Protocol("upload exceeded its size".into()));
+            Err(TooMuch(r)) => {
+                let why = r.message.clone();
+                wire.send(&refusal(r)).await?;
+                return Err(Error::Protocol(format!("upload refused: {why}")));
             }
         }
     }
@@ -196,10 +196,12 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
     p: &Principal,
     req: Get,
 ) -> Result<(), Error> {
+    let started = std::time::Instant::now();
     let GetReply::<_> {
         entry,
         offset,
         body,
+        slot: _slot,
     } = match engine.get(p, req).await? {
         Ok(r) => r,
         Err(r) => return wire.send(&refusal(r)).await,
@@ -213,14 +215,18 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
         Body::Small(mut chunk) => {
             // The answer and the data leave together: one TLS record, one write.
             wire.queue(&ok).await?;
-            if !chunk.is_empty() {
+            let len = chunk.len() as u64;
+            if len > 0 {
                 tokio::time::timeout(deadline, wire.send_chunk(&mut chunk))
                     .await
                     .map_err(|_| Error::Timeout("the client to read"))??;
             }
-            return tokio::time::timeout(deadline, wire.flush())
+            tokio::time::timeout(deadline, wire.flush())
                 .await
-                .map_err(|_| Error::Timeout("the client to read"))?;
+                .map_err(|_| Error::Timeout("the client to read"))??;
+            engine.metrics.sent(len);
+            engine.metrics.transfer("get", started.elapsed());
+            return Ok(());
         }
         Body::Large(reader) => reader,
     };
@@ -231,10 +237,12 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
     // A client that stops reading must not hold the connection, the blob and the task
     // forever: each chunk must leave within the transfer deadline.
     while let Some(mut chunk) = rx.recv().await {
-        sent += chunk.len() as u64;
+        let len = chunk.len() as u64;
         tokio::time::timeout(deadline, wire.send_chunk(&mut chunk))
             .await
             .map_err(|_| Error::Timeout("the client to read"))??;
+        sent += len;
+        engine.metrics.sent(len);
         spares.give(chunk.into_framed());
     }
     tokio::time::timeout(deadline, wire.flush())
@@ -247,5 +255,6 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
             "stored blob is shorter than its record".into(),
         ));
     }
+    engine.metrics.transfer("get", started.elapsed());
     Ok(())
 }

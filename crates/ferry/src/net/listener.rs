@@ -11,12 +11,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
 
 use super::conn::serve_connection;
 use crate::Error;
 use crate::admission::Admission;
 use crate::changes::ChangeFeed;
 use crate::engine::{Engine, ServerBackend};
+use crate::metrics::Refused;
 
 /// A server with its socket bound.
 pub struct BoundServer<B = LocalBackend> {
@@ -46,6 +48,21 @@ impl<B: ServerBackend> BoundServer<B> {
         self.engine.backend.clone()
     }
 
+    /// A handle that re-reads `ferry.toml` while the server runs (roles, `[login]`,
+    /// `[sessions]`, `[password]`), for a SIGHUP handler; see [`Reloader::reload`](crate::Reloader::reload).
+    pub fn reloader(&self) -> crate::Reloader {
+        crate::Reloader {
+            dir: self.engine.dir.clone(),
+            rules: self.engine.rules.clone(),
+        }
+    }
+
+    /// The server's counters (connections, authentications, requests, bytes), live: see
+    /// [`metrics::serve`](crate::metrics::serve) to expose them to Prometheus.
+    pub fn metrics(&self) -> crate::metrics::Metrics {
+        self.engine.metrics.clone()
+    }
+
     /// A new follower of the store's change log, for code embedded in the same process (see
     /// [`ChangeFeed`]). Take it before [`BoundServer::run`], which consumes the server.
     pub fn changes(&self) -> ChangeFeed<B> {
@@ -73,6 +90,7 @@ impl<B: ServerBackend> BoundServer<B> {
         let admission = Admission::new(engine.limits.max_pending_per_address);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
+        let mut next_id: u64 = 0;
         // Abandoned uploads were swept by `bind`; from now on periodically.
         let sweeper = tokio::spawn(sweep_uploads(engine.clone(), stop_rx.clone()));
         tokio::pin!(shutdown);
@@ -101,23 +119,38 @@ impl<B: ServerBackend> BoundServer<B> {
             };
             let Some(slot) = admission.admit(peer.ip(), slot) else {
                 tracing::debug!("{peer}: too many unauthenticated connections from its address");
+                engine.metrics.refused(Refused::PerAddress);
                 drop(tcp);
                 continue;
             };
+            next_id += 1;
+            // Every line of the connection carries its ID and peer, and its principal once
+            // authenticated (recorded by `serve_connection`).
+            let span = tracing::info_span!(
+                "conn",
+                id = next_id,
+                %peer,
+                principal = tracing::field::Empty
+            );
             let engine = engine.clone();
             let acceptor = acceptor.clone();
             let stop = stop_rx.clone();
             let authenticated = authenticated.clone();
-            conns.spawn(async move {
-                if let Err(e) =
-                    serve_connection(&engine, &acceptor, tcp, peer, stop, slot, authenticated).await
-                {
-                    match e {
-                        Error::Closed => {}
-                        e => tracing::debug!("{peer}: {e}"),
+            conns.spawn(
+                async move {
+                    let _open = engine.metrics.connection();
+                    if let Err(e) =
+                        serve_connection(&engine, &acceptor, tcp, peer, stop, slot, authenticated)
+                            .await
+                    {
+                        match e {
+                            Error::Closed => {}
+                            e => tracing::debug!("connection ended: {e}"),
+                        }
                     }
                 }
-            });
+                .instrument(span),
+            );
         }
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
