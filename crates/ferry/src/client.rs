@@ -643,10 +643,16 @@ impl Client {
                 tokio::time::timeout(RESPONSE_TIMEOUT, self.wire.recv_reusing(Some(&spares)))
                     .await
                     .map_err(|_| Error::Timeout("download data"))??;
-            let Incoming::Data(buf) = frame else {
-                return Err(Error::Protocol(
-                    "message in the middle of a download".into(),
-                ));
+            let buf = match frame {
+                Incoming::Data(buf) => buf,
+                // The server stopped the transfer (it is shutting down): what arrived stays
+                // for a resume.
+                Incoming::Message(Message::Error(e)) => return Err(Error::from_remote(e)),
+                Incoming::Message(_) => {
+                    return Err(Error::Protocol(
+                        "message in the middle of a download".into(),
+                    ));
+                }
             };
             received += buf.len() as u64;
             if received > size {
@@ -834,10 +840,16 @@ impl Client {
             let frame = tokio::time::timeout(RESPONSE_TIMEOUT, self.wire.recv())
                 .await
                 .map_err(|_| Error::Timeout("download data"))??;
-            let Incoming::Data(buf) = frame else {
-                return Err(Error::Protocol(
-                    "message in the middle of a download".into(),
-                ));
+            let buf = match frame {
+                Incoming::Data(buf) => buf,
+                // The server stopped the transfer (it is shutting down): what arrived stays
+                // for a resume.
+                Incoming::Message(Message::Error(e)) => return Err(Error::from_remote(e)),
+                Incoming::Message(_) => {
+                    return Err(Error::Protocol(
+                        "message in the middle of a download".into(),
+                    ));
+                }
             };
             if out.len() as u64 + buf.len() as u64 > size {
                 return Err(Error::Protocol("more data than announced".into()));

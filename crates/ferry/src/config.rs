@@ -38,6 +38,9 @@ handshake_timeout_secs = 10
 # still do not fit under it, it serves fewer connections and says so in its log.
 # Seconds an authenticated connection may sit idle between requests.
 idle_timeout_secs = 300
+# Seconds transfers in progress have to finish when the server stops (SIGTERM); then each is
+# told the server is shutting down (clients resume once it is back) and closed.
+shutdown_grace_secs = 5
 
 # Roles: what each role may do. `ops` lists put, get, list, stat, delete (or "*");
 # `sources` lists glob patterns on source names: "*" matches within one segment,
@@ -125,6 +128,9 @@ pub struct Config {
     /// Idle deadline between requests, seconds.
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: u64,
+    /// Grace period for transfers at shutdown, seconds.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_secs: u64,
     /// Role rules.
     #[serde(default)]
     pub roles: BTreeMap<String, Vec<Rule>>,
@@ -171,6 +177,10 @@ impl Default for PrincipalLimits {
             max_connections_per_address: default_max_conn_per_address(),
         }
     }
+}
+
+fn default_grace() -> u64 {
+    5
 }
 
 fn default_max_upload() -> u64 {

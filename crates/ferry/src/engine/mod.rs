@@ -227,7 +227,7 @@ impl Core {
             max_connections: config.max_connections,
             max_pending: config.max_pending,
             max_pending_per_address: config.max_pending_per_address,
-            shutdown_grace: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
             watch_ping: Duration::from_millis(ferry_proto::message::DEFAULT_PING_MS),
             list_scan: LIST_SCAN_BUDGET,
             upload_keep: Duration::from_secs(config.uploads.keep_secs),

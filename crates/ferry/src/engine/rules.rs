@@ -127,6 +127,10 @@ fn needs_restart(a: &Config, b: &Config) -> Vec<&'static str> {
         a.idle_timeout_secs == b.idle_timeout_secs,
     );
     check(
+        "shutdown_grace_secs",
+        a.shutdown_grace_secs == b.shutdown_grace_secs,
+    );
+    check(
         "mesh.max_join_failures",
         a.mesh.max_join_failures == b.mesh.max_join_failures,
     );

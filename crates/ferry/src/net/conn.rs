@@ -87,7 +87,7 @@ pub(crate) async fn serve_connection<B: ServerBackend>(
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
     peer: SocketAddr,
-    mut stop: watch::Receiver<bool>,
+    (mut stop, mut ending): (watch::Receiver<bool>, watch::Receiver<bool>),
     pending: Pending,
     authenticated: Arc<Semaphore>,
 ) -> Result<(), Error> {
@@ -212,7 +212,7 @@ pub(crate) async fn serve_connection<B: ServerBackend>(
                     break;
                 }
             }
-            msg => super::data::handle(engine, &mut wire, &principal, msg).await?,
+            msg => super::data::handle(engine, &mut wire, &principal, msg, &mut ending).await?,
         }
     }
     let _ = wire.shutdown().await;

@@ -9,6 +9,7 @@ use ferry_proto::message::{
 };
 use ferry_store::Entry;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 
 use crate::Error;
 use crate::buf::Spares;
@@ -35,6 +36,22 @@ fn to_wire(e: Entry) -> message::Entry {
     }
 }
 
+/// Resolves when the server's grace period for shutting down is over (never if the server
+/// is not stopping).
+async fn ended(ending: &mut watch::Receiver<bool>) {
+    if ending.wait_for(|e| *e).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// What a transfer still running when the grace period ends is told.
+fn shutting_down() -> Message {
+    error(
+        ErrorCode::ShuttingDown,
+        "the server is shutting down; try again shortly",
+    )
+}
+
 /// A refusal of the engine as the error message that answers it.
 pub(crate) fn refusal(r: crate::engine::Refusal) -> Message {
     error(r.code, r.message)
@@ -46,10 +63,11 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
     wire: &mut Wire<S>,
     p: &Principal,
     msg: Message,
+    ending: &mut watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let reply = match msg {
-        Message::Put(req) => return put(engine, wire, p, req).await,
-        Message::Get(req) => return get(engine, wire, p, req).await,
+        Message::Put(req) => return put(engine, wire, p, req, ending).await,
+        Message::Get(req) => return get(engine, wire, p, req, ending).await,
         Message::Stat(req) => match engine.stat(p, req).await? {
             Ok(e) => Message::StatOk(to_wire(e)),
             Err(r) => refusal(r),
@@ -91,6 +109,7 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
     wire: &mut Wire<S>,
     p: &Principal,
     req: Put,
+    ending: &mut watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let mut upload = match engine.put(p, &req).await? {
         Ok(u) => u,
@@ -100,7 +119,17 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
         offset: upload.offset(),
     });
     let received = match wire.send(&ready).await {
-        Ok(()) => receive_body(engine, wire, &mut upload).await,
+        Ok(()) => tokio::select! {
+            r = receive_body(engine, wire, &mut upload) => r,
+            // The grace period is over: say so (a client still sending may not read it; it
+            // sees the connection end and tries again) and close; a resumable upload keeps
+            // what arrived.
+            () = ended(ending) => {
+                let _ = wire.send(&shutting_down()).await;
+                let _ = wire.shutdown().await;
+                Err(Error::ShuttingDown)
+            }
+        },
         Err(e) => Err(e),
     };
     let end = match received {
@@ -195,6 +224,7 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
     wire: &mut Wire<S>,
     p: &Principal,
     req: Get,
+    ending: &mut watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let started = std::time::Instant::now();
     let GetReply::<_> {
@@ -236,7 +266,20 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
     let mut sent = 0u64;
     // A client that stops reading must not hold the connection, the blob and the task
     // forever: each chunk must leave within the transfer deadline.
-    while let Some(mut chunk) = rx.recv().await {
+    loop {
+        let mut chunk = tokio::select! {
+            c = rx.recv() => match c {
+                Some(c) => c,
+                None => break,
+            },
+            // The grace period is over: the client reads `shutting_down` in place of the
+            // next data frame, keeps what it has, and resumes once the server is back.
+            () = ended(ending) => {
+                wire.send(&shutting_down()).await?;
+                let _ = wire.shutdown().await;
+                return Err(Error::ShuttingDown);
+            }
+        };
         let len = chunk.len() as u64;
         tokio::time::timeout(deadline, wire.send_chunk(&mut chunk))
             .await

@@ -20,6 +20,10 @@ use crate::changes::ChangeFeed;
 use crate::engine::{Engine, ServerBackend};
 use crate::metrics::Refused;
 
+/// How long transfers still running after the grace period have to say `shutting_down` and
+/// close before they are cut.
+const ENDING: Duration = Duration::from_secs(2);
+
 /// A server with its socket bound.
 pub struct BoundServer<B = LocalBackend> {
     pub(crate) listener: TcpListener,
@@ -89,6 +93,9 @@ impl<B: ServerBackend> BoundServer<B> {
         let pending = Arc::new(Semaphore::new(max_pending));
         let admission = Admission::new(engine.limits.max_pending_per_address);
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Turns true when the grace period is over: transfers still running are told the
+        // server is shutting down and end.
+        let (ending_tx, ending_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
         let mut next_id: u64 = 0;
         // Abandoned uploads were swept by `bind`; from now on periodically.
@@ -135,13 +142,21 @@ impl<B: ServerBackend> BoundServer<B> {
             let engine = engine.clone();
             let acceptor = acceptor.clone();
             let stop = stop_rx.clone();
+            let ending = ending_rx.clone();
             let authenticated = authenticated.clone();
             conns.spawn(
                 async move {
                     let _open = engine.metrics.connection();
-                    if let Err(e) =
-                        serve_connection(&engine, &acceptor, tcp, peer, stop, slot, authenticated)
-                            .await
+                    if let Err(e) = serve_connection(
+                        &engine,
+                        &acceptor,
+                        tcp,
+                        peer,
+                        (stop, ending),
+                        slot,
+                        authenticated,
+                    )
+                    .await
                     {
                         match e {
                             Error::Closed => {}
@@ -162,7 +177,19 @@ impl<B: ServerBackend> BoundServer<B> {
             .await
             .is_err()
         {
-            conns.abort_all();
+            // Transfers still running: each says `shutting_down` between two frames and
+            // closes; what does not end by then is cut.
+            tracing::info!(
+                "{} connection(s) still busy after the grace period",
+                conns.len()
+            );
+            let _ = ending_tx.send(true);
+            if tokio::time::timeout(ENDING, async { while conns.join_next().await.is_some() {} })
+                .await
+                .is_err()
+            {
+                conns.abort_all();
+            }
         }
         Ok(())
     }
