@@ -133,6 +133,18 @@ fn transfer_survives_sigterm(slow: Slow) {
     // ...when the server is told to stop: it exits 0 within its grace period and the 2 s
     // the transfer has to end.
     server.signal("TERM");
+    // From then on new connections are refused at once (not queued, then reset), while the
+    // transfer runs out its grace period.
+    server
+        .wait_for_log("shutting down", Duration::from_secs(10))
+        .expect("the server says it is shutting down");
+    let refused = TcpStream::connect(&addr).unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "{refused}"
+    );
+    assert!(server.running(), "the server did not wait for the transfer");
     let status = server
         .wait(Duration::from_secs(15))
         .expect("the server stops after its grace period");

@@ -168,6 +168,10 @@ impl<B: ServerBackend> BoundServer<B> {
             );
         }
         tracing::info!("shutting down");
+        // New connections are refused from now on, rather than accepted by the kernel into
+        // the backlog and reset later: a retrying client sees at once that the server is
+        // down.
+        drop(self.listener);
         let _ = stop_tx.send(true);
         // Awaited (a sweep in progress ends first), so that no task holds the engine and its
         // store once `run` returns.
