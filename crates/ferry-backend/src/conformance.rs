@@ -26,7 +26,7 @@ pub mod accounts;
 
 use crate::{
     Backend, BackendError, BlobReader, Blobs, Entry, Hash, Retention, Staged, Upload, UploadKey,
-    stage_bytes,
+    Usage, stage_bytes,
 };
 
 /// The retention every backend under test must be configured with.
@@ -48,6 +48,7 @@ where
     index_basics(&fresh().await).await;
     listing_and_paging(&fresh().await).await;
     versions_kept_and_pruned(&fresh().await).await;
+    usage_follows_versions(&fresh().await).await;
     change_log(&fresh().await).await;
     ranged_reads(&fresh().await).await;
     readers(&fresh().await).await;
@@ -280,6 +281,50 @@ pub async fn versions_kept_and_pruned<B: Backend>(b: &B) {
     // Version 4 went, version 5 (same content) is kept: the content stays.
     assert_eq!(read_all(b, &again).await, b"four");
     assert_eq!(b.versions("doc").await.unwrap(), vec![again, v6]);
+}
+
+/// Each principal's usage counts its kept versions: commits add, pruning (by anyone's
+/// commit), deletes and losing replicas take away; tombstones count nothing.
+pub async fn usage_follows_versions<B: Backend>(b: &B) {
+    let usage = |by: &'static str| async move { b.usage(by).await.unwrap() };
+    let is = |bytes, versions| Usage { bytes, versions };
+    assert_eq!(usage("a").await, Usage::default());
+    put(b, "x", b"one", "a", T0).await;
+    put(b, "y", b"fiver", "a", T0).await;
+    put(b, "z", b"four", "b", T0).await;
+    assert_eq!(usage("a").await, is(8, 2));
+    assert_eq!(usage("b").await, is(4, 1));
+    // Shared content counts for each version that has it.
+    put(b, "x", b"four", "a", T0 + 1).await;
+    assert_eq!(usage("a").await, is(12, 3));
+    // keep_versions = 2: the third version of x prunes the first.
+    put(b, "x", b"sixsix", "a", T0 + 2).await;
+    assert_eq!(usage("a").await, is(15, 3));
+    // Another principal's commit prunes a's version.
+    put(b, "x", b"sevense", "b", T0 + 3).await;
+    assert_eq!(usage("a").await, is(11, 2));
+    assert_eq!(usage("b").await, is(11, 2));
+    // A delete drops every kept version; its tombstone counts for nobody.
+    b.delete("x", "a", T0 + 4).await.unwrap();
+    assert_eq!(usage("a").await, is(5, 1));
+    assert_eq!(usage("b").await, is(4, 1));
+    // Replicated versions count for the principal they name, until a tombstone wins.
+    let staged = stage_bytes(b, &UploadKey::derive(b"usage-r"), b"rr", T0)
+        .await
+        .unwrap();
+    assert!(
+        b.commit_replica("r", staged, "c", T0, 3)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(usage("c").await, is(2, 1));
+    assert!(b.delete_replica("r", 4, "c", T0).await.unwrap());
+    assert_eq!(usage("c").await, Usage::default());
+    b.delete("y", "a", T0).await.unwrap();
+    b.delete("z", "b", T0).await.unwrap();
+    assert_eq!(usage("a").await, Usage::default());
+    assert_eq!(usage("b").await, Usage::default());
 }
 
 /// The change log: every commit and delete in order, paging, pruning reported as a gap.

@@ -55,7 +55,9 @@ pub use accounts::Accounts;
 pub use error::{BackendError, Result};
 pub use memory::{MemoryBackend, MemoryReader, MemoryStaged, MemoryUpload};
 pub use traits::{Backend, BlobReader, Blobs, Index, Retention, Staged, Upload, advance_signal};
-pub use types::{Change, Changes, Entry, Head, UploadKey, check_by, check_source, replica_wins};
+pub use types::{
+    Change, Changes, Entry, Head, UploadKey, Usage, check_by, check_source, replica_wins,
+};
 
 /// A BLAKE3 hash of a blob's content.
 pub type Hash = [u8; 32];

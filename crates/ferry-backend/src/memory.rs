@@ -277,6 +277,19 @@ impl Index for MemoryBackend {
     async fn last_seq(&self) -> Result<u64> {
         Ok(lock(&self.state).last_seq)
     }
+
+    async fn usage(&self, by: &str) -> Result<crate::Usage> {
+        // Counted on demand: this backend is for tests and small embedded uses.
+        let state = lock(&self.state);
+        let mut usage = crate::Usage::default();
+        for e in state.versions.values().flat_map(|kept| kept.values()) {
+            if e.by == by {
+                usage.bytes = usage.bytes.saturating_add(e.size);
+                usage.versions += 1;
+            }
+        }
+        Ok(usage)
+    }
 }
 
 /// A finished in-memory upload.

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 
-use crate::{Changes, Entry, Hash, Head, Result, UploadKey};
+use crate::{Changes, Entry, Hash, Head, Result, UploadKey, Usage};
 
 /// The record side: sources, their versions and heads, and the change log. Read-only; the
 /// writes are in [`Backend`] because they also place or free blobs.
@@ -58,6 +58,10 @@ pub trait Index: Send + Sync {
 
     /// The last change sequence number given out; 0 if nothing changed yet.
     fn last_seq(&self) -> impl Future<Output = Result<u64>> + Send;
+
+    /// What the kept versions committed by `by` take (their number and total size), for
+    /// quotas. Exact after every commit, delete and prune.
+    fn usage(&self, by: &str) -> impl Future<Output = Result<Usage>> + Send;
 
     /// Follows the change log: a receiver of the last sequence number, moved forward after
     /// every change this backend makes visible (by any handle on it; for a backend shared by

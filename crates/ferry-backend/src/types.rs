@@ -182,3 +182,14 @@ mod tests {
         assert!(replica_wins(3, &[1; 32], Some(&h(3, 7, true))));
     }
 }
+
+/// What one principal's kept versions take in the index: the versions it committed that are
+/// still kept (not pruned, not deleted) and the sum of their sizes. Shared content counts for
+/// each version that references it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Sum of the sizes of the kept versions.
+    pub bytes: u64,
+    /// Number of kept versions.
+    pub versions: u64,
+}

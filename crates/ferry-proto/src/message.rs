@@ -513,6 +513,8 @@ pub enum ErrorCode {
     NoSpace,
     /// The content is larger than the server accepts in one put (`max_upload_bytes`).
     TooLarge,
+    /// The put would take the principal past its quota (`quota_bytes`, `quota_versions`).
+    QuotaExceeded,
     /// The server is shutting down: the connection ends; try again shortly.
     ShuttingDown,
     /// The server could not complete the request.

@@ -31,12 +31,14 @@ const BLOB_REFS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("blob_re
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 const FORMAT_KEY: &str = "format";
-/// 2 added the `changes` table and `meta["last_seq"]`. A format-1 index is upgraded on open
-/// (the table is created, the log starts empty); a binary that only knows format 1 refuses a
-/// format-2 index, so it cannot commit without logging the change.
-const FORMAT_VERSION: u64 = 2;
+/// 2 added the `changes` table and `meta["last_seq"]`; 3 the `usage` table (what each
+/// principal's kept versions take). An older index is upgraded on open (a format-1 log
+/// starts empty; the usage is counted from the versions); a binary that knows only an older
+/// format refuses a newer index, so it cannot commit without keeping the tables the newer one
+/// added.
+const FORMAT_VERSION: u64 = 3;
 /// Formats [`init_tables`] upgrades to [`FORMAT_VERSION`].
-const UPGRADABLE_FORMATS: &[u64] = &[1];
+const UPGRADABLE_FORMATS: &[u64] = &[1, 2];
 
 const INDEX_FILE: &str = "index.redb";
 const BLOBS_DIR: &str = "blobs";
@@ -362,6 +364,7 @@ impl Store {
             let mut current = txn.open_table(CURRENT)?;
             let mut versions = txn.open_table(VERSIONS)?;
             let mut refs = txn.open_table(BLOB_REFS)?;
+            let mut usage = txn.open_table(USAGE)?;
             let prev = match current.get(source.as_bytes())? {
                 Some(guard) => Some(Record::decode(guard.value())?),
                 None => None,
@@ -379,7 +382,8 @@ impl Store {
                     };
                     current.insert(source.as_bytes(), tombstone.encode()?.as_slice())?;
                     let mut freed = Vec::new();
-                    prune_versions(&mut versions, &mut refs, source, 0, &mut freed)?;
+                    let mut tables = (&mut versions, &mut refs, &mut usage);
+                    prune_versions(&mut tables, source, 0, &mut freed)?;
                     Some((version, freed, tombstone))
                 }
                 _ => None,
@@ -463,6 +467,7 @@ impl Store {
             let mut current = txn.open_table(CURRENT)?;
             let mut versions = txn.open_table(VERSIONS)?;
             let mut refs = txn.open_table(BLOB_REFS)?;
+            let mut usage = txn.open_table(USAGE)?;
             // Read the previous version inside the write transaction: redb serialises write
             // transactions, so concurrent commits get distinct, increasing versions.
             let version = match current.get(source.as_bytes())? {
@@ -479,16 +484,12 @@ impl Store {
             };
             let bytes = rec.encode()?;
             versions.insert((source.as_bytes(), version), bytes.as_slice())?;
+            usage::added(&mut usage, &rec)?;
             current.insert(source.as_bytes(), bytes.as_slice())?;
             add_ref(&mut refs, &hash)?;
             let mut freed = Vec::new();
-            prune_versions(
-                &mut versions,
-                &mut refs,
-                source,
-                self.keep_versions,
-                &mut freed,
-            )?;
+            let mut tables = (&mut versions, &mut refs, &mut usage);
+            prune_versions(&mut tables, source, self.keep_versions, &mut freed)?;
             (rec, freed)
         };
         let seq = changes::append(&txn, source, &rec, self.keep_changes)?;
@@ -593,6 +594,7 @@ fn init_tables(db: &Database) -> Result<(), StoreError> {
         txn.open_table(VERSIONS)?;
         txn.open_table(BLOB_REFS)?;
         txn.open_table(changes::CHANGES)?;
+        txn.open_table(USAGE)?;
         let mut meta = txn.open_table(META)?;
         let format = meta.get(FORMAT_KEY)?.map(|guard| guard.value());
         match format {
@@ -601,8 +603,14 @@ fn init_tables(db: &Database) -> Result<(), StoreError> {
             }
             Some(FORMAT_VERSION) => {}
             Some(old) if UPGRADABLE_FORMATS.contains(&old) => {
-                // The tables above were created if missing; nothing else changed.
-                tracing::info!(from = old, to = FORMAT_VERSION, "store index upgraded");
+                // The tables above were created if missing; the usage is counted once.
+                let counted = usage::rebuild(&txn)?;
+                tracing::info!(
+                    from = old,
+                    to = FORMAT_VERSION,
+                    versions = counted,
+                    "store index upgraded"
+                );
                 meta.insert(FORMAT_KEY, FORMAT_VERSION)?;
             }
             Some(other) => {
@@ -673,11 +681,17 @@ fn release_ref(
     }
 }
 
+/// The tables a version's removal changes.
+type PruneTables<'a, 't> = (
+    &'a mut VersionsTable<'t>,
+    &'a mut RefsTable<'t>,
+    &'a mut UsageTable<'t>,
+);
+
 /// Removes the oldest versions of `source` so that at most `keep` remain, releasing their
-/// blobs.
+/// blobs and their principals' usage.
 fn prune_versions(
-    versions: &mut VersionsTable<'_>,
-    refs: &mut RefsTable<'_>,
+    (versions, refs, usage): &mut PruneTables<'_, '_>,
     source: &str,
     keep: u64,
     freed: &mut Vec<Hash>,
@@ -698,6 +712,7 @@ fn prune_versions(
             None => continue,
         };
         release_ref(refs, &rec.hash, freed)?;
+        usage::removed(usage, &rec)?;
     }
     Ok(())
 }
@@ -706,6 +721,9 @@ mod changes;
 mod read;
 mod replica;
 mod uploads;
+mod usage;
+
+use usage::{USAGE, UsageTable};
 
 pub use uploads::ResumableUpload;
 

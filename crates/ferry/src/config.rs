@@ -86,6 +86,11 @@ max_transfers_per_principal = 32
 # Authenticated connections from one address (IPv6: one /64) at once (0: no limit); more are
 # answered `busy`.
 max_connections_per_address = 1024
+# Per principal, the most its kept versions may take, in bytes and in versions (0: no
+# quota). A put past either is answered `quota_exceeded`. Every kept version counts (also
+# old ones up to keep_versions), counted before the new one prunes any.
+quota_bytes = 0
+quota_versions = 0
 
 # Resumable uploads (`ferry put SOURCE FILE`): the bytes of an interrupted upload are kept for
 # keep_secs after its last activity, for the same command to continue it; older ones are
@@ -167,6 +172,12 @@ pub struct PrincipalLimits {
     /// Authenticated connections at once per address (IPv6: one /64); 0: no limit.
     #[serde(default = "default_max_conn_per_address")]
     pub max_connections_per_address: usize,
+    /// Bytes of kept versions per principal; 0: no quota.
+    #[serde(default)]
+    pub quota_bytes: u64,
+    /// Kept versions per principal; 0: no quota.
+    #[serde(default)]
+    pub quota_versions: u64,
 }
 
 impl Default for PrincipalLimits {
@@ -175,6 +186,8 @@ impl Default for PrincipalLimits {
             max_upload_bytes: default_max_upload(),
             max_transfers_per_principal: default_max_transfers(),
             max_connections_per_address: default_max_conn_per_address(),
+            quota_bytes: 0,
+            quota_versions: 0,
         }
     }
 }

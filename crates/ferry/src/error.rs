@@ -62,6 +62,9 @@ pub enum Error {
     /// The content is larger than the server accepts in one put; nothing was stored.
     #[error("{0}")]
     TooLarge(String),
+    /// The put would take the principal past its quota; nothing was stored.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     /// Bytes received do not match the content hash.
     #[error("content hash mismatch: the data was corrupted in transit or storage")]
     HashMismatch,
@@ -119,6 +122,7 @@ impl Error {
             ErrorCode::Busy => Self::Busy(e.message),
             ErrorCode::NoSpace => Self::NoSpace(e.message),
             ErrorCode::TooLarge => Self::TooLarge(e.message),
+            ErrorCode::QuotaExceeded => Self::QuotaExceeded(e.message),
             ErrorCode::ShuttingDown => Self::ShuttingDown,
             code => Self::Remote {
                 code,

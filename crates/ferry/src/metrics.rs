@@ -283,6 +283,7 @@ pub(crate) fn code_name(code: ErrorCode) -> &'static str {
         ErrorCode::Busy => "busy",
         ErrorCode::NoSpace => "no_space",
         ErrorCode::TooLarge => "too_large",
+        ErrorCode::QuotaExceeded => "quota_exceeded",
         ErrorCode::ShuttingDown => "shutting_down",
         ErrorCode::Internal => "internal",
         ErrorCode::Other => "other",

@@ -14,9 +14,24 @@ use ferry::wire::Chunk;
 
 /// ferry.toml with `[limits]` set to `upload`, `transfers` and `per_address`.
 fn limits(upload: u64, transfers: usize, per_address: usize) -> impl FnOnce(String) -> String {
+    with_limits(upload, transfers, per_address, (0, 0))
+}
+
+/// ferry.toml with `[limits]` set, quotas (bytes, versions) too.
+fn with_limits(
+    upload: u64,
+    transfers: usize,
+    per_address: usize,
+    (quota_bytes, quota_versions): (u64, u64),
+) -> impl FnOnce(String) -> String {
     move |text: String| {
         let mut text = text;
         for (line, value) in [
+            ("quota_bytes = 0", format!("quota_bytes = {quota_bytes}")),
+            (
+                "quota_versions = 0",
+                format!("quota_versions = {quota_versions}"),
+            ),
             (
                 "max_upload_bytes = 1099511627776",
                 format!("max_upload_bytes = {upload}"),
@@ -187,6 +202,58 @@ async fn an_address_past_max_connections_per_address_is_answered_busy() {
         }
     }
     assert!(ok, "the address's places were never given back");
+    srv.stop().await;
+    assert_eq!(panics(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_past_a_principals_quota_are_refused_until_it_deletes() {
+    let srv = TestServer::start_with_config(with_limits(0, 0, 0, (10, 3))).await;
+    let cred = srv.issue("w", "writer");
+    let mut c = Client::connect(&cred).await.unwrap();
+    c.put_bytes("a", vec![1; 6]).await.unwrap();
+    // 6 + 5 > 10 bytes: refused before any byte moves.
+    let err = c.put_bytes("b", vec![2; 5]).await.unwrap_err();
+    assert!(matches!(err, ferry::Error::QuotaExceeded(_)), "{err:?}");
+    assert!(err.to_string().contains("quota_bytes"), "{err}");
+    c.put_bytes("b", vec![2; 4]).await.unwrap();
+    c.put_bytes("c", Vec::new()).await.unwrap();
+    // A fourth kept version is past quota_versions = 3, even empty.
+    let err = c.put_bytes("d", Vec::new()).await.unwrap_err();
+    assert!(matches!(err, ferry::Error::QuotaExceeded(_)), "{err:?}");
+    // Another principal has a quota of its own.
+    let other = srv.issue("v", "writer");
+    Client::connect(&other)
+        .await
+        .unwrap()
+        .put_bytes("v1", vec![3; 10])
+        .await
+        .unwrap();
+    // Deleting frees room: 4 bytes in 2 versions now.
+    c.delete("a").await.unwrap();
+    // A put without size is measured at its end: 4 + 7 > 10, refused by the server.
+    let mut wire = common::raw_session(srv.addr, &cred).await;
+    wire.send(&put("e", None)).await.unwrap();
+    assert!(matches!(
+        wire.recv_message().await.unwrap(),
+        Message::PutReady(_)
+    ));
+    let mut chunk = Chunk::with_capacity(7);
+    chunk.fill_from(&mut Pattern::new("e", 7)).unwrap();
+    wire.send_chunk(&mut chunk).await.unwrap();
+    wire.send(&Message::PutEnd(ferry::proto::message::PutEnd {
+        size: 7,
+        hash: Pattern::hash("e", 7),
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        refused(wire.recv_message().await.unwrap()),
+        ErrorCode::QuotaExceeded
+    );
+    drop(wire);
+    assert!(matches!(c.stat("e").await, Err(ferry::Error::NotFound(_))));
+    c.put_bytes("d", vec![4; 6]).await.unwrap();
     srv.stop().await;
     assert_eq!(panics(), 0);
 }

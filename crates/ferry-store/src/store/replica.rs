@@ -129,6 +129,7 @@ impl Store {
             let mut current = txn.open_table(CURRENT)?;
             let mut versions = txn.open_table(VERSIONS)?;
             let mut refs = txn.open_table(BLOB_REFS)?;
+            let mut usage = txn.open_table(USAGE)?;
             let head = match current.get(source.as_bytes())? {
                 Some(guard) => Some(Head::from(&Record::decode(guard.value())?)),
                 None => None,
@@ -136,7 +137,8 @@ impl Store {
             if replica_wins(version, &tombstone.hash, head.as_ref()) {
                 current.insert(source.as_bytes(), tombstone.encode()?.as_slice())?;
                 let mut freed = Vec::new();
-                prune_versions(&mut versions, &mut refs, source, 0, &mut freed)?;
+                let mut tables = (&mut versions, &mut refs, &mut usage);
+                prune_versions(&mut tables, source, 0, &mut freed)?;
                 Some(freed)
             } else {
                 None
@@ -168,6 +170,7 @@ impl Store {
             let mut current = txn.open_table(CURRENT)?;
             let mut versions = txn.open_table(VERSIONS)?;
             let mut refs = txn.open_table(BLOB_REFS)?;
+            let mut usage = txn.open_table(USAGE)?;
             let prev = match current.get(source.as_bytes())? {
                 Some(guard) => Some(Record::decode(guard.value())?),
                 None => None,
@@ -187,17 +190,14 @@ impl Store {
                     if let Some(guard) = versions.remove((source.as_bytes(), rec.version))? {
                         let old = decode_version(guard.value(), rec.version)?;
                         release_ref(&mut refs, &old.hash, &mut freed)?;
+                        usage::removed(&mut usage, &old)?;
                     }
                 }
                 versions.insert((source.as_bytes(), rec.version), bytes.as_slice())?;
+                usage::added(&mut usage, &rec)?;
                 current.insert(source.as_bytes(), bytes.as_slice())?;
-                prune_versions(
-                    &mut versions,
-                    &mut refs,
-                    source,
-                    self.keep_versions,
-                    &mut freed,
-                )?;
+                let mut tables = (&mut versions, &mut refs, &mut usage);
+                prune_versions(&mut tables, source, self.keep_versions, &mut freed)?;
                 Some(freed)
             }
         };

@@ -4,6 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Barrier};
 
 use super::*;
+use crate::Usage;
 
 pub(super) fn open_store(dir: &Path, keep_versions: u32) -> Store {
     Store::open(
@@ -797,4 +798,49 @@ fn peak_rss_kib() -> Option<u64> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn a_format_2_index_is_upgraded_with_its_usage_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open_store(tmp.path(), 3);
+    put(&store, "a", b"12345");
+    put(&store, "a", b"123");
+    put(&store, "b", b"1");
+    let by = store.stat("a").unwrap().unwrap().by;
+    // Make it what a format-2 binary wrote: no usage table.
+    {
+        let txn = store.db.begin_write().unwrap();
+        txn.delete_table(USAGE).unwrap();
+        txn.open_table(META).unwrap().insert(FORMAT_KEY, 2).unwrap();
+        txn.commit().unwrap();
+    }
+    drop(store);
+    let store = open_store(tmp.path(), 3);
+    assert_eq!(
+        store.usage(&by).unwrap(),
+        Usage {
+            bytes: 9,
+            versions: 3
+        }
+    );
+    let txn = store.db.begin_read().unwrap();
+    let format = txn
+        .open_table(META)
+        .unwrap()
+        .get(FORMAT_KEY)
+        .unwrap()
+        .unwrap()
+        .value();
+    assert_eq!(format, FORMAT_VERSION);
+    drop(txn);
+    // And it keeps counting from there.
+    store.delete("a", &by, 0).unwrap();
+    assert_eq!(
+        store.usage(&by).unwrap(),
+        Usage {
+            bytes: 1,
+            versions: 1
+        }
+    );
 }

@@ -78,6 +78,33 @@ impl Counted {
     }
 }
 
+impl<B: ServerBackend> Engine<B> {
+    /// The refusal of one more version of `bytes` bytes by `by`, if it would take `by`'s
+    /// kept versions past `quota_bytes` or `quota_versions`. Counted before the new version
+    /// prunes any old one, so a principal at its quota frees room (deletes) before it puts.
+    async fn over_quota(&self, by: &str, bytes: u64) -> Result<Option<Refusal>, Error> {
+        let limits = self.rules.get().limits.clone();
+        if limits.quota_bytes == 0 && limits.quota_versions == 0 {
+            return Ok(None);
+        }
+        let used = self.backend.usage(by).await?;
+        let over_bytes =
+            limits.quota_bytes != 0 && used.bytes.saturating_add(bytes) > limits.quota_bytes;
+        let over_versions =
+            limits.quota_versions != 0 && used.versions.saturating_add(1) > limits.quota_versions;
+        Ok((over_bytes || over_versions).then(|| {
+            Refusal::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "{by}'s quota is {} bytes in {} versions and it holds {} bytes in {} \
+                     (quota_bytes, quota_versions): delete something first",
+                    limits.quota_bytes, limits.quota_versions, used.bytes, used.versions
+                ),
+            )
+        }))
+    }
+}
+
 /// The refusal of content larger than `max_upload_bytes`.
 fn too_large(max: u64) -> Refusal {
     Refusal::new(
@@ -191,6 +218,9 @@ impl<B: ServerBackend> Engine<B> {
         let max = self.rules.get().limits.max_upload_bytes;
         if max != 0 && req.size.is_some_and(|s| s > max) {
             return Ok(Err(too_large(max)));
+        }
+        if let Some(r) = self.over_quota(&p.name, req.size.unwrap_or(0)).await? {
+            return Ok(Err(r));
         }
         let slot = or_refuse!(self.transfer_slot(p));
         if req.offset != 0 {
@@ -529,6 +559,23 @@ impl<B: ServerBackend> Upload<B> {
             drop(held);
             discard(engine, &key).await;
             return Ok(Err(mismatch()));
+        }
+        // The quota again, now that the size is known (a put without `size`) and other puts
+        // may have committed meanwhile. A resumable upload keeps its part for a later try.
+        let over = engine
+            .over_quota(&by, end.size)
+            .await
+            .map_err(|error| Failed {
+                answer: None,
+                error,
+            })?;
+        if let Some(r) = over {
+            drop(upload);
+            drop(held);
+            if announced.is_none() {
+                discard(engine, &key).await;
+            }
+            return Ok(Err(r));
         }
         let staged = upload.finish(&end.hash).await;
         drop(held);
