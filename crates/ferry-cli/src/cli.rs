@@ -511,7 +511,9 @@ file name: `ferry get reports/q3.csv ./` writes ./q3.csv).
 
 `ferry get -r PREFIX/ DIR` downloads every source under PREFIX/ that you may list into DIR
 (PREFIX/a/b becomes DIR/a/b), over one connection with many requests in flight. Each file is
-written to a temporary file and renamed into place once its BLAKE3 checked out. A file that
+written to a temporary file and renamed into place once its BLAKE3 checked out (files over
+1 MiB are fsynced first; smaller ones are not, one by one: after a crash, run the command
+again, it checks every file). A file that
 is already there with the same size and BLAKE3 is not downloaded again, so a run that was
 interrupted finishes without moving again what it completed. A name that cannot be written
 safely inside DIR (none can leave it: '..', absolute names and backslashes are refused, and

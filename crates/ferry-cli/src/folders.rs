@@ -12,13 +12,14 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ferry::proto::message::Entry;
 use ferry::proto::names::SourceName;
-use ferry::{Client, Pipeline, STREAMED_MAX, WINDOW};
+use ferry::{Client, Content, Pipeline, STREAMED_MAX, WINDOW};
 use tempfile::NamedTempFile;
 
 use crate::cli::{GetArgs, PutArgs};
@@ -33,7 +34,7 @@ use crate::transfer::connect;
 pub(crate) const TEMP_PREFIX: &str = ".ferry-get-";
 
 /// How many finished downloads may wait for their fsync and rename at once.
-const FINISHING: usize = 64;
+const FINISHING: usize = 16;
 
 /// What a folder transfer did, for its summary.
 #[derive(Default)]
@@ -608,7 +609,7 @@ async fn fetch(
 ) -> Result<(), ferry::Error> {
     let mut p = client.pipeline().await?;
     let mut cleaned = HashSet::new();
-    let mut ahead: VecDeque<(usize, NamedTempFile)> = VecDeque::new();
+    let mut ahead: VecDeque<usize> = VecDeque::new();
     let mut next = 0;
     let mut received = 0u64;
     // Bounded: every turn sends or receives at least one of `wanted`.
@@ -617,12 +618,10 @@ async fn fetch(
             let k = next;
             next += 1;
             let w = &wanted[k];
-            let tmp = prepare_parent(dir, &w.path, &mut cleaned)
-                .and_then(|()| temp_beside(&w.path).map_err(|e| e.to_string()));
-            match tmp {
-                Ok(tmp) => {
+            match prepare_parent(dir, &w.path, &mut cleaned) {
+                Ok(()) => {
                     p.send_get(&w.entry.source).await?;
-                    ahead.push_back((k, tmp));
+                    ahead.push_back(k);
                 }
                 Err(why) => {
                     tally.fail(&w.entry.source, format!("not written: {why}"));
@@ -631,22 +630,33 @@ async fn fetch(
             }
         }
         p.flush().await?;
-        let Some((k, tmp)) = ahead.pop_front() else {
+        let Some(k) = ahead.pop_front() else {
             continue;
         };
+        let path = wanted[k].path.clone();
         let base = received;
-        match p.recv_get(tmp, &mut |n| bar.set(base + n)).await {
-            Ok((entry, tmp)) => {
+        let got = p
+            .recv_get_with(|_| temp_beside(&path), &mut |n| bar.set(base + n))
+            .await;
+        match got {
+            Ok((entry, content)) => {
                 received += entry.size;
                 bar.set(received);
-                let path = wanted[k].path.clone();
                 let name = wanted[k].entry.source.clone();
+                // Written and renamed into place on a blocking thread. A large file is
+                // fsynced first; small ones are not, one by one (that would cost more than
+                // moving them): after a crash, `get -r` run again checks every file's size
+                // and BLAKE3 and fetches what is wrong.
                 finishing.spawn_blocking(move || {
-                    let done = tmp
-                        .as_file()
-                        .sync_data()
-                        .map_err(|e| e.to_string())
-                        .and_then(|()| tmp.persist(&path).map(drop).map_err(|e| e.to_string()));
+                    let done = match content {
+                        Content::Bytes(bytes) => temp_beside(&path).and_then(|mut tmp| {
+                            tmp.write_all(&bytes)?;
+                            Ok(tmp)
+                        }),
+                        Content::Written(tmp) => tmp.as_file().sync_data().map(|()| tmp),
+                    }
+                    .and_then(|tmp| tmp.persist(&path).map(drop).map_err(|e| e.error))
+                    .map_err(|e| e.to_string());
                     (k, name, entry.size, done)
                 });
                 while finishing.len() > FINISHING {

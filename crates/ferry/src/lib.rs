@@ -74,7 +74,7 @@ pub use ferry_proto as proto;
 pub use ferry_store as store;
 pub use local_accounts::LocalAccounts;
 pub use net::BoundServer;
-pub use pipeline::{Pipeline, STREAMED_MAX, WINDOW};
+pub use pipeline::{Content, Pipeline, STREAMED_MAX, WINDOW};
 pub use server::{FolderStore, Server, ServerBuilder};
 pub use server_dir::ServerDir;
 pub use watch::{Watch, WatchItem};

@@ -11,6 +11,7 @@ use ferry_proto::names::SourceName;
 use crate::buf::Chunk;
 use crate::client::{Progress, RESPONSE_TIMEOUT};
 use crate::pipe::{self, HashingWriter};
+use crate::wire::Incoming;
 use crate::{Client, Error};
 
 /// How many requests the reference client keeps outstanding (PROTOCOL.md §5.2, rule 4).
@@ -18,6 +19,15 @@ pub const WINDOW: usize = 32;
 
 /// The largest content sent as a streamed put; larger ones go as resumable puts.
 pub const STREAMED_MAX: u64 = 1 << 20;
+
+/// A downloaded content, from [`Pipeline::recv_get_with`].
+#[derive(Debug)]
+pub enum Content<W> {
+    /// A small content, received in memory.
+    Bytes(Vec<u8>),
+    /// A larger one, written to the writer made for it.
+    Written(W),
+}
 
 /// A request sent ahead, whose answer is still to be read.
 enum Ahead {
@@ -163,6 +173,90 @@ impl Pipeline<'_> {
             Ok(w) => Ok((ok.entry, w)),
             Err(e) => Err(self.settle(e)),
         }
+    }
+
+    /// Reads the answer to the oldest get: a content of at most [`STREAMED_MAX`] bytes is
+    /// received here, in memory ([`Content::Bytes`], no thread hand-off: many small files
+    /// go fastest this way); a larger one goes into the writer `open` makes for its entry
+    /// ([`Content::Written`]). Its BLAKE3 is checked either way. If `open` fails, the
+    /// content is read and dropped (the connection stays usable) and the error returned.
+    pub async fn recv_get_with<W: Write + Send + 'static>(
+        &mut self,
+        open: impl FnOnce(&Entry) -> std::io::Result<W>,
+        progress: Progress<'_>,
+    ) -> Result<(Entry, Content<W>), Error> {
+        let Some(Ahead::Get { source }) = self.ahead.pop_front() else {
+            return Err(Error::Internal("no get outstanding".into()));
+        };
+        let ok = match self.client.recv().await {
+            Ok(Message::GetOk(ok)) if ok.offset == 0 && ok.entry.source == source => ok,
+            Ok(m) => return Err(self.settle(Client::unexpected(&m))),
+            Err(e) => return Err(self.settle(e)),
+        };
+        let entry = ok.entry;
+        if entry.size <= STREAMED_MAX {
+            return match self.receive_inline(&entry, true, progress).await {
+                Ok(bytes) => Ok((entry, Content::Bytes(bytes))),
+                Err(e) => Err(self.settle(e)),
+            };
+        }
+        let w = match open(&entry) {
+            Ok(w) => w,
+            Err(e) => {
+                return match self.receive_inline(&entry, false, progress).await {
+                    Ok(_) => Err(Error::Io(e)),
+                    Err(e) => Err(self.settle(e)),
+                };
+            }
+        };
+        match self
+            .client
+            .receive_into(&entry, 0, HashingWriter::new(w), progress, true)
+            .await
+        {
+            Ok(w) => Ok((entry, Content::Written(w))),
+            Err(e) => Err(self.settle(e)),
+        }
+    }
+
+    /// Receives a get's data frames on this task, hashing them, keeping them if `keep`.
+    async fn receive_inline(
+        &mut self,
+        entry: &Entry,
+        keep: bool,
+        progress: Progress<'_>,
+    ) -> Result<Vec<u8>, Error> {
+        let mut kept = Vec::new();
+        let mut hasher = blake3::Hasher::new();
+        let mut received = 0u64;
+        // Bounded: every frame adds at least one byte, and at most `entry.size` are taken.
+        while received < entry.size {
+            let frame = tokio::time::timeout(RESPONSE_TIMEOUT, self.client.wire.recv())
+                .await
+                .map_err(|_| Error::Timeout("download data"))??;
+            let Incoming::Data(buf) = frame else {
+                return Err(Error::Protocol(
+                    "message in the middle of a download".into(),
+                ));
+            };
+            received += buf.len() as u64;
+            if received > entry.size {
+                return Err(Error::Protocol("more data than announced".into()));
+            }
+            hasher.update(&buf);
+            if keep {
+                if kept.is_empty() {
+                    kept = buf;
+                } else {
+                    kept.extend_from_slice(&buf);
+                }
+            }
+            progress(received);
+        }
+        if *hasher.finalize().as_bytes() != entry.hash {
+            return Err(Error::HashMismatch);
+        }
+        Ok(kept)
     }
 
     /// Sends `content` as a streamed put to `source` (at most [`STREAMED_MAX`] bytes): the

@@ -306,6 +306,53 @@ async fn a_pipeline_moves_many_small_sources_and_survives_refusals() {
     }
     assert!(p.is_usable());
     assert_eq!((got, missing), (n - 1, 1));
+
+    // Contents past STREAMED_MAX go to a writer made for them; if it cannot be made, the
+    // content is read and dropped and the next answer is intact.
+    drop(p);
+    let big = Pattern::new("big", 3 * ferry::STREAMED_MAX);
+    let big_len = 3 * ferry::STREAMED_MAX;
+    c.put("in/big", big, Some(big_len), &mut |_| {})
+        .await
+        .unwrap();
+    let mut p = c.pipeline().await.unwrap();
+    for name in ["in/big", "in/big", "in/0007"] {
+        p.send_get(name).await.unwrap();
+    }
+    let refused = p
+        .recv_get_with(
+            |_| Err::<Vec<u8>, _>(std::io::Error::other("cannot create")),
+            &mut |_| {},
+        )
+        .await;
+    assert!(matches!(refused, Err(Error::Io(_))), "{refused:?}");
+    assert!(p.is_usable());
+    match p
+        .recv_get_with(|_| Ok(Vec::new()), &mut |_| {})
+        .await
+        .unwrap()
+    {
+        (e, ferry::Content::Written(w)) => {
+            assert_eq!(e.size, big_len);
+            assert_eq!(*blake3::hash(&w).as_bytes(), Pattern::hash("big", big_len));
+        }
+        (_, ferry::Content::Bytes(_)) => panic!("a large content was kept in memory"),
+    }
+    match p
+        .recv_get_with(
+            |_| -> std::io::Result<Vec<u8>> { panic!("no writer for a small content") },
+            &mut |_| {},
+        )
+        .await
+        .unwrap()
+    {
+        (e, ferry::Content::Bytes(b)) => {
+            assert_eq!(e.source, "in/0007");
+            assert_eq!(b, content(7));
+        }
+        (_, ferry::Content::Written(_)) => panic!("a small content went to a writer"),
+    }
+    drop(p);
     c.close().await.unwrap();
     srv.stop().await;
     assert_eq!(panics(), 0);
