@@ -125,6 +125,10 @@ fn a_tree_of_2000_files_goes_up_and_comes_back_byte_identical() {
     );
     assert_eq!(get.code, 0, "{}", get.stderr);
     assert!(get.text().contains("got 2001 files, "), "{}", get.text());
+    // No progress bar when stderr is not a terminal.
+    for out in [&put.stderr, &get.stderr] {
+        assert!(!out.contains('\r') && !out.contains("ETA"), "{out}");
+    }
     let (back, folders) = tree(&dst);
     assert_eq!(back, files, "the tree did not come back identical");
     // The empty folder did not travel: a server stores files only.
@@ -240,6 +244,47 @@ fn files_that_cannot_go_are_named_and_the_others_still_move() {
     let ls = s.with(&s.reader, &["ls", "in/", "--json"]).ok();
     let listed: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), moved);
+}
+
+#[test]
+fn get_r_never_writes_through_a_link_or_over_a_file_in_the_way() {
+    let s = Setup::new();
+    let outside = s.env.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    for name in ["set/link/x", "set/file/y", "set/ok/z"] {
+        let f = s.env.join("content");
+        write_pattern(&f, name, 100);
+        s.with(&s.writer, &["put", name, f.to_str().unwrap()]).ok();
+    }
+    // DIR already holds a link to a folder elsewhere and a file where a folder is needed.
+    let dst = s.env.join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    std::os::unix::fs::symlink(&outside, dst.join("link")).unwrap();
+    std::fs::write(dst.join("file"), b"mine").unwrap();
+    let get = s.with(&s.reader, &["get", "-r", "set/", dst.to_str().unwrap()]);
+    assert_eq!(get.code, 23, "{}\n{}", get.text(), get.stderr);
+    assert!(
+        get.text().contains("got 1 files, 100 bytes, 2 failed"),
+        "{}",
+        get.text()
+    );
+    assert!(
+        get.stderr.contains("set/link/x: not written") && get.stderr.contains("in the way"),
+        "{}",
+        get.stderr
+    );
+    assert!(
+        get.stderr.contains("set/file/y: not written"),
+        "{}",
+        get.stderr
+    );
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "wrote through the link"
+    );
+    assert_eq!(std::fs::read(dst.join("file")).unwrap(), b"mine");
+    assert!(dst.join("ok/z").is_file());
 }
 
 // ---------------------------------------------------------------------------------------------
