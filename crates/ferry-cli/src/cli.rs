@@ -518,8 +518,9 @@ is already there with the same size and BLAKE3 is not downloaded again, so a run
 interrupted finishes without moving again what it completed. A name that cannot be written
 safely inside DIR (none can leave it: '..', absolute names and backslashes are refused, and
 no folder on the way may be a symbolic link) or that collides with another is reported and
-the others go on. The summary line counts files, bytes, unchanged files and failures; the
-exit code is 23 if any file failed.";
+the others go on. If the server is busy or goes away, or the connection breaks, it runs
+again (--retries), moving only what is not complete yet. The summary line counts files,
+bytes, unchanged files and failures; the exit code is 23 if any file failed.";
 
 const SYNC_ABOUT: &str = "\
 Make the destination match the source: `ferry sync DIR PREFIX/` uploads, `ferry sync PREFIX/
@@ -550,6 +551,10 @@ pub struct SyncArgs {
     /// Say what would be moved and deleted; change nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// How many times to run again when the server is busy or shutting down or the
+    /// connection breaks (0: fail at once); what already matches is not moved again.
+    #[arg(long, value_name = "N", default_value_t = crate::retry::RETRIES)]
+    pub retries: u32,
     /// The credential.
     #[command(flatten)]
     pub cred: CredArg,

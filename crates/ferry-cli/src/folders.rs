@@ -86,6 +86,16 @@ impl Tally {
         self.bytes += bytes;
     }
 
+    /// The connection was lost: says what had moved by then (the same command run again
+    /// moves the rest) and returns the error.
+    pub fn lost(self, e: ferry::Error) -> anyhow::Error {
+        eprintln!(
+            "{} files ({} bytes) had moved when the connection was lost",
+            self.files, self.bytes
+        );
+        anyhow::Error::new(e).context("the connection was lost")
+    }
+
     /// The end of a dry run (whose summary is printed already): an error (exit code
     /// [`exit::SOME_FAILED`]) if anything failed.
     pub fn finish_dry_run(self) -> anyhow::Result<()> {
@@ -452,8 +462,13 @@ pub(crate) struct Wanted {
 }
 
 /// `ferry get -r PREFIX/ DIR`: every source under PREFIX/ that the principal may list becomes
-/// `DIR/<name after PREFIX/>`.
+/// `DIR/<name after PREFIX/>`. If the server is busy or goes away, or the connection breaks,
+/// it runs again (see --retries): what is complete is not moved again.
 pub async fn get_tree(a: &GetArgs) -> anyhow::Result<()> {
+    crate::retry::retrying(a.retries, || get_tree_once(a)).await
+}
+
+async fn get_tree_once(a: &GetArgs) -> anyhow::Result<()> {
     let prefix = folder_prefix(&a.source)?;
     let Some(dir) = a.dest.clone().or_else(|| a.output.clone()) else {
         return Err(exit::bad_input("get -r needs the folder to write into (DIR)").into());
@@ -492,10 +507,7 @@ pub async fn get_tree(a: &GetArgs) -> anyhow::Result<()> {
     let lost = download(&mut client, &dir, &wanted, &mut settled, &mut tally, &bar).await;
     drop(bar);
     if let Err(e) = lost {
-        let names = wanted.iter().map(|w| w.entry.source.as_str());
-        tally.fail_unsettled(names, &settled, &e);
-        let _ = tally.finish("got");
-        return Err(anyhow::Error::new(e).context("the connection was lost"));
+        return Err(tally.lost(e));
     }
     let _ = client.close().await;
     tally.finish("got")

@@ -59,13 +59,18 @@ fn direction(a: &SyncArgs) -> anyhow::Result<bool> {
     }
 }
 
-/// `ferry sync`.
+/// `ferry sync`. If the server is busy or goes away, or the connection breaks, it runs
+/// again (see --retries): what already matches is not moved again.
 pub async fn sync(a: &SyncArgs) -> anyhow::Result<()> {
-    if direction(a)? {
-        up(a, Path::new(&a.from), &a.to).await
-    } else {
-        down(a, &a.from, Path::new(&a.to)).await
-    }
+    let up_way = direction(a)?;
+    crate::retry::retrying(a.retries, || async move {
+        if up_way {
+            up(a, Path::new(&a.from), &a.to).await
+        } else {
+            down(a, &a.from, Path::new(&a.to)).await
+        }
+    })
+    .await
 }
 
 /// DIR → PREFIX/.
@@ -142,18 +147,13 @@ async fn up(a: &SyncArgs, dir: &Path, typed: &str) -> anyhow::Result<()> {
     let lost = upload(&mut client, &changed, &mut settled, &mut tally, &bar).await;
     drop(bar);
     if let Err(e) = lost {
-        tally.fail_unsettled(changed.iter().map(|f| f.name.as_str()), &settled, &e);
-        let _ = tally.finish("sync: put");
-        return Err(anyhow::Error::new(e).context("the connection was lost"));
+        return Err(tally.lost(e));
     }
     for n in gone {
         match client.delete(n).await {
             Ok(_) => tally.deleted += 1,
             Err(e) if !connection_lost(&e) => tally.fail(n, e),
-            Err(e) => {
-                let _ = tally.finish("sync: put");
-                return Err(anyhow::Error::new(e).context("the connection was lost"));
-            }
+            Err(e) => return Err(tally.lost(e)),
         }
     }
     let _ = client.close().await;
@@ -223,9 +223,7 @@ async fn down(a: &SyncArgs, typed: &str, dir: &Path) -> anyhow::Result<()> {
     let lost = download(&mut client, dir, &wanted, &mut settled, &mut tally, &bar).await;
     drop(bar);
     if let Err(e) = lost {
-        tally.fail_unsettled(wanted.iter().map(|w| w.entry.source.as_str()), &settled, &e);
-        let _ = tally.finish("sync: got");
-        return Err(anyhow::Error::new(e).context("the connection was lost"));
+        return Err(tally.lost(e));
     }
     let _ = client.close().await;
     for p in gone {

@@ -290,16 +290,29 @@ fn get_r_never_writes_through_a_link_or_over_a_file_in_the_way() {
 // ---------------------------------------------------------------------------------------------
 // Interrupting a get -r.
 
-/// A TCP proxy that forwards the server's bytes to the client only up to a budget, then
-/// holds the connection (reading nothing more from the server) until it is dropped.
+/// A TCP proxy that forwards the server's bytes to the client, on its first connection only
+/// up to a budget; then it holds that connection (reading nothing more from the server) until
+/// it is dropped, or with `cut` closes it. Later connections pass everything.
 struct Throttle {
     addr: String,
     sent: Arc<(Mutex<u64>, Condvar)>,
     _hold: mpsc::Sender<()>,
 }
 
+/// Copies `from` to `to` until either end closes.
+fn pass(mut from: TcpStream, mut to: TcpStream) {
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
+}
+
 impl Throttle {
     fn start(upstream: &str, budget: u64) -> Self {
+        Self::start_with(upstream, budget, false)
+    }
+
+    fn start_with(upstream: &str, budget: u64, cut: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let sent = Arc::new((Mutex::new(0u64), Condvar::new()));
@@ -322,6 +335,20 @@ impl Throttle {
             loop {
                 let left = budget - *counter.0.lock().unwrap();
                 if left == 0 {
+                    if cut {
+                        let _ = c_w.shutdown(std::net::Shutdown::Both);
+                        let _ = s_r.shutdown(std::net::Shutdown::Both);
+                        // Later connections go through untouched.
+                        for conn in listener.incoming() {
+                            let Ok(client) = conn else { return };
+                            let Ok(server) = TcpStream::connect(&upstream) else {
+                                return;
+                            };
+                            pass(client.try_clone().unwrap(), server.try_clone().unwrap());
+                            pass(server, client);
+                        }
+                        return;
+                    }
                     // Hold both ends open until the test is done.
                     let _ = hold_rx.lock().unwrap().recv();
                     return;
@@ -474,4 +501,77 @@ fn a_get_r_killed_midway_and_run_again_moves_only_what_was_missing() {
         "{}",
         again.text()
     );
+}
+
+#[test]
+fn a_get_r_whose_connection_is_cut_tries_again_and_moves_only_what_was_missing() {
+    let env = common::Env::new();
+    env.init();
+    let server = Served::start_with(&env, &[("FERRY_LOG", "info,ferry::net::data=debug")]);
+    let writer = env.issue("alice", "writer", &server.addr);
+    let src = env.join("src");
+    let n = 200;
+    for i in 0..n {
+        std::fs::create_dir_all(src.join(format!("d{}", i % 5))).unwrap();
+        write_pattern(
+            &src.join(format!("d{}/f{i:03}", i % 5)),
+            &format!("c{i}"),
+            64 * 1024,
+        );
+    }
+    let put = env.run(&[
+        "put",
+        "-r",
+        src.to_str().unwrap(),
+        "set/",
+        "--cred",
+        writer.to_str().unwrap(),
+    ]);
+    assert_eq!(put.code, 0, "{}", put.stderr);
+    let (files, _) = tree(&src);
+
+    // The first connection is cut after about half the content; the retry goes through.
+    let proxy = Throttle::start_with(&server.addr, (n as u64 * 64 * 1024) / 2, true);
+    let bob = env.issue("bob", "reader", &proxy.addr);
+    let before = server.log().len();
+    let dst = env.join("dst");
+    let get = run(
+        env.command(&[
+            "get",
+            "-r",
+            "set/",
+            dst.to_str().unwrap(),
+            "--retries",
+            "2",
+            "--cred",
+            bob.to_str().unwrap(),
+        ]),
+        None,
+        LONG,
+    );
+    assert_eq!(get.code, 0, "{}", get.stderr);
+    assert!(get.stderr.contains("trying again"), "{}", get.stderr);
+    let (back, _) = tree(&dst);
+    assert_eq!(back, files);
+    // Every source was sent; again only those in flight when the cut came (at most a
+    // window's worth), never those already complete.
+    let gets = gets_logged(&server, before);
+    let distinct: BTreeSet<&String> = gets.iter().collect();
+    assert_eq!(distinct.len(), n);
+    assert!(
+        gets.len() - n <= ferry::WINDOW,
+        "{} gets for {n} files",
+        gets.len()
+    );
+    // The run that finished counts what it moved and what it found complete.
+    let last = get.text().lines().last().unwrap().to_owned();
+    let words: Vec<&str> = last.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+    assert_eq!(words[0], "got", "{last}");
+    let moved: usize = words[1].parse().unwrap();
+    let unchanged: usize = words[5].parse().unwrap();
+    assert!(
+        moved > 0 && unchanged > 0 && moved + unchanged == n,
+        "{last}"
+    );
+    assert!(last.ends_with(", 0 failed"), "{last}");
 }
