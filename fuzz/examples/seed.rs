@@ -56,6 +56,7 @@ fn messages() -> Vec<Message> {
             size: Some(5),
             offset: 0,
             hash: None,
+            streamed: false,
         }),
         Message::PutReady(PutReady { offset: 0 }),
         Message::PutEnd(PutEnd {

@@ -12,6 +12,10 @@ Example:
   ferry client issue bob --role reader --dir ./srv    # writes ./bob.cred
   ferry put reports/q3 q3.pdf --cred alice.cred
   ferry get reports/q3 -o q3.pdf --cred bob.cred
+  ferry put q3.csv reports/ --cred alice.cred     # stores reports/q3.csv
+  ferry get reports/q3.csv ./ --cred bob.cred      # writes ./q3.csv
+  ferry put -r ./photos photos/ --cred alice.cred  # a folder, over one connection
+  ferry get -r photos/ ./photos --cred bob.cred    # run again: only what is missing moves
   ferry watch reports/ --cred bob.cred             # one line per change, until Ctrl-C
   ferry client revoke bob --dir ./srv             # bob.cred stops working at once
   ferry demo                                      # all of the above, in a temporary folder
@@ -42,6 +46,8 @@ Exit codes:
   4  permission denied
   5  not found
   6  server ID mismatch (the server is not the one the credential pins)
+  23  put -r, get -r or sync finished, but some files failed (each is named on stderr and counted
+      in the summary line)
   129, 130, 143  stopped by SIGHUP, SIGINT (Ctrl-C) or SIGTERM during a put or get: the
      connection is closed, nothing is stored, and a partial download into a file is kept for
      the same command to resume
@@ -68,10 +74,17 @@ pub enum Command {
     /// Issue, revoke and list client credentials (run on the server's machine).
     #[command(subcommand)]
     Client(ClientCommand),
-    /// Upload a file (or standard input) as a new version of SOURCE.
+    /// Upload a file (or standard input) as a new version of SOURCE; with -r, a folder.
+    #[command(long_about = PUT_ABOUT)]
     Put(PutArgs),
-    /// Download the current version of SOURCE to standard output or a file.
+    /// Download the current version of SOURCE to standard output or a file; with -r, every
+    /// source under a prefix into a folder.
+    #[command(long_about = GET_ABOUT)]
     Get(GetArgs),
+    /// Make a prefix match a local folder (`ferry sync DIR PREFIX/`) or a folder match a
+    /// prefix (`ferry sync PREFIX/ DIR`), moving only what differs.
+    #[command(long_about = SYNC_ABOUT)]
+    Sync(SyncArgs),
     /// List the sources you may see, optionally only those starting with PREFIX.
     Ls(LsArgs),
     /// Show the current version of one source.
@@ -255,7 +268,7 @@ pub struct ClientListArgs {
 }
 
 /// The credential file.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct CredArg {
     /// Credential file (mode 0600) written by `ferry client issue` [default: the session of
     /// `ferry login`].
@@ -515,13 +528,85 @@ pub struct LoginArgs {
     pub password: PasswordStdin,
 }
 
-/// `ferry put`.
+const PUT_ABOUT: &str = "\
+Upload a file (or standard input) as a new version of SOURCE: `ferry put SOURCE FILE`.
+
+`ferry put FILE PREFIX/` (a destination ending in '/') stores FILE under its own name:
+`ferry put q3.csv reports/` stores reports/q3.csv.
+
+`ferry put -r DIR [PREFIX/]` uploads every regular file under DIR as PREFIX/<its path under
+DIR> (folders separated by '/', names in UTF-8, normalised to NFC), over one connection with
+many requests in flight. Symbolic links are not followed: they are skipped with a note, as
+are devices, FIFOs and sockets, and empty folders (a server stores files, not folders). A
+file that cannot be read or named (not UTF-8, a control character, two names equal once
+normalised) is reported and the others go on. The summary line counts files, bytes and
+failures; the exit code is 23 if any file failed.";
+
+const GET_ABOUT: &str = "\
+Download the current version of SOURCE to standard output or a file (`-o FILE`, or a DEST
+argument; a DEST ending in '/' or naming a folder keeps the source's last segment as the
+file name: `ferry get reports/q3.csv ./` writes ./q3.csv).
+
+`ferry get -r PREFIX/ DIR` downloads every source under PREFIX/ that you may list into DIR
+(PREFIX/a/b becomes DIR/a/b), over one connection with many requests in flight. Each file is
+written to a temporary file and renamed into place once its BLAKE3 checked out (files over
+1 MiB are fsynced first; smaller ones are not, one by one: after a crash, run the command
+again, it checks every file). A file that
+is already there with the same size and BLAKE3 is not downloaded again, so a run that was
+interrupted finishes without moving again what it completed. A name that cannot be written
+safely inside DIR (none can leave it: '..', absolute names and backslashes are refused, and
+no folder on the way may be a symbolic link) or that collides with another is reported and
+the others go on. If the server is busy or goes away, or the connection breaks, it runs
+again (--retries), moving only what is not complete yet. The summary line counts files,
+bytes, unchanged files and failures; the exit code is 23 if any file failed.";
+
+const SYNC_ABOUT: &str = "\
+Make the destination match the source: `ferry sync DIR PREFIX/` uploads, `ferry sync PREFIX/
+DIR` downloads. Only files whose content differs move: sizes are compared first, then the
+BLAKE3 of the local file against the server's. Which argument is the local folder: one written
+as a path (starting with '/', './', '../' or '~', or '.' itself) is; otherwise the one that is
+an existing folder (if both or neither are, write the local one as ./NAME).
+
+With --delete, what the source does not have is deleted from the destination (sources under
+PREFIX/, or regular files under DIR; symbolic links are left alone). Uploading with --delete
+refuses to start if a local file could not be read or named, since its copy would be deleted.
+With --dry-run, it lists what it would put, get and delete, and changes nothing.
+
+Files are moved as by put -r and get -r (one connection, many requests in flight; the same
+notes for links, special files and empty folders). The summary line counts files and bytes
+moved, unchanged and deleted files and failures; the exit code is 23 if any file failed.";
+
+/// `ferry sync`.
 #[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The source: a local folder (DIR) or a prefix (PREFIX/).
+    pub from: String,
+    /// The destination: a prefix (PREFIX/) or a local folder (DIR).
+    pub to: String,
+    /// Delete from the destination what the source does not have.
+    #[arg(long)]
+    pub delete: bool,
+    /// Say what would be moved and deleted; change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// How many times to run again when the server is busy or shutting down or the
+    /// connection breaks (0: fail at once); what already matches is not moved again.
+    #[arg(long, value_name = "N", default_value_t = crate::retry::RETRIES)]
+    pub retries: u32,
+    /// The credential.
+    #[command(flatten)]
+    pub cred: CredArg,
+}
+
+/// `ferry put`.
+#[derive(Clone, Debug, Args)]
 pub struct PutArgs {
     /// Source name to store under, e.g. reports/q3 or "Q3 report.pdf": any UTF-8 text
     /// without control characters (compared in Unicode NFC), folders separated by "/".
+    /// With -r: the folder to upload; with a destination ending in '/': the file to upload.
     pub source: String,
-    /// File to upload; "-" or nothing reads standard input (which does not resume).
+    /// File to upload; "-" or nothing reads standard input (which does not resume). A
+    /// destination ending in '/' (PREFIX/) instead: see above. With -r: the PREFIX.
     ///
     /// A regular file is uploaded resumably: it is read once to compute its BLAKE3, and the
     /// server keeps what it receives under your name, SOURCE, the size and that hash. If the
@@ -542,6 +627,9 @@ pub struct PutArgs {
     /// the connection breaks (0: fail at once).
     #[arg(long, value_name = "N", default_value_t = crate::retry::RETRIES)]
     pub retries: u32,
+    /// Upload the folder SOURCE (DIR) under the prefix FILE (PREFIX/).
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
     /// The credential.
     #[command(flatten)]
     pub cred: CredArg,
@@ -550,8 +638,12 @@ pub struct PutArgs {
 /// `ferry get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// Source name to download.
+    /// Source name to download; with -r, the prefix (PREFIX/) to download.
     pub source: String,
+    /// Where to write, instead of -o: a DEST ending in '/' or naming a folder keeps the
+    /// source's name; with -r, the folder to write into.
+    #[arg(value_name = "DEST|DIR", conflicts_with = "output")]
+    pub dest: Option<PathBuf>,
     /// File to write (replaced only once the download is complete and verified); "-" or
     /// nothing writes standard output (which does not resume).
     ///
@@ -577,6 +669,9 @@ pub struct GetArgs {
     /// `ferry ls --versions SOURCE`).
     #[arg(long, value_name = "N")]
     pub version: Option<u64>,
+    /// Download every source under the prefix SOURCE into the folder DEST.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
     /// The credential.
     #[command(flatten)]
     pub cred: CredArg,

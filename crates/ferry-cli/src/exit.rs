@@ -19,6 +19,8 @@ pub const FORBIDDEN: u8 = 4;
 pub const NOT_FOUND: u8 = 5;
 /// The server is not the one the credential pins.
 pub const SERVER_ID_MISMATCH: u8 = 6;
+/// A folder transfer finished, but some files failed (as rsync's 23, "partial transfer").
+pub const SOME_FAILED: u8 = 23;
 /// Stopped by SIGHUP (128 + 1, as the shell reports a process the signal killed).
 pub const HUNG_UP: u8 = 129;
 /// Stopped by SIGINT (Ctrl-C).

@@ -11,11 +11,14 @@ mod credential;
 mod demo;
 mod docs;
 mod exit;
+mod folders;
 mod mesh;
 mod output;
+mod paths;
 mod progress;
 mod retry;
 mod serve;
+mod sync;
 mod transfer;
 mod users;
 mod watch;
@@ -67,6 +70,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => block_on(serve::serve(&a)),
         Command::Put(a) => block_on(interruptible(transfer::put(&a))),
         Command::Get(a) => block_on(interruptible(transfer::get(&a))),
+        Command::Sync(a) => block_on(interruptible(sync::sync(&a))),
         Command::Ls(a) => block_on(transfer::ls(&a)),
         Command::Stat(a) => block_on(transfer::stat(&a)),
         Command::Rm(a) => block_on(transfer::rm(&a)),

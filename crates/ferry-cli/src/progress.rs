@@ -33,6 +33,11 @@ impl Bar {
         }
     }
 
+    /// Changes the label (a folder transfer's count of files).
+    pub fn label(&self, msg: &str) {
+        self.0.set_message(msg.to_owned());
+    }
+
     /// Bytes moved so far.
     pub fn set(&self, bytes: u64) {
         self.0.set_position(bytes);

@@ -43,6 +43,17 @@ fn named_file(path: Option<&Path>) -> Option<&Path> {
 
 /// `ferry put`.
 pub async fn put(a: &PutArgs) -> anyhow::Result<()> {
+    if a.recursive {
+        return crate::folders::put_tree(a).await;
+    }
+    let kept;
+    let a = match crate::folders::put_destination(a)? {
+        Some(named) => {
+            kept = named;
+            &kept
+        }
+        None => a,
+    };
     SourceName::parse(&a.source)?;
     // Open the input before connecting, so a wrong path fails without touching the network.
     let (input, size): (Box<dyn Read + Send>, Option<u64>) = match named_file(a.file.as_deref()) {
@@ -140,8 +151,12 @@ fn stored(entry: &ferry::proto::message::Entry) {
 
 /// `ferry get`.
 pub async fn get(a: &GetArgs) -> anyhow::Result<()> {
+    if a.recursive {
+        return crate::folders::get_tree(a).await;
+    }
     SourceName::parse(&a.source)?;
-    let Some(path) = named_file(a.output.as_deref()) else {
+    let output = crate::folders::get_output(a);
+    let Some(path) = named_file(output.as_deref()) else {
         return get_streaming(a, Box::new(std::io::stdout()), "standard output").await;
     };
     match fs::metadata(path) {

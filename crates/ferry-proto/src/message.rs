@@ -379,6 +379,16 @@ pub struct Put {
     /// Absent (not encoded) for a plain upload.
     #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
     pub hash: Option<Digest>,
+    /// The content follows right behind this message, without waiting for `put_ready`
+    /// (docs/PROTOCOL.md §5.2): needs `size`, and no `hash`. If the server refuses the put it
+    /// reads and drops that content. Absent (not encoded) when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub streamed: bool,
+}
+
+/// For `skip_serializing_if`: a flag that is off is not encoded.
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The upload may start at `offset`.
@@ -789,12 +799,21 @@ mod tests {
                 size: Some(5),
                 offset: 0,
                 hash: None,
+                streamed: false,
             }),
             Message::Put(Put {
                 source: "a".into(),
                 size: Some(5),
                 offset: 0,
                 hash: Some([2; 32]),
+                streamed: false,
+            }),
+            Message::Put(Put {
+                source: "a".into(),
+                size: Some(0),
+                offset: 0,
+                hash: None,
+                streamed: true,
             }),
             Message::PutEnd(PutEnd {
                 size: 5,

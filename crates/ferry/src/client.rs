@@ -455,6 +455,7 @@ impl Client {
             size,
             offset: 0,
             hash: None,
+            streamed: false,
         }))
         .await?;
         match self.recv().await? {
@@ -536,6 +537,7 @@ impl Client {
             size: Some(size),
             offset: 0,
             hash: Some(hash),
+            streamed: false,
         }))
         .await?;
         let offset = match self.recv().await? {
@@ -617,19 +619,22 @@ impl Client {
         on_start(&ok.entry);
         let entry = ok.entry;
         let w = self
-            .receive_into(&entry, 0, HashingWriter::new(w), progress)
+            .receive_into(&entry, 0, HashingWriter::new(w), progress, false)
             .await?;
         Ok((entry, w))
     }
 
     /// Receives the `entry.size - offset` data bytes of a get into `w` (which has already
-    /// hashed the first `offset` bytes) and checks the hash of the whole content.
-    async fn receive_into<W: Write + Send + 'static>(
+    /// hashed the first `offset` bytes) and checks the hash of the whole content. With
+    /// `drain`, a writer that fails does not stop the reading: the rest of the data is read
+    /// and dropped, so the connection can carry the next answer (a pipeline's).
+    pub(crate) async fn receive_into<W: Write + Send + 'static>(
         &mut self,
         entry: &Entry,
         offset: u64,
         w: HashingWriter<W>,
         progress: Progress<'_>,
+        drain: bool,
     ) -> Result<W, Error> {
         let size = entry.size;
         let (tx, spares, done) = pipe::spawn_writer(w, |w| {
@@ -658,7 +663,7 @@ impl Client {
             if received > size {
                 return Err(Error::Protocol("more data than announced".into()));
             }
-            if tx.send(WriteCmd::Data(buf)).await.is_err() {
+            if tx.send(WriteCmd::Data(buf)).await.is_err() && !drain {
                 break;
             }
             progress(received);
@@ -762,7 +767,7 @@ impl Client {
                     on_start(&ok.entry, p.len)?;
                     let entry = ok.entry;
                     let w = HashingWriter::resuming(file, hasher, p.len);
-                    let file = self.receive_into(&entry, p.len, w, progress).await?;
+                    let file = self.receive_into(&entry, p.len, w, progress, false).await?;
                     return Ok((entry, p.len, file));
                 }
                 // The version was dropped between the stat and the get: start over.
@@ -777,7 +782,7 @@ impl Client {
         on_start(&ok.entry, 0)?;
         let entry = ok.entry;
         file = self
-            .receive_into(&entry, 0, HashingWriter::new(file), progress)
+            .receive_into(&entry, 0, HashingWriter::new(file), progress, false)
             .await?;
         Ok((entry, 0, file))
     }

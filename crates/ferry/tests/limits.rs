@@ -58,6 +58,7 @@ fn put(source: &str, size: Option<u64>) -> Message {
         size,
         offset: 0,
         hash: None,
+        streamed: false,
     })
 }
 

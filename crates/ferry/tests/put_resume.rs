@@ -282,6 +282,7 @@ async fn a_second_put_of_an_upload_in_progress_is_refused_as_busy_then_continues
             size: Some(size),
             offset: 0,
             hash: Some(hash),
+            streamed: false,
         }))
         .await
         .unwrap();

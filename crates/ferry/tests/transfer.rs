@@ -146,6 +146,7 @@ async fn a_put_cut_off_midway_leaves_the_previous_version() {
         size: Some(8 * MIB),
         offset: 0,
         hash: None,
+        streamed: false,
     }))
     .await
     .unwrap();
@@ -186,6 +187,7 @@ async fn a_put_whose_hash_does_not_match_is_refused_and_invisible() {
         size: None,
         offset: 0,
         hash: None,
+        streamed: false,
     }))
     .await
     .unwrap();

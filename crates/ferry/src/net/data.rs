@@ -111,9 +111,28 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
     req: Put,
     ending: &mut watch::Receiver<bool>,
 ) -> Result<(), Error> {
+    if req.streamed {
+        match (req.size, req.hash.is_some()) {
+            // Without a size the content sent ahead could not be told from what follows it.
+            (None, _) => {
+                wire.send(&error(ErrorCode::BadRequest, "a streamed put needs a size"))
+                    .await?;
+                return Err(Error::Protocol("a streamed put without a size".into()));
+            }
+            (Some(size), true) => {
+                let m = error(ErrorCode::BadRequest, "a streamed put carries no hash");
+                return refuse_streamed(engine, wire, size, m).await;
+            }
+            (Some(_), false) => {}
+        }
+    }
     let mut upload = match engine.put(p, &req).await? {
         Ok(u) => u,
-        Err(r) => return wire.send(&refusal(r)).await,
+        Err(r) => match req.size.filter(|_| req.streamed) {
+            // The content is on its way already: drop it, then answer.
+            Some(size) => return refuse_streamed(engine, wire, size, refusal(r)).await,
+            None => return wire.send(&refusal(r)).await,
+        },
     };
     let ready = Message::PutReady(PutReady {
         offset: upload.offset(),
@@ -189,6 +208,28 @@ async fn receive_body<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
     }
 }
 
+/// Refuses a streamed put (PROTOCOL.md §5.2): reads and drops the content the client sent
+/// right behind it, at most `size` bytes up to its `put_end`, then sends `answer`. More than
+/// `size` bytes ends the connection, as for any upload.
+async fn refuse_streamed<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
+    engine: &Engine<B>,
+    wire: &mut Wire<S>,
+    size: u64,
+    answer: Message,
+) -> Result<(), Error> {
+    let mut dropped = 0u64;
+    // Bounded: every frame comes within the transfer deadline, and at most `size` bytes.
+    while let Ok(buf) = upload_frame(engine, wire, None).await? {
+        dropped += buf.len() as u64;
+        if dropped > size {
+            wire.send(&error(ErrorCode::BadRequest, "more data than announced"))
+                .await?;
+            return Err(Error::Protocol("upload exceeded its size".into()));
+        }
+    }
+    wire.send(&answer).await
+}
+
 /// Reads and drops the rest of an upload the server will not store, up to its `put_end`.
 async fn drain_upload<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
     engine: &Engine<B>,
@@ -236,6 +277,12 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
         Ok(r) => r,
         Err(r) => return wire.send(&refusal(r)).await,
     };
+    tracing::debug!(
+        "{} gets {} v{} from byte {offset}",
+        p.name,
+        entry.source,
+        entry.version
+    );
     let ok = Message::GetOk(GetOk {
         entry: to_wire(entry),
         offset,

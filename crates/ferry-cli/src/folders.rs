@@ -1,0 +1,704 @@
+//! Folder transfers, `ferry put -r DIR PREFIX/` and `ferry get -r PREFIX/ DIR`, and the
+//! destinations ending in `/` that keep a file's name (`ferry put q3.csv reports/`,
+//! `ferry get reports/q3.csv ./`).
+//!
+//! A folder moves over one connection with requests sent ahead (PROTOCOL.md §5.2): small
+//! files as streamed puts and gets, up to [`ferry::WINDOW`] in flight; larger files to upload
+//! go one at a time as resumable puts. One failed file does not stop the others: each failure
+//! is one line on stderr, the end is a summary line, and the exit code is
+//! [`exit::SOME_FAILED`] if anything failed. `get -r` skips files that are already there with
+//! the same size and BLAKE3, so a run that was interrupted finishes without moving again what
+//! it completed.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use ferry::proto::message::Entry;
+use ferry::proto::names::SourceName;
+use ferry::{Client, Content, Pipeline, STREAMED_MAX, WINDOW};
+use tempfile::NamedTempFile;
+
+use crate::cli::{GetArgs, PutArgs};
+use crate::exit::{self, Failure};
+use crate::output::printable;
+use crate::paths::{Claimed, folder_prefix, local_for, source_for};
+use crate::progress::Bar;
+use crate::transfer::connect;
+
+/// Temporary files of downloads in progress start with this (and are removed by the next
+/// `get -r` that writes into their folder).
+pub(crate) const TEMP_PREFIX: &str = ".ferry-get-";
+
+/// How many finished downloads may wait for their fsync and rename at once.
+const FINISHING: usize = 16;
+
+/// What a folder transfer did, for its summary.
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub files: u64,
+    pub bytes: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+    pub failed: Vec<String>,
+}
+
+impl Tally {
+    /// One file failed: say why now, name it in the summary.
+    pub fn fail(&mut self, what: &str, why: impl std::fmt::Display) {
+        let what = printable(what).into_owned();
+        eprintln!(
+            "ferry: {what}: {}",
+            exit::one_line(&printable(&why.to_string()))
+        );
+        self.failed.push(what);
+    }
+
+    /// After a lost connection: every file not settled failed, for `why`.
+    pub fn fail_unsettled<'a>(
+        &mut self,
+        names: impl Iterator<Item = &'a str>,
+        settled: &[bool],
+        why: &ferry::Error,
+    ) {
+        let lost: Vec<&str> = names
+            .zip(settled)
+            .filter(|(_, done)| !**done)
+            .map(|(n, _)| n)
+            .collect();
+        if let Some(first) = lost.first() {
+            eprintln!(
+                "ferry: {} and {} more not moved: {}",
+                printable(first),
+                lost.len() - 1,
+                exit::one_line(&why.to_string())
+            );
+        }
+        self.failed
+            .extend(lost.into_iter().map(|n| printable(n).into_owned()));
+    }
+
+    fn moved(&mut self, bytes: u64) {
+        self.files += 1;
+        self.bytes += bytes;
+    }
+
+    /// The connection was lost: says what had moved by then (the same command run again
+    /// moves the rest) and returns the error.
+    pub fn lost(self, e: ferry::Error) -> anyhow::Error {
+        eprintln!(
+            "{} files ({} bytes) had moved when the connection was lost",
+            self.files, self.bytes
+        );
+        anyhow::Error::new(e).context("the connection was lost")
+    }
+
+    /// The end of a dry run (whose summary is printed already): an error (exit code
+    /// [`exit::SOME_FAILED`]) if anything failed.
+    pub fn finish_dry_run(self) -> anyhow::Result<()> {
+        if self.failed.is_empty() {
+            return Ok(());
+        }
+        Err(Failure::new(
+            exit::SOME_FAILED,
+            format!("{} file(s) cannot be synced (above)", self.failed.len()),
+        )
+        .into())
+    }
+
+    /// Prints the summary; an error (exit code [`exit::SOME_FAILED`]) if anything failed.
+    pub fn finish(self, verb: &str) -> anyhow::Result<()> {
+        let mut unchanged = if self.unchanged > 0 {
+            format!(", {} unchanged", self.unchanged)
+        } else {
+            String::new()
+        };
+        if self.deleted > 0 {
+            unchanged.push_str(&format!(", {} deleted", self.deleted));
+        }
+        println!(
+            "{verb} {} files, {} bytes{unchanged}, {} failed",
+            self.files,
+            self.bytes,
+            self.failed.len()
+        );
+        if self.failed.is_empty() {
+            return Ok(());
+        }
+        let mut names = self.failed.iter().take(5).cloned().collect::<Vec<_>>();
+        if self.failed.len() > 5 {
+            names.push(format!("and {} more", self.failed.len() - 5));
+        }
+        Err(Failure::new(
+            exit::SOME_FAILED,
+            format!(
+                "{} file{} failed: {}",
+                self.failed.len(),
+                if self.failed.len() == 1 { "" } else { "s" },
+                names.join(", ")
+            ),
+        )
+        .into())
+    }
+}
+
+/// Whether an error means the connection is gone (rather than one request refused).
+pub(crate) fn connection_lost(e: &ferry::Error) -> bool {
+    !matches!(
+        e,
+        ferry::Error::Forbidden(_)
+            | ferry::Error::NotFound(_)
+            | ferry::Error::HashMismatch
+            | ferry::Error::NoSpace(_)
+            | ferry::Error::Remote { .. }
+            | ferry::Error::Io(_)
+            | ferry::Error::Name(_)
+    )
+}
+
+/// `ferry put FILE PREFIX/`: the arguments of `ferry put PREFIX/NAME FILE`, where NAME is
+/// FILE's own name; `None` if the destination does not end in `/`.
+pub fn put_destination(a: &PutArgs) -> anyhow::Result<Option<PutArgs>> {
+    let Some(dest) = a.file.as_deref().and_then(Path::to_str) else {
+        return Ok(None);
+    };
+    if !dest.ends_with('/') {
+        return Ok(None);
+    }
+    let local = PathBuf::from(&a.source);
+    let Some(base) = local.file_name().and_then(|n| n.to_str()) else {
+        return Err(exit::bad_input(format!(
+            "{} has no file name to keep (or it is not UTF-8)",
+            local.display()
+        ))
+        .into());
+    };
+    let prefix = if dest == "/" {
+        String::new()
+    } else {
+        folder_prefix(dest)?
+    };
+    let name = SourceName::parse(&format!("{prefix}{base}"))?;
+    Ok(Some(PutArgs {
+        source: name.to_string(),
+        file: Some(local),
+        ..a.clone()
+    }))
+}
+
+/// The file `ferry get` writes: `-o FILE`, or the DEST argument, where a DEST ending in `/`
+/// or naming a folder gets the source's last segment as file name.
+pub fn get_output(a: &GetArgs) -> Option<PathBuf> {
+    let Some(dest) = &a.dest else {
+        return a.output.clone();
+    };
+    let slash = dest.as_os_str().to_str().is_some_and(|d| d.ends_with('/'));
+    if (slash || dest.is_dir()) && dest.as_os_str() != "-" {
+        let base = a.source.rsplit('/').next().unwrap_or(&a.source);
+        return Some(dest.join(ferry::proto::names::nfc(base)));
+    }
+    Some(dest.clone())
+}
+
+/// A regular file to upload.
+pub(crate) struct LocalFile {
+    pub path: PathBuf,
+    pub name: SourceName,
+    pub size: u64,
+}
+
+/// The regular files under `dir`, with their source names under `prefix`, sorted by name.
+/// Symbolic links, special files and empty folders are skipped with a note; folders and files
+/// that cannot be read or named are failures.
+pub(crate) fn walk(dir: &Path, prefix: &str, tally: &mut Tally) -> Vec<LocalFile> {
+    let mut files = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut stack = vec![(dir.to_path_buf(), PathBuf::new())];
+    // Bounded: symbolic links are not followed, so every folder is visited once.
+    while let Some((abs, rel)) = stack.pop() {
+        let entries = match fs::read_dir(&abs) {
+            Ok(e) => e,
+            Err(e) => {
+                tally.fail(
+                    &abs.display().to_string(),
+                    format!("cannot read folder: {e}"),
+                );
+                continue;
+            }
+        };
+        let mut empty = true;
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    tally.fail(
+                        &abs.display().to_string(),
+                        format!("cannot read folder: {e}"),
+                    );
+                    break;
+                }
+            };
+            empty = false;
+            let path = entry.path();
+            let rel = rel.join(entry.file_name());
+            let shown = path.display().to_string();
+            let kind = match entry.file_type() {
+                Ok(k) => k,
+                Err(e) => {
+                    tally.fail(&shown, e);
+                    continue;
+                }
+            };
+            if kind.is_symlink() {
+                eprintln!(
+                    "skipping {}: a symbolic link (ferry stores the files themselves)",
+                    printable(&shown)
+                );
+            } else if kind.is_dir() {
+                // A source name has at most 16 segments: deeper folders cannot be stored.
+                if rel.components().count() >= 16 {
+                    tally.fail(&shown, "too deep (a source name has at most 16 segments)");
+                } else {
+                    stack.push((path, rel));
+                }
+            } else if kind.is_file() {
+                let name = match source_for(prefix, &rel) {
+                    Ok(n) => n,
+                    Err(why) => {
+                        tally.fail(&shown, why);
+                        continue;
+                    }
+                };
+                if !seen.insert(name.to_string()) {
+                    tally.fail(
+                        &shown,
+                        format!(
+                            "another file has the same name {} once normalised to NFC",
+                            name.as_str()
+                        ),
+                    );
+                    continue;
+                }
+                match entry.metadata() {
+                    Ok(m) => files.push(LocalFile {
+                        path,
+                        name,
+                        size: m.len(),
+                    }),
+                    Err(e) => tally.fail(&shown, e),
+                }
+            } else {
+                eprintln!(
+                    "skipping {}: not a regular file (a device, FIFO or socket)",
+                    printable(&shown)
+                );
+            }
+        }
+        if empty && !rel.as_os_str().is_empty() {
+            eprintln!(
+                "skipping {}: an empty folder (a server stores files, not folders)",
+                printable(&abs.display().to_string())
+            );
+        }
+    }
+    files.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+    files
+}
+
+/// `ferry put -r DIR [PREFIX/]`: the files under DIR become `PREFIX/<path under DIR>`.
+pub async fn put_tree(a: &PutArgs) -> anyhow::Result<()> {
+    let dir = PathBuf::from(&a.source);
+    let typed = match a.file.as_deref() {
+        None => "",
+        Some(p) => p
+            .to_str()
+            .ok_or_else(|| exit::bad_input("the prefix is not UTF-8"))?,
+    };
+    let prefix = if typed == "/" {
+        String::new()
+    } else {
+        folder_prefix(typed)?
+    };
+    if !fs::metadata(&dir).is_ok_and(|m| m.is_dir()) {
+        return Err(exit::bad_input(format!("{} is not a folder", dir.display())).into());
+    }
+    let mut tally = Tally::default();
+    let files = walk(&dir, &prefix, &mut tally);
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let mut client = connect(&a.cred).await?;
+    let bar = Bar::new("put -r");
+    bar.start(Some(total));
+    let mut settled = vec![false; files.len()];
+    let lost = upload(&mut client, &files, &mut settled, &mut tally, &bar).await;
+    drop(bar);
+    if let Err(e) = lost {
+        tally.fail_unsettled(files.iter().map(|f| f.name.as_str()), &settled, &e);
+        let _ = tally.finish("put");
+        return Err(anyhow::Error::new(e).context("the connection was lost"));
+    }
+    let _ = client.close().await;
+    tally.finish("put")
+}
+
+/// Uploads `files` in order, marking each one `settled` once it is stored or has failed.
+/// `Err` when the connection is lost.
+pub(crate) async fn upload(
+    client: &mut Client,
+    files: &[LocalFile],
+    settled: &mut [bool],
+    tally: &mut Tally,
+    bar: &Bar,
+) -> Result<(), ferry::Error> {
+    let mut i = 0;
+    // Bounded: every turn takes at least one file.
+    while i < files.len() {
+        {
+            let mut p = client.pipeline().await?;
+            let mut ahead: VecDeque<usize> = VecDeque::new();
+            while let Some(f) = files.get(i).filter(|f| f.size <= STREAMED_MAX) {
+                let k = i;
+                i += 1;
+                let content = match tokio::fs::read(&f.path).await {
+                    Ok(c) if c.len() as u64 <= STREAMED_MAX => c,
+                    Ok(_) => {
+                        tally.fail(&f.path.display().to_string(), "it grew while being read");
+                        settled[k] = true;
+                        continue;
+                    }
+                    Err(e) => {
+                        tally.fail(&f.path.display().to_string(), format!("cannot read: {e}"));
+                        settled[k] = true;
+                        continue;
+                    }
+                };
+                if ahead.len() >= WINDOW {
+                    settle_put(&mut p, &mut ahead, files, settled, tally, bar).await?;
+                }
+                match p.send_put(f.name.as_str(), &content).await {
+                    Ok(()) => ahead.push_back(k),
+                    Err(e) if p.is_usable() => {
+                        tally.fail(f.name.as_str(), e);
+                        settled[k] = true;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            while !ahead.is_empty() {
+                settle_put(&mut p, &mut ahead, files, settled, tally, bar).await?;
+            }
+        }
+        if let Some(f) = files.get(i) {
+            settled[i] = put_large(client, f, tally, bar).await?;
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Reads the answer to the oldest streamed put. `Err` only when the connection is lost.
+async fn settle_put(
+    p: &mut Pipeline<'_>,
+    ahead: &mut VecDeque<usize>,
+    files: &[LocalFile],
+    settled: &mut [bool],
+    tally: &mut Tally,
+    bar: &Bar,
+) -> Result<(), ferry::Error> {
+    let Some(k) = ahead.pop_front() else {
+        return Ok(());
+    };
+    match p.recv_put().await {
+        Ok(e) => {
+            tally.moved(e.size);
+            bar.set(tally.bytes);
+            bar.label(&format!("put -r: {} files", tally.files));
+        }
+        Err(e) if p.is_usable() => tally.fail(files[k].name.as_str(), e),
+        Err(e) => return Err(e),
+    }
+    settled[k] = true;
+    Ok(())
+}
+
+/// Uploads one larger file as a resumable put; `Ok(true)` once it is stored or has failed.
+/// `Err` only when the connection is lost.
+async fn put_large(
+    client: &mut Client,
+    f: &LocalFile,
+    tally: &mut Tally,
+    bar: &Bar,
+) -> Result<bool, ferry::Error> {
+    let file = match fs::File::open(&f.path) {
+        Ok(file) => file,
+        Err(e) => {
+            tally.fail(&f.path.display().to_string(), format!("cannot read: {e}"));
+            return Ok(true);
+        }
+    };
+    let base = tally.bytes;
+    let r = client
+        .put_resume(f.name.as_str(), file, &mut |_| {}, &mut |n| {
+            bar.set(base + n)
+        })
+        .await;
+    match r {
+        Ok((e, _)) => {
+            tally.moved(e.size);
+            bar.set(tally.bytes);
+        }
+        Err(e) if !connection_lost(&e) => tally.fail(f.name.as_str(), e),
+        Err(e) => return Err(e),
+    }
+    Ok(true)
+}
+
+/// A download to make: the listed entry and where it goes.
+pub(crate) struct Wanted {
+    pub entry: Entry,
+    pub path: PathBuf,
+}
+
+/// `ferry get -r PREFIX/ DIR`: every source under PREFIX/ that the principal may list becomes
+/// `DIR/<name after PREFIX/>`. If the server is busy or goes away, or the connection breaks,
+/// it runs again (see --retries): what is complete is not moved again.
+pub async fn get_tree(a: &GetArgs) -> anyhow::Result<()> {
+    crate::retry::retrying(a.retries, || get_tree_once(a)).await
+}
+
+async fn get_tree_once(a: &GetArgs) -> anyhow::Result<()> {
+    let prefix = folder_prefix(&a.source)?;
+    let Some(dir) = a.dest.clone().or_else(|| a.output.clone()) else {
+        return Err(exit::bad_input("get -r needs the folder to write into (DIR)").into());
+    };
+    if a.version.is_some() {
+        return Err(exit::bad_input("--version names one source; it does not go with -r").into());
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut client = connect(&a.cred).await?;
+    let entries = client.list(&prefix).await?;
+    let mut tally = Tally::default();
+    let mut claimed = Claimed::default();
+    let mut wanted = Vec::new();
+    for entry in entries {
+        let path = match local_for(&dir, &prefix, &entry.source) {
+            Ok(p) => p,
+            Err(why) => {
+                tally.fail(&entry.source, format!("not written: {why}"));
+                continue;
+            }
+        };
+        if let Err(why) = claimed.claim(&dir, &path) {
+            tally.fail(&entry.source, format!("not written: {why}"));
+            continue;
+        }
+        if same_content(&path, &entry).await {
+            tally.unchanged += 1;
+            continue;
+        }
+        wanted.push(Wanted { entry, path });
+    }
+    let total: u64 = wanted.iter().map(|w| w.entry.size).sum();
+    let bar = Bar::new("get -r");
+    bar.start(Some(total));
+    let mut settled = vec![false; wanted.len()];
+    let lost = download(&mut client, &dir, &wanted, &mut settled, &mut tally, &bar).await;
+    drop(bar);
+    if let Err(e) = lost {
+        return Err(tally.lost(e));
+    }
+    let _ = client.close().await;
+    tally.finish("got")
+}
+
+/// Whether `path` is a regular file (not a link) with the entry's size and BLAKE3.
+pub(crate) async fn same_content(path: &Path, entry: &Entry) -> bool {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() && m.len() == entry.size => {}
+        _ => return false,
+    }
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    matches!(ferry::client::hash_file(file).await, Ok((_, _, h)) if h == entry.hash)
+}
+
+/// Creates the folders between `dir` and `path` one by one, refusing to pass through a
+/// symbolic link or a file (which could lead outside `dir`). The first time a folder is met
+/// in a run, temporary files an interrupted run left in it are removed.
+fn prepare_parent(dir: &Path, path: &Path, cleaned: &mut HashSet<PathBuf>) -> Result<(), String> {
+    let parent = path.parent().ok_or("no parent folder")?;
+    let mut between: Vec<&Path> = parent
+        .ancestors()
+        .take_while(|p| p.starts_with(dir) && *p != dir)
+        .collect();
+    between.reverse();
+    for p in between {
+        match fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(format!(
+                    "{} is in the way: not a folder (a file or a symbolic link)",
+                    p.display()
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match fs::create_dir(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if !fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()) {
+                        return Err(format!("{} is in the way: not a folder", p.display()));
+                    }
+                }
+                Err(e) => return Err(format!("cannot create {}: {e}", p.display())),
+            },
+            Err(e) => return Err(format!("cannot use {}: {e}", p.display())),
+        }
+    }
+    if cleaned.insert(parent.to_path_buf())
+        && let Ok(entries) = fs::read_dir(parent)
+    {
+        for e in entries.flatten() {
+            let stale = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(TEMP_PREFIX))
+                && e.file_type().is_ok_and(|t| t.is_file());
+            if stale {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A new temporary file next to `path` (its name never follows a link: created exclusively).
+fn temp_beside(path: &Path) -> std::io::Result<NamedTempFile> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .permissions(fs::Permissions::from_mode(0o666))
+        .tempfile_in(parent)
+}
+
+/// Downloads `wanted` over one pipeline, marking each one `settled` once it is in place or
+/// has failed. `Err` when the connection is lost.
+pub(crate) async fn download(
+    client: &mut Client,
+    dir: &Path,
+    wanted: &[Wanted],
+    settled: &mut [bool],
+    tally: &mut Tally,
+    bar: &Bar,
+) -> Result<(), ferry::Error> {
+    let mut finishing = tokio::task::JoinSet::new();
+    let r = fetch(client, dir, wanted, settled, tally, bar, &mut finishing).await;
+    // Whatever happened, the downloads that arrived are put in place.
+    while let Some(done) = finishing.join_next().await {
+        finished(done, settled, tally);
+    }
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    r
+}
+
+/// What a finishing task reports: which download (index, source), its size, and whether it
+/// is in place.
+type Finished = (usize, String, u64, Result<(), String>);
+
+/// The loop of [`download`]: requests ahead, answers in order; each download that arrived
+/// goes to `finishing` (fsync, rename).
+async fn fetch(
+    client: &mut Client,
+    dir: &Path,
+    wanted: &[Wanted],
+    settled: &mut [bool],
+    tally: &mut Tally,
+    bar: &Bar,
+    finishing: &mut tokio::task::JoinSet<Finished>,
+) -> Result<(), ferry::Error> {
+    let mut p = client.pipeline().await?;
+    let mut cleaned = HashSet::new();
+    let mut ahead: VecDeque<usize> = VecDeque::new();
+    let mut next = 0;
+    let mut received = 0u64;
+    // Bounded: every turn sends or receives at least one of `wanted`.
+    while next < wanted.len() || !ahead.is_empty() {
+        while next < wanted.len() && ahead.len() < WINDOW {
+            let k = next;
+            next += 1;
+            let w = &wanted[k];
+            match prepare_parent(dir, &w.path, &mut cleaned) {
+                Ok(()) => {
+                    p.send_get(&w.entry.source).await?;
+                    ahead.push_back(k);
+                }
+                Err(why) => {
+                    tally.fail(&w.entry.source, format!("not written: {why}"));
+                    settled[k] = true;
+                }
+            }
+        }
+        p.flush().await?;
+        let Some(k) = ahead.pop_front() else {
+            continue;
+        };
+        let path = wanted[k].path.clone();
+        let base = received;
+        let got = p
+            .recv_get_with(|_| temp_beside(&path), &mut |n| bar.set(base + n))
+            .await;
+        match got {
+            Ok((entry, content)) => {
+                received += entry.size;
+                bar.set(received);
+                let name = wanted[k].entry.source.clone();
+                // Written and renamed into place on a blocking thread. A large file is
+                // fsynced first; small ones are not, one by one (that would cost more than
+                // moving them): after a crash, `get -r` run again checks every file's size
+                // and BLAKE3 and fetches what is wrong.
+                finishing.spawn_blocking(move || {
+                    let done = match content {
+                        Content::Bytes(bytes) => temp_beside(&path).and_then(|mut tmp| {
+                            tmp.write_all(&bytes)?;
+                            Ok(tmp)
+                        }),
+                        Content::Written(tmp) => tmp.as_file().sync_data().map(|()| tmp),
+                    }
+                    .and_then(|tmp| tmp.persist(&path).map(drop).map_err(|e| e.error))
+                    .map_err(|e| e.to_string());
+                    (k, name, entry.size, done)
+                });
+                while finishing.len() > FINISHING {
+                    if let Some(done) = finishing.join_next().await {
+                        finished(done, settled, tally);
+                    }
+                }
+                bar.label(&format!("get -r: {} files", tally.files));
+            }
+            Err(e) if p.is_usable() => {
+                tally.fail(&wanted[k].entry.source, e);
+                settled[k] = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Counts a download whose fsync and rename are done.
+fn finished(r: Result<Finished, tokio::task::JoinError>, settled: &mut [bool], tally: &mut Tally) {
+    match r {
+        Ok((k, _, size, Ok(()))) => {
+            tally.moved(size);
+            settled[k] = true;
+        }
+        Ok((k, name, _, Err(why))) => {
+            tally.fail(&name, format!("cannot write: {why}"));
+            settled[k] = true;
+        }
+        Err(e) => tally.fail("a download", e),
+    }
+}
