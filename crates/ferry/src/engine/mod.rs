@@ -39,7 +39,7 @@ mod stat;
 mod versions;
 mod watch;
 
-pub(crate) use get::{Body, GetReply};
+pub(crate) use get::{BEYOND_END, Body, GetReply};
 pub(crate) use list::LIST_SCAN_BUDGET;
 pub(crate) use put::{Failed, TooMuch, Upload};
 
