@@ -629,6 +629,9 @@ pub struct WatchArgs {
     /// The credential.
     #[command(flatten)]
     pub cred: CredArg,
+    /// The server's front to use.
+    #[command(flatten)]
+    pub via: ViaArg,
     /// Print one JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,

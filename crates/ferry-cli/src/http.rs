@@ -3,6 +3,7 @@
 //! signature checked. The base URL comes from `--http-url` or the credential's `http_url`.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use ferry::HttpClient;
@@ -10,8 +11,11 @@ use ferry::proto::names::{SourceName, normalize_prefix};
 use ferry::store::Entry;
 use tokio::io::AsyncWriteExt;
 
-use crate::cli::{CredArg, GetArgs, LsArgs, PutArgs, RmArgs, StatArgs, ViaArg};
+use crate::cli::{CredArg, GetArgs, LsArgs, PutArgs, RmArgs, StatArgs, ViaArg, WatchArgs};
 use crate::{credential, exit, output};
+
+/// How long one change poll waits for news.
+const POLL: Duration = Duration::from_secs(25);
 
 /// Pages of a listing read at most.
 const MAX_PAGES: usize = 100_000;
@@ -216,4 +220,60 @@ pub async fn rm(a: &RmArgs) -> anyhow::Result<()> {
     let version = client(&a.cred, &a.via)?.delete(name.as_str()).await?;
     println!("deleted {name} (the deletion is v{version})");
     Ok(())
+}
+
+/// `ferry watch --via http`: long polls of the HTTP front's change events, each answer signed,
+/// until Ctrl-C; a cut poll is asked again (after a pause) from the last position seen.
+pub async fn watch(a: &WatchArgs) -> anyhow::Result<()> {
+    normalize_prefix(&a.prefix)?;
+    let c = client(&a.cred, &a.via)?;
+    tokio::select! {
+        r = follow(&c, a) => r,
+        // Ctrl-C is how a watch normally ends.
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+async fn follow(c: &HttpClient, a: &WatchArgs) -> anyhow::Result<()> {
+    let mut after = a.since;
+    let mut pause = Duration::from_millis(200);
+    // Each turn is one poll, bounded by its wait; the watch ends with Ctrl-C or a refusal.
+    loop {
+        let page = match c.changes(&a.prefix, after, POLL).await {
+            Ok(p) => p,
+            Err(
+                e @ (ferry::Error::Connection(_)
+                | ferry::Error::Connect { .. }
+                | ferry::Error::Timeout(_)
+                | ferry::Error::Busy(_)),
+            ) => {
+                eprintln!("ferry: {e}; polling again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        pause = Duration::from_millis(200);
+        if let Some(oldest) = page.gap {
+            eprintln!(
+                "ferry: warning: the server no longer keeps the changes before seq {oldest}; \
+                 some were missed"
+            );
+        }
+        for e in page.events {
+            let event = ferry::proto::message::WatchEvent {
+                seq: e.seq,
+                source: e.source,
+                version: e.version,
+                deleted: e.deleted,
+                size: e.size,
+                hash: e.hash,
+                modified: e.modified,
+                by: e.by,
+            };
+            crate::watch::print(&event, a.json)?;
+        }
+        after = Some(page.seq);
+    }
 }

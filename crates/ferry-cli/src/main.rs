@@ -66,6 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ls(a) if a.via.via == Via::Http => block_on(http::ls(&a)),
         Command::Stat(a) if a.via.via == Via::Http => block_on(http::stat(&a)),
         Command::Rm(a) if a.via.via == Via::Http => block_on(http::rm(&a)),
+        Command::Watch(a) if a.via.via == Via::Http => block_on(http::watch(&a)),
         Command::Put(a) => block_on(interruptible(transfer::put(&a))),
         Command::Get(a) => block_on(interruptible(transfer::get(&a))),
         Command::Ls(a) => block_on(transfer::ls(&a)),

@@ -286,12 +286,65 @@ fn through_nginx_terminating_tls() {
     let out = via(&reader, &["ls", "--json"]);
     assert_eq!(out.code, 0, "ls: {}", out.stderr);
     assert!(out.text().contains("\"big\""), "{}", out.text());
+    // watch --via http: long polls through the proxy, from seq 0.
+    let mut cmd = env.command(&[
+        "watch",
+        "--json",
+        "--since",
+        "0",
+        "--via",
+        "http",
+        "--http-ca",
+        ca.to_str().unwrap(),
+        "--cred",
+        reader.to_str().unwrap(),
+    ]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut watcher = Killed(cmd.spawn().unwrap());
+    let stdout = watcher.0.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a watch event");
+    assert!(
+        first.contains("\"op\":\"put\"") && first.contains("\"source\":\"big\""),
+        "{first}"
+    );
     let out = via(&writer, &["rm", "big"]);
     assert_eq!(out.code, 0, "rm: {}", out.stderr);
     assert!(out.text().contains("deleted big"), "{}", out.text());
+    let next = lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the deletion's event");
+    assert!(
+        next.contains("\"op\":\"rm\"") && next.contains("\"source\":\"big\""),
+        "{next}"
+    );
+    drop(watcher);
     let out = via(&reader, &["stat", "big"]);
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("not found"), "{}", out.stderr);
+}
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// BLAKE3 of bytes `from..to` of `path`.

@@ -232,6 +232,11 @@ impl BodyIn {
         }
     }
 
+    /// Reads and drops the rest of the body (see [`drain`]).
+    pub(crate) async fn drain(mut self, cap: u64) {
+        drain(&mut self.body, cap, self.deadline).await;
+    }
+
     /// The whole body, at most `limit` bytes, once it verified.
     pub(crate) async fn read_all(mut self, limit: usize) -> Result<Vec<u8>, BodyError> {
         let mut out = Vec::new();
@@ -242,5 +247,20 @@ impl BodyIn {
             out.extend_from_slice(&data);
         }
         Ok(out)
+    }
+}
+
+/// Reads and drops what is left of `body`, at most `cap` bytes and each piece within
+/// `deadline`: a server that answers before it read a request's body (a refusal) takes the
+/// rest first, so that a proxy in front reads the answer rather than a connection reset.
+/// Past `cap`, or when the sender stalls, it gives up and the connection closes.
+pub(crate) async fn drain(body: &mut Incoming, cap: u64, deadline: Duration) {
+    let mut left = cap;
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout(deadline, body.frame()).await {
+        let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+        if len > left {
+            return;
+        }
+        left -= len;
     }
 }

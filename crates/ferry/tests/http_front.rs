@@ -452,3 +452,27 @@ async fn an_interrupted_get_resumes_with_range() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_refused_put_is_answered_after_its_body_so_a_proxy_reads_the_answer() {
+    let s = HttpServer::start().await;
+    let rita = s.issue("rita", "reader");
+    // 16 MiB a reader may not put: the server takes the body before its 403, so the
+    // answer is not lost in a reset of a connection closed under unread data.
+    let body = vec![7u8; 16 << 20];
+    let req = Signed::new(&signer(&rita), "PUT", "/v1/sources/x", None, &body, now()).bytes();
+    let stream = TcpStream::connect(s.http).await.unwrap();
+    let (mut r, mut w) = stream.into_split();
+    // The whole request first, the answer after, as a proxy that streams the body does.
+    let sent = tokio::time::timeout(Duration::from_secs(20), w.write_all(&req)).await;
+    assert!(
+        matches!(sent, Ok(Ok(()))),
+        "the server stopped taking the body: {sent:?}"
+    );
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut got)).await;
+    assert!(matches!(read, Ok(Ok(_))), "{read:?}");
+    let head = String::from_utf8_lossy(&got[..got.len().min(12)]).into_owned();
+    assert_eq!(head, "HTTP/1.1 403", "{}", String::from_utf8_lossy(&got));
+    s.stop().await;
+}

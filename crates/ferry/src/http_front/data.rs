@@ -27,6 +27,9 @@ use crate::{Error, pipe};
 /// Most bytes of the body of a request other than a put (all of them are empty today).
 const SMALL_BODY: usize = 64 * 1024;
 
+/// Most bytes of a refused put's body read (and dropped) before the refusal is answered.
+pub(super) const DRAIN_PUT: u64 = 256 << 20;
+
 /// The reading end of the request's body, as its signature says.
 pub(super) fn body_in(authed: &Authed, body: Incoming, deadline: Duration) -> BodyIn {
     match authed.body {
@@ -110,15 +113,29 @@ pub(super) async fn put<B: ServerBackend>(
     authed: &Authed,
     source: String,
     query: &BTreeMap<String, String>,
-    body: Incoming,
+    mut body: Incoming,
 ) -> Response<OutBody> {
-    if let Err(r) = only(authed, query, &["size", "blake3"]) {
-        return r;
+    let deadline = front.engine.limits.transfer_timeout;
+    match start_put(front, authed, source, query).await {
+        Ok((upload, announced, source)) => {
+            receive(front, peer, authed, upload, announced, source, body).await
+        }
+        Err(refusal) => {
+            crate::http_body::drain(&mut body, DRAIN_PUT, deadline).await;
+            refusal
+        }
     }
-    let size = match number(authed, query, "size") {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+}
+
+/// Checks a put's query and starts its upload.
+async fn start_put<B: ServerBackend>(
+    front: &Front<B>,
+    authed: &Authed,
+    source: String,
+    query: &BTreeMap<String, String>,
+) -> Result<(crate::engine::Upload<B>, Option<[u8; 32]>, String), Response<OutBody>> {
+    only(authed, query, &["size", "blake3"])?;
+    let size = number(authed, query, "size")?;
     let announced = match query.get("blake3") {
         None => None,
         Some(h) => match data_encoding::HEXLOWER_PERMISSIVE
@@ -128,22 +145,39 @@ pub(super) async fn put<B: ServerBackend>(
         {
             Some(h) => Some(h),
             None => {
-                return reply::error(authed, 400, "bad_request", "blake3 must be 64 hex digits");
+                return Err(reply::error(
+                    authed,
+                    400,
+                    "bad_request",
+                    "blake3 must be 64 hex digits",
+                ));
             }
         },
     };
-    let engine = &front.engine;
     let req = Put {
         source,
         size,
         offset: 0,
         hash: None,
     };
-    let mut upload = match engine.put(&authed.principal, &req).await {
-        Ok(Ok(u)) => u,
-        Ok(Err(r)) => return reply::refusal(authed, r),
-        Err(e) => return failed(authed, "put", &e),
-    };
+    match front.engine.put(&authed.principal, &req).await {
+        Ok(Ok(u)) => Ok((u, announced, req.source)),
+        Ok(Err(r)) => Err(reply::refusal(authed, r)),
+        Err(e) => Err(failed(authed, "put", &e)),
+    }
+}
+
+/// Receives a put's body into its upload and finishes it.
+async fn receive<B: ServerBackend>(
+    front: &Front<B>,
+    peer: SocketAddr,
+    authed: &Authed,
+    mut upload: crate::engine::Upload<B>,
+    announced: Option<[u8; 32]>,
+    source: String,
+    body: Incoming,
+) -> Response<OutBody> {
+    let engine = &front.engine;
     let mut reader = body_in(authed, body, engine.limits.transfer_timeout);
     let mut hasher = blake3::Hasher::new();
     let mut received = 0u64;
@@ -176,7 +210,10 @@ pub(super) async fn put<B: ServerBackend>(
         Err(e) => {
             // Nothing of a body that failed its signature (or was cut) is committed.
             upload.abandon(engine).await;
-            tracing::info!("{peer}: HTTP put of {} abandoned", req.source);
+            tracing::info!("{peer}: HTTP put of {source} abandoned");
+            if matches!(e, BodyError::NotAuthentic) {
+                reader.drain(DRAIN_PUT).await;
+            }
             return body_failed(front, authed, e);
         }
     };
@@ -188,7 +225,7 @@ pub(super) async fn put<B: ServerBackend>(
         Ok(Ok(entry)) => reply::json(authed, 201, &reply::entry(&entry)),
         Ok(Err(r)) => reply::refusal(authed, r),
         Err(Failed { answer, error }) => {
-            tracing::warn!("{peer}: HTTP put of {}: {error}", req.source);
+            tracing::warn!("{peer}: HTTP put of {source}: {error}");
             match answer {
                 Some(r) => reply::refusal(authed, r),
                 None => reply::error(authed, 500, "internal", "internal error"),

@@ -37,6 +37,9 @@ use crate::http_body::OutBody;
 
 pub(crate) use listener::run;
 
+/// Most bytes of an unauthenticated request's body read (and dropped) before its 401.
+const DRAIN_REFUSED: u64 = 1 << 20;
+
 /// Counts of the HTTP front's refusals of authentication, by cause (the peer sees one 401
 /// for each but the last): for the operator's metrics and for tests that must see the
 /// server refuse, not only a client fail.
@@ -124,10 +127,15 @@ impl<B: ServerBackend> Front<B> {
         peer: SocketAddr,
         req: Request<Incoming>,
     ) -> Response<OutBody> {
-        let (head, body) = req.into_parts();
+        let (head, mut body) = req.into_parts();
         let authed = match auth::authenticate(self, peer, &head).await {
             Ok(a) => a,
-            Err(response) => return response,
+            Err(response) => {
+                // Taken (a little of it) so that a proxy in front reads the refusal.
+                let deadline = self.engine.limits.transfer_timeout;
+                crate::http_body::drain(&mut body, DRAIN_REFUSED, deadline).await;
+                return response;
+            }
         };
         let (Some(path), Some(query)) = (
             decode_path(head.uri.path()),
