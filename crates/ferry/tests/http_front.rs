@@ -476,3 +476,35 @@ async fn a_refused_put_is_answered_after_its_body_so_a_proxy_reads_the_answer() 
     assert_eq!(head, "HTTP/1.1 403", "{}", String::from_utf8_lossy(&got));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_full_nonce_cache_answers_503_and_forgets_no_nonce() {
+    let s = HttpServer::start_with(|l| {
+        l.http_replay = ferry::proto::http::ReplayConfig {
+            window_secs: 300,
+            capacity: 2,
+        }
+    })
+    .await;
+    let cred = s.issue("alice", "writer");
+    let sig = signer(&cred);
+    let first = Signed::new(&sig, "GET", "/v1/list", None, b"", now());
+    assert_eq!(raw(s.http, &first.bytes()).await.status, 200);
+    let second = Signed::new(&sig, "GET", "/v1/list", None, b"", now());
+    assert_eq!(raw(s.http, &second.bytes()).await.status, 200);
+    // Full of unexpired nonces: a new request is busy, retry later with a new nonce.
+    let before = s.stats.refusals();
+    let third = Signed::new(&sig, "GET", "/v1/list", None, b"", now());
+    let got = raw(s.http, &third.bytes()).await;
+    assert_eq!(got.status, 503);
+    assert_eq!(got.header("retry-after"), Some("1"));
+    assert_eq!(s.stats.refusals().busy, before.busy + 1);
+    // No nonce was evicted to make room: the first request is still a replay.
+    let again = raw(s.http, &first.bytes()).await;
+    assert_eq!(again.status, 401);
+    assert_eq!(s.stats.refusals().replayed, before.replayed + 1);
+    // The client library reports busy.
+    let r = s.client(&cred).list("", None).await;
+    assert!(matches!(r, Err(ferry::Error::Busy(_))), "{r:?}");
+    s.stop().await;
+}

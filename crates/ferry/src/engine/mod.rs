@@ -116,6 +116,9 @@ pub struct Limits {
     /// released (the other one is typically a cut connection the server has not noticed
     /// closing yet) before it is refused as `busy`.
     pub upload_wait: Duration,
+    /// The HTTP front's freshness window and nonce cache (docs/HTTP.md §6): how far a
+    /// request's timestamp may be from the server's clock, and how many nonces are kept.
+    pub http_replay: ferry_proto::http::ReplayConfig,
 }
 
 /// What a server stores its data in: a [`Backend`] the engine can hand to the tasks it
@@ -227,6 +230,7 @@ impl Core {
             upload_keep: Duration::from_secs(config.uploads.keep_secs),
             upload_sweep: Duration::from_secs(config.uploads.keep_secs.clamp(1, 3600)),
             upload_wait: Duration::from_secs(5),
+            http_replay: ferry_proto::http::ReplayConfig::default(),
         };
         let device = crate::mesh::device::DeviceKey::from_identity(identity)?;
         Ok(Self {

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ferry_proto::http::target::{decode_path, parse_query};
-use ferry_proto::http::{Reason, ReplayCache, ReplayConfig, VerifyError};
+use ferry_proto::http::{Reason, ReplayCache, VerifyError};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 
@@ -115,8 +115,8 @@ pub(crate) struct Front<B> {
 impl<B: ServerBackend> Front<B> {
     pub(crate) fn new(engine: Arc<Engine<B>>, stats: Arc<HttpStats>) -> Self {
         Self {
+            cache: Mutex::new(ReplayCache::new(engine.limits.http_replay)),
             engine,
-            cache: Mutex::new(ReplayCache::new(ReplayConfig::default())),
             stats,
         }
     }

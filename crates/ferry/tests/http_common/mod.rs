@@ -25,11 +25,16 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(limits: impl FnOnce(&mut ferry::Limits)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let server_dir = ServerDir::new(dir.path().join("srv"));
         server_dir.init().unwrap();
         let mut bound = Server::open(&server_dir)
             .unwrap()
+            .with_limits(limits)
             .bind("127.0.0.1:0")
             .await
             .unwrap();
