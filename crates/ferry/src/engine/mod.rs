@@ -4,7 +4,7 @@
 //! [`Core`] (configuration-derived limits, the live account files, the login limiter, the
 //! role policy, the mesh state and the keys: authentication and authorization) and the
 //! storage backend `B` with its change feed (the data operations). The fronts (the TLS
-//! connection code in `server.rs` today) hold an `Arc<Engine<B>>`, decode requests, call it
+//! front in `net/`, the HTTP front in `http_front/`) hold an `Arc<Engine<B>>`, decode requests, call it
 //! and encode what it returns; nothing here imports a front.
 
 use std::ops::{Deref, DerefMut};

@@ -192,6 +192,7 @@ async fn receive<B: ServerBackend>(
                     Ok(false) => break Ok(false),
                     Err(TooMuch) => {
                         upload.abandon(engine).await;
+                        reader.drain(DRAIN_PUT).await;
                         return reply::error(
                             authed,
                             400,
@@ -206,7 +207,12 @@ async fn receive<B: ServerBackend>(
         }
     };
     let complete = match complete {
-        Ok(c) => c,
+        Ok(true) => true,
+        Ok(false) => {
+            // The store failed (full, say): take the rest before answering why.
+            reader.drain(DRAIN_PUT).await;
+            false
+        }
         Err(e) => {
             // Nothing of a body that failed its signature (or was cut) is committed.
             upload.abandon(engine).await;
