@@ -191,6 +191,7 @@ fn main() {
         server_id: ServerId::from_spki(b"k"),
         claims: Claims::new("alice", 2, [("role", "writer"), ("team", "a \"b\"")]).unwrap(),
         key: Psk::from_bytes([0xab; 32]),
+        http_url: None,
     };
     let good = cred.to_toml().to_string();
     write("credential", "good", good.as_bytes());
@@ -199,6 +200,7 @@ fn main() {
         server_id: ServerId::from_spki(b""),
         claims: Claims::new("b0", 1, [("role", "reader")]).unwrap(),
         key: Psk::from_bytes([0x5c; 32]),
+        http_url: Some("https://files.example.com".into()),
     };
     write("credential", "ipv6", cred2.to_toml().as_bytes());
     let broken = [

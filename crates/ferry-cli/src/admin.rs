@@ -81,7 +81,11 @@ fn issue(a: &IssueArgs) -> anyhow::Result<()> {
         )));
     }
     let previous = dir.registry()?.clients.get(&a.name).cloned();
-    let cred = dir.issue_client(&a.name, attrs, a.server.as_deref(), output::now())?;
+    if let Some(url) = &a.http_url {
+        ferry::HttpClient::check_url(url).map_err(|e| exit::bad_input(e.to_string()))?;
+    }
+    let mut cred = dir.issue_client(&a.name, attrs, a.server.as_deref(), output::now())?;
+    cred.http_url = a.http_url.clone();
     let epoch = cred.claims.epoch();
     let text = cred.to_toml();
     match &out {

@@ -175,6 +175,10 @@ pub struct ServeArgs {
     /// Address to listen on, overriding `listen` in ferry.toml (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Also serve the HTTP front (signed requests, plain HTTP for use behind a proxy that
+    /// terminates TLS) on this address (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
     /// Logs and metrics.
     #[command(flatten)]
     pub report: ReportArgs,
@@ -234,6 +238,10 @@ pub struct IssueArgs {
     /// Address clients use to reach the server [default: `address` in ferry.toml].
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_server)]
     pub server: Option<String>,
+    /// Record the base URL of the server's HTTP front (http://HOST:PORT or
+    /// https://HOST:PORT, often a proxy's) in the credential, for `--via http`.
+    #[arg(long, value_name = "URL")]
+    pub http_url: Option<String>,
     /// Where to write the credential (mode 0600); "-" prints it [default: ./NAME.cred].
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -274,6 +282,31 @@ pub struct CredArg {
     /// `ferry login`].
     #[arg(long, value_name = "FILE", env = "FERRY_CRED")]
     pub cred: Option<PathBuf>,
+}
+
+/// How `put`, `get`, `ls`, `stat` and `rm` reach the server.
+#[derive(Clone, Debug, Args)]
+pub struct ViaArg {
+    /// `tls`: the server's own TLS listener; `http`: its HTTP front (`ferry serve --http`),
+    /// with signed requests, for hosts and proxies that pass only HTTP (needs --cred).
+    #[arg(long, value_enum, default_value = "tls")]
+    pub via: Via,
+    /// The HTTP front's base URL, http://HOST:PORT or https://HOST:PORT [default: the
+    /// credential's http_url].
+    #[arg(long, value_name = "URL", env = "FERRY_HTTP_URL")]
+    pub http_url: Option<String>,
+    /// PEM certificate(s) to trust for an https:// URL (the TLS-terminating proxy's).
+    #[arg(long, value_name = "FILE")]
+    pub http_ca: Option<PathBuf>,
+}
+
+/// Which front of the server a command talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// The TLS listener (the default).
+    Tls,
+    /// The HTTP front.
+    Http,
 }
 
 /// `ferry user ...`.
@@ -633,6 +666,9 @@ pub struct PutArgs {
     /// The credential.
     #[command(flatten)]
     pub cred: CredArg,
+    /// The server's front to use.
+    #[command(flatten)]
+    pub via: ViaArg,
 }
 
 /// `ferry get`.
@@ -675,6 +711,9 @@ pub struct GetArgs {
     /// The credential.
     #[command(flatten)]
     pub cred: CredArg,
+    /// The server's front to use.
+    #[command(flatten)]
+    pub via: ViaArg,
 }
 
 /// `ferry ls`.
@@ -690,6 +729,9 @@ pub struct LsArgs {
     /// The credential.
     #[command(flatten)]
     pub cred: CredArg,
+    /// The server's front to use.
+    #[command(flatten)]
+    pub via: ViaArg,
     /// Print a JSON array instead of lines.
     #[arg(long)]
     pub json: bool,
@@ -703,6 +745,9 @@ pub struct StatArgs {
     /// The credential.
     #[command(flatten)]
     pub cred: CredArg,
+    /// The server's front to use.
+    #[command(flatten)]
+    pub via: ViaArg,
     /// Print a JSON object instead of lines.
     #[arg(long)]
     pub json: bool,
@@ -717,6 +762,9 @@ pub struct WatchArgs {
     /// The credential.
     #[command(flatten)]
     pub cred: CredArg,
+    /// The server's front to use.
+    #[command(flatten)]
+    pub via: ViaArg,
     /// Print one JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
@@ -734,6 +782,9 @@ pub struct RmArgs {
     /// The credential.
     #[command(flatten)]
     pub cred: CredArg,
+    /// The server's front to use.
+    #[command(flatten)]
+    pub via: ViaArg,
 }
 
 /// Parses `--attr KEY=VALUE`.

@@ -12,6 +12,7 @@ mod demo;
 mod docs;
 mod exit;
 mod folders;
+mod http;
 mod mesh;
 mod output;
 mod paths;
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Via};
 use crate::exit::Failure;
 
 fn main() -> ExitCode {
@@ -68,6 +69,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(a) => admin::init(&a),
         Command::Client(c) => admin::client(&c),
         Command::Serve(a) => block_on(serve::serve(&a)),
+        Command::Put(a) if a.via.via == Via::Http => block_on(interruptible(http::put(&a))),
+        Command::Get(a) if a.via.via == Via::Http => block_on(interruptible(http::get(&a))),
+        Command::Ls(a) if a.via.via == Via::Http => block_on(http::ls(&a)),
+        Command::Stat(a) if a.via.via == Via::Http => block_on(http::stat(&a)),
+        Command::Rm(a) if a.via.via == Via::Http => block_on(http::rm(&a)),
+        Command::Watch(a) if a.via.via == Via::Http => block_on(http::watch(&a)),
         Command::Put(a) => block_on(interruptible(transfer::put(&a))),
         Command::Get(a) => block_on(interruptible(transfer::get(&a))),
         Command::Sync(a) => block_on(interruptible(sync::sync(&a))),

@@ -76,11 +76,15 @@ pub async fn serve(a: &ServeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| server.configured_listen().to_owned());
     let shutdown = shutdown_signal()?;
-    let bound = server.bind(&listen).await?;
+    let mut bound = server.bind(&listen).await?;
     let (stop_metrics, stopped) = tokio::sync::watch::channel(false);
     start_metrics(&a.report, bound.metrics(), stopped).await?;
     let reloads = reload_on_sighup(bound.reloader())?;
     tracing::info!("listening on {}", bound.local_addr());
+    if let Some(http) = &a.http {
+        let addr = bound.bind_http(http).await?;
+        tracing::info!("HTTP front listening on {addr}");
+    }
     tracing::info!("server ID {id}");
     tracing::info!("folder {}", dir.path().display());
     bound.run(shutdown).await?;

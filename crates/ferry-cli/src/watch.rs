@@ -92,7 +92,7 @@ async fn reconnect(a: &WatchArgs, after: u64) -> anyhow::Result<Watch> {
 }
 
 /// Prints one event as a line of text or JSON.
-fn print(e: &WatchEvent, json: bool) -> anyhow::Result<()> {
+pub(crate) fn print(e: &WatchEvent, json: bool) -> anyhow::Result<()> {
     let line = if json {
         event_json(e).to_string()
     } else {

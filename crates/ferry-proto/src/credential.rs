@@ -9,6 +9,7 @@
 //! name = "alice"
 //! epoch = 1
 //! key = "64 lowercase hex digits"
+//! http_url = "https://files.example.com"   # optional: the HTTP front, for `--via http`
 //!
 //! [attributes]
 //! role = "writer"
@@ -39,6 +40,9 @@ pub struct Credential {
     pub claims: Claims,
     /// The key.
     pub key: Psk,
+    /// The base URL of the server's HTTP front (`http://HOST:PORT` or `https://HOST:PORT`),
+    /// if the credential was issued with one (`http_url` in the file; absent in older files).
+    pub http_url: Option<String>,
 }
 
 /// Why a credential file was refused. Never contains key material.
@@ -73,6 +77,8 @@ struct Raw {
     name: String,
     epoch: u64,
     key: Zeroizing<String>,
+    #[serde(default)]
+    http_url: Option<String>,
     attributes: BTreeMap<String, String>,
 }
 
@@ -98,11 +104,20 @@ impl Credential {
         data_encoding::HEXLOWER_PERMISSIVE
             .decode_mut(hex, key.as_mut())
             .map_err(|_| CredentialError::Key)?;
+        let http_url = match raw.http_url {
+            Some(u) if u.is_empty() || u.contains(char::is_whitespace) || u.len() > 2048 => {
+                return Err(CredentialError::Syntax(
+                    "http_url must be a URL without spaces".into(),
+                ));
+            }
+            u => u,
+        };
         Ok(Self {
             server: server.to_owned(),
             server_id,
             claims,
             key: Psk::from_bytes(*key),
+            http_url,
         })
     }
 
@@ -118,7 +133,11 @@ impl Credential {
         out.push_str(&format!("epoch = {}\n", self.claims.epoch()));
         out.push_str("key = \"");
         out.push_str(&data_encoding::HEXLOWER.encode(self.key.expose_secret()));
-        out.push_str("\"\n\n[attributes]\n");
+        out.push_str("\"\n");
+        if let Some(url) = &self.http_url {
+            out.push_str(&format!("http_url = {}\n", q(url)));
+        }
+        out.push_str("\n[attributes]\n");
         for (k, v) in self.claims.attributes() {
             // Keys are validated as [a-z][a-z0-9_-]*, which TOML accepts bare.
             out.push_str(&format!("{k} = {}\n", q(v)));
@@ -137,6 +156,7 @@ mod tests {
             server_id: ServerId::from_spki(b"k"),
             claims: Claims::new("alice", 2, [("role", "writer"), ("team", "a \"b\"")]).unwrap(),
             key: Psk::from_bytes([0xab; 32]),
+            http_url: None,
         }
     }
 

@@ -957,6 +957,58 @@ pub fn source_name(data: &[u8]) {
     }
 }
 
+/// The HTTP front's request target and `Range` decoders ([`crate::http::target`]).
+///
+/// Checks that a decoded path re-encodes to a target that decodes to the same path, that
+/// decoded query parameters re-encode to a query that parses to the same parameters, and
+/// that a parsed range re-spells to a header that parses to the same range and resolves
+/// inside the body it is resolved against.
+pub fn http_target(data: &[u8]) {
+    use crate::http::target::{ByteRange, decode_path, encode, parse_query};
+    let Ok(text) = core::str::from_utf8(data) else {
+        return;
+    };
+    if let Some(path) = decode_path(text) {
+        let again = encode(&path, true);
+        if again.len() <= crate::http::canonical::MAX_PATH_LEN {
+            assert_eq!(
+                decode_path(&again).as_ref(),
+                Some(&path),
+                "http_target: path does not round-trip"
+            );
+        }
+    }
+    if let Some(params) = parse_query(text) {
+        let again: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k, false), encode(v, false)))
+            .collect();
+        let again = again.join("&");
+        if again.len() <= crate::http::canonical::MAX_QUERY_LEN {
+            assert_eq!(
+                parse_query(&again).as_ref(),
+                Some(&params),
+                "http_target: query does not round-trip"
+            );
+        }
+    }
+    if let Some(range) = ByteRange::parse(text) {
+        assert_eq!(
+            ByteRange::parse(&range.to_header()),
+            Some(range),
+            "http_target: range spelt two ways"
+        );
+        for size in [0, 1, range.first, range.first.saturating_add(1), u64::MAX] {
+            if let Some((first, len)) = range.resolve(size) {
+                assert!(
+                    first.checked_add(len).is_some_and(|end| end <= size),
+                    "http_target: resolved range past the body"
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,6 +109,11 @@ fn http_auth() {
 }
 
 #[test]
+fn http_target() {
+    replay("http_target", fuzzing::http_target);
+}
+
+#[test]
 fn http_seal() {
     replay("http_seal", fuzzing::http_seal);
 }

@@ -202,6 +202,8 @@ impl<B: ServerBackend> Server<B> {
             engine: Arc::new(self.engine),
             acceptor: self.acceptor,
             local_addr,
+            http: None,
+            http_stats: Default::default(),
         })
     }
 }

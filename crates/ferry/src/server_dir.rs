@@ -171,6 +171,7 @@ impl ServerDir {
             server: server.unwrap_or(&config.address).to_owned(),
             server_id: identity.server_id(),
             key: psk::derive_psk(&master, &claims),
+            http_url: None,
             claims,
         })
     }
@@ -254,6 +255,7 @@ impl ServerDir {
             server: server.unwrap_or(&config.address).to_owned(),
             server_id: identity.server_id(),
             key: ferry_proto::secret::Psk::from_bytes(*key.expose_secret()),
+            http_url: None,
             claims,
         })
     }

@@ -34,6 +34,7 @@ async fn issue(dir: &ServerDir, accounts: &MemoryBackend, name: &str, addr: &str
         server: addr.to_owned(),
         server_id: dir.identity().unwrap().server_id(),
         key: psk::derive_psk(&dir.master_key().unwrap(), &claims),
+        http_url: None,
         claims,
     }
 }
@@ -53,6 +54,7 @@ async fn invite(dir: &ServerDir, accounts: &MemoryBackend, name: &str, addr: &st
         server: addr.to_owned(),
         server_id: dir.identity().unwrap().server_id(),
         key: Psk::from_bytes(*key.expose_secret()),
+        http_url: None,
         claims,
     }
 }

@@ -227,7 +227,7 @@ fn hex_value(b: u8) -> Option<u8> {
 }
 
 /// Percent-decodes `s`; `None` on a `%` not followed by two hex digits.
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -248,7 +248,7 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
 
 /// Appends `bytes` percent-encoded: unreserved bytes (and `/` if `keep_slash`) as they are,
 /// every other byte as `%XX`.
-fn percent_encode(bytes: &[u8], keep_slash: bool, out: &mut String) {
+pub(crate) fn percent_encode(bytes: &[u8], keep_slash: bool, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in bytes {
         if is_unreserved(b) || (keep_slash && b == b'/') {

@@ -19,6 +19,7 @@
 //! | [`replay`] | the freshness window and the nonce cache |
 //! | [`chunks`] | the chained signatures of a streamed body and their framing |
 //! | [`seal`] | sealed bodies: HPKE (RFC 9180) in the manner of Oblivious HTTP, chunked |
+//! | [`target`] | the decoded path, query and `Range` header the server routes on |
 //!
 //! Both ends of one request, in memory:
 //!
@@ -58,6 +59,7 @@ pub mod header;
 pub mod replay;
 pub mod seal;
 pub mod signing;
+pub mod target;
 #[cfg(test)]
 mod worked_example;
 

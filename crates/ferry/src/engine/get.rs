@@ -20,6 +20,10 @@ use crate::policy::Op;
 /// and the open (a new version committed in between): each retry sees a newer version.
 const LOOKUPS: usize = 3;
 
+/// The refusal's message when the offset is past the version's end (the HTTP front answers
+/// it 416).
+pub(crate) const BEYOND_END: &str = "offset beyond the end";
+
 /// What a get answers: the entry, where the body starts, and the body.
 pub(crate) struct GetReply<R> {
     pub(crate) entry: Entry,
@@ -69,10 +73,7 @@ impl<B: ServerBackend> Engine<B> {
                 return Ok(Err(Refusal::not_found(&source)));
             };
             if offset > entry.size {
-                return Ok(Err(Refusal::new(
-                    ErrorCode::BadRequest,
-                    "offset beyond the end",
-                )));
+                return Ok(Err(Refusal::new(ErrorCode::BadRequest, BEYOND_END)));
             }
             let remaining = entry.size - offset;
             let mut reader = match self.backend.reader(&entry.hash, offset, remaining).await {

@@ -4,7 +4,7 @@
 //! [`Core`] (configuration-derived limits, the live account files, the login limiter, the
 //! role policy, the mesh state and the keys: authentication and authorization) and the
 //! storage backend `B` with its change feed (the data operations). The fronts (the TLS
-//! connection code in `server.rs` today) hold an `Arc<Engine<B>>`, decode requests, call it
+//! front in `net/`, the HTTP front in `http_front/`) hold an `Arc<Engine<B>>`, decode requests, call it
 //! and encode what it returns; nothing here imports a front.
 
 use std::ops::{Deref, DerefMut};
@@ -42,7 +42,7 @@ mod stat;
 mod versions;
 mod watch;
 
-pub(crate) use get::{Body, GetReply};
+pub(crate) use get::{BEYOND_END, Body, GetReply};
 pub(crate) use list::LIST_SCAN_BUDGET;
 pub(crate) use put::{Failed, TooMuch, Upload};
 
@@ -119,6 +119,9 @@ pub struct Limits {
     /// released (the other one is typically a cut connection the server has not noticed
     /// closing yet) before it is refused as `busy`.
     pub upload_wait: Duration,
+    /// The HTTP front's freshness window and nonce cache (docs/HTTP.md §6): how far a
+    /// request's timestamp may be from the server's clock, and how many nonces are kept.
+    pub http_replay: ferry_proto::http::ReplayConfig,
 }
 
 /// What a server stores its data in: a [`Backend`] the engine can hand to the tasks it
@@ -233,6 +236,7 @@ impl Core {
             upload_keep: Duration::from_secs(config.uploads.keep_secs),
             upload_sweep: Duration::from_secs(config.uploads.keep_secs.clamp(1, 3600)),
             upload_wait: Duration::from_secs(5),
+            http_replay: ferry_proto::http::ReplayConfig::default(),
         };
         let device = crate::mesh::device::DeviceKey::from_identity(identity)?;
         Ok(Self {

@@ -30,6 +30,9 @@ pub struct BoundServer<B = LocalBackend> {
     pub(crate) engine: Arc<Engine<B>>,
     pub(crate) acceptor: TlsAcceptor,
     pub(crate) local_addr: SocketAddr,
+    /// The HTTP front's socket, if [`BoundServer::bind_http`] bound one.
+    pub(crate) http: Option<TcpListener>,
+    pub(crate) http_stats: Arc<crate::http_front::HttpStats>,
 }
 
 impl BoundServer {
@@ -43,6 +46,28 @@ impl<B: ServerBackend> BoundServer<B> {
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Also serves the HTTP front (docs/HTTP.md §12) on `addr`, plain HTTP for use behind a
+    /// proxy that terminates TLS, from [`BoundServer::run`] on and stopped with it. Returns
+    /// the address bound.
+    pub async fn bind_http(&mut self, addr: &str) -> Result<SocketAddr, Error> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Config(format!("cannot listen for HTTP on {addr}: {e}")))?;
+        let bound = listener.local_addr()?;
+        self.http = Some(listener);
+        Ok(bound)
+    }
+
+    /// The HTTP front's address, if [`BoundServer::bind_http`] bound one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The HTTP front's counts of accepted and refused requests (a live handle).
+    pub fn http_stats(&self) -> Arc<crate::http_front::HttpStats> {
+        self.http_stats.clone()
     }
 
     /// The server's storage backend (a clone sharing its state), for code embedded in the
@@ -100,6 +125,14 @@ impl<B: ServerBackend> BoundServer<B> {
         let mut next_id: u64 = 0;
         // Abandoned uploads were swept by `bind`; from now on periodically.
         let sweeper = tokio::spawn(sweep_uploads(engine.clone(), stop_rx.clone()));
+        let http = self.http.map(|l| {
+            tokio::spawn(crate::http_front::run(
+                l,
+                engine.clone(),
+                self.http_stats.clone(),
+                stop_rx.clone(),
+            ))
+        });
         tokio::pin!(shutdown);
         loop {
             while conns.try_join_next().is_some() {}
@@ -176,6 +209,10 @@ impl<B: ServerBackend> BoundServer<B> {
         // Awaited (a sweep in progress ends first), so that no task holds the engine and its
         // store once `run` returns.
         let _ = sweeper.await;
+        if let Some(http) = http {
+            // It lets its own connections finish within the grace period.
+            let _ = http.await;
+        }
         let grace = engine.limits.shutdown_grace;
         if tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} })
             .await

@@ -1,0 +1,298 @@
+//! `ferry put/get/ls/stat/rm --via http`: the same commands through a server's HTTP front
+//! (docs/HTTP.md §12), every request signed with the credential and every answer's
+//! signature checked. The base URL comes from `--http-url` or the credential's `http_url`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use ferry::HttpClient;
+use ferry::proto::names::{SourceName, normalize_prefix};
+use ferry::store::Entry;
+use tokio::io::AsyncWriteExt;
+
+use crate::cli::{CredArg, GetArgs, LsArgs, PutArgs, RmArgs, StatArgs, ViaArg, WatchArgs};
+use crate::{credential, exit, output};
+
+/// How long one change poll waits for news.
+const POLL: Duration = Duration::from_secs(25);
+
+/// Pages of a listing read at most.
+const MAX_PAGES: usize = 100_000;
+
+fn client(cred: &CredArg, via: &ViaArg) -> anyhow::Result<HttpClient> {
+    let path = cred.cred.as_ref().ok_or_else(|| {
+        anyhow!(exit::bad_input(
+            "--via http needs a credential file (--cred or FERRY_CRED); password sessions \
+             do not work over HTTP yet"
+                .to_owned()
+        ))
+    })?;
+    let cred = credential::load(path)?;
+    let url = via
+        .http_url
+        .clone()
+        .or(cred.http_url.clone())
+        .ok_or_else(|| {
+            anyhow!(exit::bad_input(
+                "--via http needs the server's HTTP URL: pass --http-url, or issue the credential \
+             with --http-url"
+                    .to_owned()
+            ))
+        })?;
+    let mut client = HttpClient::new(&url, &cred)?;
+    if let Some(ca) = &via.http_ca {
+        let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+        client = client.with_root_pem(&pem)?;
+    }
+    Ok(client)
+}
+
+fn wire(e: &Entry) -> ferry::proto::message::Entry {
+    ferry::proto::message::Entry {
+        source: e.source.clone(),
+        version: e.version,
+        size: e.size,
+        hash: e.hash,
+        modified: e.modified,
+        by: e.by.clone(),
+    }
+}
+
+fn named(path: Option<&Path>) -> Option<&Path> {
+    path.filter(|p| p.as_os_str() != "-")
+}
+
+/// `ferry put --via http`.
+pub async fn put(a: &PutArgs) -> anyhow::Result<()> {
+    let to_folder = a
+        .file
+        .as_ref()
+        .is_some_and(|f| f.to_string_lossy().ends_with('/'));
+    if a.recursive || to_folder {
+        bail!(exit::bad_input(
+            "put -r and '/' destinations are not available with --via http yet; use the TLS \
+             listener (without --via http)"
+        ));
+    }
+    SourceName::parse(&a.source)?;
+    let c = client(&a.cred, &a.via)?;
+    let entry = match named(a.file.as_deref()) {
+        None => c.put(&a.source, tokio::io::stdin(), None).await?,
+        Some(path) => {
+            let f = tokio::fs::File::open(path)
+                .await
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            let meta = f.metadata().await?;
+            if meta.is_dir() {
+                bail!(exit::bad_input(format!(
+                    "{} is a folder, not a file",
+                    path.display()
+                )));
+            }
+            let size = meta.is_file().then_some(meta.len());
+            c.put(&a.source, f, size).await?
+        }
+    };
+    println!(
+        "stored {} v{} ({} bytes, blake3 {})",
+        output::printable(&entry.source),
+        entry.version,
+        entry.size,
+        output::short_hash(&entry.hash)
+    );
+    Ok(())
+}
+
+/// `ferry get --via http`: to standard output, or to FILE through a partial file next to
+/// it that a broken transfer resumes from (a signed `Range` request, the version pinned),
+/// checked against the signed BLAKE3 of `stat` before it replaces FILE.
+pub async fn get(a: &GetArgs) -> anyhow::Result<()> {
+    // A positional DEST is the output file too (a folder DEST needs the TLS listener).
+    let output = a.output.as_deref().or(a.dest.as_deref());
+    let to_folder = output.is_some_and(|f| f.to_string_lossy().ends_with('/'));
+    if a.recursive || to_folder {
+        bail!(exit::bad_input(
+            "get -r and '/' destinations are not available with --via http yet; use the TLS \
+             listener (without --via http)"
+        ));
+    }
+    SourceName::parse(&a.source)?;
+    let c = client(&a.cred, &a.via)?;
+    let Some(path) = named(output) else {
+        let mut out = tokio::io::stdout();
+        c.get_to(&a.source, a.version, 0, &mut out).await?;
+        out.flush().await?;
+        return Ok(());
+    };
+    let entry = c.stat(&a.source).await?;
+    let version = a.version.unwrap_or(entry.version);
+    let want = if version == entry.version {
+        Some(entry.hash)
+    } else {
+        None
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{} is not a file name", path.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let partial = path.with_file_name(format!(".{name}.ferry-http-partial"));
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&partial)
+        .await
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    let mut offset = 0u64;
+    let mut tries = 0;
+    // Bounded by --retries: each try resumes where the verified data ends.
+    loop {
+        match c.get_to(&a.source, Some(version), offset, &mut file).await {
+            Ok(got) => {
+                offset = got.first + got.len;
+                break;
+            }
+            Err(e)
+                if tries < a.retries
+                    && matches!(
+                        e,
+                        ferry::Error::Connection(_)
+                            | ferry::Error::Timeout(_)
+                            | ferry::Error::Busy(_)
+                    ) =>
+            {
+                tries += 1;
+                file.flush().await?;
+                offset = file.metadata().await?.len();
+                eprintln!("{e}; resuming at {offset} bytes");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    file.sync_all().await?;
+    drop(file);
+    if let Some(want) = want {
+        let (_, len, hash) = ferry::client::hash_file(std::fs::File::open(&partial)?).await?;
+        if hash != want || len != offset {
+            let _ = std::fs::remove_file(&partial);
+            bail!("the downloaded content does not match its signed BLAKE3; run again");
+        }
+    }
+    std::fs::rename(&partial, path)
+        .with_context(|| format!("cannot move the download to {}", path.display()))?;
+    eprintln!(
+        "{} v{version}: {offset} bytes to {}",
+        a.source,
+        path.display()
+    );
+    Ok(())
+}
+
+/// `ferry ls --via http`.
+pub async fn ls(a: &LsArgs) -> anyhow::Result<()> {
+    if a.versions {
+        bail!(exit::bad_input(
+            "--versions does not work --via http yet".to_owned()
+        ));
+    }
+    normalize_prefix(&a.prefix)?;
+    let c = client(&a.cred, &a.via)?;
+    let mut entries = Vec::new();
+    let mut after = None;
+    for _ in 0..MAX_PAGES {
+        let (page, next) = c.list(&a.prefix, after.as_deref()).await?;
+        entries.extend(page.iter().map(wire));
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    if a.json {
+        let items: Vec<_> = entries.iter().map(output::entry_json).collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+    } else {
+        print!("{}", output::entries_table(&entries));
+    }
+    Ok(())
+}
+
+/// `ferry stat --via http`.
+pub async fn stat(a: &StatArgs) -> anyhow::Result<()> {
+    SourceName::parse(&a.source)?;
+    let entry = wire(&client(&a.cred, &a.via)?.stat(&a.source).await?);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&output::entry_json(&entry))?
+        );
+    } else {
+        println!("{}", output::entry_lines(&entry));
+    }
+    Ok(())
+}
+
+/// `ferry rm --via http`.
+pub async fn rm(a: &RmArgs) -> anyhow::Result<()> {
+    let name = SourceName::parse(&a.source)?;
+    let version = client(&a.cred, &a.via)?.delete(name.as_str()).await?;
+    println!("deleted {name} (the deletion is v{version})");
+    Ok(())
+}
+
+/// `ferry watch --via http`: long polls of the HTTP front's change events, each answer signed,
+/// until Ctrl-C; a cut poll is asked again (after a pause) from the last position seen.
+pub async fn watch(a: &WatchArgs) -> anyhow::Result<()> {
+    normalize_prefix(&a.prefix)?;
+    let c = client(&a.cred, &a.via)?;
+    tokio::select! {
+        r = follow(&c, a) => r,
+        // Ctrl-C is how a watch normally ends.
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+async fn follow(c: &HttpClient, a: &WatchArgs) -> anyhow::Result<()> {
+    let mut after = a.since;
+    let mut pause = Duration::from_millis(200);
+    // Each turn is one poll, bounded by its wait; the watch ends with Ctrl-C or a refusal.
+    loop {
+        let page = match c.changes(&a.prefix, after, POLL).await {
+            Ok(p) => p,
+            Err(
+                e @ (ferry::Error::Connection(_)
+                | ferry::Error::Connect { .. }
+                | ferry::Error::Timeout(_)
+                | ferry::Error::Busy(_)),
+            ) => {
+                eprintln!("ferry: {e}; polling again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        pause = Duration::from_millis(200);
+        if let Some(oldest) = page.gap {
+            eprintln!(
+                "ferry: warning: the server no longer keeps the changes before seq {oldest}; \
+                 some were missed"
+            );
+        }
+        for e in page.events {
+            let event = ferry::proto::message::WatchEvent {
+                seq: e.seq,
+                source: e.source,
+                version: e.version,
+                deleted: e.deleted,
+                size: e.size,
+                hash: e.hash,
+                modified: e.modified,
+                by: e.by,
+            };
+            crate::watch::print(&event, a.json)?;
+        }
+        after = Some(page.seq);
+    }
+}

@@ -1,0 +1,474 @@
+//! put, get (with `Range`), stat, list and delete over HTTP: decode the request, call the
+//! same engine operation the TLS front calls (`net/data.rs`), encode its reply, and move body
+//! bytes between the connection and the engine's body sink or source, a bounded number of
+//! buffers at a time.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_backend::BlobReader;
+use ferry_proto::http::canonical::BodyHash;
+use ferry_proto::http::chunks::{CHUNK_HEADER_LEN, ChunkSigner};
+use ferry_proto::http::target::ByteRange;
+use ferry_proto::message::{Get, List, Put, PutEnd, SourceRef};
+use hyper::Response;
+use hyper::body::Incoming;
+use hyper::http::request::Parts;
+use tokio::sync::mpsc;
+
+use super::auth::Authed;
+use super::{Front, reply};
+use crate::engine::{BEYOND_END, Body, Failed, GetReply, ServerBackend, TooMuch};
+use crate::http_body::{BodyError, BodyIn, OutBody};
+use crate::{Error, pipe};
+
+/// Most bytes of the body of a request other than a put (all of them are empty today).
+const SMALL_BODY: usize = 64 * 1024;
+
+/// Most bytes of a refused put's body read (and dropped) before the refusal is answered.
+pub(super) const DRAIN_PUT: u64 = 256 << 20;
+
+/// The reading end of the request's body, as its signature says.
+pub(super) fn body_in(authed: &Authed, body: Incoming, deadline: Duration) -> BodyIn {
+    match authed.body {
+        BodyHash::Sha256(h) => BodyIn::hashed(body, h, deadline),
+        BodyHash::Streaming => BodyIn::chunked(body, authed.verified.body_verifier(), deadline),
+    }
+}
+
+/// The response to a body that could not be read.
+fn body_failed<B>(front: &Front<B>, authed: &Authed, e: BodyError) -> Response<OutBody> {
+    tracing::info!("HTTP request body from {}: {e}", authed.principal.name);
+    match e {
+        BodyError::NotAuthentic => {
+            front.stats.body_refused();
+            reply::unauthenticated()
+        }
+        BodyError::TooLong => reply::error(authed, 413, "bad_request", "body too long"),
+        e => reply::error(authed, 400, "bad_request", &e.to_string()),
+    }
+}
+
+/// Reads and checks the (small) body of a request other than a put.
+pub(super) async fn small_body<B: ServerBackend>(
+    front: &Front<B>,
+    authed: &Authed,
+    body: Incoming,
+) -> Result<Vec<u8>, Response<OutBody>> {
+    body_in(authed, body, front.engine.limits.transfer_timeout)
+        .read_all(SMALL_BODY)
+        .await
+        .map_err(|e| body_failed(front, authed, e))
+}
+
+/// Refuses query parameters other than `allowed`.
+pub(super) fn only(
+    authed: &Authed,
+    query: &BTreeMap<String, String>,
+    allowed: &[&str],
+) -> Result<(), Response<OutBody>> {
+    match query.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(reply::error(
+            authed,
+            400,
+            "bad_request",
+            &format!("unknown query parameter '{k}'"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A decimal query parameter.
+pub(super) fn number(
+    authed: &Authed,
+    query: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<Option<u64>, Response<OutBody>> {
+    match query.get(key) {
+        None => Ok(None),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if v.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(n)),
+            _ => Err(reply::error(
+                authed,
+                400,
+                "bad_request",
+                &format!("{key} must be a decimal number"),
+            )),
+        },
+    }
+}
+
+/// The response to a server failure inside an operation.
+fn failed(authed: &Authed, what: &str, e: &Error) -> Response<OutBody> {
+    tracing::error!("HTTP {what} for {}: {e}", authed.principal.name);
+    reply::error(authed, 500, "internal", "internal error")
+}
+
+/// `PUT /v1/sources/{name}?size=N&blake3=HEX`: the body, streamed into the engine's upload.
+pub(super) async fn put<B: ServerBackend>(
+    front: &Front<B>,
+    peer: SocketAddr,
+    authed: &Authed,
+    source: String,
+    query: &BTreeMap<String, String>,
+    mut body: Incoming,
+) -> Response<OutBody> {
+    let deadline = front.engine.limits.transfer_timeout;
+    match start_put(front, authed, source, query).await {
+        Ok((upload, announced, source)) => {
+            receive(front, peer, authed, upload, announced, source, body).await
+        }
+        Err(refusal) => {
+            crate::http_body::drain(&mut body, DRAIN_PUT, deadline).await;
+            refusal
+        }
+    }
+}
+
+/// Checks a put's query and starts its upload.
+async fn start_put<B: ServerBackend>(
+    front: &Front<B>,
+    authed: &Authed,
+    source: String,
+    query: &BTreeMap<String, String>,
+) -> Result<(crate::engine::Upload<B>, Option<[u8; 32]>, String), Response<OutBody>> {
+    only(authed, query, &["size", "blake3"])?;
+    let size = number(authed, query, "size")?;
+    let announced = match query.get("blake3") {
+        None => None,
+        Some(h) => match data_encoding::HEXLOWER_PERMISSIVE
+            .decode(h.as_bytes())
+            .ok()
+            .and_then(|v| <[u8; 32]>::try_from(v).ok())
+        {
+            Some(h) => Some(h),
+            None => {
+                return Err(reply::error(
+                    authed,
+                    400,
+                    "bad_request",
+                    "blake3 must be 64 hex digits",
+                ));
+            }
+        },
+    };
+    let req = Put {
+        source,
+        size,
+        offset: 0,
+        hash: None,
+        streamed: false,
+    };
+    match front.engine.put(&authed.principal, &req).await {
+        Ok(Ok(u)) => Ok((u, announced, req.source)),
+        Ok(Err(r)) => Err(reply::refusal(authed, r)),
+        Err(e) => Err(failed(authed, "put", &e)),
+    }
+}
+
+/// Receives a put's body into its upload and finishes it.
+async fn receive<B: ServerBackend>(
+    front: &Front<B>,
+    peer: SocketAddr,
+    authed: &Authed,
+    mut upload: crate::engine::Upload<B>,
+    announced: Option<[u8; 32]>,
+    source: String,
+    body: Incoming,
+) -> Response<OutBody> {
+    let engine = &front.engine;
+    let mut reader = body_in(authed, body, engine.limits.transfer_timeout);
+    let mut hasher = blake3::Hasher::new();
+    let mut received = 0u64;
+    let complete = loop {
+        match reader.next().await {
+            Ok(Some(data)) => {
+                hasher.update(&data);
+                received += data.len() as u64;
+                match upload.write(data).await {
+                    Ok(true) => {}
+                    // The writer stopped; `finish` says why.
+                    Ok(false) => break Ok(false),
+                    Err(TooMuch(r)) => {
+                        upload.abandon(engine).await;
+                        reader.drain(DRAIN_PUT).await;
+                        return reply::refusal(authed, r);
+                    }
+                }
+            }
+            Ok(None) => break Ok(true),
+            Err(e) => break Err(e),
+        }
+    };
+    let complete = match complete {
+        Ok(true) => true,
+        Ok(false) => {
+            // The store failed (full, say): take the rest before answering why.
+            reader.drain(DRAIN_PUT).await;
+            false
+        }
+        Err(e) => {
+            // Nothing of a body that failed its signature (or was cut) is committed.
+            upload.abandon(engine).await;
+            tracing::info!("{peer}: HTTP put of {source} abandoned");
+            if matches!(e, BodyError::NotAuthentic) {
+                reader.drain(DRAIN_PUT).await;
+            }
+            return body_failed(front, authed, e);
+        }
+    };
+    let end = complete.then(|| PutEnd {
+        size: received,
+        hash: announced.unwrap_or(*hasher.finalize().as_bytes()),
+    });
+    match upload.finish(engine, end).await {
+        Ok(Ok(entry)) => reply::json(authed, 201, &reply::entry(&entry)),
+        Ok(Err(r)) => reply::refusal(authed, r),
+        Err(Failed { answer, error }) => {
+            tracing::warn!("{peer}: HTTP put of {source}: {error}");
+            match answer {
+                Some(r) => reply::refusal(authed, r),
+                None => reply::error(authed, 500, "internal", "internal error"),
+            }
+        }
+    }
+}
+
+/// `GET /v1/sources/{name}?version=N` with an optional `Range: bytes=FIRST-[LAST]`.
+pub(super) async fn get<B: ServerBackend>(
+    front: &Front<B>,
+    authed: &Authed,
+    head: &Parts,
+    source: String,
+    query: &BTreeMap<String, String>,
+    body: Incoming,
+) -> Response<OutBody> {
+    if let Err(r) = small_body(front, authed, body).await {
+        return r;
+    }
+    if let Err(r) = only(authed, query, &["version"]) {
+        return r;
+    }
+    let version = match number(authed, query, "version") {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    // A single `Range` header was checked (and signed) by `auth`.
+    let range = match head.headers.get(hyper::header::RANGE) {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(ByteRange::parse) {
+            Some(r) => Some(r),
+            None => {
+                return reply::error(
+                    authed,
+                    416,
+                    "bad_range",
+                    "only one range, bytes=FIRST- or bytes=FIRST-LAST",
+                );
+            }
+        },
+    };
+    let engine = &front.engine;
+    let req = Get {
+        source,
+        version,
+        offset: range.map_or(0, |r| r.first),
+    };
+    let GetReply::<_> {
+        entry,
+        offset: _,
+        body,
+        slot,
+    } = match engine.get(&authed.principal, req).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(r)) if range.is_some() && r.message == BEYOND_END => {
+            return reply::error(authed, 416, "bad_range", "range starts past the end");
+        }
+        Ok(Err(r)) => return reply::refusal(authed, r),
+        Err(e) => return failed(authed, "get", &e),
+    };
+    let size = entry.size;
+    let (first, len) = match range {
+        None => (0, size),
+        Some(r) => match r.resolve(size) {
+            Some(x) => x,
+            None => return reply::error(authed, 416, "bad_range", "range starts past the end"),
+        },
+    };
+    let partial = range.is_some() && len > 0;
+    let content_range = partial.then(|| format!("bytes {first}-{}/{size}", first + len - 1));
+    let extra = [
+        ("x-ferry-version", entry.version.to_string()),
+        ("x-ferry-size", size.to_string()),
+        (
+            "x-ferry-blake3",
+            data_encoding::HEXLOWER.encode(&entry.hash),
+        ),
+    ];
+    let status = if partial { 206 } else { 200 };
+    let (response, tx, signer) =
+        match reply::stream(authed, status, content_range.as_deref(), &extra) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+    let deadline = engine.limits.transfer_timeout;
+    // The principal's transfer place goes with the body until it is sent.
+    tokio::spawn(async move {
+        send_body(body, len, signer, tx, deadline).await;
+        drop(slot);
+    });
+    response
+}
+
+type Sender = mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+/// Hands `out` to the connection within `deadline`; false if it is gone or stalled.
+async fn push(tx: &Sender, out: Vec<u8>, deadline: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(deadline, tx.send(Ok(Bytes::from(out)))).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Streams the first `len` bytes of a get's body as signed chunks, then the signed end. A
+/// blob shorter than its record ends the body with an error, without its signed end.
+async fn send_body<R: BlobReader>(
+    body: Body<R>,
+    len: u64,
+    mut signer: ChunkSigner,
+    tx: Sender,
+    deadline: Duration,
+) {
+    let mut left = len;
+    match body {
+        Body::Small(chunk) => {
+            let data = chunk.data();
+            let take = data.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let mut out = Vec::with_capacity(take + 2 * CHUNK_HEADER_LEN);
+            signer.push(&data[..take], &mut out);
+            left -= take as u64;
+            if left == 0 {
+                signer.finish(&mut out);
+            }
+            if !push(&tx, out, deadline).await || left == 0 {
+                return;
+            }
+        }
+        Body::Large(reader) => {
+            let (mut rx, spares, _done) = pipe::spawn_blob_reader(reader);
+            while left > 0 {
+                let Some(chunk) = rx.recv().await else {
+                    break;
+                };
+                let data = chunk.data();
+                let take = data.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let mut out = Vec::with_capacity(take + CHUNK_HEADER_LEN);
+                signer.push(&data[..take], &mut out);
+                left -= take as u64;
+                spares.give(chunk.into_framed());
+                if !push(&tx, out, deadline).await {
+                    // The client went away or stopped reading; dropping `rx` stops the reader.
+                    return;
+                }
+            }
+            if left == 0 {
+                let mut out = Vec::with_capacity(CHUNK_HEADER_LEN);
+                signer.finish(&mut out);
+                push(&tx, out, deadline).await;
+                return;
+            }
+        }
+    }
+    tracing::error!("a stored blob is shorter than its record; the HTTP get is cut");
+    let _ = tx
+        .send(Err(std::io::Error::other(
+            "stored blob shorter than its record",
+        )))
+        .await;
+}
+
+/// `GET /v1/stat/{name}`.
+pub(super) async fn stat<B: ServerBackend>(
+    front: &Front<B>,
+    authed: &Authed,
+    source: String,
+    query: &BTreeMap<String, String>,
+    body: Incoming,
+) -> Response<OutBody> {
+    if let Err(r) = small_body(front, authed, body).await {
+        return r;
+    }
+    if let Err(r) = only(authed, query, &[]) {
+        return r;
+    }
+    match front
+        .engine
+        .stat(&authed.principal, SourceRef { source })
+        .await
+    {
+        Ok(Ok(e)) => reply::json(authed, 200, &reply::entry(&e)),
+        Ok(Err(r)) => reply::refusal(authed, r),
+        Err(e) => failed(authed, "stat", &e),
+    }
+}
+
+/// `DELETE /v1/sources/{name}`.
+pub(super) async fn delete<B: ServerBackend>(
+    front: &Front<B>,
+    authed: &Authed,
+    source: String,
+    query: &BTreeMap<String, String>,
+    body: Incoming,
+) -> Response<OutBody> {
+    if let Err(r) = small_body(front, authed, body).await {
+        return r;
+    }
+    if let Err(r) = only(authed, query, &[]) {
+        return r;
+    }
+    let req = SourceRef {
+        source: source.clone(),
+    };
+    match front.engine.delete(&authed.principal, req).await {
+        Ok(Ok(version)) => reply::json(
+            authed,
+            200,
+            &serde_json::json!({ "source": source, "version": version }),
+        ),
+        Ok(Err(r)) => reply::refusal(authed, r),
+        Err(e) => failed(authed, "delete", &e),
+    }
+}
+
+/// `GET /v1/list?prefix=P&after=A`: one page.
+pub(super) async fn list<B: ServerBackend>(
+    front: &Front<B>,
+    authed: &Authed,
+    query: &BTreeMap<String, String>,
+    body: Incoming,
+) -> Response<OutBody> {
+    if let Err(r) = small_body(front, authed, body).await {
+        return r;
+    }
+    if let Err(r) = only(authed, query, &["prefix", "after"]) {
+        return r;
+    }
+    let req = List {
+        prefix: query.get("prefix").cloned().unwrap_or_default(),
+        after: query.get("after").cloned(),
+    };
+    match front.engine.list(&authed.principal, req).await {
+        Ok(Ok(page)) => {
+            let entries: Vec<_> = page.entries.iter().map(reply::entry).collect();
+            reply::json(
+                authed,
+                200,
+                &serde_json::json!({ "entries": entries, "next": page.next }),
+            )
+        }
+        Ok(Err(r)) => reply::refusal(authed, r),
+        Err(e) => failed(authed, "list", &e),
+    }
+}

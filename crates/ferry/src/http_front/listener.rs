@@ -1,0 +1,92 @@
+//! The HTTP front's accept loop: plain HTTP/1.1 (hyper) on its own socket, for use behind a
+//! proxy that terminates TLS. Each connection holds a slot of a budget of `max_connections`;
+//! a request's head must arrive within the handshake deadline; at shutdown, connections
+//! finish the request in flight (HTTP/1.1 graceful close) within the grace period.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::{Front, HttpStats};
+use crate::engine::{Engine, ServerBackend};
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Serves HTTP on `listener` until `stop` turns true.
+pub(crate) async fn run<B: ServerBackend>(
+    listener: TcpListener,
+    engine: Arc<Engine<B>>,
+    stats: Arc<HttpStats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = engine.limits.clone();
+    let front = Arc::new(Front::new(engine, stats));
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut conns = JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            () = stopped(&mut stop) => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (tcp, peer) = tokio::select! {
+            () = stopped(&mut stop) => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("HTTP accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let front = front.clone();
+        let mut stop = stop.clone();
+        let header_deadline = limits.handshake_timeout;
+        conns.spawn(async move {
+            let _permit = permit;
+            let _ = tcp.set_nodelay(true);
+            let service = service_fn(move |req| {
+                let front = front.clone();
+                async move { Ok::<_, Infallible>(front.handle(peer, req).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_deadline)
+                .serve_connection(TokioIo::new(tcp), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!("{peer}: HTTP connection: {e}");
+                    }
+                }
+                () = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    if tokio::time::timeout(limits.shutdown_grace, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        conns.abort_all();
+    }
+}
