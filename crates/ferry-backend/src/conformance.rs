@@ -286,7 +286,7 @@ pub async fn versions_kept_and_pruned<B: Backend>(b: &B) {
 /// Each principal's usage counts its kept versions: commits add, pruning (by anyone's
 /// commit), deletes and losing replicas take away; tombstones count nothing.
 pub async fn usage_follows_versions<B: Backend>(b: &B) {
-    let usage = |by: &'static str| async move { b.usage(by).await.unwrap() };
+    let usage = |by: &'static str| async move { b.usage(Some(by)).await.unwrap() };
     let is = |bytes, versions| Usage { bytes, versions };
     assert_eq!(usage("a").await, Usage::default());
     put(b, "x", b"one", "a", T0).await;
@@ -294,6 +294,7 @@ pub async fn usage_follows_versions<B: Backend>(b: &B) {
     put(b, "z", b"four", "b", T0).await;
     assert_eq!(usage("a").await, is(8, 2));
     assert_eq!(usage("b").await, is(4, 1));
+    assert_eq!(b.usage(None).await.unwrap(), is(12, 3));
     // Shared content counts for each version that has it.
     put(b, "x", b"four", "a", T0 + 1).await;
     assert_eq!(usage("a").await, is(12, 3));
@@ -325,6 +326,7 @@ pub async fn usage_follows_versions<B: Backend>(b: &B) {
     b.delete("z", "b", T0).await.unwrap();
     assert_eq!(usage("a").await, Usage::default());
     assert_eq!(usage("b").await, Usage::default());
+    assert_eq!(b.usage(None).await.unwrap(), Usage::default());
 }
 
 /// The change log: every commit and delete in order, paging, pruning reported as a gap.

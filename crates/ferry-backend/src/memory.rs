@@ -278,12 +278,12 @@ impl Index for MemoryBackend {
         Ok(lock(&self.state).last_seq)
     }
 
-    async fn usage(&self, by: &str) -> Result<crate::Usage> {
+    async fn usage(&self, by: Option<&str>) -> Result<crate::Usage> {
         // Counted on demand: this backend is for tests and small embedded uses.
         let state = lock(&self.state);
         let mut usage = crate::Usage::default();
         for e in state.versions.values().flat_map(|kept| kept.values()) {
-            if e.by == by {
+            if by.is_none_or(|by| e.by == by) {
                 usage.bytes = usage.bytes.saturating_add(e.size);
                 usage.versions += 1;
             }

@@ -60,8 +60,9 @@ pub trait Index: Send + Sync {
     fn last_seq(&self) -> impl Future<Output = Result<u64>> + Send;
 
     /// What the kept versions committed by `by` take (their number and total size), for
-    /// quotas. Exact after every commit, delete and prune.
-    fn usage(&self, by: &str) -> impl Future<Output = Result<Usage>> + Send;
+    /// quotas; with `None`, what all kept versions take (before deduplication), for
+    /// monitoring. Exact after every commit, delete and prune.
+    fn usage(&self, by: Option<&str>) -> impl Future<Output = Result<Usage>> + Send;
 
     /// Follows the change log: a receiver of the last sequence number, moved forward after
     /// every change this backend makes visible (by any handle on it; for a backend shared by

@@ -149,7 +149,10 @@ fn metrics_count_what_happened_and_json_logs_carry_connection_and_audit() {
         format!("{PW}\n").into_bytes(),
     )
     .ok();
+    // Its secret, to look for in the log below (logout removes the file).
+    let session = fs::read_to_string(env.config_dir().join("session.toml")).unwrap();
     env.run(&["ls", "r/"]).ok();
+    env.run(&["logout"]).ok();
 
     // A client may exit before the server has closed its side: wait (bounded) until no
     // connection is open, so every count of the last one is in.
@@ -190,8 +193,9 @@ fn metrics_count_what_happened_and_json_logs_carry_connection_and_audit() {
             1,
         ),
         (
+            // ls and logout.
             "ferry_authentications_total{method=\"session\",outcome=\"ok\"}",
-            1,
+            2,
         ),
         ("ferry_connections_refused_total{reason=\"auth_failed\"}", 1),
         ("ferry_received_bytes_total", 5000),
@@ -200,12 +204,18 @@ fn metrics_count_what_happened_and_json_logs_carry_connection_and_audit() {
         ("ferry_transfer_duration_seconds_count{op=\"get\"}", 1),
         ("ferry_uploads_in_progress", 0),
     ];
+    for gauge in ["ferry_kept_bytes ", "ferry_kept_versions "] {
+        assert!(
+            m.lines().any(|l| l.starts_with(gauge)),
+            "no {gauge} in\n{m}"
+        );
+    }
     for (name, want) in expect {
         assert_eq!(sample(&m, name), want, "{name} in\n{m}");
     }
-    // Every connection so far was counted (7 with credentials, register, login, ls), and
-    // none is open.
-    assert_eq!(sample(&m, "ferry_connections_total"), 10, "{m}");
+    // Every connection so far was counted (7 with credentials, register, login, ls,
+    // logout), and none is open.
+    assert_eq!(sample(&m, "ferry_connections_total"), 11, "{m}");
     assert_eq!(sample(&m, "ferry_connections_open"), 0, "{m}");
 
     // Every line is a JSON object; the connection's lines carry its ID.
@@ -243,6 +253,20 @@ fn metrics_count_what_happened_and_json_logs_carry_connection_and_audit() {
         assert_eq!(field(span, &["principal"]), Some(who), "{line}");
         assert!(field(span, &["peer"]).is_some_and(|p| p.starts_with("127.0.0.1:")));
     }
+    // Account changes and authentications are audit lines too.
+    for (op, outcome, who) in [
+        ("register", "ok", Some("carol")),
+        ("authenticate", "ok", Some("carol")),
+        ("logout", "ok", Some("carol")),
+        ("authenticate", "failed", None),
+    ] {
+        assert!(
+            audit.iter().any(|v| field(v, &["fields", "op"]) == Some(op)
+                && field(v, &["fields", "outcome"]) == Some(outcome)
+                && (who.is_none() || field(v, &["fields", "principal"]) == who)),
+            "no audit line for {op} {outcome} by {who:?}: {log:#?}"
+        );
+    }
     let auth_failed = lines
         .iter()
         .find(|v| {
@@ -256,7 +280,6 @@ fn metrics_count_what_happened_and_json_logs_carry_connection_and_audit() {
 
     // No secret in any line: not the credential keys, not the password, not the session's
     // secret.
-    let session = fs::read_to_string(env.config_dir().join("session.toml")).unwrap();
     let session: toml::Value = toml::from_str(&session).unwrap();
     let bob_cred: toml::Value = toml::from_str(&fs::read_to_string(&bob).unwrap()).unwrap();
     let mut secrets = vec![

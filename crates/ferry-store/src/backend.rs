@@ -168,9 +168,9 @@ impl Index for LocalBackend {
         self.read_now(Store::last_seq).await
     }
 
-    async fn usage(&self, by: &str) -> Result<ferry_backend::Usage, BackendError> {
-        let by = by.to_owned();
-        self.read_now(move |s| s.usage(&by)).await
+    async fn usage(&self, by: Option<&str>) -> Result<ferry_backend::Usage, BackendError> {
+        let by = by.map(str::to_owned);
+        self.read_now(move |s| s.usage(by.as_deref())).await
     }
 
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {

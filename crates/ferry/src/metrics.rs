@@ -87,6 +87,8 @@ struct Inner {
     bytes_out: Counter,
     transfer_seconds: Family<OpLabel, Histogram>,
     uploads: Gauge,
+    kept_bytes: Gauge,
+    kept_versions: Gauge,
 }
 
 /// A server's counters: cheap to clone (all clones count into the same values), safe to
@@ -171,6 +173,19 @@ impl Metrics {
             "Puts receiving content now",
             uploads.clone(),
         );
+        let kept_bytes = Gauge::default();
+        registry.register_with_unit(
+            "kept",
+            "Content of every kept version, before deduplication (refreshed every 10 s)",
+            Unit::Bytes,
+            kept_bytes.clone(),
+        );
+        let kept_versions = Gauge::default();
+        registry.register(
+            "kept_versions",
+            "Versions kept, of every source (refreshed every 10 s)",
+            kept_versions.clone(),
+        );
         Self(Arc::new(Inner {
             registry,
             connections_open,
@@ -182,6 +197,8 @@ impl Metrics {
             bytes_out,
             transfer_seconds,
             uploads,
+            kept_bytes,
+            kept_versions,
         }))
     }
 
@@ -245,6 +262,16 @@ impl Metrics {
             .transfer_seconds
             .get_or_create(&OpLabel { op })
             .observe(took.as_secs_f64());
+    }
+
+    /// What the store keeps now.
+    pub(crate) fn kept(&self, usage: ferry_backend::Usage) {
+        self.0
+            .kept_bytes
+            .set(i64::try_from(usage.bytes).unwrap_or(i64::MAX));
+        self.0
+            .kept_versions
+            .set(i64::try_from(usage.versions).unwrap_or(i64::MAX));
     }
 
     /// An upload started; it counts as in progress until the guard drops.

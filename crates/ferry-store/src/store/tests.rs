@@ -818,7 +818,14 @@ fn a_format_2_index_is_upgraded_with_its_usage_counted() {
     drop(store);
     let store = open_store(tmp.path(), 3);
     assert_eq!(
-        store.usage(&by).unwrap(),
+        store.usage(Some(&by)).unwrap(),
+        Usage {
+            bytes: 9,
+            versions: 3
+        }
+    );
+    assert_eq!(
+        store.usage(None).unwrap(),
         Usage {
             bytes: 9,
             versions: 3
@@ -837,7 +844,7 @@ fn a_format_2_index_is_upgraded_with_its_usage_counted() {
     // And it keeps counting from there.
     store.delete("a", &by, 0).unwrap();
     assert_eq!(
-        store.usage(&by).unwrap(),
+        store.usage(Some(&by)).unwrap(),
         Usage {
             bytes: 1,
             versions: 1

@@ -10,9 +10,13 @@ use crate::record::Record;
 use crate::{StoreError, Usage};
 
 /// Principal name (UTF-8 bytes) → (bytes, versions) of its kept versions; absent means zero.
+/// The key [`ALL`] holds the totals of every principal.
 pub(super) const USAGE: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("usage");
 
 pub(super) type UsageTable<'t> = Table<'t, &'static [u8], (u64, u64)>;
+
+/// The key of the totals: no principal's name is empty.
+const ALL: &[u8] = b"";
 
 fn corrupt(by: &str) -> StoreError {
     StoreError::Corrupt(format!("usage of {by:?} disagrees with its versions"))
@@ -20,7 +24,17 @@ fn corrupt(by: &str) -> StoreError {
 
 /// `rec` was inserted into `VERSIONS`.
 pub(super) fn added(usage: &mut UsageTable<'_>, rec: &Record) -> Result<(), StoreError> {
-    let key = rec.by.as_bytes();
+    add(usage, ALL, rec)?;
+    add(usage, rec.by.as_bytes(), rec)
+}
+
+/// `rec` was removed from `VERSIONS`.
+pub(super) fn removed(usage: &mut UsageTable<'_>, rec: &Record) -> Result<(), StoreError> {
+    sub(usage, ALL, rec)?;
+    sub(usage, rec.by.as_bytes(), rec)
+}
+
+fn add(usage: &mut UsageTable<'_>, key: &[u8], rec: &Record) -> Result<(), StoreError> {
     let (bytes, versions) = usage.get(key)?.map_or((0, 0), |g| g.value());
     let bytes = bytes
         .checked_add(rec.size)
@@ -30,9 +44,7 @@ pub(super) fn added(usage: &mut UsageTable<'_>, rec: &Record) -> Result<(), Stor
     Ok(())
 }
 
-/// `rec` was removed from `VERSIONS`.
-pub(super) fn removed(usage: &mut UsageTable<'_>, rec: &Record) -> Result<(), StoreError> {
-    let key = rec.by.as_bytes();
+fn sub(usage: &mut UsageTable<'_>, key: &[u8], rec: &Record) -> Result<(), StoreError> {
     let (bytes, versions) = usage.get(key)?.map_or((0, 0), |g| g.value());
     let bytes = bytes
         .checked_sub(rec.size)
@@ -62,13 +74,16 @@ pub(super) fn rebuild(txn: &WriteTransaction) -> Result<u64, StoreError> {
 }
 
 impl Store {
-    /// What `by`'s kept versions take (zero if it has none).
-    pub fn usage(&self, by: &str) -> Result<Usage, StoreError> {
+    /// What `by`'s kept versions take (zero if it has none); with `None`, what every kept
+    /// version takes.
+    pub fn usage(&self, by: Option<&str>) -> Result<Usage, StoreError> {
         let txn = self.db.begin_read()?;
         let usage = txn.open_table(USAGE)?;
-        Ok(usage.get(by.as_bytes())?.map_or(Usage::default(), |g| {
-            let (bytes, versions) = g.value();
-            Usage { bytes, versions }
-        }))
+        Ok(usage
+            .get(by.map_or(ALL, str::as_bytes))?
+            .map_or(Usage::default(), |g| {
+                let (bytes, versions) = g.value();
+                Usage { bytes, versions }
+            }))
     }
 }

@@ -209,7 +209,15 @@ impl ChangeFinish<'_> {
             );
             return Ok(Err(ChangeFailed));
         }
-        tracing::info!("{}: {} changed their password", self.peer, self.name);
+        tracing::info!(
+            target: super::AUDIT,
+            op = "passwd",
+            principal = self.name.as_str(),
+            outcome = "ok",
+            "{}: {} changed their password",
+            self.peer,
+            self.name
+        );
         Ok(Ok(()))
     }
 }

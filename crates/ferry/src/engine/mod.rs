@@ -44,6 +44,7 @@ mod watch;
 
 pub(crate) use get::{BEYOND_END, Body, GetReply};
 pub(crate) use list::LIST_SCAN_BUDGET;
+pub(crate) use observe::AUDIT;
 pub(crate) use put::{Failed, TooMuch, Upload};
 
 /// A request the engine refuses, and why: the front answers it as an error message and goes

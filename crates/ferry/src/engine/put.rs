@@ -87,7 +87,7 @@ impl<B: ServerBackend> Engine<B> {
         if limits.quota_bytes == 0 && limits.quota_versions == 0 {
             return Ok(None);
         }
-        let used = self.backend.usage(by).await?;
+        let used = self.backend.usage(Some(by)).await?;
         let over_bytes =
             limits.quota_bytes != 0 && used.bytes.saturating_add(bytes) > limits.quota_bytes;
         let over_versions =

@@ -15,6 +15,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 
 use crate::admission::Pending;
+use crate::engine::AUDIT;
 use crate::engine::authn::{AuthCtx, PasswordAttempt};
 use crate::engine::{Core, Engine, ServerBackend};
 use crate::metrics::Refused;
@@ -177,7 +178,14 @@ pub(crate) async fn serve_connection<B: ServerBackend>(
         if let Message::Logout(_) = msg {
             if let Some(id) = session {
                 engine.end_session(id).await?;
-                tracing::info!("{} logged out", principal.name);
+                tracing::info!(
+                    target: AUDIT,
+                    op = "logout",
+                    principal = principal.name.as_str(),
+                    outcome = "ok",
+                    "{} logged out",
+                    principal.name
+                );
             }
             wire.send(&Message::LogoutOk(Default::default())).await?;
             break;
@@ -295,6 +303,11 @@ async fn exchange(
                 // behind its proof, or as soon as the connection waits for the client.
                 wire.queue(&reply).await?;
                 tracing::info!(
+                    target: AUDIT,
+                    op = "authenticate",
+                    principal = principal.name.as_str(),
+                    method = principal.method.name(),
+                    outcome = "ok",
                     "authenticated {} (role {}) by {}",
                     principal.name,
                     principal.role().unwrap_or("-"),
@@ -311,10 +324,22 @@ async fn exchange(
                 let stored = engine.register(invite, record, now).await?;
                 engine.metrics.authentication("invite", stored);
                 if stored {
-                    tracing::info!("registered user {name}");
+                    tracing::info!(
+                        target: AUDIT,
+                        op = "register",
+                        principal = name.as_str(),
+                        outcome = "ok",
+                        "registered user {name}"
+                    );
                     wire.send(&reply).await?;
                 } else {
-                    tracing::warn!("registration for {name} lost to another");
+                    tracing::warn!(
+                        target: AUDIT,
+                        op = "register",
+                        principal = name.as_str(),
+                        outcome = "lost",
+                        "registration for {name} lost to another"
+                    );
                     wire.send(&Message::AuthFailed(Default::default())).await?;
                 }
                 let _ = wire.shutdown().await;
@@ -333,6 +358,10 @@ async fn exchange(
                 engine.metrics.authentication(method, false);
                 engine.metrics.refused(Refused::AuthFailed);
                 tracing::warn!(
+                    target: AUDIT,
+                    op = "authenticate",
+                    method,
+                    outcome = "failed",
                     "authentication failed ({reason:?}{})",
                     user.map(|u| format!(", user {u}")).unwrap_or_default()
                 );

@@ -125,6 +125,7 @@ impl<B: ServerBackend> BoundServer<B> {
         let mut next_id: u64 = 0;
         // Abandoned uploads were swept by `bind`; from now on periodically.
         let sweeper = tokio::spawn(sweep_uploads(engine.clone(), stop_rx.clone()));
+        let gauges = tokio::spawn(refresh_gauges(engine.clone(), stop_rx.clone()));
         let http = self.http.map(|l| {
             tokio::spawn(crate::http_front::run(
                 l,
@@ -209,6 +210,7 @@ impl<B: ServerBackend> BoundServer<B> {
         // Awaited (a sweep in progress ends first), so that no task holds the engine and its
         // store once `run` returns.
         let _ = sweeper.await;
+        let _ = gauges.await;
         if let Some(http) = http {
             // It lets its own connections finish within the grace period.
             let _ = http.await;
@@ -233,6 +235,24 @@ impl<B: ServerBackend> BoundServer<B> {
             }
         }
         Ok(())
+    }
+}
+
+/// How often the store's gauges (`ferry_kept_bytes`, `ferry_kept_versions`) are refreshed.
+const GAUGES_EVERY: Duration = Duration::from_secs(10);
+
+/// Reads what the store keeps into the metrics, now and every [`GAUGES_EVERY`], until
+/// `stop` turns true.
+async fn refresh_gauges<B: ServerBackend>(engine: Arc<Engine<B>>, mut stop: watch::Receiver<bool>) {
+    loop {
+        match ferry_backend::Index::usage(&engine.backend, None).await {
+            Ok(u) => engine.metrics.kept(u),
+            Err(e) => tracing::debug!("cannot read the store's usage: {e}"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(GAUGES_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
     }
 }
 
