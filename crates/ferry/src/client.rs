@@ -440,6 +440,19 @@ impl Client {
         Error::Protocol(format!("unexpected {} from server", m.type_name()))
     }
 
+    /// Between two frames of an upload: the server said nothing (`Ok`), or it refused the
+    /// upload unasked (it is shutting down, say), which is the error.
+    async fn unasked_during_upload(&mut self) -> Result<(), Error> {
+        match self.wire.recv_if_ready().await? {
+            None => Ok(()),
+            Some(Incoming::Message(Message::Error(e))) => Err(Error::from_remote(e)),
+            Some(Incoming::Message(m)) => Err(Self::unexpected(&m)),
+            Some(Incoming::Data(_)) => Err(Error::Protocol(
+                "data from the server during an upload".into(),
+            )),
+        }
+    }
+
     /// Uploads everything `r` yields as a new version of `source`. `size`, if known, lets the
     /// server refuse a short or long upload. Memory use does not grow with the size.
     pub async fn put<R: Read + Send + 'static>(
@@ -470,6 +483,7 @@ impl Client {
                 .await
                 .map_err(|_| Error::Timeout("the server to accept data"))??;
             spares.give(chunk);
+            self.unasked_during_upload().await?;
             progress(sent);
         }
         let read = pipe::join(done).await?;
@@ -562,6 +576,7 @@ impl Client {
                 .await
                 .map_err(|_| Error::Timeout("the server to accept data"))??;
             spares.give(chunk);
+            self.unasked_during_upload().await?;
             progress(offset + sent);
         }
         let read = pipe::join(done).await?;

@@ -96,6 +96,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
                 }
             };
         }
+        self.recv_rest(header, have, spares).await
+    }
+
+    /// A frame the peer has begun to send, if any byte of one has arrived: then it waits for
+    /// the rest of that frame. `None` if nothing has arrived (it does not wait, nor flush).
+    /// For a sender that must hear an unasked answer between its own frames, such as a
+    /// server's refusal in the middle of an upload.
+    pub async fn recv_if_ready(&mut self) -> Result<Option<Incoming>, Error> {
+        let mut header = [0u8; HEADER_LEN];
+        let have = match self.read_ready(&mut header).await {
+            None => return Ok(None),
+            Some(Ok(0)) => return Err(Error::Closed),
+            Some(Ok(n)) => n,
+            Some(Err(e)) => return Err(Error::Connection(e)),
+        };
+        self.recv_rest(header, have, None).await.map(Some)
+    }
+
+    /// The rest of a frame whose first `have` header bytes are in `header`.
+    async fn recv_rest(
+        &mut self,
+        mut header: [u8; HEADER_LEN],
+        mut have: usize,
+        spares: Option<&Spares<Vec<u8>>>,
+    ) -> Result<Incoming, Error> {
         // The length field first: a zero or oversized length is refused as soon as its four
         // bytes are in, without waiting for the kind byte (PROTOCOL.md §2).
         if have < frame::LENGTH_LEN {
@@ -322,6 +347,36 @@ mod tests {
             Incoming::Message(Message::Stat(_))
         ));
         assert!(spares.take().is_some());
+    }
+
+    #[tokio::test]
+    async fn recv_if_ready_does_not_wait_for_nothing_and_reads_a_whole_frame() {
+        let stat = |s: &str| Message::Stat(ferry_proto::message::SourceRef { source: s.into() });
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (mut a, mut b) = (Wire::new(a), Wire::new(b));
+        assert!(
+            b.recv_if_ready().await.unwrap().is_none(),
+            "nothing has arrived"
+        );
+        // Half a frame has arrived: it waits for the rest of that frame, then returns it.
+        let mut whole = Vec::new();
+        frame::encode(Kind::Message, &stat("x").encode(), &mut whole).unwrap();
+        let (first, rest) = whole.split_at(3);
+        a.get_mut().write_all(first).await.unwrap();
+        let rest = rest.to_vec();
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            a.get_mut().write_all(&rest).await.unwrap();
+            a
+        });
+        assert!(matches!(
+            b.recv_if_ready().await.unwrap(),
+            Some(Incoming::Message(Message::Stat(_)))
+        ));
+        let a = late.await.unwrap();
+        assert!(b.recv_if_ready().await.unwrap().is_none());
+        drop(a);
+        assert!(matches!(b.recv_if_ready().await, Err(Error::Closed)));
     }
 
     #[tokio::test]

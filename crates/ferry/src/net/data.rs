@@ -36,6 +36,16 @@ fn to_wire(e: Entry) -> message::Entry {
     }
 }
 
+/// Reads and drops what arrives until the peer stops sending or the stream fails.
+async fn discard_input<S: AsyncRead + AsyncWrite + Unpin>(wire: &mut Wire<S>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    while matches!(wire.get_mut().read(&mut buf).await, Ok(n) if n > 0) {}
+}
+
+/// How long a put cut at the end of the grace period is read on after its `shutting_down`.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Resolves when the server's grace period for shutting down is over (never if the server
 /// is not stopping).
 async fn ended(ending: &mut watch::Receiver<bool>) {
@@ -146,6 +156,10 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
             () = ended(ending) => {
                 let _ = wire.send(&shutting_down()).await;
                 let _ = wire.shutdown().await;
+                // Read on for a moment, so the connection does not close under the client's
+                // data (a reset could destroy the answer before the client reads it). Raw
+                // bytes: the upload's frame reader was stopped, maybe in a frame.
+                let _ = tokio::time::timeout(LINGER, discard_input(wire)).await;
                 Err(Error::ShuttingDown)
             }
         },
