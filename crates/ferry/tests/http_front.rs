@@ -142,6 +142,20 @@ async fn a_request_replayed_verbatim_is_refused_by_the_server() {
     let after = s.stats.refusals();
     assert_eq!(after.replayed, before.replayed + 1);
     assert_eq!(after.accepted, before.accepted);
+    // The server's metrics count the HTTP front's authentications and requests too.
+    let m = s.metrics.render();
+    for line in [
+        "ferry_authentications_total{method=\"http\",outcome=\"failed\"} 1",
+        "ferry_requests_total{op=\"put\",outcome=\"ok\"} 1",
+        "ferry_requests_total{op=\"stat\",outcome=\"ok\"} 1",
+    ] {
+        assert!(m.lines().any(|l| l == line), "no {line:?} in\n{m}");
+    }
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("ferry_authentications_total{method=\"http\",outcome=\"ok\"}")),
+        "{m}"
+    );
     s.stop().await;
 }
 

@@ -52,6 +52,7 @@ pub(crate) async fn authenticate<B: ServerBackend>(
 ) -> Result<Authed, Response<OutBody>> {
     let refuse = |e: VerifyError, name: &str| {
         front.stats.count(e);
+        front.engine.metrics.authentication("http", false);
         match e {
             VerifyError::Busy => {
                 tracing::warn!("{peer}: HTTP request from {name} refused: the nonce cache is full");
@@ -59,6 +60,10 @@ pub(crate) async fn authenticate<B: ServerBackend>(
             }
             e => {
                 tracing::info!(
+                    target: crate::engine::AUDIT,
+                    op = "authenticate",
+                    method = "http",
+                    outcome = "failed",
                     "{peer}: HTTP request refused ({:?}{})",
                     e.reason().unwrap_or(Reason::Malformed),
                     if name.is_empty() {
@@ -132,6 +137,8 @@ pub(crate) async fn authenticate<B: ServerBackend>(
                 .stats
                 .accepted
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            front.engine.metrics.authentication("http", true);
+            tracing::Span::current().record("principal", principal.name.as_str());
             Ok(Authed {
                 principal,
                 verified,

@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::{Front, HttpStats};
 use crate::engine::{Engine, ServerBackend};
@@ -33,6 +34,7 @@ pub(crate) async fn run<B: ServerBackend>(
     let front = Arc::new(Front::new(engine, stats));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut conns = JoinSet::new();
+    let mut next_id: u64 = 0;
     loop {
         while conns.try_join_next().is_some() {}
         let permit = tokio::select! {
@@ -56,30 +58,44 @@ pub(crate) async fn run<B: ServerBackend>(
         let front = front.clone();
         let mut stop = stop.clone();
         let header_deadline = limits.handshake_timeout;
-        conns.spawn(async move {
-            let _permit = permit;
-            let _ = tcp.set_nodelay(true);
-            let service = service_fn(move |req| {
-                let front = front.clone();
-                async move { Ok::<_, Infallible>(front.handle(peer, req).await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_deadline)
-                .serve_connection(TokioIo::new(tcp), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!("{peer}: HTTP connection: {e}");
+        next_id += 1;
+        // Every line of the connection carries its ID and peer, and the principal of its
+        // last authenticated request.
+        let span = tracing::info_span!(
+            "http_conn",
+            id = next_id,
+            %peer,
+            principal = tracing::field::Empty
+        );
+        let open = front.metrics().connection();
+        conns.spawn(
+            async move {
+                let _permit = permit;
+                let _open = open;
+                let _ = tcp.set_nodelay(true);
+                let service = service_fn(move |req| {
+                    let front = front.clone();
+                    async move { Ok::<_, Infallible>(front.handle(peer, req).await) }
+                });
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_deadline)
+                    .serve_connection(TokioIo::new(tcp), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!("{peer}: HTTP connection: {e}");
+                        }
+                    }
+                    () = stopped(&mut stop) => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
                     }
                 }
-                () = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
             }
-        });
+            .instrument(span),
+        );
     }
     if tokio::time::timeout(limits.shutdown_grace, async {
         while conns.join_next().await.is_some() {}

@@ -113,6 +113,11 @@ pub(crate) struct Front<B> {
 }
 
 impl<B: ServerBackend> Front<B> {
+    /// The server's counters.
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.engine.metrics
+    }
+
     pub(crate) fn new(engine: Arc<Engine<B>>, stats: Arc<HttpStats>) -> Self {
         Self {
             cache: Mutex::new(ReplayCache::new(engine.limits.http_replay)),

@@ -19,6 +19,8 @@ pub struct HttpServer {
     pub addr: SocketAddr,
     pub http: SocketAddr,
     pub stats: Arc<HttpStats>,
+    /// The server's counters (both fronts).
+    pub metrics: ferry::metrics::Metrics,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -41,6 +43,7 @@ impl HttpServer {
         let http = bound.bind_http("127.0.0.1:0").await.unwrap();
         assert_eq!(bound.http_addr(), Some(http));
         let stats = bound.http_stats();
+        let metrics = bound.metrics();
         let addr = bound.local_addr();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -57,6 +60,7 @@ impl HttpServer {
             addr,
             http,
             stats,
+            metrics,
             stop: Some(tx),
             task: Some(task),
         }
