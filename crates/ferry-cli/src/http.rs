@@ -222,15 +222,7 @@ pub async fn ls(a: &LsArgs) -> anyhow::Result<()> {
 pub async fn stat(a: &StatArgs) -> anyhow::Result<()> {
     SourceName::parse(&a.source)?;
     let entry = wire(&client(&a.cred, &a.via)?.stat(&a.source).await?);
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&output::entry_json(&entry))?
-        );
-    } else {
-        println!("{}", output::entry_lines(&entry));
-    }
-    Ok(())
+    output::print_entry(&entry, a.json)
 }
 
 /// `ferry rm --via http`.

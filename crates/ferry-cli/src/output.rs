@@ -103,6 +103,16 @@ pub fn entry_json(e: &Entry) -> Value {
     })
 }
 
+/// Prints what `ferry stat` shows of `e`: pretty JSON with `--json`, else its lines.
+pub fn print_entry(e: &Entry, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entry_json(e))?);
+    } else {
+        println!("{}", entry_lines(e));
+    }
+    Ok(())
+}
+
 /// `stat`'s human form: one `label value` line per field.
 pub fn entry_lines(e: &Entry) -> String {
     format!(

@@ -477,15 +477,7 @@ pub async fn stat(a: &StatArgs) -> anyhow::Result<()> {
     let mut client = connect(&a.cred).await?;
     let entry = client.stat(&a.source).await?;
     let _ = client.close().await;
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&output::entry_json(&entry))?
-        );
-    } else {
-        println!("{}", output::entry_lines(&entry));
-    }
-    Ok(())
+    output::print_entry(&entry, a.json)
 }
 
 /// `ferry rm`.
