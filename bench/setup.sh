@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Prepares the external baselines of `ferry-bench`: OpenSSL, scp to a private sshd, and curl
-# from a private nginx, all on loopback only.
+# Prepares the external baselines of `ferry-bench`: OpenSSL, scp, rsync and tar over ssh to a
+# private sshd, and curl from a private nginx, all on loopback only.
 #
 #   bench/setup.sh [DIR]        (default /tmp/ferry-bench-ext)
 #
-# Installs openssh-server, openssh-client, nginx, openssl and curl with apt-get if missing,
+# Installs openssh-server, openssh-client, rsync, nginx, openssl and curl with apt-get if missing,
 # then writes into DIR (never into /etc): an sshd host key, a client key and its
 # authorized_keys, an sshd_config for 127.0.0.1:42022, a self-signed certificate and an
 # nginx.conf for https://127.0.0.1:42443 (TLS 1.3 only), and `ports.env`.
@@ -20,6 +20,8 @@ need=()
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v scp >/dev/null || need+=(openssh-client)
+command -v rsync >/dev/null || need+=(rsync)
+command -v tar >/dev/null || need+=(tar)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 if [ ${#need[@]} -gt 0 ]; then

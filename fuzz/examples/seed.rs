@@ -128,6 +128,9 @@ fn main() {
     for (name, bytes) in ferry_proto::fuzzing::http_seal_seeds() {
         write("http_seal", name, &bytes);
     }
+    for (name, bytes) in ferry_proto::fuzzing::hash_cache_seeds() {
+        write("hash_cache", name, &bytes);
+    }
     // message: every variant, then malformed ones.
     let msgs = messages();
     for m in &msgs {

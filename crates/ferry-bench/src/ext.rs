@@ -69,7 +69,53 @@ pub struct External {
     skipped: Vec<String>,
 }
 
-fn have(cmd: &str) -> bool {
+/// The `KEY=value` lines of bench/setup.sh's `ports.env` in `dir`.
+pub fn read_ports(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(dir.join("ports.env"))
+        .with_context(|| format!("{}: run bench/setup.sh first", dir.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
+}
+
+/// Starts the private sshd prepared by bench/setup.sh in `dir`, listening on `port`.
+pub fn start_sshd(dir: &Path, port: u16, env: &Env) -> Result<Guard> {
+    let mut c = Command::new(sbin("sshd"));
+    env.apply(&mut c);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .arg("-D")
+        .arg("-f")
+        .arg(dir.join("sshd_config"));
+    let g = Guard::spawn(&mut c)?;
+    wait_listening(port)?;
+    Ok(g)
+}
+
+/// Options for ssh, scp (`port_flag` `-P`) and ssh (`-p`) against that sshd: AES-256-GCM,
+/// the prepared key, no prompts, a private known_hosts.
+pub fn ssh_opts(dir: &Path, port_flag: &str, port: u16) -> Vec<String> {
+    vec![
+        port_flag.into(),
+        port.to_string(),
+        "-c".into(),
+        "aes256-gcm@openssh.com".into(),
+        "-i".into(),
+        dir.join("id_ed25519").to_string_lossy().into_owned(),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        "StrictHostKeyChecking=no".into(),
+        "-o".into(),
+        format!("UserKnownHostsFile={}", dir.join("known_hosts").display()),
+    ]
+}
+
+/// Whether `cmd` is installed (on PATH or in /usr/sbin).
+pub fn have(cmd: &str) -> bool {
     Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {cmd} || test -x /usr/sbin/{cmd}"))
@@ -99,7 +145,7 @@ fn listening(port: u16) -> bool {
     })
 }
 
-fn wait_listening(port: u16) -> Result<()> {
+pub fn wait_listening(port: u16) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(10) {
         if listening(port) {
@@ -140,13 +186,7 @@ impl External {
         match &dir {
             None => skipped.push("OpenSSL, scp and curl baselines skipped: run bench/setup.sh and pass --external DIR".to_owned()),
             Some(d) => {
-                let text = std::fs::read_to_string(d.join("ports.env"))
-                    .with_context(|| format!("{}: run bench/setup.sh first", d.display()))?;
-                for l in text.lines() {
-                    if let Some((k, v)) = l.split_once('=') {
-                        vars.insert(k.to_owned(), v.to_owned());
-                    }
-                }
+                vars = read_ports(d)?;
             }
         }
         for s in &skipped {
@@ -312,33 +352,11 @@ impl External {
         Ok((self.verify(&out, secs, "openssl", !upload)?, ck, sk))
     }
 
-    fn ssh_args(&self, dir: &Path, port: u16) -> Vec<String> {
-        vec![
-            "-q".into(),
-            "-P".into(),
-            port.to_string(),
-            "-c".into(),
-            "aes256-gcm@openssh.com".into(),
-            "-i".into(),
-            dir.join("id_ed25519").to_string_lossy().into_owned(),
-            "-o".into(),
-            "BatchMode=yes".into(),
-            "-o".into(),
-            "StrictHostKeyChecking=no".into(),
-            "-o".into(),
-            format!("UserKnownHostsFile={}", dir.join("known_hosts").display()),
-        ]
-    }
-
     fn scp(&mut self, upload: bool) -> Result<(f64, u64, u64)> {
         let dir = self.dir.clone().context("no dir")?;
         let port = self.port("SSH_PORT")?;
         if self.sshd.is_none() {
-            let mut c = self.cmd(&sbin("sshd"));
-            c.arg("-D").arg("-f").arg(dir.join("sshd_config"));
-            let g = Guard::spawn(&mut c)?;
-            wait_listening(port)?;
-            self.sshd = Some(g);
+            self.sshd = Some(start_sshd(&dir, port, &self.env)?);
         }
         let user = self
             .vars
@@ -351,7 +369,7 @@ impl External {
             .join(if upload { "scp-put" } else { "scp-get" });
         let remote = |p: &Path| format!("{user}@127.0.0.1:{}", p.display());
         let mut c = self.cmd("scp");
-        c.args(self.ssh_args(&dir, port));
+        c.arg("-q").args(ssh_opts(&dir, "-P", port));
         if upload {
             c.arg(&self.src).arg(remote(&out));
         } else {

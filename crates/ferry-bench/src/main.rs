@@ -1,4 +1,5 @@
-//! `ferry-bench`: ferry side by side with bare rustls, OpenSSL, scp and curl, in one run.
+//! `ferry-bench`: ferry side by side with bare rustls, OpenSSL, scp, rsync, ssh and curl, in
+//! one run.
 //!
 //! Every comparison is measured pair by pair in the same run, with the same environment
 //! (`GLIBC_TUNABLES` included), over loopback only. Each bulk transfer is checked: ferry
@@ -8,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod ext;
+mod files;
 mod procs;
 mod report;
 mod sections;
@@ -44,8 +46,8 @@ pub struct Opts {
     /// rep_movsb threshold that avoids the 4 KiB-aliasing trap), `unset`, `set`, or `inherit`.
     #[arg(long, default_value = "both")]
     pub tunables: String,
-    /// Sections to run (comma-separated: bulk, setup, login, scale).
-    #[arg(long, default_value = "bulk,setup,login,scale")]
+    /// Sections to run (comma-separated: bulk, setup, login, scale, files, command).
+    #[arg(long, default_value = "bulk,setup,login,scale,files,command")]
     pub only: String,
     /// Also write the Markdown report to this file.
     #[arg(long)]
@@ -102,6 +104,12 @@ fn run(mut o: Opts) -> Result<()> {
     }
     if sections.contains(&"scale") {
         sections::scale(&o, &exe, &env, &mut rep)?;
+    }
+    if sections.contains(&"files") {
+        files::files(&o, &exe, &env, &mut rep)?;
+    }
+    if sections.contains(&"command") {
+        files::command(&o, &exe, &env, &mut rep)?;
     }
     let md = rep.markdown();
     println!("{md}");

@@ -622,6 +622,11 @@ pub struct SyncArgs {
     /// Say what would be moved and deleted; change nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Read every local file whose size matches to compare its BLAKE3, instead of believing
+    /// the hash cache for files unchanged since they were last hashed (same size, times,
+    /// inode and device; see README.md, "The hash cache").
+    #[arg(short = 'c', long)]
+    pub checksum: bool,
     /// How many times to run again when the server is busy or shutting down or the
     /// connection breaks (0: fail at once); what already matches is not moved again.
     #[arg(long, value_name = "N", default_value_t = crate::retry::RETRIES)]

@@ -24,6 +24,7 @@ use tempfile::NamedTempFile;
 
 use crate::cli::{GetArgs, PutArgs};
 use crate::exit::{self, Failure};
+use crate::hash_cache::{HashCache, rel};
 use crate::output::printable;
 use crate::paths::{Claimed, folder_prefix, local_for, source_for};
 use crate::progress::Bar;
@@ -482,6 +483,7 @@ async fn get_tree_once(a: &GetArgs) -> anyhow::Result<()> {
     let mut tally = Tally::default();
     let mut claimed = Claimed::default();
     let mut wanted = Vec::new();
+    let mut cache = HashCache::open(&dir, true);
     for entry in entries {
         let path = match local_for(&dir, &prefix, &entry.source) {
             Ok(p) => p,
@@ -494,12 +496,16 @@ async fn get_tree_once(a: &GetArgs) -> anyhow::Result<()> {
             tally.fail(&entry.source, format!("not written: {why}"));
             continue;
         }
-        if same_content(&path, &entry).await {
+        if cache
+            .matches(&path, &rel(&dir, &path), entry.size, &entry.hash)
+            .await
+        {
             tally.unchanged += 1;
             continue;
         }
         wanted.push(Wanted { entry, path });
     }
+    cache.save();
     let total: u64 = wanted.iter().map(|w| w.entry.size).sum();
     let bar = Bar::new("get -r");
     bar.start(Some(total));
@@ -511,18 +517,6 @@ async fn get_tree_once(a: &GetArgs) -> anyhow::Result<()> {
     }
     let _ = client.close().await;
     tally.finish("got")
-}
-
-/// Whether `path` is a regular file (not a link) with the entry's size and BLAKE3.
-pub(crate) async fn same_content(path: &Path, entry: &Entry) -> bool {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_file() && m.len() == entry.size => {}
-        _ => return false,
-    }
-    let Ok(file) = fs::File::open(path) else {
-        return false;
-    };
-    matches!(ferry::client::hash_file(file).await, Ok((_, _, h)) if h == entry.hash)
 }
 
 /// Creates the folders between `dir` and `path` one by one, refusing to pass through a

@@ -12,6 +12,7 @@ mod demo;
 mod docs;
 mod exit;
 mod folders;
+mod hash_cache;
 mod http;
 mod mesh;
 mod output;

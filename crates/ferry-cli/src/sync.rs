@@ -12,8 +12,9 @@ use anyhow::Context;
 use crate::cli::SyncArgs;
 use crate::exit;
 use crate::folders::{
-    LocalFile, TEMP_PREFIX, Tally, Wanted, connection_lost, download, same_content, upload, walk,
+    LocalFile, TEMP_PREFIX, Tally, Wanted, connection_lost, download, upload, walk,
 };
+use crate::hash_cache::{HashCache, rel};
 use crate::output::printable;
 use crate::paths::{Claimed, folder_prefix, local_for};
 use crate::progress::Bar;
@@ -94,23 +95,25 @@ async fn up(a: &SyncArgs, dir: &Path, typed: &str) -> anyhow::Result<()> {
         .collect();
     let mut changed: Vec<LocalFile> = Vec::new();
     let mut local_names = HashSet::new();
+    let mut cache = HashCache::open(dir, !a.checksum);
     for f in files {
         local_names.insert(f.name.to_string());
         let same = match listed.get(f.name.as_str()) {
-            Some(e) if e.size == f.size => match fs::File::open(&f.path) {
-                Ok(file) => {
-                    matches!(ferry::client::hash_file(file).await, Ok((_, _, h)) if h == e.hash)
-                }
-                Err(_) => false,
-            },
+            Some(e) if e.size == f.size => {
+                cache
+                    .matches(&f.path, &rel(dir, &f.path), e.size, &e.hash)
+                    .await
+            }
             _ => false,
         };
         if same {
             tally.unchanged += 1;
         } else {
+            cache.forget(&rel(dir, &f.path));
             changed.push(f);
         }
     }
+    cache.save();
     let mut gone: Vec<&String> = if a.delete {
         listed
             .keys()
@@ -172,6 +175,7 @@ async fn down(a: &SyncArgs, typed: &str, dir: &Path) -> anyhow::Result<()> {
     let mut claimed = Claimed::default();
     let mut keep: HashSet<PathBuf> = HashSet::new();
     let mut wanted = Vec::new();
+    let mut cache = HashCache::open(dir, !a.checksum);
     for entry in entries {
         let path = match local_for(dir, &prefix, &entry.source) {
             Ok(p) => p,
@@ -185,12 +189,16 @@ async fn down(a: &SyncArgs, typed: &str, dir: &Path) -> anyhow::Result<()> {
             continue;
         }
         keep.insert(path.clone());
-        if same_content(&path, &entry).await {
+        if cache
+            .matches(&path, &rel(dir, &path), entry.size, &entry.hash)
+            .await
+        {
             tally.unchanged += 1;
         } else {
             wanted.push(Wanted { entry, path });
         }
     }
+    cache.save();
     let gone = if a.delete && dir.is_dir() {
         extra_files(dir, &keep, &mut tally)
     } else {

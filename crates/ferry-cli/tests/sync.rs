@@ -212,3 +212,113 @@ fn sync_refuses_to_guess_which_side_is_local() {
     let paths = env.run(&["sync", "./a", "./b", "--cred", "none.cred"]);
     assert_eq!(paths.code, 2, "{}", paths.stderr);
 }
+
+/// The hash cache file of local folder `dir` under the test's home, and its lines.
+fn cache_of(env: &Env, dir: &Path) -> (std::path::PathBuf, Vec<String>) {
+    let folder = env.join("home/.cache/ferry/hashes");
+    let canonical = std::fs::canonicalize(dir).unwrap();
+    let id = blake3::hash(canonical.as_os_str().as_encoded_bytes()).to_hex();
+    let file = folder.join(&id.as_str()[..32]);
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    (file, text.lines().skip(1).map(str::to_owned).collect())
+}
+
+#[test]
+fn sync_believes_its_hash_cache_only_while_a_file_is_untouched() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.init();
+    let server = Served::start(&env);
+    let alice = env.issue("alice", "writer", &server.addr);
+    let run = |args: &[&str]| {
+        let mut v = args.to_vec();
+        v.extend(["--cred", alice.to_str().unwrap()]);
+        let out = env.run(&v);
+        assert_eq!(out.code, 0, "{:?}: {}", args, out.stderr);
+        out.text()
+    };
+    let src = env.join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    write_pattern(&src.join("big.bin"), "big", 1 << 20);
+    write_pattern(&src.join("d/b.txt"), "b", 3000);
+    write_pattern(&src.join("d/c.txt"), "c", 3000);
+    // A hash is remembered only for a file left alone for 2 s before it was read.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert!(run(&["sync", "./src", "set/"]).contains("put 3 files, "));
+    let again = run(&["sync", "./src", "set/"]);
+    assert!(
+        again.contains("put 0 files, 0 bytes, 3 unchanged"),
+        "{again}"
+    );
+
+    // The cache: one line per file, private to its owner.
+    let (file, lines) = cache_of(&env, &src);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(file.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+
+    // It is believed: a remembered hash that is wrong (the file untouched) makes that file
+    // go up again, though its content did not change. Reading the file would have found it
+    // unchanged.
+    let doctor = |name: &str| {
+        let (file, lines) = cache_of(&env, &src);
+        let mut text = String::from("ferry-hash-cache 1\n");
+        for l in lines {
+            if l.ends_with(name) {
+                text.push_str(&"0".repeat(64));
+                text.push_str(&l[64..]);
+            } else {
+                text.push_str(&l);
+            }
+            text.push('\n');
+        }
+        std::fs::write(&file, text).unwrap();
+    };
+    doctor("d/b.txt");
+    let out = run(&["sync", "./src", "set/"]);
+    assert!(
+        out.contains("put 1 files, 3000 bytes, 2 unchanged"),
+        "{out}"
+    );
+    // ...and forgotten once the file went up: the next run reads it again, finds it equal.
+    let out = run(&["sync", "./src", "set/"]);
+    assert!(out.contains("put 0 files, 0 bytes, 3 unchanged"), "{out}");
+
+    // --checksum reads every file: the same doctored cache moves nothing.
+    doctor("d/b.txt");
+    let out = run(&["sync", "./src", "set/", "--checksum"]);
+    assert!(out.contains("put 0 files, 0 bytes, 3 unchanged"), "{out}");
+
+    // A file rewritten with the same size and given back its old modification time is read
+    // again (its change time moved), and goes up.
+    let f = src.join("d/c.txt");
+    let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+    write_pattern(&f, "c, changed", 3000);
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(std::fs::metadata(&f).unwrap().modified().unwrap(), mtime);
+    let out = run(&["sync", "./src", "set/"]);
+    assert!(
+        out.contains("put 1 files, 3000 bytes, 2 unchanged"),
+        "{out}"
+    );
+    assert_eq!(
+        versions(&env, &alice, "set/")["set/d/c.txt"],
+        (2, 3000),
+        "c.txt went up again"
+    );
+}

@@ -1009,6 +1009,67 @@ pub fn http_target(data: &[u8]) {
     }
 }
 
+/// Seeds for [`hash_cache`]: a good file (names with spaces and CJK, negative times) and
+/// malformed ones.
+pub fn hash_cache_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::hash_cache::{Cached, Stamp, encode};
+    let stamp = Stamp {
+        size: 4096,
+        mtime_ns: 1_700_000_000_123_456_789,
+        ctime_ns: -1,
+        ino: 42,
+        dev: 2049,
+    };
+    let cached = Cached {
+        stamp,
+        hashed_at_ns: 1_700_000_100_000_000_000,
+        hash: [0xab; 32],
+    };
+    let good = encode(&std::collections::BTreeMap::from([
+        ("Q3 report.pdf".to_owned(), cached),
+        ("日本/ファイル".to_owned(), cached),
+    ]));
+    let line = good.lines().nth(1).unwrap_or_default().to_owned();
+    vec![
+        ("good", good.clone().into_bytes()),
+        ("empty", Vec::new()),
+        ("header-only", b"ferry-hash-cache 1\n".to_vec()),
+        (
+            "short-hash",
+            format!("ferry-hash-cache 1\n{}", &line[1..]).into_bytes(),
+        ),
+        (
+            "no-path",
+            format!(
+                "ferry-hash-cache 1\n{}",
+                &line[..line.len().saturating_sub(14)]
+            )
+            .into_bytes(),
+        ),
+        ("bad-number", good.replacen(" 4096 ", " x ", 1).into_bytes()),
+    ]
+}
+
+/// The client's hash cache ([`crate::hash_cache`]): never panics; what parses survives its
+/// own encoding; an error quotes nothing from the file.
+pub fn hash_cache(data: &[u8]) {
+    use crate::hash_cache::{decode, encode};
+    match decode(data) {
+        Ok(entries) => {
+            let again = decode(encode(&entries).as_bytes());
+            assert_eq!(
+                again.as_ref(),
+                Ok(&entries),
+                "hash_cache: does not survive its own encoding"
+            );
+        }
+        Err(e) => assert!(
+            !has_hex_run(&e.to_string(), 16),
+            "hash_cache: error quotes the file"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

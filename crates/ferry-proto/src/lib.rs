@@ -56,6 +56,7 @@ pub mod files;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hash_cache;
 pub mod http;
 pub mod mesh;
 pub mod message;

@@ -119,6 +119,11 @@ fn http_seal() {
 }
 
 #[test]
+fn hash_cache() {
+    replay("hash_cache", fuzzing::hash_cache);
+}
+
+#[test]
 fn source_name() {
     replay("source_name", fuzzing::source_name);
 }
