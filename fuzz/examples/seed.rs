@@ -30,6 +30,8 @@ fn entry() -> Entry {
         hash: [7; 32],
         modified: 1_700_000_000,
         by: "alice".into(),
+        mtime: None,
+        executable: false,
     }
 }
 
@@ -57,6 +59,8 @@ fn messages() -> Vec<Message> {
             offset: 0,
             hash: None,
             streamed: false,
+            mtime: None,
+            executable: false,
         }),
         Message::PutReady(PutReady { offset: 0 }),
         Message::PutEnd(PutEnd {

@@ -25,8 +25,8 @@ use std::future::Future;
 pub mod accounts;
 
 use crate::{
-    Backend, BackendError, BlobReader, Blobs, Entry, Hash, Retention, Staged, Upload, UploadKey,
-    Usage, stage_bytes,
+    Backend, BackendError, BlobReader, Blobs, Entry, Hash, Meta, Retention, Staged, Upload,
+    UploadKey, Usage, stage_bytes,
 };
 
 /// The retention every backend under test must be configured with.
@@ -46,6 +46,7 @@ where
     Fut: Future<Output = B>,
 {
     index_basics(&fresh().await).await;
+    metadata_kept(&fresh().await).await;
     listing_and_paging(&fresh().await).await;
     versions_kept_and_pruned(&fresh().await).await;
     usage_follows_versions(&fresh().await).await;
@@ -109,6 +110,49 @@ async fn read_all<B: Blobs>(b: &B, entry: &Entry) -> Vec<u8> {
     b.read(&entry.hash, 0, entry.size).await.unwrap()
 }
 
+/// A version's metadata is kept with it, returned by every read of the index, and belongs to
+/// that version only (the next one without metadata has none); a replica keeps its own.
+pub async fn metadata_kept<B: Backend>(b: &B) {
+    let meta = Meta {
+        mtime: Some(1_699_999_999_123_456_789),
+        executable: true,
+    };
+    let key = UploadKey::derive(b"metadata 1");
+    let mut staged = stage_bytes(b, &key, b"#!/bin/sh\n", T0).await.unwrap();
+    assert_eq!(staged.meta(), Meta::default());
+    staged.set_meta(meta);
+    let e = b.commit("run.sh", staged, "alice", T0).await.unwrap();
+    assert_eq!(e.meta, meta);
+    assert_eq!(b.stat("run.sh").await.unwrap().unwrap().meta, meta);
+    assert_eq!(
+        b.stat_version("run.sh", 1).await.unwrap().unwrap().meta,
+        meta
+    );
+    assert_eq!(b.list("run", None, 10).await.unwrap()[0].meta, meta);
+    let plain = put(b, "run.sh", b"#!/bin/sh\nexit 0\n", "alice", T0 + 1).await;
+    assert_eq!(plain.meta, Meta::default());
+    let kept = b.versions("run.sh").await.unwrap();
+    assert_eq!(
+        kept.iter().map(|e| e.meta).collect::<Vec<_>>(),
+        [meta, Meta::default()]
+    );
+    let only_time = Meta {
+        mtime: Some(0),
+        executable: false,
+    };
+    let mut staged = stage_bytes(b, &UploadKey::derive(b"metadata 2"), b"copy", T0)
+        .await
+        .unwrap();
+    staged.set_meta(only_time);
+    let r = b
+        .commit_replica("mirrored", staged, "peer", T0, 4)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.meta, only_time);
+    assert_eq!(b.stat("mirrored").await.unwrap().unwrap().meta, only_time);
+}
+
 /// Commit, stat, read back, delete and tombstones.
 pub async fn index_basics<B: Backend>(b: &B) {
     assert_eq!(b.last_seq().await.unwrap(), 0);
@@ -126,6 +170,7 @@ pub async fn index_basics<B: Backend>(b: &B) {
             hash: hash(b"hello"),
             modified: T0,
             by: "alice".into(),
+            meta: Meta::default(),
         }
     );
     assert_eq!(b.stat("greeting").await.unwrap(), Some(e.clone()));

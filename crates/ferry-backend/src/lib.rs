@@ -56,7 +56,7 @@ pub use error::{BackendError, Result};
 pub use memory::{MemoryBackend, MemoryReader, MemoryStaged, MemoryUpload};
 pub use traits::{Backend, BlobReader, Blobs, Index, Retention, Staged, Upload, advance_signal};
 pub use types::{
-    Change, Changes, Entry, Head, UploadKey, Usage, check_by, check_source, replica_wins,
+    Change, Changes, Entry, Head, Meta, UploadKey, Usage, check_by, check_source, replica_wins,
 };
 
 /// A BLAKE3 hash of a blob's content.

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::Meta;
 use crate::traits::{Backend, BlobReader, Blobs, Index, Retention, Staged, Upload};
 use crate::{
     BackendError, Change, Changes, Entry, Hash, Head, Result, UploadKey, check_by, check_source,
@@ -184,6 +185,7 @@ impl State {
                 hash: [0; 32],
                 modified,
                 by: by.to_owned(),
+                meta: Meta::default(),
             },
         };
         self.log(&rec)?;
@@ -297,6 +299,7 @@ impl Index for MemoryBackend {
 pub struct MemoryStaged {
     hash: Hash,
     data: Arc<[u8]>,
+    meta: Meta,
 }
 
 impl Staged for MemoryStaged {
@@ -306,6 +309,14 @@ impl Staged for MemoryStaged {
 
     fn size(&self) -> u64 {
         self.data.len() as u64
+    }
+
+    fn meta(&self) -> Meta {
+        self.meta
+    }
+
+    fn set_meta(&mut self, meta: Meta) {
+        self.meta = meta;
     }
 }
 
@@ -368,6 +379,7 @@ impl Upload for MemoryUpload {
         Ok(MemoryStaged {
             hash: actual,
             data: part.data.into(),
+            meta: Meta::default(),
         })
     }
 }
@@ -501,6 +513,7 @@ impl Backend for MemoryBackend {
             hash: staged.hash,
             modified: now,
             by: by.to_owned(),
+            meta: staged.meta,
         };
         let rec = Rec {
             deleted: false,
@@ -558,6 +571,7 @@ impl Backend for MemoryBackend {
             hash: staged.hash,
             modified,
             by: by.to_owned(),
+            meta: staged.meta,
         };
         let rec = Rec {
             deleted: false,

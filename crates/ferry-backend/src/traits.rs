@@ -9,7 +9,7 @@
 
 use std::future::Future;
 
-use crate::{Changes, Entry, Hash, Head, Result, UploadKey, Usage};
+use crate::{Changes, Entry, Hash, Head, Meta, Result, UploadKey, Usage};
 
 /// The record side: sources, their versions and heads, and the change log. Read-only; the
 /// writes are in [`Backend`] because they also place or free blobs.
@@ -107,6 +107,10 @@ pub trait Staged: Send + std::fmt::Debug + 'static {
     fn hash(&self) -> Hash;
     /// Size of the content in bytes.
     fn size(&self) -> u64;
+    /// The metadata the version committed from this will carry (none until set).
+    fn meta(&self) -> Meta;
+    /// Sets the metadata the version committed from this will carry.
+    fn set_meta(&mut self, meta: Meta);
 }
 
 /// An open handle on a resumable upload. One handle per upload at a time. Dropping it keeps

@@ -17,6 +17,18 @@ pub struct Entry {
     pub modified: u64,
     /// Name of the principal that committed this version.
     pub by: String,
+    /// What the uploader said about the file (kept, never interpreted).
+    pub meta: Meta,
+}
+
+/// Optional metadata of a version, as its uploader gave it: kept with the version, returned
+/// with it, never interpreted by the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// The file's modification time, in nanoseconds since the Unix epoch.
+    pub mtime: Option<u64>,
+    /// The file was executable.
+    pub executable: bool,
 }
 
 /// A source's current record as the replica rule sees it: a live version or a tombstone.

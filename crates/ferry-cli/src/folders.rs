@@ -378,7 +378,10 @@ pub(crate) async fn upload(
                 if ahead.len() >= WINDOW {
                     settle_put(&mut p, &mut ahead, files, settled, tally, bar).await?;
                 }
-                match p.send_put(f.name.as_str(), &content).await {
+                let meta = std::fs::metadata(&f.path)
+                    .map(|m| ferry::client::file_meta(&m))
+                    .unwrap_or_default();
+                match p.send_put_with(f.name.as_str(), &content, meta).await {
                     Ok(()) => ahead.push_back(k),
                     Err(e) if p.is_usable() => {
                         tally.fail(f.name.as_str(), e);
@@ -653,6 +656,7 @@ async fn fetch(
                 // fsynced first; small ones are not, one by one (that would cost more than
                 // moving them): after a crash, `get -r` run again checks every file's size
                 // and BLAKE3 and fetches what is wrong.
+                let size = entry.size;
                 finishing.spawn_blocking(move || {
                     let done = match content {
                         Content::Bytes(bytes) => temp_beside(&path).and_then(|mut tmp| {
@@ -661,9 +665,10 @@ async fn fetch(
                         }),
                         Content::Written(tmp) => tmp.as_file().sync_data().map(|()| tmp),
                     }
+                    .and_then(|tmp| crate::file_meta::apply(tmp.as_file(), &entry).map(|()| tmp))
                     .and_then(|tmp| tmp.persist(&path).map(drop).map_err(|e| e.error))
                     .map_err(|e| e.to_string());
-                    (k, name, entry.size, done)
+                    (k, name, size, done)
                 });
                 while finishing.len() > FINISHING {
                     if let Some(done) = finishing.join_next().await {

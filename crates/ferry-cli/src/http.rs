@@ -56,6 +56,8 @@ fn wire(e: &Entry) -> ferry::proto::message::Entry {
         hash: e.hash,
         modified: e.modified,
         by: e.by.clone(),
+        mtime: e.meta.mtime,
+        executable: e.meta.executable,
     }
 }
 

@@ -11,6 +11,7 @@ mod credential;
 mod demo;
 mod docs;
 mod exit;
+mod file_meta;
 mod folders;
 mod hash_cache;
 mod http;

@@ -91,16 +91,24 @@ pub fn short_hash(hash: &[u8; 32]) -> String {
     h
 }
 
-/// An entry as a JSON object.
+/// An entry as a JSON object; `mtime` (nanoseconds since the Unix epoch) and `executable`
+/// only where the version has them.
 pub fn entry_json(e: &Entry) -> Value {
-    json!({
+    let mut v = json!({
         "source": e.source,
         "version": e.version,
         "size": e.size,
         "hash": hex(&e.hash),
         "modified": e.modified,
         "by": e.by,
-    })
+    });
+    if let Some(mtime) = e.mtime {
+        v["mtime"] = json!(mtime);
+    }
+    if e.executable {
+        v["executable"] = json!(true);
+    }
+    v
 }
 
 /// Prints what `ferry stat` shows of `e`: pretty JSON with `--json`, else its lines.
@@ -115,6 +123,18 @@ pub fn print_entry(e: &Entry, json: bool) -> anyhow::Result<()> {
 
 /// `stat`'s human form: one `label value` line per field.
 pub fn entry_lines(e: &Entry) -> String {
+    let mut lines = entry_fields(e);
+    if let Some(mtime) = e.mtime {
+        let secs = mtime / 1_000_000_000;
+        lines.push_str(&format!("\nfile time {} ({secs})", time(secs)));
+    }
+    if e.executable {
+        lines.push_str("\nexecutable yes");
+    }
+    lines
+}
+
+fn entry_fields(e: &Entry) -> String {
     format!(
         "source    {}\nversion   {}\nsize      {} bytes ({})\nblake3    {}\nmodified  {} ({})\nby        {}",
         printable(&e.source),
@@ -210,6 +230,8 @@ mod tests {
             hash: [0; 32],
             modified: 0,
             by: "m\u{1b}[31m".into(),
+            mtime: None,
+            executable: false,
         };
         for text in [entry_lines(&e), entries_table(std::slice::from_ref(&e))] {
             assert!(

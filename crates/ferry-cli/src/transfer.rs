@@ -426,6 +426,8 @@ async fn get_to_file(a: &GetArgs, path: &Path) -> anyhow::Result<()> {
             )));
         }
     };
+    crate::file_meta::apply(&file, &entry)
+        .with_context(|| format!("cannot set the time or mode of {}", part.display()))?;
     file.sync_all()
         .with_context(|| format!("cannot write {}", part.display()))?;
     drop(file);

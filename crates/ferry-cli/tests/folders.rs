@@ -575,3 +575,75 @@ fn a_get_r_whose_connection_is_cut_tries_again_and_moves_only_what_was_missing()
     );
     assert!(last.ends_with(", 0 failed"), "{last}");
 }
+
+#[test]
+fn modification_times_and_the_executable_bit_go_with_the_content() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let s = Setup::new();
+    let src = s.env.join("meta-src");
+    std::fs::create_dir_all(src.join("bin")).unwrap();
+    let (script, notes, big) = (
+        src.join("bin/run.sh"),
+        src.join("notes.txt"),
+        src.join("big.bin"),
+    );
+    write_pattern(&script, "#!/bin/sh", 100);
+    write_pattern(&notes, "notes", 100);
+    // Above STREAMED_MAX: goes as a resumable put, not in the pipeline.
+    write_pattern(&big, "big", 3 << 20);
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::fs::set_permissions(&notes, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let times = [
+        (
+            &script,
+            UNIX_EPOCH + Duration::new(1_000_000_000, 123_456_789),
+        ),
+        (&notes, UNIX_EPOCH + Duration::new(1_500_000_000, 0)),
+        (&big, UNIX_EPOCH + Duration::new(1_600_000_000, 5)),
+    ];
+    for (path, t) in &times {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(*t)
+            .unwrap();
+    }
+    s.with(&s.writer, &["put", "-r", src.to_str().unwrap(), "m/"])
+        .ok();
+
+    // The server keeps them: stat shows them.
+    let stat = s.with(&s.reader, &["stat", "m/bin/run.sh", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
+    assert_eq!(v["mtime"], 1_000_000_000_123_456_789u64, "{v}");
+    assert_eq!(v["executable"], true, "{v}");
+    let stat = s.with(&s.reader, &["stat", "m/notes.txt", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
+    assert_eq!(v["mtime"], 1_500_000_000_000_000_000u64, "{v}");
+    assert!(v.get("executable").is_none(), "{v}");
+
+    // get -r and a single get give them back.
+    let out = s.env.join("meta-out");
+    s.with(&s.reader, &["get", "-r", "m/", out.to_str().unwrap()])
+        .ok();
+    let single = s.env.join("single.bin");
+    s.with(
+        &s.reader,
+        &["get", "m/big.bin", "-o", single.to_str().unwrap()],
+    )
+    .ok();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    for (path, t) in &times {
+        let rel = path.strip_prefix(&src).unwrap();
+        assert_eq!(mtime(&out.join(rel)), *t, "{}", rel.display());
+    }
+    assert_eq!(mtime(&single), times[2].1);
+    let run = out.join("bin/run.sh");
+    assert_eq!(mode(&run) & 0o100, 0o100, "{:o}", mode(&run));
+    // Execute permission only where the file may be read.
+    assert_eq!(mode(&run) & 0o011, (mode(&run) & 0o044) >> 2);
+    assert_eq!(mode(&out.join("notes.txt")) & 0o111, 0);
+    assert!(mtime(&out.join("notes.txt")) < SystemTime::now() - Duration::from_secs(3600));
+}

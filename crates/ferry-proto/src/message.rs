@@ -384,6 +384,14 @@ pub struct Put {
     /// reads and drops that content. Absent (not encoded) when false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub streamed: bool,
+    /// The file's modification time, in nanoseconds since the Unix epoch, kept with the
+    /// version as metadata (docs/PROTOCOL.md §5.3). Absent (not encoded) if not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<u64>,
+    /// The file was executable (by its owner), kept with the version as metadata. Absent
+    /// (not encoded) when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub executable: bool,
 }
 
 /// For `skip_serializing_if`: a flag that is off is not encoded.
@@ -425,6 +433,13 @@ pub struct Entry {
     pub modified: u64,
     /// Name of the principal who stored it.
     pub by: String,
+    /// The modification time the uploader gave, in nanoseconds since the Unix epoch
+    /// (metadata, §5.3). Absent (not encoded) if none was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<u64>,
+    /// The uploader said the file was executable. Absent (not encoded) when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub executable: bool,
 }
 
 /// Fetch a source.
@@ -765,6 +780,8 @@ mod tests {
             hash: [7; 32],
             modified: 1_700_000_000,
             by: "alice".into(),
+            mtime: None,
+            executable: false,
         };
         vec![
             Message::PskAuth(PskAuth {
@@ -800,6 +817,8 @@ mod tests {
                 offset: 0,
                 hash: None,
                 streamed: false,
+                mtime: None,
+                executable: false,
             }),
             Message::Put(Put {
                 source: "a".into(),
@@ -807,6 +826,8 @@ mod tests {
                 offset: 0,
                 hash: Some([2; 32]),
                 streamed: false,
+                mtime: None,
+                executable: false,
             }),
             Message::Put(Put {
                 source: "a".into(),
@@ -814,6 +835,8 @@ mod tests {
                 offset: 0,
                 hash: None,
                 streamed: true,
+                mtime: None,
+                executable: false,
             }),
             Message::PutEnd(PutEnd {
                 size: 5,
@@ -994,6 +1017,8 @@ mod tests {
             hash: [0; 32],
             modified: 0,
             by: "b".into(),
+            mtime: None,
+            executable: false,
         };
         for (m, name) in [
             (Message::PutOk(entry.clone()), "put_ok"),
@@ -1013,6 +1038,37 @@ mod tests {
         head.extend_from_slice(b"entry");
         head.push(0xa6);
         assert!(get_ok.starts_with(&head));
+    }
+
+    /// Metadata (PROTOCOL.md §5.3) is encoded only where present, and round-trips.
+    #[test]
+    fn metadata_is_encoded_only_where_present() {
+        let entry = Entry {
+            source: "x".into(),
+            version: 1,
+            size: 0,
+            hash: [0; 32],
+            modified: 0,
+            by: "b".into(),
+            mtime: Some(1_000_000_000_123_456_789),
+            executable: true,
+        };
+        let bytes = Message::StatOk(entry.clone()).encode();
+        assert_eq!(bytes[1 + 1 + "stat_ok".len()], 0xa8, "eight fields");
+        assert_eq!(Message::decode(&bytes).unwrap(), Message::StatOk(entry));
+        let put = Put {
+            source: "x".into(),
+            size: Some(1),
+            offset: 0,
+            hash: None,
+            streamed: false,
+            mtime: Some(5),
+            executable: false,
+        };
+        let bytes = Message::Put(put.clone()).encode();
+        // source, size, offset, mtime: `executable` false is not encoded.
+        assert_eq!(bytes[1 + 1 + "put".len()], 0xa4);
+        assert_eq!(Message::decode(&bytes).unwrap(), Message::Put(put));
     }
 
     #[test]

@@ -186,6 +186,14 @@ impl Staged for StagedBlob {
     fn size(&self) -> u64 {
         StagedBlob::size(self)
     }
+
+    fn meta(&self) -> ferry_backend::Meta {
+        StagedBlob::meta(self)
+    }
+
+    fn set_meta(&mut self, meta: ferry_backend::Meta) {
+        StagedBlob::set_meta(self, meta);
+    }
 }
 
 /// An open local upload: a [`ResumableUpload`], written in place and finished on the

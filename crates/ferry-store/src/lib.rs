@@ -109,6 +109,6 @@ mod writer;
 
 pub use backend::{LocalBackend, LocalReader, LocalUpload};
 pub use error::StoreError;
-pub use ferry_backend::{Change, Changes, Entry, Hash, Head, Usage, replica_wins};
+pub use ferry_backend::{Change, Changes, Entry, Hash, Head, Meta, Usage, replica_wins};
 pub use store::{ResumableUpload, Store, StoreOptions};
 pub use writer::{BlobWriter, StagedBlob};

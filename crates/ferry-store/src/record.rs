@@ -1,12 +1,17 @@
 //! The fixed binary layout of index records, and its defensive decoder.
 //!
 //! `kind u8` (0 = live, 1 = tombstone) ‖ `version u64 BE` ‖ `size u64 BE` ‖ `hash [u8; 32]` ‖
-//! `modified u64 BE` ‖ `by_len u16 BE` ‖ `by` (`by_len` bytes of UTF-8). Nothing may follow.
+//! `modified u64 BE` ‖ `by_len u16 BE` ‖ `by` (`by_len` bytes of UTF-8), then, only if the
+//! version has metadata (index format 4), `flags u8` (bit 0: a modification time follows;
+//! bit 1: executable; no other bit, and never 0) ‖ `mtime u64 BE` (if bit 0). Nothing else may
+//! follow. A record without metadata is byte for byte what formats 1 to 3 wrote.
 
-use crate::{Hash, StoreError};
+use crate::{Hash, Meta, StoreError};
 
 const KIND_LIVE: u8 = 0;
 const KIND_TOMBSTONE: u8 = 1;
+const HAS_MTIME: u8 = 1;
+const EXECUTABLE: u8 = 2;
 
 /// Bytes before the variable-length principal name.
 pub(crate) const FIXED_LEN: usize = 1 + 8 + 8 + 32 + 8 + 2;
@@ -21,6 +26,7 @@ pub(crate) struct Record {
     pub(crate) hash: Hash,
     pub(crate) modified: u64,
     pub(crate) by: String,
+    pub(crate) meta: Meta,
 }
 
 /// Checks that a principal name fits the record's 16-bit length prefix.
@@ -50,6 +56,19 @@ impl Record {
         out.extend_from_slice(&self.modified.to_be_bytes());
         out.extend_from_slice(&by_len.to_be_bytes());
         out.extend_from_slice(self.by.as_bytes());
+        let mut flags = 0;
+        if self.meta.mtime.is_some() {
+            flags |= HAS_MTIME;
+        }
+        if self.meta.executable {
+            flags |= EXECUTABLE;
+        }
+        if flags != 0 {
+            out.push(flags);
+        }
+        if let Some(mtime) = self.meta.mtime {
+            out.extend_from_slice(&mtime.to_be_bytes());
+        }
         Ok(out)
     }
 
@@ -68,6 +87,17 @@ impl Record {
         let modified = u64::from_be_bytes(*r.array::<8>()?);
         let by_len = usize::from(u16::from_be_bytes(*r.array::<2>()?));
         let by_bytes = r.take(by_len)?;
+        let mut meta = Meta::default();
+        if !r.rest.is_empty() {
+            let flags = r.array::<1>()?[0];
+            if flags == 0 || flags & !(HAS_MTIME | EXECUTABLE) != 0 {
+                return Err(corrupt(format!("unknown metadata flags {flags:#04x}")));
+            }
+            if flags & HAS_MTIME != 0 {
+                meta.mtime = Some(u64::from_be_bytes(*r.array::<8>()?));
+            }
+            meta.executable = flags & EXECUTABLE != 0;
+        }
         if !r.rest.is_empty() {
             return Err(corrupt(format!(
                 "{} trailing bytes after record",
@@ -87,6 +117,7 @@ impl Record {
             hash,
             modified,
             by,
+            meta,
         })
     }
 }
@@ -131,7 +162,61 @@ mod tests {
             hash: *blake3::hash(b"x").as_bytes(),
             modified: 1_700_000_000,
             by: "alice@example".into(),
+            meta: Meta::default(),
         }
+    }
+
+    #[test]
+    fn metadata_round_trips_after_the_old_layout() {
+        for meta in [
+            Meta {
+                mtime: Some(1_699_999_999_000_000_001),
+                executable: true,
+            },
+            Meta {
+                mtime: Some(0),
+                executable: false,
+            },
+            Meta {
+                mtime: None,
+                executable: true,
+            },
+        ] {
+            let rec = Record { meta, ..sample() };
+            let bytes = rec.encode().unwrap();
+            // The old layout, then the flags and the time.
+            assert_eq!(&bytes[..59 + 13], &sample().encode().unwrap()[..]);
+            assert_eq!(Record::decode(&bytes).unwrap(), rec);
+            for n in 59 + 13 + 1..bytes.len() {
+                assert!(
+                    matches!(Record::decode(&bytes[..n]), Err(StoreError::Corrupt(_))),
+                    "prefix of {n} bytes"
+                );
+            }
+        }
+        let old = sample().encode().unwrap();
+        for flags in [0u8, 4, 0x80, 0xff] {
+            let mut bad = old.clone();
+            bad.push(flags);
+            assert!(
+                matches!(Record::decode(&bad), Err(StoreError::Corrupt(_))),
+                "flags {flags:#x}"
+            );
+        }
+        let mut trailing = Record {
+            meta: Meta {
+                mtime: None,
+                executable: true,
+            },
+            ..sample()
+        }
+        .encode()
+        .unwrap();
+        trailing.push(0);
+        assert!(matches!(
+            Record::decode(&trailing),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, Wr
 use crate::fsutil::{self, TMP_FILE_MODE, blob_location, hex, parse_blob_name};
 use crate::record::{Record, check_by};
 use crate::writer::{BlobWriter, StagedBlob};
-use crate::{Entry, Hash, StoreError};
+use crate::{Entry, Hash, Meta, StoreError};
 
 /// Source name (UTF-8 bytes) → current record: the live entry, or a tombstone.
 ///
@@ -32,13 +32,14 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 const FORMAT_KEY: &str = "format";
 /// 2 added the `changes` table and `meta["last_seq"]`; 3 the `usage` table (what each
-/// principal's kept versions take). An older index is upgraded on open (a format-1 log
+/// principal's kept versions take); 4 a version's optional metadata at the end of its record
+/// (record.rs; nothing to upgrade: a record without it is unchanged). An older index is upgraded on open (a format-1 log
 /// starts empty; the usage is counted from the versions); a binary that knows only an older
 /// format refuses a newer index, so it cannot commit without keeping the tables the newer one
 /// added.
-const FORMAT_VERSION: u64 = 3;
+const FORMAT_VERSION: u64 = 4;
 /// Formats [`init_tables`] upgrades to [`FORMAT_VERSION`].
-const UPGRADABLE_FORMATS: &[u64] = &[1, 2];
+const UPGRADABLE_FORMATS: &[u64] = &[1, 2, 3];
 
 const INDEX_FILE: &str = "index.redb";
 const BLOBS_DIR: &str = "blobs";
@@ -77,6 +78,7 @@ impl Record {
             hash: self.hash,
             modified: self.modified,
             by: self.by,
+            meta: self.meta,
         }
     }
 }
@@ -210,12 +212,12 @@ impl Store {
         now: u64,
     ) -> Result<Entry, StoreError> {
         check_by(by)?;
-        let hash = staged.hash();
-        let size = staged.size();
+        let content = (staged.hash(), staged.size(), staged.meta());
+        let size = content.1;
         let (entry, freed, seq) = {
             let _placing = self.read_lock();
             self.place_blob(staged)?;
-            self.commit_index(source, hash, size, by, now)?
+            self.commit_index(source, content, by, now)?
         };
         self.notify(seq);
         self.remove_unreferenced(&freed);
@@ -379,6 +381,7 @@ impl Store {
                         hash: [0; 32],
                         modified: now,
                         by: by.to_owned(),
+                        meta: Meta::default(),
                     };
                     current.insert(source.as_bytes(), tombstone.encode()?.as_slice())?;
                     let mut freed = Vec::new();
@@ -457,8 +460,7 @@ impl Store {
     fn commit_index(
         &self,
         source: &str,
-        hash: Hash,
-        size: u64,
+        (hash, size, meta): (Hash, u64, Meta),
         by: &str,
         now: u64,
     ) -> Result<(Entry, Vec<Hash>, u64), StoreError> {
@@ -481,6 +483,7 @@ impl Store {
                 hash,
                 modified: now,
                 by: by.to_owned(),
+                meta,
             };
             let bytes = rec.encode()?;
             versions.insert((source.as_bytes(), version), bytes.as_slice())?;

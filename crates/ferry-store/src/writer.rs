@@ -6,7 +6,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::fsutil::{self, BLOB_FILE_MODE, TMP_FILE_MODE};
-use crate::{Hash, StoreError};
+use crate::{Hash, Meta, StoreError};
 
 /// Size of the write buffer in front of the temp file. Writes at least this large bypass it.
 const WRITE_BUFFER: usize = 128 * 1024;
@@ -119,11 +119,7 @@ impl BlobWriter {
         file.set_permissions(Permissions::from_mode(BLOB_FILE_MODE))?;
         file.sync_all()?;
         drop(file);
-        Ok(StagedBlob {
-            hash: *hasher.finalize().as_bytes(),
-            size: len,
-            guard,
-        })
+        Ok(StagedBlob::new(*hasher.finalize().as_bytes(), len, guard))
     }
 }
 
@@ -157,12 +153,28 @@ pub struct StagedBlob {
     hash: Hash,
     size: u64,
     guard: TempGuard,
+    meta: Meta,
 }
 
 impl StagedBlob {
     /// A staged file at the guard's path, with its verified hash and size.
     pub(crate) fn new(hash: Hash, size: u64, guard: TempGuard) -> StagedBlob {
-        StagedBlob { hash, size, guard }
+        StagedBlob {
+            hash,
+            size,
+            guard,
+            meta: Meta::default(),
+        }
+    }
+
+    /// The metadata the version committed from this will carry.
+    pub fn meta(&self) -> Meta {
+        self.meta
+    }
+
+    /// Sets the metadata the version committed from this will carry.
+    pub fn set_meta(&mut self, meta: Meta) {
+        self.meta = meta;
     }
 
     /// BLAKE3 hash of the content.

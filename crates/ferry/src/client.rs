@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_backend::Meta;
 use ferry_proto::auth::{self, ClientAuth, ClientSession, ClientStep, Principal};
 use ferry_proto::credential::Credential;
 use ferry_proto::message::{self, Entry, Get, List, Message, Put, PutEnd, SourceRef};
@@ -469,6 +470,8 @@ impl Client {
             offset: 0,
             hash: None,
             streamed: false,
+            mtime: None,
+            executable: false,
         }))
         .await?;
         match self.recv().await? {
@@ -546,12 +549,15 @@ impl Client {
         progress: Progress<'_>,
     ) -> Result<(Entry, u64), Error> {
         let source = SourceName::parse(source)?;
+        let meta = file_meta(&file.metadata()?);
         self.send_request(&Message::Put(Put {
             source: source.to_string(),
             size: Some(size),
             offset: 0,
             hash: Some(hash),
             streamed: false,
+            mtime: meta.mtime,
+            executable: meta.executable,
         }))
         .await?;
         let offset = match self.recv().await? {
@@ -1003,6 +1009,20 @@ async fn hash_prefix(
     })
     .await
     .map_err(|e| Error::Internal(format!("worker thread failed: {e}")))?
+}
+
+/// What a put of a file records about it (docs/PROTOCOL.md §5.3): its modification time (if
+/// it is after the Unix epoch) and whether its owner may execute it.
+pub fn file_meta(m: &std::fs::Metadata) -> Meta {
+    use std::os::unix::fs::PermissionsExt;
+    Meta {
+        mtime: m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| u64::try_from(d.as_nanos()).ok()),
+        executable: m.permissions().mode() & 0o100 != 0,
+    }
 }
 
 /// Reads `file` to its end on a blocking thread and returns it with its size and BLAKE3

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::io::Write;
 
+use ferry_backend::Meta;
 use ferry_proto::message::{Digest, Entry, Get, Message, Put, PutEnd};
 use ferry_proto::names::SourceName;
 
@@ -262,6 +263,17 @@ impl Pipeline<'_> {
     /// Sends `content` as a streamed put to `source` (at most [`STREAMED_MAX`] bytes): the
     /// request, the content and its `put_end`, without waiting for `put_ready`.
     pub async fn send_put(&mut self, source: &str, content: &[u8]) -> Result<(), Error> {
+        self.send_put_with(source, content, Meta::default()).await
+    }
+
+    /// [`Pipeline::send_put`] with the file's metadata ([`crate::client::file_meta`]), kept
+    /// with the version.
+    pub async fn send_put_with(
+        &mut self,
+        source: &str,
+        content: &[u8],
+        meta: Meta,
+    ) -> Result<(), Error> {
         self.check(false)?;
         let name = SourceName::parse(source)?;
         let size = content.len() as u64;
@@ -279,6 +291,8 @@ impl Pipeline<'_> {
                 offset: 0,
                 hash: None,
                 streamed: true,
+                mtime: meta.mtime,
+                executable: meta.executable,
             }))
             .await?;
             for piece in content.chunks(pipe::CHUNK) {

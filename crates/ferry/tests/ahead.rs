@@ -26,6 +26,8 @@ fn streamed(source: &str, size: Option<u64>, hash: Option<[u8; 32]>) -> Message 
         offset: 0,
         hash,
         streamed: true,
+        mtime: None,
+        executable: false,
     })
 }
 

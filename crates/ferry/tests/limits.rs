@@ -59,6 +59,8 @@ fn put(source: &str, size: Option<u64>) -> Message {
         offset: 0,
         hash: None,
         streamed: false,
+        mtime: None,
+        executable: false,
     })
 }
 

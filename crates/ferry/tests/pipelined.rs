@@ -180,6 +180,8 @@ fn entry(data: &[u8]) -> Entry {
         hash: *blake3::hash(data).as_bytes(),
         modified: 0,
         by: "w".into(),
+        mtime: None,
+        executable: false,
     }
 }
 

@@ -283,6 +283,8 @@ async fn a_second_put_of_an_upload_in_progress_is_refused_as_busy_then_continues
             offset: 0,
             hash: Some(hash),
             streamed: false,
+            mtime: None,
+            executable: false,
         }))
         .await
         .unwrap();

@@ -147,6 +147,8 @@ async fn a_put_cut_off_midway_leaves_the_previous_version() {
         offset: 0,
         hash: None,
         streamed: false,
+        mtime: None,
+        executable: false,
     }))
     .await
     .unwrap();
@@ -188,6 +190,8 @@ async fn a_put_whose_hash_does_not_match_is_refused_and_invisible() {
         offset: 0,
         hash: None,
         streamed: false,
+        mtime: None,
+        executable: false,
     }))
     .await
     .unwrap();

@@ -342,6 +342,7 @@ mod tests {
             hash: [1; 32],
             modified: 2,
             by: "w".into(),
+            meta: Meta::default(),
         };
         let good = encode("src", &rec).unwrap();
         assert_eq!(decode(5, &good).unwrap().source, "src");

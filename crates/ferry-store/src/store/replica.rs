@@ -83,6 +83,7 @@ impl Store {
             hash,
             modified,
             by: by.to_owned(),
+            meta: staged.meta(),
         };
         let (applied, freed) = {
             let _placing = self.read_lock();
@@ -123,6 +124,7 @@ impl Store {
             hash: [0; 32],
             modified,
             by: by.to_owned(),
+            meta: Meta::default(),
         };
         let txn = self.db.begin_write()?;
         let freed = {

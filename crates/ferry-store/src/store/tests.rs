@@ -157,6 +157,7 @@ fn put_commit_stat_open_round_trip() {
             hash: *blake3::hash(&content).as_bytes(),
             modified: 1_760_000_000,
             by: "alice".into(),
+            meta: Meta::default(),
         }
     );
     assert_eq!(

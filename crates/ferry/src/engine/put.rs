@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ferry_backend::Upload as _;
-use ferry_backend::{BackendError, UploadKey};
+use ferry_backend::{BackendError, Meta, Staged as _, UploadKey};
 use ferry_proto::auth::{Method, Principal};
 use ferry_proto::message::{Digest, ErrorCode, Put, PutEnd};
 use ferry_proto::names::SourceName;
@@ -48,6 +48,8 @@ pub(crate) struct Upload<B: ServerBackend> {
     offset: u64,
     /// Bytes of this body received so far.
     received: u64,
+    /// What the client said about the file, kept with the version.
+    meta: Meta,
     tx: mpsc::Sender<WriteCmd>,
     spares: Spares<Vec<u8>>,
     writer: Writer<B>,
@@ -229,6 +231,10 @@ impl<B: ServerBackend> Engine<B> {
                 "a put's offset must be 0: the server says where a resumable upload continues",
             )));
         }
+        let meta = Meta {
+            mtime: req.mtime,
+            executable: req.executable,
+        };
         if let Some(hash) = req.hash {
             let Some(size) = req.size else {
                 return Ok(Err(Refusal::new(
@@ -236,7 +242,7 @@ impl<B: ServerBackend> Engine<B> {
                     "a resumable put needs its size as well as its hash",
                 )));
             };
-            return self.put_resumable(p, name, size, hash, slot).await;
+            return self.put_resumable(p, name, (size, hash), meta, slot).await;
         }
         // A plain put stages through a part too, under a random key nothing else can reach.
         let mut random = [0u8; 32];
@@ -254,6 +260,7 @@ impl<B: ServerBackend> Engine<B> {
             size: req.size,
             offset: 0,
             received: 0,
+            meta,
             tx,
             spares,
             writer: Writer {
@@ -269,8 +276,8 @@ impl<B: ServerBackend> Engine<B> {
         &self,
         p: &Principal,
         name: SourceName,
-        size: u64,
-        hash: Digest,
+        (size, hash): (u64, Digest),
+        meta: Meta,
         slot: TransferSlot,
     ) -> Outcome<Upload<B>> {
         let kind = principal_kind(self, p).await?;
@@ -304,6 +311,7 @@ impl<B: ServerBackend> Engine<B> {
             size: Some(size),
             offset,
             received: 0,
+            meta,
             tx,
             spares,
             writer: Writer {
@@ -521,6 +529,7 @@ impl<B: ServerBackend> Upload<B> {
             size,
             offset,
             received,
+            meta,
             tx,
             writer,
             ..
@@ -580,7 +589,10 @@ impl<B: ServerBackend> Upload<B> {
         let staged = upload.finish(&end.hash).await;
         drop(held);
         let staged = match staged {
-            Ok(s) => s,
+            Ok(mut s) => {
+                s.set_meta(meta);
+                s
+            }
             // The backend discarded the part: the next put starts over.
             Err(BackendError::HashMismatch { .. }) => {
                 tracing::warn!("upload of {name} by {by} failed its hash check; discarded");

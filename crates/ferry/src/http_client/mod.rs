@@ -102,6 +102,8 @@ fn entry(v: &Value) -> Result<Entry, Error> {
         hash: hash(v, "blake3")?,
         modified: num(v, "modified")?,
         by: text(v, "by")?,
+        // The HTTP front does not carry a version's metadata (docs/HTTP.md §12).
+        meta: ferry_backend::Meta::default(),
     })
 }
 

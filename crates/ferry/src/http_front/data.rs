@@ -160,6 +160,8 @@ async fn start_put<B: ServerBackend>(
         offset: 0,
         hash: None,
         streamed: false,
+        mtime: None,
+        executable: false,
     };
     match front.engine.put(&authed.principal, &req).await {
         Ok(Ok(u)) => Ok((u, announced, req.source)),

@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_backend::{Index, Upload, UploadKey, replica_wins};
+use ferry_backend::{Index, Staged, Upload, UploadKey, replica_wins};
 use ferry_proto::mesh::announce::{self, Body, Event};
 use ferry_proto::mesh::beacon::{self, Beacon};
 use ferry_proto::mesh::key::announce_key;
@@ -660,7 +660,11 @@ async fn install<B: ServerBackend>(
         );
         return Ok(false);
     }
-    let staged = upload.finish(&got.hash).await?;
+    let mut staged = upload.finish(&got.hash).await?;
+    staged.set_meta(ferry_backend::Meta {
+        mtime: got.mtime,
+        executable: got.executable,
+    });
     // Mark before committing: the change feed may announce it before commit returns.
     mark_replicated(ctx, &got.source, got.version);
     let installed = ctx
@@ -734,6 +738,8 @@ mod tests {
             hash: [1; 32],
             modified: 0,
             by: "x".into(),
+            mtime: None,
+            executable: false,
         };
         assert!(same_entry(&got, &asked));
         for bad in [

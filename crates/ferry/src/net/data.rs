@@ -33,6 +33,8 @@ fn to_wire(e: Entry) -> message::Entry {
         hash: e.hash,
         modified: e.modified,
         by: e.by,
+        mtime: e.meta.mtime,
+        executable: e.meta.executable,
     }
 }
 
