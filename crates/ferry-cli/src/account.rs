@@ -181,7 +181,7 @@ pub async fn register(a: &RegisterArgs) -> anyhow::Result<()> {
         .into());
     }
     if !a.password.password_stdin {
-        eprintln!(
+        output::note!(
             "registering {name} (role {}) at {}",
             invite.claims.role(),
             invite.server
@@ -202,7 +202,7 @@ pub async fn register(a: &RegisterArgs) -> anyhow::Result<()> {
         invite.server
     );
     match saved {
-        Ok(path) => eprintln!(
+        Ok(path) => output::note!(
             "remembered the server in {}; log in with: ferry login",
             path.display()
         ),

@@ -100,10 +100,12 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// No progress bars, notes or confirmations (`stored ...`): only errors on stderr. Results
-    /// asked for (a listing, stat, data to stdout, --json) are still printed.
+    /// asked for (a listing, stat, data to stdout, --json) are still printed. For serve and
+    /// mesh up: log warnings and errors only.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// More detail on stderr: the server address and ID, who we are, and timings.
+    /// More detail on stderr: the server address and ID, who we are, and timings. For serve
+    /// and mesh up: ferry's debug log lines too (FERRY_LOG overrides both).
     #[arg(short, long, global = true)]
     pub verbose: bool,
     /// Print the result as JSON on stdout (see "JSON output" in --help).

@@ -91,7 +91,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Serve(cli::ServeArgs { report, .. })
         | Command::Mesh(cli::MeshCommand::Up(cli::MeshUpArgs { report, .. })) => {
-            serve::init_logging("info", report.log_format)
+            // --quiet: warnings and errors only; --verbose: ferry's debug lines too.
+            let level = if cli.global.quiet {
+                "warn"
+            } else if cli.global.verbose {
+                "info,ferry=debug"
+            } else {
+                "info"
+            };
+            serve::init_logging(level, report.log_format)
         }
         // Other commands log only when asked to.
         _ if std::env::var_os("FERRY_LOG").is_some() => {

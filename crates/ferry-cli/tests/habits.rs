@@ -452,3 +452,19 @@ fn invites_need_an_address_too() {
     let toml = fs::read_to_string(other.server_dir().join("ferry.toml")).unwrap();
     assert!(toml.contains("# address = "), "{toml}");
 }
+
+#[test]
+fn quiet_holds_for_administration_and_mesh_commands_too() {
+    // init and mesh create: their result (the ID) on stdout, their notes only without -q.
+    for args in [&["init"][..], &["mesh", "create", "--name", "alpha"]] {
+        let env = Env::new();
+        let loud = env.run(args).ok();
+        assert!(!loud.stderr.is_empty(), "{args:?}");
+        let env = Env::new();
+        let mut quiet = args.to_vec();
+        quiet.push("-q");
+        let out = env.run(&quiet).ok();
+        assert_eq!(out.stderr, "", "{args:?}");
+        assert_eq!(out.text().lines().count(), 1, "{args:?}: {}", out.text());
+    }
+}
