@@ -181,7 +181,7 @@ pub async fn register(a: &RegisterArgs) -> anyhow::Result<()> {
         .into());
     }
     if !a.password.password_stdin {
-        eprintln!(
+        output::note!(
             "registering {name} (role {}) at {}",
             invite.claims.role(),
             invite.server
@@ -202,7 +202,7 @@ pub async fn register(a: &RegisterArgs) -> anyhow::Result<()> {
         invite.server
     );
     match saved {
-        Ok(path) => eprintln!(
+        Ok(path) => output::note!(
             "remembered the server in {}; log in with: ferry login",
             path.display()
         ),
@@ -285,12 +285,23 @@ pub async fn login(a: &LoginArgs) -> anyhow::Result<()> {
             eprintln!("warning: {}", crate::exit::message(&e));
         }
     }
-    println!(
-        "logged in as {user} (role {}); session valid until {}",
-        output::printable(&role),
-        output::time(session.expires)
-    );
-    Ok(())
+    output::result(
+        || {
+            format!(
+                "logged in as {user} (role {}); session valid until {}",
+                output::printable(&role),
+                output::time(session.expires)
+            )
+        },
+        || {
+            serde_json::json!({
+                "user": user,
+                "role": role,
+                "server": server,
+                "expires": session.expires,
+            })
+        },
+    )
 }
 
 fn store_session(
@@ -320,7 +331,7 @@ fn require_session() -> anyhow::Result<StoredSession> {
 /// `ferry logout`.
 pub async fn logout() -> anyhow::Result<()> {
     let Some(s) = load_session()? else {
-        eprintln!("not logged in; nothing to do");
+        output::note!("not logged in; nothing to do");
         return Ok(());
     };
     let result = match resume_session(&s).await {
@@ -389,6 +400,6 @@ pub async fn passwd(a: &PasswordStdin) -> anyhow::Result<()> {
     let _ = client.close().await;
     remove_session()?;
     println!("changed the password of {}", s.user);
-    eprintln!("this ended your sessions, this one too; log in again with: ferry login");
+    output::note!("this ended your sessions, this one too; log in again with: ferry login");
     Ok(())
 }

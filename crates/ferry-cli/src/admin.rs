@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::cli::{ClientCommand, ClientListArgs, DirArg, IssueArgs, RevokeArgs};
 use crate::exit::{self, Failure, NOT_FOUND};
-use crate::output;
+use crate::output::{self, note};
 
 /// The server folder: `--dir`, else `$FERRY_DIR` (both via clap), else the data folder.
 pub fn server_dir(arg: &DirArg) -> anyhow::Result<ServerDir> {
@@ -28,16 +28,23 @@ pub fn server_dir(arg: &DirArg) -> anyhow::Result<ServerDir> {
 pub fn init(arg: &DirArg) -> anyhow::Result<()> {
     let dir = server_dir(arg)?;
     let id = dir.init()?;
-    println!("{id}");
+    if output::json() {
+        output::json_line(
+            &json!({"server_id": id.to_string(), "dir": dir.path().to_string_lossy()}),
+        )?;
+    } else {
+        println!("{id}");
+    }
     let d = quote(dir.path());
-    eprintln!("created a ferry server in {}", dir.path().display());
-    eprintln!(
+    note!("created a ferry server in {}", dir.path().display());
+    note!(
         "  configuration: {}",
         dir.path().join("ferry.toml").display()
     );
-    eprintln!("next:");
-    eprintln!("  ferry serve --dir {d}");
-    eprintln!("  ferry client issue NAME --role writer --dir {d}");
+    note!("next:");
+    note!("  ferry serve --dir {d}");
+    note!("  ferry client issue NAME --role writer --server HOST:7443 --dir {d}");
+    note!("  (or set address = \"HOST:7443\" in ferry.toml, the address clients reach it at)");
     Ok(())
 }
 
@@ -48,6 +55,19 @@ pub fn client(cmd: &ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Revoke(a) => revoke(a),
         ClientCommand::List(a) => list(a),
     }
+}
+
+/// Fails (exit code 2) unless a server address to write was given or is configured: a
+/// credential or invite with a guessed address leads its holder nowhere.
+pub fn need_address(dir: &ServerDir, given: Option<&str>, what: &str) -> anyhow::Result<()> {
+    if given.is_some() || dir.config()?.address.is_some() {
+        return Ok(());
+    }
+    bail!(exit::bad_input(format!(
+        "no server address to write into the {what}: pass --server HOST:PORT (the address \
+         clients reach this server at), or set address = \"HOST:PORT\" in {}",
+        dir.path().join("ferry.toml").display()
+    )))
 }
 
 fn issue(a: &IssueArgs) -> anyhow::Result<()> {
@@ -64,11 +84,17 @@ fn issue(a: &IssueArgs) -> anyhow::Result<()> {
         Some(p) => Some(p.clone()),
         None => Some(PathBuf::from(format!("{}.cred", a.name))),
     };
+    if out.is_none() && output::json() {
+        bail!(exit::bad_input(
+            "--json and --out - do not go together: standard output carries the credential"
+        ));
+    }
     // Check the destination before issuing: issuing invalidates the previous credential,
     // so failing to write the new one afterwards would leave the client with none.
     if let Some(path) = &out {
         check_writable(path)?;
     }
+    need_address(&dir, a.server.as_deref(), "credential")?;
     let roles = dir.config()?.roles;
     let role_known = roles.contains_key(&a.role);
     if !role_known && !a.force {
@@ -93,9 +119,11 @@ fn issue(a: &IssueArgs) -> anyhow::Result<()> {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(text.as_bytes())?;
             stdout.flush()?;
-            eprintln!(
+            note!(
                 "issued a credential for {} (role {}, epoch {epoch}, server {})",
-                a.name, a.role, cred.server
+                a.name,
+                a.role,
+                cred.server
             );
         }
         Some(path) => {
@@ -106,21 +134,30 @@ fn issue(a: &IssueArgs) -> anyhow::Result<()> {
                     path.display()
                 )
             })?;
-            eprintln!(
+            if output::json() {
+                output::json_line(&json!({
+                    "name": a.name,
+                    "role": a.role,
+                    "epoch": epoch,
+                    "server": cred.server,
+                    "path": path.to_string_lossy(),
+                }))?;
+            }
+            note!(
                 "wrote {} (mode 0600): credential for {} (role {}, epoch {epoch}, server {})",
                 path.display(),
                 a.name,
                 a.role,
                 cred.server
             );
-            eprintln!(
+            note!(
                 "give it to the client, e.g.: ferry ls --cred {}",
                 quote(path)
             );
         }
     }
     if epoch > 1 {
-        eprintln!(
+        note!(
             "note: this re-issue invalidated {}'s previous credential (epoch {})",
             a.name,
             epoch - 1
@@ -133,7 +170,7 @@ fn issue(a: &IssueArgs) -> anyhow::Result<()> {
         );
     }
     if previous.is_some_and(|p| p.revoked) {
-        eprintln!(
+        note!(
             "note: {} was revoked; this credential reinstates it",
             a.name
         );
@@ -168,8 +205,11 @@ fn revoke(a: &RevokeArgs) -> anyhow::Result<()> {
     if !dir.revoke_client(&a.name)? {
         return Err(Failure::new(NOT_FOUND, format!("no client named '{}'", a.name)).into());
     }
-    println!("revoked {}", a.name);
-    eprintln!(
+    output::result(
+        || format!("revoked {}", a.name),
+        || json!({"name": a.name, "revoked": true}),
+    )?;
+    note!(
         "its credential no longer works, also on a running server; re-issue with: ferry client issue {} --role ROLE",
         a.name
     );
@@ -180,7 +220,7 @@ fn list(a: &ClientListArgs) -> anyhow::Result<()> {
     let dir = server_dir(&a.dir)?;
     let reg = dir.registry()?;
     let status = |revoked: bool| if revoked { "revoked" } else { "active" };
-    if a.json {
+    if output::json() {
         let items: Vec<_> = reg
             .clients
             .iter()
@@ -201,7 +241,7 @@ fn list(a: &ClientListArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if reg.clients.is_empty() {
-        eprintln!("no clients issued yet; issue one with: ferry client issue NAME --role ROLE");
+        note!("no clients issued yet; issue one with: ferry client issue NAME --role ROLE");
         return Ok(());
     }
     let mut rows = vec![

@@ -8,8 +8,9 @@ const AFTER_HELP: &str = "\
 Example:
   ferry init --dir ./srv                          # prints the server ID
   ferry serve --dir ./srv &                       # listens on 0.0.0.0:7443
-  ferry client issue alice --role writer --dir ./srv  # writes ./alice.cred (mode 0600)
-  ferry client issue bob --role reader --dir ./srv    # writes ./bob.cred
+  ferry client issue alice --role writer --server myhost:7443 --dir ./srv
+                                                  # writes ./alice.cred (mode 0600)
+  ferry client issue bob --role reader --server myhost:7443 --dir ./srv
   ferry put reports/q3 q3.pdf --cred alice.cred
   ferry get reports/q3 -o q3.pdf --cred bob.cred
   ferry put q3.csv reports/ --cred alice.cred     # stores reports/q3.csv
@@ -21,7 +22,8 @@ Example:
   ferry demo                                      # all of the above, in a temporary folder
 
 User accounts (a password instead of a credential file):
-  ferry user invite carol --role writer --dir ./srv   # writes ./carol.invite (mode 0600)
+  ferry user invite carol --role writer --server myhost:7443 --dir ./srv
+                                                      # writes ./carol.invite (mode 0600)
   ferry register --invite carol.invite                # carol sets her password
   ferry login --user carol                            # opens a session
   ferry ls                                            # no --cred: uses the session
@@ -30,18 +32,46 @@ User accounts (a password instead of a credential file):
 Environment:
   FERRY_DIR   server folder for init, serve, client, user and session (default: the per-user
               data folder)
-  FERRY_CRED  credential file for put, get, ls, stat, rm and watch (without one: the login
-              session)
-  FERRY_CONFIG  folder for profile.toml and session.toml (default: the per-user config
-              folder's \"ferry\")
+  FERRY_CRED  credential file for put, get, ls, stat, rm, sync and watch (without one: the
+              login session)
+  FERRY_PROFILE  client profile to use, as --profile
+  FERRY_CONFIG  folder for profiles.toml, profile.toml and session.toml (default: the
+              per-user config folder's \"ferry\", e.g. ~/.config/ferry)
   FERRY_LOG   log filter for serve (default: info)
+
+Profiles (one person, several servers): CONFIG/profiles.toml names credentials,
+  [profiles.work]
+  cred = \"work.cred\"                  # relative to CONFIG
+  [profiles.home]
+  cred = \"/home/me/home.cred\"
+  server = \"nas.local:7443\"           # optional: overrides the credential's address
+and `ferry ls --profile home` (or FERRY_PROFILE=home) uses one. --server HOST:PORT overrides
+the address for one command. --cred and --profile do not go together.
+
+Output: --quiet prints only errors on stderr; --verbose adds the connection, server ID and
+timings. JSON output (--json), one object per line on stdout:
+  put, get -o, stat   {\"source\", \"version\", \"size\", \"hash\" (hex), \"modified\" (Unix
+                      seconds), \"by\"}; get adds \"path\"
+  ls, ls --versions   one such object per source or version (JSON Lines)
+  rm                  {\"source\", \"version\" (of the deletion), \"deleted\": true}
+  put -r, get -r, sync  {\"op\", \"files\", \"bytes\", \"unchanged\", \"deleted\", \"failed\" (names)};
+                      sync --dry-run one {\"would\": \"put\"|\"get\"|\"delete\", \"source\"|\"path\",
+                      \"size\"} per file, then {\"op\": \"dry-run\", ...}
+  watch               one event per line (see ferry watch --help)
+  login               {\"user\", \"role\", \"server\", \"expires\"}
+  init                {\"server_id\", \"dir\"}
+  client issue        {\"name\", \"role\", \"epoch\", \"server\", \"path\"} (not with --out -)
+  client list, user list, session list  one JSON array (or object) of the table's rows
+Commands with no result to print (serve, demo, ...) refuse --json with exit code 2.
 
 Exit codes:
   0  success
   1  any other error
   2  usage error: a bad argument or bad input, wherever it is found (an unknown option, an
-     invalid source name, prefix, client or user name, a folder given as FILE, options that do
-     not go together, passwords that differ, are empty or are too short)
+     invalid source name, prefix, client or user name, a folder given as FILE, a local file or
+     credential file named that cannot be read or used, no credential and no login, an unknown
+     profile, options that do not go together, passwords that differ, are empty or are too
+     short, nothing typed to put from a terminal, no server address to write)
   3  authentication failed
   4  permission denied
   5  not found
@@ -58,9 +88,29 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, after_help = AFTER_HELP)]
 pub struct Cli {
+    /// Flags every command honours.
+    #[command(flatten)]
+    pub global: GlobalArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--quiet`, `--verbose` and `--json`: accepted before or after the command's name.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// No progress bars, notes or confirmations (`stored ...`): only errors on stderr. Results
+    /// asked for (a listing, stat, data to stdout, --json) are still printed. For serve and
+    /// mesh up: log warnings and errors only.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More detail on stderr: the server address and ID, who we are, and timings. For serve
+    /// and mesh up: ferry's debug log lines too (FERRY_LOG overrides both).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Print the result as JSON on stdout (see "JSON output" in --help).
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 /// The commands.
@@ -235,7 +285,8 @@ pub struct IssueArgs {
     /// Another attribute to bind into the credential, as KEY=VALUE (repeatable).
     #[arg(long = "attr", value_name = "KEY=VALUE", value_parser = parse_attr)]
     pub attrs: Vec<(String, String)>,
-    /// Address clients use to reach the server [default: `address` in ferry.toml].
+    /// Address clients use to reach the server, written into the credential [default:
+    /// `address` in ferry.toml; without either, the command refuses: ferry does not guess].
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_server)]
     pub server: Option<String>,
     /// Record the base URL of the server's HTTP front (http://HOST:PORT or
@@ -270,9 +321,6 @@ pub struct ClientListArgs {
     /// The server folder.
     #[command(flatten)]
     pub dir: DirArg,
-    /// Print a JSON array instead of a table.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// The credential file.
@@ -282,6 +330,14 @@ pub struct CredArg {
     /// `ferry login`].
     #[arg(long, value_name = "FILE", env = "FERRY_CRED")]
     pub cred: Option<PathBuf>,
+    /// A named client profile from CONFIG/profiles.toml: its credential file and, if it
+    /// sets one, its server address (see "Profiles" in `ferry --help`).
+    #[arg(long, value_name = "NAME", env = "FERRY_PROFILE")]
+    pub profile: Option<String>,
+    /// Reach the server at HOST:PORT instead of the address in the credential, profile or
+    /// login session (the server ID pinned there is still checked).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_server)]
+    pub server: Option<String>,
 }
 
 /// How `put`, `get`, `ls`, `stat` and `rm` reach the server.
@@ -326,7 +382,8 @@ pub enum UserCommand {
 /// Where an invite goes and how long it is valid.
 #[derive(Debug, Args)]
 pub struct InviteOut {
-    /// Address users reach the server at [default: `address` in ferry.toml].
+    /// Address users reach the server at [default: `address` in ferry.toml; without either,
+    /// the command refuses: ferry does not guess].
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_server)]
     pub server: Option<String>,
     /// Where to write the invite (mode 0600); "-" prints it [default: ./NAME.invite].
@@ -668,6 +725,10 @@ pub struct PutArgs {
     /// Upload the folder SOURCE (DIR) under the prefix FILE (PREFIX/).
     #[arg(short = 'r', long)]
     pub recursive: bool,
+    /// Store an empty source when standard input is a terminal and nothing was typed
+    /// before Ctrl-D (otherwise nothing is stored; from a pipe or file, empty is stored).
+    #[arg(long)]
+    pub allow_empty: bool,
     /// The credential.
     #[command(flatten)]
     pub cred: CredArg,
@@ -737,9 +798,6 @@ pub struct LsArgs {
     /// The server's front to use.
     #[command(flatten)]
     pub via: ViaArg,
-    /// Print a JSON array instead of lines.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// `ferry stat`.
@@ -753,9 +811,6 @@ pub struct StatArgs {
     /// The server's front to use.
     #[command(flatten)]
     pub via: ViaArg,
-    /// Print a JSON object instead of lines.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// `ferry watch`.
@@ -770,9 +825,6 @@ pub struct WatchArgs {
     /// The server's front to use.
     #[command(flatten)]
     pub via: ViaArg,
-    /// Print one JSON object per line instead of text.
-    #[arg(long)]
-    pub json: bool,
     /// Start after this sequence number (0: every change the server still keeps) instead
     /// of with the changes from now on.
     #[arg(long, value_name = "SEQ")]
@@ -826,7 +878,7 @@ fn parse_duration(s: &str) -> Result<u64, String> {
 }
 
 /// Parses `--server HOST:PORT` (a credential with anything else would not load).
-fn parse_server(s: &str) -> Result<String, String> {
+pub(crate) fn parse_server(s: &str) -> Result<String, String> {
     let ok = match s.rsplit_once(':') {
         Some((host, port)) => {
             !host.is_empty() && !s.contains(char::is_whitespace) && port.parse::<u16>().is_ok()

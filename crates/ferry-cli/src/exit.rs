@@ -8,8 +8,8 @@ use ferry::proto::names::NameError;
 /// Any other error.
 pub const FAILURE: u8 = 1;
 /// Usage error: a bad argument or bad input, wherever it is found (clap's own errors, an invalid
-/// name or prefix, a folder given as FILE, options that do not go together, passwords that
-/// differ or are too short).
+/// name or prefix, a folder given as FILE, a named file or credential that cannot be read,
+/// options that do not go together, passwords that differ or are too short).
 pub const USAGE: u8 = 2;
 /// Authentication failed.
 pub const AUTH_FAILED: u8 = 3;
@@ -150,17 +150,46 @@ pub fn usage(err: &clap::Error) -> ExitCode {
         let _ = err.print();
         return ExitCode::from(if err.use_stderr() { USAGE } else { 0 });
     }
-    let text = err.render().to_string();
-    // Keep clap's first paragraph (what is wrong) and drop usage and tips.
-    let first = text.split("\n\n").next().unwrap_or("");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("ferry: {} (see --help)", one_line(first));
+    eprintln!("ferry: {}", usage_line(&err.render().to_string()));
     ExitCode::from(USAGE)
+}
+
+/// clap's rendered error as one line: its first paragraph (what is wrong) and its "did you
+/// mean" tips (`tip: a similar subcommand exists: 'put'`); usage and other advice dropped.
+fn usage_line(rendered: &str) -> String {
+    let mut paragraphs = rendered.split("\n\n");
+    let first = paragraphs.next().unwrap_or("");
+    let mut line = one_line(first.strip_prefix("error: ").unwrap_or(first));
+    for p in paragraphs {
+        let p = one_line(p);
+        if p.starts_with("tip:") && p.contains("similar") {
+            line.push_str(&format!(" ({p})"));
+        }
+    }
+    line.push_str(" (see --help)");
+    line
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_lines_keep_suggestions() {
+        let rendered = "error: unrecognized subcommand 'pt'\n\n  tip: a similar subcommand \
+                        exists: 'put'\n\nUsage: ferry <COMMAND>\n\nFor more information, \
+                        try '--help'.\n";
+        assert_eq!(
+            usage_line(rendered),
+            "unrecognized subcommand 'pt' (tip: a similar subcommand exists: 'put') (see --help)"
+        );
+        let rendered = "error: unexpected argument '--x' found\n\n  tip: to pass '--x' as a \
+                        value, use '-- --x'\n\nUsage: ferry ls\n";
+        assert_eq!(
+            usage_line(rendered),
+            "unexpected argument '--x' found (see --help)"
+        );
+    }
 
     #[test]
     fn codes() {

@@ -25,7 +25,7 @@ use tempfile::NamedTempFile;
 use crate::cli::{GetArgs, PutArgs};
 use crate::exit::{self, Failure};
 use crate::hash_cache::{HashCache, rel};
-use crate::output::printable;
+use crate::output::{self, note, printable};
 use crate::paths::{Claimed, folder_prefix, local_for, source_for};
 use crate::progress::Bar;
 use crate::transfer::connect;
@@ -90,9 +90,10 @@ impl Tally {
     /// The connection was lost: says what had moved by then (the same command run again
     /// moves the rest) and returns the error.
     pub fn lost(self, e: ferry::Error) -> anyhow::Error {
-        eprintln!(
+        note!(
             "{} files ({} bytes) had moved when the connection was lost",
-            self.files, self.bytes
+            self.files,
+            self.bytes
         );
         anyhow::Error::new(e).context("the connection was lost")
     }
@@ -110,7 +111,9 @@ impl Tally {
         .into())
     }
 
-    /// Prints the summary; an error (exit code [`exit::SOME_FAILED`]) if anything failed.
+    /// Prints the summary (a line, or with `--json` one object: `op` is `put`, `get`,
+    /// `sync put` or `sync get`); an error (exit code [`exit::SOME_FAILED`]) if anything
+    /// failed.
     pub fn finish(self, verb: &str) -> anyhow::Result<()> {
         let mut unchanged = if self.unchanged > 0 {
             format!(", {} unchanged", self.unchanged)
@@ -120,12 +123,26 @@ impl Tally {
         if self.deleted > 0 {
             unchanged.push_str(&format!(", {} deleted", self.deleted));
         }
-        println!(
-            "{verb} {} files, {} bytes{unchanged}, {} failed",
-            self.files,
-            self.bytes,
-            self.failed.len()
-        );
+        output::result(
+            || {
+                format!(
+                    "{verb} {} files, {} bytes{unchanged}, {} failed",
+                    self.files,
+                    self.bytes,
+                    self.failed.len()
+                )
+            },
+            || {
+                serde_json::json!({
+                    "op": verb.replace("sync: ", "sync ").replace("got", "get"),
+                    "files": self.files,
+                    "bytes": self.bytes,
+                    "unchanged": self.unchanged,
+                    "deleted": self.deleted,
+                    "failed": self.failed,
+                })
+            },
+        )?;
         if self.failed.is_empty() {
             return Ok(());
         }
@@ -144,6 +161,46 @@ impl Tally {
         )
         .into())
     }
+}
+
+/// Prints what a dry run of `sync` would do (`verb`: put or get): one line per file to move
+/// (name, size) and per file to delete, then a total; with `--json`, one object per file and
+/// one for the total.
+pub(crate) fn dry_run(
+    verb: &str,
+    moves: &[(&str, u64)],
+    gone: &[String],
+    unchanged: u64,
+) -> anyhow::Result<()> {
+    let bytes: u64 = moves.iter().map(|(_, n)| n).sum();
+    if output::json() {
+        for (name, size) in moves {
+            output::json_line(&serde_json::json!({"would": verb, "source": name, "size": size}))?;
+        }
+        for g in gone {
+            output::json_line(&serde_json::json!({"would": "delete", "path": g}))?;
+        }
+        return output::json_line(&serde_json::json!({
+            "op": "dry-run",
+            "would": verb,
+            "files": moves.len(),
+            "bytes": bytes,
+            "delete": gone.len(),
+            "unchanged": unchanged,
+        }));
+    }
+    for (name, size) in moves {
+        println!("would {verb} {} ({size} bytes)", printable(name));
+    }
+    for g in gone {
+        println!("would delete {}", printable(g));
+    }
+    println!(
+        "dry run: would {verb} {} files, {bytes} bytes, delete {}; {unchanged} unchanged",
+        moves.len(),
+        gone.len(),
+    );
+    Ok(())
 }
 
 /// Whether an error means the connection is gone (rather than one request refused).
@@ -254,7 +311,7 @@ pub(crate) fn walk(dir: &Path, prefix: &str, tally: &mut Tally) -> Vec<LocalFile
                 }
             };
             if kind.is_symlink() {
-                eprintln!(
+                note!(
                     "skipping {}: a symbolic link (ferry stores the files themselves)",
                     printable(&shown)
                 );
@@ -292,14 +349,14 @@ pub(crate) fn walk(dir: &Path, prefix: &str, tally: &mut Tally) -> Vec<LocalFile
                     Err(e) => tally.fail(&shown, e),
                 }
             } else {
-                eprintln!(
+                note!(
                     "skipping {}: not a regular file (a device, FIFO or socket)",
                     printable(&shown)
                 );
             }
         }
         if empty && !rel.as_os_str().is_empty() {
-            eprintln!(
+            note!(
                 "skipping {}: an empty folder (a server stores files, not folders)",
                 printable(&abs.display().to_string())
             );

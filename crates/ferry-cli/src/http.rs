@@ -21,10 +21,11 @@ const POLL: Duration = Duration::from_secs(25);
 const MAX_PAGES: usize = 100_000;
 
 fn client(cred: &CredArg, via: &ViaArg) -> anyhow::Result<HttpClient> {
-    let path = cred.cred.as_ref().ok_or_else(|| {
+    let target = crate::profiles::target(cred)?;
+    let path = target.cred.as_ref().ok_or_else(|| {
         anyhow!(exit::bad_input(
-            "--via http needs a credential file (--cred or FERRY_CRED); password sessions \
-             do not work over HTTP yet"
+            "--via http needs a credential file (--cred, FERRY_CRED or --profile); password \
+             sessions do not work over HTTP yet"
                 .to_owned()
         ))
     })?;
@@ -84,7 +85,7 @@ pub async fn put(a: &PutArgs) -> anyhow::Result<()> {
         Some(path) => {
             let f = tokio::fs::File::open(path)
                 .await
-                .with_context(|| format!("cannot open {}", path.display()))?;
+                .map_err(|e| exit::bad_input(format!("cannot open {}: {e}", path.display())))?;
             let meta = f.metadata().await?;
             if meta.is_dir() {
                 bail!(exit::bad_input(format!(
@@ -96,14 +97,7 @@ pub async fn put(a: &PutArgs) -> anyhow::Result<()> {
             c.put(&a.source, f, size).await?
         }
     };
-    println!(
-        "stored {} v{} ({} bytes, blake3 {})",
-        output::printable(&entry.source),
-        entry.version,
-        entry.size,
-        output::short_hash(&entry.hash)
-    );
-    Ok(())
+    crate::transfer::stored(&wire(&entry))
 }
 
 /// `ferry get --via http`: to standard output, or to FILE through a partial file next to
@@ -120,6 +114,7 @@ pub async fn get(a: &GetArgs) -> anyhow::Result<()> {
         ));
     }
     SourceName::parse(&a.source)?;
+    crate::transfer::json_needs_file(output)?;
     let c = client(&a.cred, &a.via)?;
     let Some(path) = named(output) else {
         let mut out = tokio::io::stdout();
@@ -168,7 +163,7 @@ pub async fn get(a: &GetArgs) -> anyhow::Result<()> {
                 tries += 1;
                 file.flush().await?;
                 offset = file.metadata().await?.len();
-                eprintln!("{e}; resuming at {offset} bytes");
+                crate::output::note!("{e}; resuming at {offset} bytes");
             }
             Err(e) => return Err(e.into()),
         }
@@ -184,12 +179,15 @@ pub async fn get(a: &GetArgs) -> anyhow::Result<()> {
     }
     std::fs::rename(&partial, path)
         .with_context(|| format!("cannot move the download to {}", path.display()))?;
-    eprintln!(
-        "{} v{version}: {offset} bytes to {}",
-        a.source,
-        path.display()
-    );
-    Ok(())
+    let mut saved = wire(&entry);
+    if version != entry.version {
+        // An older version: its size and hash are what arrived (checked by the signatures).
+        saved.version = version;
+        saved.size = offset;
+        let (_, _, hash) = ferry::client::hash_file(std::fs::File::open(path)?).await?;
+        saved.hash = hash;
+    }
+    crate::transfer::saved(&saved, path)
 }
 
 /// `ferry ls --via http`.
@@ -211,28 +209,21 @@ pub async fn ls(a: &LsArgs) -> anyhow::Result<()> {
             None => break,
         }
     }
-    if a.json {
-        let items: Vec<_> = entries.iter().map(output::entry_json).collect();
-        println!("{}", serde_json::to_string_pretty(&items)?);
-    } else {
-        print!("{}", output::entries_table(&entries));
-    }
-    Ok(())
+    output::print_entries(&entries)
 }
 
 /// `ferry stat --via http`.
 pub async fn stat(a: &StatArgs) -> anyhow::Result<()> {
     SourceName::parse(&a.source)?;
     let entry = wire(&client(&a.cred, &a.via)?.stat(&a.source).await?);
-    output::print_entry(&entry, a.json)
+    output::print_entry(&entry)
 }
 
 /// `ferry rm --via http`.
 pub async fn rm(a: &RmArgs) -> anyhow::Result<()> {
     let name = SourceName::parse(&a.source)?;
     let version = client(&a.cred, &a.via)?.delete(name.as_str()).await?;
-    println!("deleted {name} (the deletion is v{version})");
-    Ok(())
+    crate::transfer::deleted(name.as_str(), version)
 }
 
 /// `ferry watch --via http`: long polls of the HTTP front's change events, each answer signed,
@@ -285,7 +276,7 @@ async fn follow(c: &HttpClient, a: &WatchArgs) -> anyhow::Result<()> {
                 modified: e.modified,
                 by: e.by,
             };
-            crate::watch::print(&event, a.json)?;
+            crate::watch::print(&event)?;
         }
         after = Some(page.seq);
     }

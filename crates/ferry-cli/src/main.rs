@@ -18,6 +18,7 @@ mod http;
 mod mesh;
 mod output;
 mod paths;
+mod profiles;
 mod progress;
 mod retry;
 mod serve;
@@ -27,7 +28,7 @@ mod users;
 mod watch;
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 
@@ -42,11 +43,19 @@ fn main() -> ExitCode {
             exit::one_line(&info.to_string())
         );
     }));
+    let started = Instant::now();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return exit::usage(&e),
     };
-    match run(cli) {
+    output::set_mode(output::Mode {
+        quiet: cli.global.quiet,
+        verbose: cli.global.verbose,
+        json: cli.global.json,
+    });
+    let result = run(cli);
+    output::detail!("finished in {} ms", started.elapsed().as_millis());
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of our output went away (`ferry get x | head`): stop quietly, with the
         // status a process killed by SIGPIPE would have.
@@ -55,11 +64,44 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether a command has a JSON form of its result (the others refuse `--json`).
+fn has_json(command: &Command) -> bool {
+    use cli::{SessionCommand, UserCommand};
+    matches!(
+        command,
+        Command::Init(_)
+            | Command::Put(_)
+            | Command::Get(_)
+            | Command::Sync(_)
+            | Command::Ls(_)
+            | Command::Stat(_)
+            | Command::Rm(_)
+            | Command::Watch(_)
+            | Command::Login(_)
+            | Command::Client(_)
+            | Command::User(UserCommand::List(_) | UserCommand::Remove(_))
+            | Command::Session(SessionCommand::List(_) | SessionCommand::Revoke(_))
+    )
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.global.json && !has_json(&cli.command) {
+        anyhow::bail!(exit::bad_input(
+            "--json: this command has no JSON output (see \"JSON output\" in ferry --help)"
+        ));
+    }
     match &cli.command {
         Command::Serve(cli::ServeArgs { report, .. })
         | Command::Mesh(cli::MeshCommand::Up(cli::MeshUpArgs { report, .. })) => {
-            serve::init_logging("info", report.log_format)
+            // --quiet: warnings and errors only; --verbose: ferry's debug lines too.
+            let level = if cli.global.quiet {
+                "warn"
+            } else if cli.global.verbose {
+                "info,ferry=debug"
+            } else {
+                "info"
+            };
+            serve::init_logging(level, report.log_format)
         }
         // Other commands log only when asked to.
         _ if std::env::var_os("FERRY_LOG").is_some() => {

@@ -31,7 +31,7 @@ pub fn run(cmd: MeshCommand) -> anyhow::Result<()> {
 fn ensure_server(dir: &ServerDir) -> anyhow::Result<()> {
     if !dir.path().join("identity.key").exists() {
         dir.init()?;
-        eprintln!("created a ferry server in {}", dir.path().display());
+        crate::output::note!("created a ferry server in {}", dir.path().display());
     }
     Ok(())
 }
@@ -83,8 +83,8 @@ fn create(a: &MeshCreateArgs) -> anyhow::Result<()> {
         bail!("{} is already in a mesh", dir.path().display());
     }
     println!("{}", device.id());
-    eprintln!("created mesh '{}' in {}", a.mesh_name, dir.path().display());
-    eprintln!(
+    crate::output::note!("created mesh '{}' in {}", a.mesh_name, dir.path().display());
+    crate::output::note!(
         "next: ferry mesh up --dir {0}   (and, to let peers join: ferry mesh open --dir {0})",
         dir.path().display()
     );
@@ -105,7 +105,7 @@ fn open(a: &MeshOpenArgs) -> anyhow::Result<()> {
     }
     let until = ferry::clock::now().saturating_add(a.duration);
     dir.open_mesh(pw, until)?;
-    eprintln!(
+    crate::output::note!(
         "accepting joins for {}s (the peer's running server answers them)",
         a.duration
     );
@@ -115,9 +115,9 @@ fn open(a: &MeshOpenArgs) -> anyhow::Result<()> {
 fn close(a: &DirArg) -> anyhow::Result<()> {
     let dir = server_dir(a)?;
     if dir.close_mesh()? {
-        eprintln!("closed to joins: the join password is removed");
+        crate::output::note!("closed to joins: the join password is removed");
     } else {
-        eprintln!("{} was not open to joins", dir.path().display());
+        crate::output::note!("{} was not open to joins", dir.path().display());
     }
     Ok(())
 }
@@ -170,14 +170,14 @@ async fn join(a: &MeshJoinArgs) -> anyhow::Result<()> {
         (true, ())
     })?;
     println!("{}", device.id());
-    eprintln!("joined mesh '{mesh_name}' in {}", dir.path().display());
+    crate::output::note!("joined mesh '{mesh_name}' in {}", dir.path().display());
     Ok(())
 }
 
 /// `--discover`: the one open peer heard on the LAN.
 async fn discover(a: &MeshJoinArgs) -> anyhow::Result<(String, ServerId)> {
     let wait = std::time::Duration::from_secs(a.discover_for.max(1));
-    eprintln!(
+    crate::output::note!(
         "listening for an open peer on UDP port {} (at most {}s)...",
         a.announce_port,
         wait.as_secs()
@@ -195,7 +195,7 @@ async fn discover(a: &MeshJoinArgs) -> anyhow::Result<(String, ServerId)> {
         )
         .into()),
         [f] => {
-            eprintln!(
+            crate::output::note!(
                 "found {} (mesh '{}') at {}, device ID {}",
                 printable(&f.name),
                 printable(&f.mesh),
@@ -206,7 +206,7 @@ async fn discover(a: &MeshJoinArgs) -> anyhow::Result<(String, ServerId)> {
         }
         several => {
             for f in several {
-                eprintln!(
+                crate::output::note!(
                     "  --peer {} --peer-id {}   ({}, mesh '{}')",
                     f.addr,
                     f.device,
@@ -261,7 +261,7 @@ fn remove(a: &MeshRemoveArgs) -> anyhow::Result<()> {
     })?;
     match epoch {
         Some(e) => {
-            eprintln!("removed {device}; the mesh key is rotated (epoch {e})");
+            crate::output::note!("removed {device}; the mesh key is rotated (epoch {e})");
             Ok(())
         }
         None => Err(Failure::new(NOT_FOUND, format!("{device} is not a member")).into()),

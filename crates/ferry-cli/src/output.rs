@@ -1,11 +1,92 @@
 //! Formatting for people and for scripts: times, sizes, entries, tables, JSON.
 
 use std::borrow::Cow;
+use std::io::Write;
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry::client::hex;
 use ferry::proto::message::Entry;
 use serde_json::{Value, json};
+
+/// How much a command prints, from the global flags `--quiet`, `--verbose` and `--json`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mode {
+    /// `--quiet`: no progress bars, no notes; only errors on stderr.
+    pub quiet: bool,
+    /// `--verbose`: more detail on stderr (connection, server ID, timing).
+    pub verbose: bool,
+    /// `--json`: results on stdout as JSON (JSON Lines for listings and streams).
+    pub json: bool,
+}
+
+static MODE: OnceLock<Mode> = OnceLock::new();
+
+/// Sets the mode once, at start (later calls are ignored).
+pub fn set_mode(mode: Mode) {
+    let _ = MODE.set(mode);
+}
+
+fn mode() -> Mode {
+    MODE.get().copied().unwrap_or_default()
+}
+
+/// Whether `--quiet` was given.
+pub fn quiet() -> bool {
+    mode().quiet
+}
+
+/// Whether `--verbose` was given.
+pub fn verbose() -> bool {
+    mode().verbose
+}
+
+/// Whether `--json` was given.
+pub fn json() -> bool {
+    mode().json
+}
+
+/// A note on stderr (what happened besides the result: skipped files, resumptions, hints),
+/// unless `--quiet`.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        if !$crate::output::quiet() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+pub(crate) use note;
+
+/// A detail on stderr, only with `--verbose`.
+macro_rules! detail {
+    ($($arg:tt)*) => {
+        if $crate::output::verbose() {
+            eprintln!("ferry: {}", format_args!($($arg)*));
+        }
+    };
+}
+pub(crate) use detail;
+
+/// Prints one JSON value on one line of stdout (a JSON Lines record) and flushes.
+pub fn json_line(value: &Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string(value)?)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Prints a command's one-line confirmation (`stored ...`, `deleted ...`) unless `--quiet`,
+/// or `value` as one JSON line with `--json` (even with `--quiet`: it was asked for).
+pub fn result(text: impl FnOnce() -> String, value: impl FnOnce() -> Value) -> anyhow::Result<()> {
+    if json() {
+        json_line(&value())
+    } else {
+        if !quiet() {
+            println!("{}", text());
+        }
+        Ok(())
+    }
+}
 
 /// Text that came from elsewhere (a source name, a principal's name, a server's message), made
 /// safe to print to a terminal: control characters (C0, DEL, C1, which include the escape
@@ -111,10 +192,10 @@ pub fn entry_json(e: &Entry) -> Value {
     v
 }
 
-/// Prints what `ferry stat` shows of `e`: pretty JSON with `--json`, else its lines.
-pub fn print_entry(e: &Entry, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(&entry_json(e))?);
+/// Prints what `ferry stat` shows of `e`: one JSON object with `--json`, else its lines.
+pub fn print_entry(e: &Entry) -> anyhow::Result<()> {
+    if json() {
+        json_line(&entry_json(e))?;
     } else {
         println!("{}", entry_lines(e));
     }
@@ -183,6 +264,20 @@ pub fn table(rows: &[Vec<String>], right: &[usize]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Prints `ls`'s result: a table, or with `--json` one JSON object per entry (JSON Lines).
+pub fn print_entries(entries: &[Entry]) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    if json() {
+        for e in entries {
+            writeln!(stdout, "{}", serde_json::to_string(&entry_json(e))?)?;
+        }
+    } else {
+        write!(stdout, "{}", entries_table(entries))?;
+    }
+    stdout.flush()?;
+    Ok(())
 }
 
 /// `ls`'s lines: name, size, version, modified, by.

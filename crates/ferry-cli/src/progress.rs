@@ -1,4 +1,4 @@
-//! Progress bars for transfers, shown only when stderr is a terminal.
+//! Progress bars for transfers, shown only when stderr is a terminal (and not with --quiet).
 
 use std::io::IsTerminal;
 
@@ -28,7 +28,7 @@ impl Bar {
             self.0.set_length(total);
         }
         self.0.reset_elapsed();
-        if std::io::stderr().is_terminal() {
+        if std::io::stderr().is_terminal() && !crate::output::quiet() {
             self.0.set_draw_target(ProgressDrawTarget::stderr());
         }
     }

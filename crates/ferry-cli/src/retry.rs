@@ -50,7 +50,7 @@ where
             Ok(v) => return Ok(v),
             Err(e) if retry <= retries && passes(&e, server_away) => {
                 server_away |= went_away(&e);
-                eprintln!(
+                crate::output::note!(
                     "{}; trying again in {} s ({retry} of {retries} retries)",
                     cause(&e),
                     pause.as_secs(),

@@ -15,7 +15,6 @@ use crate::folders::{
     LocalFile, TEMP_PREFIX, Tally, Wanted, connection_lost, download, upload, walk,
 };
 use crate::hash_cache::{HashCache, rel};
-use crate::output::printable;
 use crate::paths::{Claimed, folder_prefix, local_for};
 use crate::progress::Bar;
 use crate::transfer::connect;
@@ -124,23 +123,9 @@ async fn up(a: &SyncArgs, dir: &Path, typed: &str) -> anyhow::Result<()> {
     };
     gone.sort();
     if a.dry_run {
-        for f in &changed {
-            println!(
-                "would put {} ({} bytes)",
-                printable(f.name.as_str()),
-                f.size
-            );
-        }
-        for n in &gone {
-            println!("would delete {}", printable(n));
-        }
-        println!(
-            "dry run: would put {} files, {} bytes, delete {}; {} unchanged",
-            changed.len(),
-            changed.iter().map(|f| f.size).sum::<u64>(),
-            gone.len(),
-            tally.unchanged
-        );
+        let moves: Vec<_> = changed.iter().map(|f| (f.name.as_str(), f.size)).collect();
+        let gone: Vec<String> = gone.iter().map(|n| n.to_string()).collect();
+        crate::folders::dry_run("put", &moves, &gone, tally.unchanged)?;
         let _ = client.close().await;
         return tally.finish_dry_run();
     }
@@ -205,23 +190,12 @@ async fn down(a: &SyncArgs, typed: &str, dir: &Path) -> anyhow::Result<()> {
         Vec::new()
     };
     if a.dry_run {
-        for w in &wanted {
-            println!(
-                "would get {} ({} bytes)",
-                printable(&w.entry.source),
-                w.entry.size
-            );
-        }
-        for p in &gone {
-            println!("would delete {}", printable(&p.display().to_string()));
-        }
-        println!(
-            "dry run: would get {} files, {} bytes, delete {}; {} unchanged",
-            wanted.len(),
-            wanted.iter().map(|w| w.entry.size).sum::<u64>(),
-            gone.len(),
-            tally.unchanged
-        );
+        let moves: Vec<_> = wanted
+            .iter()
+            .map(|w| (w.entry.source.as_str(), w.entry.size))
+            .collect();
+        let gone: Vec<String> = gone.iter().map(|p| p.display().to_string()).collect();
+        crate::folders::dry_run("get", &moves, &gone, tally.unchanged)?;
         let _ = client.close().await;
         return tally.finish_dry_run();
     }

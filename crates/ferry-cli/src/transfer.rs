@@ -2,38 +2,108 @@
 //! `stat`, `rm`.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, IsTerminal, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use ferry::Client;
 use ferry::proto::names::{SourceName, normalize_prefix};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use crate::cli::{CredArg, GetArgs, LsArgs, PutArgs, RmArgs, StatArgs};
 use crate::exit::{self, Failure};
+use crate::output::{detail, note};
 use crate::progress::Bar;
 use crate::{credential, output};
 
-/// Connects for a data command: with the credential file if one is given (`--cred` or
-/// `FERRY_CRED`), else with the session of `ferry login`.
+/// Connects for a data command: with the credential file if one is given (`--cred`,
+/// `FERRY_CRED` or a `--profile`), else with the session of `ferry login`; at the address
+/// `--server` (or the profile) gives, else the one stored with the credential or session.
 pub(crate) async fn connect(cred: &CredArg) -> anyhow::Result<Client> {
-    if let Some(path) = &cred.cred {
-        let cred = credential::load(path)?;
+    let target = crate::profiles::target(cred)?;
+    let started = Instant::now();
+    if let Some(path) = &target.cred {
+        let mut cred = credential::load(path)?;
+        if let Some(server) = target.server {
+            cred.server = server;
+        }
+        detail!(
+            "connecting to {} as client {} (role {}, credential {}), pinning server ID {}",
+            cred.server,
+            output::printable(cred.claims.name()),
+            output::printable(cred.claims.role()),
+            path.display(),
+            cred.server_id
+        );
         // One command, one request: it leaves with the credential proof (the client checks
         // the server's proof before it reads the answer or sends any data).
-        return Ok(Client::connect_pipelined(&cred).await?);
+        let client = Client::connect_pipelined(&cred).await?;
+        detail!(
+            "TLS 1.3 connection up in {} ms; server ID matches",
+            started.elapsed().as_millis()
+        );
+        return Ok(client);
     }
     match crate::account::load_session()? {
-        Some(session) => crate::account::resume_session(&session).await,
+        Some(mut session) => {
+            if let Some(server) = target.server {
+                session.server = server;
+            }
+            detail!(
+                "connecting to {} as user {} (login session), pinning server ID {}",
+                session.server,
+                output::printable(&session.user),
+                session.server_id
+            );
+            let client = crate::account::resume_session(&session).await?;
+            detail!(
+                "session resumed in {} ms; server ID matches",
+                started.elapsed().as_millis()
+            );
+            Ok(client)
+        }
         None => Err(Failure::new(
-            exit::FAILURE,
-            "no credential (--cred or FERRY_CRED) and not logged in (ferry login)",
+            exit::USAGE,
+            "no credential (--cred, FERRY_CRED or --profile) and not logged in (ferry login)",
         )
         .into()),
     }
+}
+
+/// Whether `put` refuses to store what it read: nothing, from a terminal, without
+/// `--allow-empty` (someone pressed Ctrl-D by mistake, or did not know put was reading).
+/// From a pipe or a file an empty input is deliberate and stored.
+pub(crate) fn refuse_empty(terminal: bool, read_nothing: bool, allow_empty: bool) -> bool {
+    terminal && read_nothing && !allow_empty
+}
+
+/// Standard input for `put`: on a terminal, says so and reads the first chunk before
+/// anything is sent, refusing an empty read (see [`refuse_empty`]).
+fn stdin_input(allow_empty: bool) -> anyhow::Result<Box<dyn Read + Send>> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Ok(Box::new(stdin));
+    }
+    note!("reading standard input; Ctrl-D to end");
+    let mut first = vec![0u8; 64 * 1024];
+    let n = loop {
+        match stdin.lock().read(&mut first) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot read standard input")),
+        }
+    };
+    if refuse_empty(true, n == 0, allow_empty) {
+        bail!(exit::bad_input(
+            "nothing was typed before Ctrl-D, so nothing was stored (--allow-empty stores an \
+             empty source)"
+        ));
+    }
+    first.truncate(n);
+    Ok(Box::new(std::io::Cursor::new(first).chain(stdin)))
 }
 
 /// A FILE argument, or `None` for standard input or output (no argument, or "-").
@@ -57,9 +127,11 @@ pub async fn put(a: &PutArgs) -> anyhow::Result<()> {
     SourceName::parse(&a.source)?;
     // Open the input before connecting, so a wrong path fails without touching the network.
     let (input, size): (Box<dyn Read + Send>, Option<u64>) = match named_file(a.file.as_deref()) {
-        None => (Box::new(std::io::stdin()), None),
+        None => (stdin_input(a.allow_empty)?, None),
         Some(path) => {
-            let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            // A file named on the command line that cannot be opened is bad input.
+            let f = File::open(path)
+                .map_err(|e| exit::bad_input(format!("cannot open {}: {e}", path.display())))?;
             let meta = f.metadata()?;
             if meta.is_dir() {
                 bail!(exit::bad_input(format!(
@@ -82,7 +154,7 @@ pub async fn put(a: &PutArgs) -> anyhow::Result<()> {
         .put(&a.source, input, size, &mut |n| bar.set(n))
         .await?;
     drop(bar);
-    stored(&entry);
+    stored(&entry)?;
     let _ = client.close().await;
     Ok(())
 }
@@ -126,7 +198,7 @@ async fn put_hashed(
             hash,
             &mut |offset| {
                 if offset > 0 {
-                    eprintln!("resuming at {offset} bytes");
+                    note!("resuming at {offset} bytes");
                 }
                 bar.set(offset);
             },
@@ -134,19 +206,69 @@ async fn put_hashed(
         )
         .await?;
     drop(bar);
-    stored(&entry);
+    stored(&entry)?;
     let _ = client.close().await;
     Ok(())
 }
 
-fn stored(entry: &ferry::proto::message::Entry) {
-    println!(
-        "stored {} v{} ({} bytes, blake3 {})",
-        output::printable(&entry.source),
-        entry.version,
-        entry.size,
-        output::short_hash(&entry.hash)
-    );
+/// `put`'s result: `stored ...`, or the entry as JSON.
+pub(crate) fn stored(entry: &ferry::proto::message::Entry) -> anyhow::Result<()> {
+    output::result(
+        || {
+            format!(
+                "stored {} v{} ({} bytes, blake3 {})",
+                output::printable(&entry.source),
+                entry.version,
+                entry.size,
+                output::short_hash(&entry.hash)
+            )
+        },
+        || output::entry_json(entry),
+    )
+}
+
+/// `get -o FILE`'s result: `saved ...`, or the entry and the path as JSON.
+pub(crate) fn saved(entry: &ferry::proto::message::Entry, path: &Path) -> anyhow::Result<()> {
+    output::result(
+        || {
+            format!(
+                "saved {} v{} to {} ({} bytes, blake3 {})",
+                output::printable(&entry.source),
+                entry.version,
+                path.display(),
+                entry.size,
+                output::short_hash(&entry.hash)
+            )
+        },
+        || {
+            let mut v = output::entry_json(entry);
+            v["path"] = json!(path.to_string_lossy());
+            v
+        },
+    )
+}
+
+/// `rm`'s result.
+pub(crate) fn deleted(name: &str, version: u64) -> anyhow::Result<()> {
+    output::result(
+        || {
+            format!(
+                "deleted {} (the deletion is v{version})",
+                output::printable(name)
+            )
+        },
+        || json!({"source": name, "version": version, "deleted": true}),
+    )
+}
+
+/// `get` with `--json` needs a file to write: standard output carries the data.
+pub(crate) fn json_needs_file(output: Option<&Path>) -> anyhow::Result<()> {
+    if output::json() && named_file(output).is_none() {
+        bail!(exit::bad_input(
+            "--json needs -o FILE or a DEST: standard output carries the data"
+        ));
+    }
+    Ok(())
 }
 
 /// `ferry get`.
@@ -156,6 +278,7 @@ pub async fn get(a: &GetArgs) -> anyhow::Result<()> {
     }
     SourceName::parse(&a.source)?;
     let output = crate::folders::get_output(a);
+    json_needs_file(output.as_deref())?;
     let Some(path) = named_file(output.as_deref()) else {
         return get_streaming(a, Box::new(std::io::stdout()), "standard output").await;
     };
@@ -279,7 +402,7 @@ fn usable_partial(source: &str, part: &Path, meta: &Path) -> Option<ferry::Parti
         return None;
     }
     let discard = |why: &str| {
-        eprintln!("discarding the partial download {} ({why})", part.display());
+        note!("discarding the partial download {} ({why})", part.display());
         remove_partial(part, meta);
         None
     };
@@ -379,10 +502,10 @@ async fn get_to_file(a: &GetArgs, path: &Path) -> anyhow::Result<()> {
             &mut |e, offset| {
                 started = true;
                 if offset > 0 {
-                    eprintln!("resuming at {offset} bytes");
+                    note!("resuming at {offset} bytes");
                 } else {
                     if had_partial.is_some() {
-                        eprintln!("the source changed since the partial download; starting over");
+                        note!("the source changed since the partial download; starting over");
                     }
                     write_meta(
                         &meta_path,
@@ -436,14 +559,7 @@ async fn get_to_file(a: &GetArgs, path: &Path) -> anyhow::Result<()> {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
-    println!(
-        "saved {} v{} to {} ({} bytes, blake3 {})",
-        output::printable(&entry.source),
-        entry.version,
-        path.display(),
-        entry.size,
-        output::short_hash(&entry.hash)
-    );
+    saved(&entry, path)?;
     let _ = client.close().await;
     Ok(())
 }
@@ -462,15 +578,7 @@ pub async fn ls(a: &LsArgs) -> anyhow::Result<()> {
         client.list(&a.prefix).await?
     };
     let _ = client.close().await;
-    let mut stdout = std::io::stdout().lock();
-    if a.json {
-        let items: Vec<_> = entries.iter().map(output::entry_json).collect();
-        writeln!(stdout, "{}", serde_json::to_string_pretty(&items)?)?;
-    } else {
-        write!(stdout, "{}", output::entries_table(&entries))?;
-    }
-    stdout.flush()?;
-    Ok(())
+    output::print_entries(&entries)
 }
 
 /// `ferry stat`.
@@ -479,7 +587,7 @@ pub async fn stat(a: &StatArgs) -> anyhow::Result<()> {
     let mut client = connect(&a.cred).await?;
     let entry = client.stat(&a.source).await?;
     let _ = client.close().await;
-    output::print_entry(&entry, a.json)
+    output::print_entry(&entry)
 }
 
 /// `ferry rm`.
@@ -488,6 +596,22 @@ pub async fn rm(a: &RmArgs) -> anyhow::Result<()> {
     let mut client = connect(&a.cred).await?;
     let version = client.delete(name.as_str()).await?;
     let _ = client.close().await;
-    println!("deleted {name} (the deletion is v{version})");
-    Ok(())
+    deleted(name.as_str(), version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refuse_empty;
+
+    #[test]
+    fn only_an_empty_read_from_a_terminal_without_allow_empty_is_refused() {
+        assert!(refuse_empty(true, true, false));
+        assert!(!refuse_empty(true, true, true), "--allow-empty");
+        assert!(!refuse_empty(true, false, false), "something was typed");
+        assert!(
+            !refuse_empty(false, true, false),
+            "a pipe or file: empty is deliberate"
+        );
+        assert!(!refuse_empty(false, false, false));
+    }
 }

@@ -15,7 +15,7 @@ use crate::cli::{
     UserCommand, UserNameArgs,
 };
 use crate::exit::{self, Failure, NOT_FOUND};
-use crate::output;
+use crate::output::{self, note};
 
 /// `ferry user ...`.
 pub fn user(cmd: &UserCommand) -> anyhow::Result<()> {
@@ -51,7 +51,7 @@ fn invite(a: &InviteArgs) -> anyhow::Result<()> {
     let existing = server_dir(&a.out.dir)?.users()?.users.contains_key(&a.name);
     write_invite(&a.name, attrs, &a.out)?;
     if existing {
-        eprintln!(
+        note!(
             "note: {} had a password: it is removed, and its sessions and password connections ended now (also on a running server); the user logs in again once this invite is registered",
             a.name
         );
@@ -72,6 +72,7 @@ fn write_invite(
         Some(p) => Some(p.clone()),
         None => Some(PathBuf::from(format!("{name}.invite"))),
     };
+    crate::admin::need_address(&dir, out.server.as_deref(), "invite")?;
     if let Some(p) = &path {
         check_writable(p)?;
     }
@@ -90,7 +91,7 @@ fn write_invite(
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(text.as_bytes())?;
             stdout.flush()?;
-            eprintln!(
+            note!(
                 "invite for {name} (role {role}, server {}), valid until {until}",
                 invite.server
             );
@@ -102,19 +103,19 @@ fn write_invite(
                     p.display()
                 )
             })?;
-            eprintln!(
+            note!(
                 "wrote {} (mode 0600): invite for {name} (role {role}, server {}), valid until {until}",
                 p.display(),
                 invite.server
             );
-            eprintln!(
+            note!(
                 "give it to {name}, who runs: ferry register --invite {}",
                 quote(p)
             );
         }
     }
     if !role_known {
-        eprintln!(
+        note!(
             "warning: ferry.toml defines no role '{role}'; the server will refuse {name} every operation until it does"
         );
     }
@@ -140,7 +141,7 @@ fn list(a: &ClientListArgs) -> anyhow::Result<()> {
         let role = others.remove("role").unwrap_or_default();
         (role, others)
     };
-    if a.json {
+    if output::json() {
         let users: Vec<_> = users
             .users
             .iter()
@@ -188,7 +189,7 @@ fn list(a: &ClientListArgs) -> anyhow::Result<()> {
         }
     };
     if users.users.is_empty() {
-        eprintln!("no users yet; invite one with: ferry user invite NAME --role ROLE");
+        note!("no users yet; invite one with: ferry user invite NAME --role ROLE");
     } else {
         let mut rows = vec![
             [
@@ -247,8 +248,11 @@ fn remove(a: &UserNameArgs) -> anyhow::Result<()> {
         }
         return Err(Failure::new(NOT_FOUND, msg).into());
     }
-    println!("removed {}", a.name);
-    eprintln!(
+    output::result(
+        || format!("removed {}", a.name),
+        || json!({"name": a.name, "removed": true}),
+    )?;
+    note!(
         "its password no longer works and its sessions ended, also on a running server; invite it again with: ferry user invite {} --role ROLE",
         a.name
     );
@@ -268,7 +272,7 @@ fn reset(a: &ResetArgs) -> anyhow::Result<()> {
         check_writable(&PathBuf::from(format!("{}.invite", a.name)))?;
     }
     dir.remove_user(&a.name)?;
-    eprintln!("removed {}'s password and ended its sessions", a.name);
+    note!("removed {}'s password and ended its sessions", a.name);
     write_invite(&a.name, user.attributes, &a.out)
 }
 
@@ -280,7 +284,7 @@ fn session_list(a: &ClientListArgs) -> anyhow::Result<()> {
     let ends =
         |s: &ferry::accounts::SessionEntry| s.expires.min(s.last_used.saturating_add(s.idle_secs));
     let live = sessions.sessions.iter().filter(|(_, s)| s.live(now));
-    if a.json {
+    if output::json() {
         let items: Vec<_> = live
             .map(|(id, s)| {
                 json!({
@@ -312,7 +316,7 @@ fn session_list(a: &ClientListArgs) -> anyhow::Result<()> {
         ]);
     }
     if rows.len() == 1 {
-        eprintln!("no live sessions");
+        note!("no live sessions");
         return Ok(());
     }
     print!("{}", output::table(&rows, &[]));
@@ -324,7 +328,10 @@ fn session_revoke(a: &SessionRevokeArgs) -> anyhow::Result<()> {
     if !dir.revoke_session(&a.id)? {
         return Err(Failure::new(NOT_FOUND, format!("no session '{}'", a.id)).into());
     }
-    println!("revoked session {}", a.id);
-    eprintln!("it no longer works, also on a running server");
+    output::result(
+        || format!("revoked session {}", a.id),
+        || json!({"session": a.id, "revoked": true}),
+    )?;
+    note!("it no longer works, also on a running server");
     Ok(())
 }

@@ -56,7 +56,7 @@ async fn follow(a: &WatchArgs) -> anyhow::Result<()> {
     loop {
         let err = loop {
             match w.next().await {
-                Ok(WatchItem::Event(e)) => print(&e, a.json)?,
+                Ok(WatchItem::Event(e)) => print(&e)?,
                 Ok(WatchItem::Gap { oldest, .. }) => eprintln!(
                     "ferry: warning: the server no longer keeps the changes before seq \
                      {oldest}; some were missed"
@@ -70,7 +70,7 @@ async fn follow(a: &WatchArgs) -> anyhow::Result<()> {
         if !is_cut(&err) {
             return Err(err);
         }
-        eprintln!(
+        crate::output::note!(
             "ferry: connection lost ({}); reconnecting to resume after seq {after}",
             crate::exit::message(&err)
         );
@@ -92,8 +92,8 @@ async fn reconnect(a: &WatchArgs, after: u64) -> anyhow::Result<Watch> {
 }
 
 /// Prints one event as a line of text or JSON.
-pub(crate) fn print(e: &WatchEvent, json: bool) -> anyhow::Result<()> {
-    let line = if json {
+pub(crate) fn print(e: &WatchEvent) -> anyhow::Result<()> {
+    let line = if output::json() {
         event_json(e).to_string()
     } else {
         event_line(e)

@@ -157,7 +157,8 @@ fn invite_register_login_use_the_session_and_logout() {
     let ls = a.run(&["ls"]).ok();
     assert!(ls.text().contains("notes/a"), "{}", ls.text());
     let stat = a.run(&["stat", "notes/a", "--json"]).ok();
-    assert!(stat.text().contains("\"by\": \"carol\""), "{}", stat.text());
+    let stat: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
+    assert_eq!(stat["by"], "carol", "{stat}");
 
     // `user list` shows the user, its parameters and the spent invite.
     let list = a.run(&["user", "list"]).ok().text();
@@ -175,7 +176,7 @@ fn invite_register_login_use_the_session_and_logout() {
     assert!(out.text().contains("logged out carol"), "{}", out.text());
     assert!(!a.session_file().exists());
     let out = a.run(&["put", "notes/b", data.to_str().unwrap()]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(out.stderr.contains("not logged in"), "{}", out.stderr);
 }

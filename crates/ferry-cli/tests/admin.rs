@@ -44,11 +44,29 @@ fn init_defaults_to_the_data_folder_without_ferry_dir() {
 fn issue_writes_a_0600_credential_and_reissue_bumps_the_epoch() {
     let env = Env::new();
     let id = env.init();
-    let out = env
-        .run(&[
-            "client", "issue", "alice", "--role", "writer", "--attr", "team=ops",
-        ])
-        .ok();
+    let args = [
+        "client", "issue", "alice", "--role", "writer", "--attr", "team=ops",
+    ];
+    // No --server and no address in ferry.toml: refused (ferry does not guess where clients
+    // reach it), saying how to fix it; nothing is issued.
+    let out = env.run(&args);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    for want in [
+        "--server HOST:PORT",
+        "address = \"HOST:PORT\"",
+        "ferry.toml",
+    ] {
+        assert!(out.stderr.contains(want), "{want}: {}", out.stderr);
+    }
+    assert!(!env.join("alice.cred").exists());
+    let list = env.run(&["client", "list", "--json"]).ok();
+    assert_eq!(list.text().trim(), "[]");
+    // The address configured in ferry.toml is the default.
+    let toml = env.server_dir().join("ferry.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, format!("address = \"files.example:7443\"\n{text}")).unwrap();
+    let out = env.run(&args).ok();
     assert!(out.stderr.contains("alice.cred"), "{}", out.stderr);
     let path = env.join("alice.cred");
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -56,7 +74,7 @@ fn issue_writes_a_0600_credential_and_reissue_bumps_the_epoch() {
     let cred = Credential::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(cred.server_id.to_string(), id);
     assert_eq!(
-        cred.server, "127.0.0.1:7443",
+        cred.server, "files.example:7443",
         "defaults to the config's address"
     );
     assert_eq!(cred.claims.epoch(), 1);
@@ -107,11 +125,13 @@ fn revoke_and_list() {
     let env = Env::new();
     env.init();
     env.run(&[
-        "client", "issue", "alice", "--role", "writer", "--attr", "team=ops",
+        "client", "issue", "alice", "--role", "writer", "--attr", "team=ops", "--server", "h:1",
     ])
     .ok();
-    env.run(&["client", "issue", "bob", "--role", "reader"])
-        .ok();
+    env.run(&[
+        "client", "issue", "bob", "--role", "reader", "--server", "h:1",
+    ])
+    .ok();
     env.run(&["client", "revoke", "bob"]).ok();
     let missing = env.run(&["client", "revoke", "carol"]);
     assert_eq!(missing.code, 5);
@@ -164,7 +184,7 @@ fn help_and_usage() {
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     // Without a credential and without a login session, one line says how to get either.
     let out = env.run(&["ls"]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(out.stderr.contains("--cred"), "{}", out.stderr);
     assert!(out.stderr.contains("ferry login"), "{}", out.stderr);

@@ -44,7 +44,7 @@ fn completions_cover_every_command() {
         let top: Vec<String> = match shell {
             "bash" => script
                 .lines()
-                .find(|l| l.trim_start().starts_with("opts=\"-h -V "))
+                .find(|l| l.trim_start().starts_with("opts=\"") && l.contains(" -h -V "))
                 .unwrap()
                 .trim()
                 .trim_start_matches("opts=\"")

@@ -108,8 +108,7 @@ fn put_get_ls_stat_rm() {
         assert!(lines[1].contains(want), "{out}");
     }
     let out = s.with(&s.reader, &["ls", "reports/", "--json"]).ok();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let items = v.as_array().unwrap();
+    let items = common::json_lines(&out.stdout);
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["source"], "reports/q3");
     assert_eq!(items[0]["hash"], blake3_hex(&content));
@@ -289,8 +288,7 @@ fn old_versions_are_listed_and_fetched() {
     let json = s
         .with(&s.writer, &["ls", "--versions", "doc", "--json"])
         .ok();
-    let items: serde_json::Value = serde_json::from_str(&json.text()).unwrap();
-    assert_eq!(items.as_array().unwrap().len(), 3);
+    assert_eq!(common::json_lines(&json.stdout).len(), 3);
 
     // An old version, to a file and to standard output; the current one by default.
     let target = s.env.join("old.txt");

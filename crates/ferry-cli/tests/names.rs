@@ -87,24 +87,14 @@ fn utf8_names_round_trip_and_normalise() {
     // A listing in either form finds it; JSON carries the name as UTF-8 text.
     for prefix in ["Caf\u{e9}/", "Cafe\u{301}/"] {
         let out = with(&writer, &["ls", prefix, "--json"]).ok();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let names: Vec<&str> = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["source"].as_str().unwrap())
-            .collect();
+        let v = common::json_lines(&out.stdout);
+        let names: Vec<&str> = v.iter().map(|e| e["source"].as_str().unwrap()).collect();
         assert_eq!(names, [COMPOSED], "ls {prefix:?}");
     }
     // Every name, in byte (code point) order.
     let out = with(&writer, &["ls", "--json"]).ok();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let names: Vec<&str> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["source"].as_str().unwrap())
-        .collect();
+    let v = common::json_lines(&out.stdout);
+    let names: Vec<&str> = v.iter().map(|e| e["source"].as_str().unwrap()).collect();
     assert_eq!(
         names,
         [

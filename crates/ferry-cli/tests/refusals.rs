@@ -147,8 +147,9 @@ fn credential_files_must_be_private() {
         assert_eq!(mode, 0o600, "{}", cred.display());
     }
     fs::set_permissions(&s.reader, fs::Permissions::from_mode(0o644)).unwrap();
+    // A credential file named on the command line that cannot be used is bad input.
     let out = s.with(&s.reader, &["ls"]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
     assert!(
@@ -157,7 +158,7 @@ fn credential_files_must_be_private() {
     );
 
     let out = s.with(&s.env.join("missing.cred"), &["ls"]);
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, 2);
     assert!(
         out.stderr.starts_with("ferry: cannot read credential file"),
         "{}",
@@ -168,7 +169,7 @@ fn credential_files_must_be_private() {
     fs::write(&garbage, "not a credential").unwrap();
     fs::set_permissions(&garbage, fs::Permissions::from_mode(0o600)).unwrap();
     let out = s.with(&garbage, &["ls"]);
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, 2);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
 }
 

@@ -17,9 +17,7 @@ fn versions(env: &Env, cred: &Path, prefix: &str) -> BTreeMap<String, (u64, u64)
     let out = env
         .run(&["ls", prefix, "--json", "--cred", cred.to_str().unwrap()])
         .ok();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array()
-        .unwrap()
+    common::json_lines(&out.stdout)
         .iter()
         .map(|e| {
             (

@@ -16,8 +16,10 @@ pub const DEFAULT_CONFIG: &str = r#"# ferry server configuration.
 
 # Where `ferry serve` listens (override with --listen).
 listen = "0.0.0.0:7443"
-# The address written into credentials: how clients reach this server.
-address = "127.0.0.1:7443"
+# The address written into credentials and invites: how clients reach this server (a name or
+# address other machines can use). Without it, `ferry client issue` and `ferry user invite`
+# need --server HOST:PORT.
+# address = "files.example.com:7443"
 # How many versions of each source are kept.
 keep_versions = 3
 # How many of the latest changes are kept for `ferry watch` to catch up on after a cut.
@@ -106,9 +108,10 @@ pub struct Config {
     /// Listening address.
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// Address given to clients in credentials.
-    #[serde(default = "default_address")]
-    pub address: String,
+    /// Address given to clients in credentials and invites; none unless configured (ferry
+    /// does not guess one: a wrong guess makes credentials that lead nowhere).
+    #[serde(default)]
+    pub address: Option<String>,
     /// Versions kept per source.
     #[serde(default = "default_keep")]
     pub keep_versions: u32,
@@ -283,9 +286,6 @@ fn default_ksf() -> ferry_proto::password::KsfParams {
 
 fn default_listen() -> String {
     format!("0.0.0.0:{DEFAULT_PORT}")
-}
-fn default_address() -> String {
-    format!("127.0.0.1:{DEFAULT_PORT}")
 }
 fn default_keep() -> u32 {
     3

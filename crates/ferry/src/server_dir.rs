@@ -162,13 +162,14 @@ impl ServerDir {
         let master = self.master_key()?;
         let identity = self.identity()?;
         let config = self.config()?;
+        let server = address(server, &config)?;
         // Refuse bad claims (a missing role, a bad name) before recording anything.
         Claims::new(name, 1, attributes.clone()).map_err(|e| Error::Config(e.to_string()))?;
         let record = crate::local_accounts::issue_client(&self.path, name, attributes, now)?;
         let claims = Claims::new(name, record.epoch, record.attributes)
             .map_err(|e| Error::Config(e.to_string()))?;
         Ok(Credential {
-            server: server.unwrap_or(&config.address).to_owned(),
+            server,
             server_id: identity.server_id(),
             key: psk::derive_psk(&master, &claims),
             http_url: None,
@@ -238,6 +239,7 @@ impl ServerDir {
         let master = self.master_key()?;
         let identity = self.identity()?;
         let config = self.config()?;
+        let server = address(server, &config)?;
         self.opaque_keys()?;
         let expires = now.saturating_add(valid_secs);
         let claims_of = |serial| {
@@ -252,7 +254,7 @@ impl ServerDir {
         let claims = claims_of(invite.serial)?;
         let key = psk::derive_invite_key(&master, &claims);
         Ok(Credential {
-            server: server.unwrap_or(&config.address).to_owned(),
+            server,
             server_id: identity.server_id(),
             key: ferry_proto::secret::Psk::from_bytes(*key.expose_secret()),
             http_url: None,
@@ -282,6 +284,21 @@ impl ServerDir {
     }
 }
 
+/// The address to write into a credential or invite: the one given, else `address` in
+/// ferry.toml; never a guess.
+fn address(given: Option<&str>, config: &Config) -> Result<String, Error> {
+    given
+        .or(config.address.as_deref())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            Error::Config(
+                "no server address to write: pass --server HOST:PORT, or set address in \
+                 ferry.toml"
+                    .into(),
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,9 +311,23 @@ mod tests {
         assert!(sd.init().is_err(), "init twice must refuse");
         assert_eq!(sd.identity().unwrap().server_id(), id);
         let attrs: BTreeMap<_, _> = [("role".to_owned(), "writer".to_owned())].into();
+        // No address given and none configured: refused, and nothing recorded.
+        let e = sd
+            .issue_client("alice", attrs.clone(), None, 5)
+            .unwrap_err();
+        assert!(e.to_string().contains("--server HOST:PORT"), "{e}");
+        assert!(sd.registry().unwrap().clients.is_empty());
+        let e = sd
+            .invite_user("carol", attrs.clone(), None, 60, 5)
+            .unwrap_err();
+        assert!(e.to_string().contains("--server HOST:PORT"), "{e}");
+        // The configured address is the default.
+        let toml = sd.file("ferry.toml");
+        let text = std::fs::read_to_string(&toml).unwrap();
+        std::fs::write(&toml, format!("address = \"files.example:7443\"\n{text}")).unwrap();
         let c1 = sd.issue_client("alice", attrs.clone(), None, 5).unwrap();
         assert_eq!(c1.claims.epoch(), 1);
-        assert_eq!(c1.server, "127.0.0.1:7443");
+        assert_eq!(c1.server, "files.example:7443");
         let c2 = sd.issue_client("alice", attrs, Some("h:1"), 6).unwrap();
         assert_eq!(c2.claims.epoch(), 2);
         assert_ne!(c1.key, c2.key);

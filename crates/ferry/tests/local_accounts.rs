@@ -34,7 +34,8 @@ async fn the_files_are_the_ones_the_server_folder_reads() {
     let accounts = LocalAccounts::new(dir.path());
     let role = BTreeMap::from([("role".to_owned(), "reader".to_owned())]);
     // Issued through the folder (what `ferry client issue` does), seen through the trait.
-    dir.issue_client("alice", role.clone(), None, 5).unwrap();
+    dir.issue_client("alice", role.clone(), Some("h:1"), 5)
+        .unwrap();
     let alice = accounts.client("alice").await.unwrap().unwrap();
     assert_eq!((alice.epoch, alice.issued, alice.revoked), (1, 5, false));
     // Re-issued through the trait, seen by the folder: the next epoch.
@@ -47,7 +48,7 @@ async fn the_files_are_the_ones_the_server_folder_reads() {
     assert!(accounts.revoke_client("alice").await.unwrap());
     assert!(dir.registry().unwrap().clients["alice"].revoked);
     // Invites made by the folder are spent through the trait.
-    dir.invite_user("bob", role, None, 60, 100).unwrap();
+    dir.invite_user("bob", role, Some("h:1"), 60, 100).unwrap();
     let invite = accounts.invite("bob").await.unwrap().unwrap();
     assert!(!invite.spent);
     // A file that does not parse is an error, not an empty registry.

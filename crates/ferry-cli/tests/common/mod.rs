@@ -376,3 +376,13 @@ pub fn upload_parts(server_dir: &Path) -> Vec<(PathBuf, u64)> {
         })
         .collect()
 }
+
+/// Parses JSON Lines (`ls --json`, `watch --json`): one JSON value per non-empty line.
+pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8(stdout.to_vec())
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect()
+}
