@@ -179,6 +179,10 @@ pub struct ServeArgs {
     /// terminates TLS) on this address (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
+    /// Serve the HTTP front as HTTPS with the server's own identity (TLS 1.3; clients pin
+    /// the server ID as over the TLS listener) instead of plain HTTP.
+    #[arg(long, requires = "http")]
+    pub http_tls: bool,
     /// Logs and metrics.
     #[command(flatten)]
     pub report: ReportArgs,
@@ -559,6 +563,10 @@ pub struct LoginArgs {
     /// How to read the password.
     #[command(flatten)]
     pub password: PasswordStdin,
+    /// `--via http --http-url URL`: log in through the server's HTTP front; the session then
+    /// signs `--via http` commands run without --cred.
+    #[command(flatten)]
+    pub via: ViaArg,
 }
 
 const PUT_ABOUT: &str = "\

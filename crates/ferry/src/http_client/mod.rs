@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+mod login;
 mod transport;
 
 use std::time::Duration;
@@ -138,9 +139,26 @@ impl HttpClient {
         Base::parse(url).map(|_| ())
     }
 
+    /// For an `https://` base URL served by the server itself (`ferry serve --http-tls`):
+    /// accepts only the server whose key has ID `pin`, as the TLS front's clients do (TLS 1.3
+    /// only).
+    pub fn with_server_id(mut self, pin: ferry_proto::server_id::ServerId) -> Result<Self, Error> {
+        let mut config = crate::tls::client_config(pin)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        self.transport.tls = Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+            config,
+        )));
+        Ok(self)
+    }
+
     /// Trusts the PEM certificates in `pem` for an `https://` base URL (see
     /// [`HttpClient::with_root_certificates`]).
     pub fn with_root_pem(self, pem: &[u8]) -> Result<Self, Error> {
+        self.with_root_certificates(&Self::pem_roots(pem)?)
+    }
+
+    /// The certificates in `pem`, as DER; at least one.
+    pub fn pem_roots(pem: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
         let roots = CertificateDer::pem_slice_iter(pem)
@@ -150,7 +168,7 @@ impl HttpClient {
         if roots.is_empty() {
             return Err(Error::Config("no PEM certificate found".into()));
         }
-        self.with_root_certificates(&roots)
+        Ok(roots)
     }
 
     /// Trusts `roots` (DER certificates) for an `https://` base URL: the certificate of

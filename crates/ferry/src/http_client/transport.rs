@@ -107,28 +107,87 @@ fn altered(what: &str) -> Error {
     ))
 }
 
-impl Transport {
-    async fn connect(&self) -> Result<Box<dyn Io>, Error> {
-        let addr = self.base.authority();
-        let tcp = TcpStream::connect((self.base.host.as_str(), self.base.port))
-            .await
-            .map_err(|source| Error::Connect {
-                addr: addr.clone(),
-                source,
+/// Connects to `base`, through TLS with `tls` if given.
+async fn connect(
+    base: &Base,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Result<Box<dyn Io>, Error> {
+    let addr = base.authority();
+    let tcp = TcpStream::connect((base.host.as_str(), base.port))
+        .await
+        .map_err(|source| Error::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        None => Ok(Box::new(tcp)),
+        Some(connector) => {
+            let name = rustls::pki_types::ServerName::try_from(base.host.clone())
+                .map_err(|e| Error::Config(format!("bad host name {}: {e}", base.host)))?;
+            let tls = connector.connect(name, tcp).await.map_err(|e| {
+                if crate::tls::is_pin_mismatch(&e) {
+                    Error::ServerIdMismatch(addr.clone())
+                } else {
+                    Error::Connection(e)
+                }
             })?;
-        let _ = tcp.set_nodelay(true);
-        match &self.tls {
-            None => Ok(Box::new(tcp)),
-            Some(connector) => {
-                let name = rustls::pki_types::ServerName::try_from(self.base.host.clone())
-                    .map_err(|e| Error::Config(format!("bad host name {}: {e}", self.base.host)))?;
-                let tls = connector
-                    .connect(name, tcp)
-                    .await
-                    .map_err(Error::Connection)?;
-                Ok(Box::new(tls))
+            Ok(Box::new(tls))
+        }
+    }
+}
+
+/// Sends one unsigned `POST` (a login step, docs/HTTP.md §13) with `body` and an optional
+/// extra header; returns the status, headers and body (at most `limit` bytes).
+pub(crate) async fn post_unsigned(
+    base: &Base,
+    tls: Option<&tokio_rustls::TlsConnector>,
+    path: &str,
+    header: Option<(&str, String)>,
+    body: Vec<u8>,
+    limit: usize,
+) -> Result<(u16, hyper::HeaderMap, Vec<u8>), Error> {
+    use http_body_util::BodyExt;
+    let mut req = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header(hyper::header::HOST, base.authority())
+        .header(CONTENT_TYPE, "application/octet-stream");
+    if let Some((name, value)) = header {
+        req = req.header(name, value);
+    }
+    let req = req
+        .body(OutBody::full(body))
+        .map_err(|e| Error::Config(format!("bad request: {e}")))?;
+    let io = connect(base, tls).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(http_error)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let read = async {
+        let response = sender.send_request(req).await.map_err(http_error)?;
+        let (head, mut incoming) = response.into_parts();
+        let mut out = Vec::new();
+        while let Some(frame) = incoming.frame().await {
+            if let Ok(data) = frame.map_err(http_error)?.into_data() {
+                if out.len() + data.len() > limit {
+                    return Err(Error::Protocol("HTTP login answer too long".into()));
+                }
+                out.extend_from_slice(&data);
             }
         }
+        Ok((head.status.as_u16(), head.headers, out))
+    };
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .map_err(|_| Error::Timeout("the HTTP response"))?
+}
+
+impl Transport {
+    async fn connect(&self) -> Result<Box<dyn Io>, Error> {
+        connect(&self.base, self.tls.as_ref()).await
     }
 
     /// Signs and sends one request; returns the verified response head and its body reader.
