@@ -302,6 +302,10 @@ pub struct ViaArg {
     /// PEM certificate(s) to trust for an https:// URL (the TLS-terminating proxy's).
     #[arg(long, value_name = "FILE")]
     pub http_ca: Option<PathBuf>,
+    /// With --via http: seal put and get bodies end to end to the server's key, which the
+    /// credential pins (HPKE), so the proxy sees only ciphertext.
+    #[arg(long)]
+    pub seal: bool,
 }
 
 /// Which front of the server a command talks to.

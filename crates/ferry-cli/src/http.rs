@@ -66,6 +66,11 @@ fn session_client(via: &ViaArg) -> anyhow::Result<HttpClient> {
                 .to_owned()
         ))
     };
+    if via.seal {
+        bail!(exit::bad_input(
+            "--seal needs a credential issued with --http-url (it pins the sealing key)".to_owned()
+        ));
+    }
     let s = account::load_session()?.ok_or_else(no_session)?;
     if !s.server.starts_with("http://") && !s.server.starts_with("https://") {
         return Err(no_session());
@@ -106,6 +111,16 @@ fn client(cred: &CredArg, via: &ViaArg) -> anyhow::Result<HttpClient> {
             ))
         })?;
     let mut client = HttpClient::new(&url, &cred)?;
+    if via.seal {
+        let key = cred.http_seal.ok_or_else(|| {
+            anyhow!(exit::bad_input(
+                "--seal needs the server's sealing key, which a credential issued with \
+                 --http-url pins; re-issue this one"
+                    .to_owned()
+            ))
+        })?;
+        client = client.with_seal(key);
+    }
     // `ferry serve --http-tls`: the server's own identity, pinned as over the TLS front.
     if url.starts_with("https://") && via.http_ca.is_none() {
         client = client.with_server_id(cred.server_id)?;

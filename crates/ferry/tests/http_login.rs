@@ -6,65 +6,12 @@
 
 mod http_common;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-
 use ferry::proto::auth::ClientSession;
 use ferry::proto::message::Message;
 use ferry::{Error, HttpClient};
-use http_common::{HttpServer, Signed, raw};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use http_common::{HttpServer, Signed, capturing_relay, raw};
 
 const PW: &[u8] = b"correct horse battery";
-
-/// One relayed connection: the bytes the client sent, the bytes the server answered.
-type Seen = Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>;
-
-/// A relay to `upstream` that records every connection whole, as a proxy sees it.
-async fn capturing_relay(upstream: SocketAddr) -> (SocketAddr, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen: Seen = Arc::default();
-    let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let server = TcpStream::connect(upstream).await.unwrap();
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let up = async move {
-                    let mut all = Vec::new();
-                    let mut buf = vec![0u8; 1 << 16];
-                    while let Ok(n @ 1..) = cr.read(&mut buf).await {
-                        all.extend_from_slice(&buf[..n]);
-                        if sw.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                    let _ = sw.shutdown().await;
-                    all
-                };
-                let down = async move {
-                    let mut all = Vec::new();
-                    let mut buf = vec![0u8; 1 << 16];
-                    while let Ok(n @ 1..) = sr.read(&mut buf).await {
-                        all.extend_from_slice(&buf[..n]);
-                        if cw.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                    let _ = cw.shutdown().await;
-                    all
-                };
-                let (sent, answered) = tokio::join!(up, down);
-                log.lock().unwrap().push((sent, answered));
-            });
-        }
-    });
-    (addr, seen)
-}
 
 /// The body of a captured HTTP/1.1 message with a `content-length`.
 fn body_of(message: &[u8]) -> Vec<u8> {

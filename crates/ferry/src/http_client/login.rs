@@ -115,6 +115,7 @@ impl HttpClient {
                 signer: RequestSigner::new(claims, psk),
                 tls: None,
             },
+            seal: None,
         })
     }
 }

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use ferry_proto::auth::{Method, Principal};
 use ferry_proto::http::canonical::BodyHash;
+use ferry_proto::http::seal::SEALED_CONTENT_TYPE;
 use ferry_proto::http::session::{session_of, session_psk};
 use ferry_proto::http::{
     Authorization, CONTENT_SHA256_HEADER, Reason, RequestParts, VerifiedRequest, VerifyError,
@@ -28,6 +29,9 @@ pub(crate) struct Authed {
     pub(crate) verified: VerifiedRequest,
     /// How the request's body is signed.
     pub(crate) body: BodyHash,
+    /// Its body is sealed (`Content-Type: application/ferry-sealed`, a signed header), and
+    /// so must its answer's be.
+    pub(crate) sealed: bool,
 }
 
 /// The value of a header that may appear at most once; `Err` if repeated or not visible
@@ -182,6 +186,7 @@ pub(crate) async fn authenticate<B: ServerBackend>(
                 principal,
                 verified,
                 body,
+                sealed: content_type == Some(SEALED_CONTENT_TYPE),
             })
         }
         Err(e) => Err(refuse(e, &principal.name)),

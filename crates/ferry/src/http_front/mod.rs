@@ -114,6 +114,8 @@ pub(crate) struct Front<B> {
     cache: Mutex<ReplayCache>,
     /// Password logins between their two requests.
     logins: Mutex<login::Logins>,
+    /// The key sealed bodies are sealed to (docs/HTTP.md §11).
+    seal: ferry_proto::http::seal::SealKeyPair,
     stats: Arc<HttpStats>,
 }
 
@@ -127,6 +129,7 @@ impl<B: ServerBackend> Front<B> {
         Self {
             cache: Mutex::new(ReplayCache::new(engine.limits.http_replay)),
             logins: Mutex::default(),
+            seal: ferry_proto::http::seal::server_key(&engine.master),
             engine,
             stats,
         }

@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry::proto::credential::Credential;
 use ferry::{HttpClient, HttpStats, Server, ServerDir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 pub struct HttpServer {
@@ -389,4 +389,55 @@ pub fn peak_rss() -> u64 {
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
     let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kib * 1024
+}
+
+/// One relayed connection: the bytes the client sent, the bytes the server answered.
+pub type Seen = Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>;
+
+/// A relay to `upstream` that records every connection whole, as a proxy sees it.
+pub async fn capturing_relay(upstream: SocketAddr) -> (SocketAddr, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            // The connection's entry, in accept order; bytes are recorded before they are
+            // passed on, so whatever a client has received is already in the log.
+            let idx = {
+                let mut log = log.lock().unwrap();
+                log.push((Vec::new(), Vec::new()));
+                log.len() - 1
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let server = TcpStream::connect(upstream).await.unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up_log = log.clone();
+                let up = async move {
+                    let mut buf = vec![0u8; 1 << 16];
+                    while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                        up_log.lock().unwrap()[idx].0.extend_from_slice(&buf[..n]);
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = sw.shutdown().await;
+                };
+                let down = async move {
+                    let mut buf = vec![0u8; 1 << 16];
+                    while let Ok(n @ 1..) = sr.read(&mut buf).await {
+                        log.lock().unwrap()[idx].1.extend_from_slice(&buf[..n]);
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = cw.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    (addr, seen)
 }
