@@ -199,6 +199,7 @@ fn main() {
         claims: Claims::new("alice", 2, [("role", "writer"), ("team", "a \"b\"")]).unwrap(),
         key: Psk::from_bytes([0xab; 32]),
         http_url: None,
+        http_seal: None,
     };
     let good = cred.to_toml().to_string();
     write("credential", "good", good.as_bytes());
@@ -208,6 +209,7 @@ fn main() {
         claims: Claims::new("b0", 1, [("role", "reader")]).unwrap(),
         key: Psk::from_bytes([0x5c; 32]),
         http_url: Some("https://files.example.com".into()),
+        http_seal: Some(ferry_proto::http::seal::SealPublicKey::from_bytes(1, [9; 32])),
     };
     write("credential", "ipv6", cred2.to_toml().as_bytes());
     let broken = [

@@ -246,6 +246,9 @@ pub fn invite_expiry(invite: &Credential) -> Option<u64> {
 
 /// `ferry login`.
 pub async fn login(a: &LoginArgs) -> anyhow::Result<()> {
+    if a.via.via == crate::cli::Via::Http {
+        return crate::http::login(a).await;
+    }
     let profile = load_profile()?;
     let (server, server_id) = match (&a.server, &a.server_id, &profile) {
         (Some(s), Some(id), _) => (s.clone(), id.clone()),
@@ -304,7 +307,7 @@ pub async fn login(a: &LoginArgs) -> anyhow::Result<()> {
     )
 }
 
-fn store_session(
+pub(crate) fn store_session(
     server: &str,
     server_id: &str,
     user: &str,

@@ -112,6 +112,10 @@ fn issue(a: &IssueArgs) -> anyhow::Result<()> {
     }
     let mut cred = dir.issue_client(&a.name, attrs, a.server.as_deref(), output::now())?;
     cred.http_url = a.http_url.clone();
+    // The HTTP front's sealing key is pinned with its URL (`--via http --seal`).
+    if a.http_url.is_some() {
+        cred.http_seal = Some(dir.http_seal_key()?);
+    }
     let epoch = cred.claims.epoch();
     let text = cred.to_toml();
     match &out {

@@ -229,6 +229,10 @@ pub struct ServeArgs {
     /// terminates TLS) on this address (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
+    /// Serve the HTTP front as HTTPS with the server's own identity (TLS 1.3; clients pin
+    /// the server ID as over the TLS listener) instead of plain HTTP.
+    #[arg(long, requires = "http")]
+    pub http_tls: bool,
     /// Logs and metrics.
     #[command(flatten)]
     pub report: ReportArgs,
@@ -354,6 +358,10 @@ pub struct ViaArg {
     /// PEM certificate(s) to trust for an https:// URL (the TLS-terminating proxy's).
     #[arg(long, value_name = "FILE")]
     pub http_ca: Option<PathBuf>,
+    /// With --via http: seal put and get bodies end to end to the server's key, which the
+    /// credential pins (HPKE), so the proxy sees only ciphertext.
+    #[arg(long)]
+    pub seal: bool,
 }
 
 /// Which front of the server a command talks to.
@@ -616,6 +624,10 @@ pub struct LoginArgs {
     /// How to read the password.
     #[command(flatten)]
     pub password: PasswordStdin,
+    /// `--via http --http-url URL`: log in through the server's HTTP front; the session then
+    /// signs `--via http` commands run without --cred.
+    #[command(flatten)]
+    pub via: ViaArg,
 }
 
 const PUT_ABOUT: &str = "\

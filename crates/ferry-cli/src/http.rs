@@ -11,8 +11,10 @@ use ferry::proto::names::{SourceName, normalize_prefix};
 use ferry::store::Entry;
 use tokio::io::AsyncWriteExt;
 
-use crate::cli::{CredArg, GetArgs, LsArgs, PutArgs, RmArgs, StatArgs, ViaArg, WatchArgs};
-use crate::{credential, exit, output};
+use crate::cli::{
+    CredArg, GetArgs, LoginArgs, LsArgs, PutArgs, RmArgs, StatArgs, ViaArg, WatchArgs,
+};
+use crate::{account, credential, exit, output};
 
 /// How long one change poll waits for news.
 const POLL: Duration = Duration::from_secs(25);
@@ -20,15 +22,83 @@ const POLL: Duration = Duration::from_secs(25);
 /// Pages of a listing read at most.
 const MAX_PAGES: usize = 100_000;
 
-fn client(cred: &CredArg, via: &ViaArg) -> anyhow::Result<HttpClient> {
-    let target = crate::profiles::target(cred)?;
-    let path = target.cred.as_ref().ok_or_else(|| {
+/// The PEM certificates of `--http-ca`, as DER.
+fn roots(via: &ViaArg) -> anyhow::Result<Vec<Vec<u8>>> {
+    let Some(ca) = &via.http_ca else {
+        return Ok(Vec::new());
+    };
+    let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+    HttpClient::pem_roots(&pem).with_context(|| format!("{}", ca.display()))
+}
+
+/// `ferry login --via http`: an OPAQUE login through the HTTP front (docs/HTTP.md §13); the
+/// session is stored as `ferry login` stores one, with the base URL as its server.
+pub async fn login(a: &LoginArgs) -> anyhow::Result<()> {
+    let url = a.via.http_url.clone().ok_or_else(|| {
         anyhow!(exit::bad_input(
-            "--via http needs a credential file (--cred, FERRY_CRED or --profile); password \
-             sessions do not work over HTTP yet"
-                .to_owned()
+            "ferry login --via http needs the server's HTTP URL (--http-url)".to_owned()
         ))
     })?;
+    let profile = account::load_profile()?;
+    let user = match (&a.user, &profile) {
+        (Some(u), _) => u.clone(),
+        (None, Some(p)) => p.user.clone(),
+        (None, None) => bail!(exit::bad_input("no user name; pass --user NAME")),
+    };
+    ferry::proto::names::validate_client_name(&user)?;
+    let pw = account::read_password(&a.password, &format!("password for {user}: "), false)?;
+    let (_, session) = HttpClient::login(&url, &roots(&a.via)?, &user, pw.as_bytes()).await?;
+    drop(pw);
+    account::store_session(&url, "", &user, &session)?;
+    println!(
+        "logged in as {user} over HTTP; session valid until {}",
+        output::time(session.expires)
+    );
+    Ok(())
+}
+
+/// A client signing as the session `ferry login --via http` stored.
+fn session_client(via: &ViaArg) -> anyhow::Result<HttpClient> {
+    let no_session = || {
+        anyhow!(exit::bad_input(
+            "--via http needs a credential file (--cred or FERRY_CRED) or a session from \
+             ferry login --via http"
+                .to_owned()
+        ))
+    };
+    if via.seal {
+        bail!(exit::bad_input(
+            "--seal needs a credential issued with --http-url (it pins the sealing key)".to_owned()
+        ));
+    }
+    let s = account::load_session()?.ok_or_else(no_session)?;
+    if !s.server.starts_with("http://") && !s.server.starts_with("https://") {
+        return Err(no_session());
+    }
+    let (Some(id), Some(secret)) = (s.session_id(), s.session_secret()) else {
+        bail!("session.toml: bad id or secret; run ferry login --via http");
+    };
+    let session = ferry::proto::auth::ClientSession {
+        id,
+        secret,
+        idle_secs: 0,
+        expires: s.expires,
+    };
+    let url = via.http_url.clone().unwrap_or(s.server.clone());
+    let client = HttpClient::with_session(&url, &s.user, &session)?;
+    let roots = roots(via)?;
+    if roots.is_empty() {
+        Ok(client)
+    } else {
+        Ok(client.with_root_certificates(&roots)?)
+    }
+}
+
+fn client(cred: &CredArg, via: &ViaArg) -> anyhow::Result<HttpClient> {
+    let target = crate::profiles::target(cred)?;
+    let Some(path) = target.cred.as_ref() else {
+        return session_client(via);
+    };
     let cred = credential::load(path)?;
     let url = via
         .http_url
@@ -42,6 +112,20 @@ fn client(cred: &CredArg, via: &ViaArg) -> anyhow::Result<HttpClient> {
             ))
         })?;
     let mut client = HttpClient::new(&url, &cred)?;
+    if via.seal {
+        let key = cred.http_seal.ok_or_else(|| {
+            anyhow!(exit::bad_input(
+                "--seal needs the server's sealing key, which a credential issued with \
+                 --http-url pins; re-issue this one"
+                    .to_owned()
+            ))
+        })?;
+        client = client.with_seal(key);
+    }
+    // `ferry serve --http-tls`: the server's own identity, pinned as over the TLS front.
+    if url.starts_with("https://") && via.http_ca.is_none() {
+        client = client.with_server_id(cred.server_id)?;
+    }
     if let Some(ca) = &via.http_ca {
         let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
         client = client.with_root_pem(&pem)?;

@@ -82,8 +82,13 @@ pub async fn serve(a: &ServeArgs) -> anyhow::Result<()> {
     let reloads = reload_on_sighup(bound.reloader())?;
     tracing::info!("listening on {}", bound.local_addr());
     if let Some(http) = &a.http {
-        let addr = bound.bind_http(http).await?;
-        tracing::info!("HTTP front listening on {addr}");
+        let addr = if a.http_tls {
+            bound.bind_https(http).await?
+        } else {
+            bound.bind_http(http).await?
+        };
+        let scheme = if a.http_tls { "HTTPS" } else { "HTTP" };
+        tracing::info!("{scheme} front listening on {addr}");
     }
     tracing::info!("server ID {id}");
     tracing::info!("folder {}", dir.path().display());

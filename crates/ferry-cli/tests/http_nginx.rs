@@ -417,3 +417,131 @@ impl tokio::io::AsyncWrite for Hashing {
         std::task::Poll::Ready(Ok(()))
     }
 }
+
+/// A TCP relay to `upstream` that records every byte it passes, both ways: what the proxy
+/// (nginx) sent on and received.
+fn capture_relay(upstream: String) -> (String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(down) = conn else { break };
+            let Ok(up) = TcpStream::connect(&upstream) else {
+                break;
+            };
+            for (mut from, mut to) in [
+                (down.try_clone().unwrap(), up.try_clone().unwrap()),
+                (up, down),
+            ] {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 1 << 16];
+                    while let Ok(n @ 1..) = from.read(&mut buf) {
+                        log.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn sealed_bodies_through_nginx_are_ciphertext_to_it() {
+    let Some(bin) = nginx() else {
+        println!(
+            "SKIPPED sealed_bodies_through_nginx_are_ciphertext_to_it: nginx not found (.ci/run installs it with apt-get)"
+        );
+        return;
+    };
+    const MARKER: &[u8] = b"PLAINTEXT-MARKER-7f3a";
+    let env = Env::new();
+    env.init();
+    let server =
+        Served::spawn(env.command(&["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"]));
+    let line = server
+        .wait_for_log("HTTP front listening on ", Duration::from_secs(30))
+        .expect("the HTTP front starts");
+    let front = line
+        .split("HTTP front listening on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_owned();
+    // nginx -> capture relay -> ferry: the relay sees what nginx sees.
+    let (upstream, seen) = capture_relay(front);
+    let ngx_dir = env.join("nginx");
+    std::fs::create_dir(&ngx_dir).unwrap();
+    let nginx = Nginx::start(&bin, &ngx_dir, &upstream);
+    let url = nginx.url();
+    let ca = ngx_dir.join("cert.pem");
+    let cred = env.join("alice.cred");
+    env.run(&[
+        "client",
+        "issue",
+        "alice",
+        "--role",
+        "writer",
+        "--server",
+        &server.addr,
+        "--http-url",
+        &url,
+        "--out",
+        cred.to_str().unwrap(),
+    ])
+    .ok();
+    assert!(
+        std::fs::read_to_string(&cred)
+            .unwrap()
+            .contains("http_seal = \"1:")
+    );
+    let via = |args: &[&str]| {
+        let mut v = args.to_vec();
+        v.extend([
+            "--via",
+            "http",
+            "--http-ca",
+            ca.to_str().unwrap(),
+            "--cred",
+            cred.to_str().unwrap(),
+        ]);
+        common::run(env.command(&v), None, Duration::from_secs(300))
+    };
+    // 8 MiB of plaintext made of the marker.
+    let src = env.join("secret.bin");
+    let data = MARKER.repeat((8 << 20) / MARKER.len());
+    std::fs::write(&src, &data).unwrap();
+    let out = via(&["put", "secret", src.to_str().unwrap(), "--seal"]);
+    assert_eq!(out.code, 0, "put: {}", out.stderr);
+    let dst = env.join("secret.out");
+    let out = via(&["get", "secret", "-o", dst.to_str().unwrap(), "--seal"]);
+    assert_eq!(out.code, 0, "get: {}", out.stderr);
+    assert!(
+        std::fs::read(&dst).unwrap() == data,
+        "the sealed round trip differs"
+    );
+    {
+        let seen = seen.lock().unwrap();
+        assert!(seen.len() > 2 * data.len(), "the relay saw the bodies");
+        assert!(
+            !seen.windows(MARKER.len()).any(|w| w == MARKER),
+            "the proxy saw plaintext of a sealed body"
+        );
+    }
+    assert!(nginx.access_log().contains("\"PUT /v1/sources/secret"));
+    // The capture does see plaintext when nothing is sealed.
+    let small = env.join("small.bin");
+    std::fs::write(&small, MARKER.repeat(10)).unwrap();
+    let out = via(&["put", "plain", small.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "put: {}", out.stderr);
+    let seen = seen.lock().unwrap();
+    assert!(seen.windows(MARKER.len()).any(|w| w == MARKER));
+}

@@ -97,3 +97,93 @@ fn folder_transfers_via_http_are_refused_as_usage_errors() {
         );
     }
 }
+
+/// A password user through the HTTP front only: `ferry login --via http` (OPAQUE over two
+/// requests), then put and get `--via http` signed by the stored session, without --cred.
+#[test]
+fn a_password_user_logs_in_and_transfers_via_http() {
+    let env = Env::new();
+    env.init();
+    let conf = env.server_dir().join("ferry.toml");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let fast = text.replace("m_kib = 65536\nt = 3", "m_kib = 1024\nt = 1");
+    assert_ne!(fast, text, "ferry.toml's [password] section changed shape");
+    std::fs::write(&conf, fast).unwrap();
+    let server =
+        Served::spawn(env.command(&["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"]));
+    let line = server
+        .wait_for_log("HTTP front listening on ", Duration::from_secs(30))
+        .expect("the HTTP front starts");
+    let url = format!(
+        "http://{}",
+        line.split("HTTP front listening on ")
+            .nth(1)
+            .unwrap()
+            .trim()
+    );
+    let pw = b"correct horse battery staple\n".to_vec();
+    env.run(&[
+        "user",
+        "invite",
+        "carol",
+        "--role",
+        "writer",
+        "--server",
+        &server.addr,
+    ])
+    .ok();
+    let invite = env.join("carol.invite");
+    env.run_stdin(
+        &[
+            "register",
+            "--invite",
+            invite.to_str().unwrap(),
+            "--password-stdin",
+        ],
+        pw.clone(),
+    )
+    .ok();
+    // A wrong password: the one refusal, nothing stored.
+    let out = env.run_stdin(
+        &[
+            "login",
+            "--via",
+            "http",
+            "--http-url",
+            &url,
+            "--user",
+            "carol",
+            "--password-stdin",
+        ],
+        b"not the password\n".to_vec(),
+    );
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let out = env
+        .run_stdin(
+            &[
+                "login",
+                "--via",
+                "http",
+                "--http-url",
+                &url,
+                "--user",
+                "carol",
+                "--password-stdin",
+            ],
+            pw,
+        )
+        .ok();
+    assert!(out.text().contains("logged in as carol"), "{}", out.text());
+    let src = env.join("p.bin");
+    let want = write_pattern(&src, "password via http", 2 << 20);
+    let out = env
+        .run(&["put", "p/f", src.to_str().unwrap(), "--via", "http"])
+        .ok();
+    assert!(out.text().contains("stored p/f v1"), "{}", out.text());
+    let dst = env.join("p.out");
+    env.run(&["get", "p/f", "-o", dst.to_str().unwrap(), "--via", "http"])
+        .ok();
+    assert_eq!(hash_file(&dst), want);
+    let out = env.run(&["stat", "p/f", "--via", "http", "--json"]).ok();
+    assert!(out.text().contains("\"carol\""), "{}", out.text());
+}

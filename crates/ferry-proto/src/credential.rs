@@ -10,6 +10,7 @@
 //! epoch = 1
 //! key = "64 lowercase hex digits"
 //! http_url = "https://files.example.com"   # optional: the HTTP front, for `--via http`
+//! http_seal = "1:64 lowercase hex digits"   # with http_url: the key `--seal` seals to
 //!
 //! [attributes]
 //! role = "writer"
@@ -17,6 +18,7 @@
 //!
 //! Unknown keys are refused, so a typo is not silently ignored.
 
+use crate::http::seal::SealPublicKey;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -43,6 +45,9 @@ pub struct Credential {
     /// The base URL of the server's HTTP front (`http://HOST:PORT` or `https://HOST:PORT`),
     /// if the credential was issued with one (`http_url` in the file; absent in older files).
     pub http_url: Option<String>,
+    /// The server's HPKE key for sealed HTTP bodies (docs/HTTP.md §11), pinned when the
+    /// credential was issued with an HTTP URL (`http_seal` in the file, `ID:HEX`).
+    pub http_seal: Option<SealPublicKey>,
 }
 
 /// Why a credential file was refused. Never contains key material.
@@ -79,6 +84,8 @@ struct Raw {
     key: Zeroizing<String>,
     #[serde(default)]
     http_url: Option<String>,
+    #[serde(default)]
+    http_seal: Option<String>,
     attributes: BTreeMap<String, String>,
 }
 
@@ -112,12 +119,19 @@ impl Credential {
             }
             u => u,
         };
+        let http_seal = match raw.http_seal {
+            None => None,
+            Some(k) => Some(SealPublicKey::parse(&k).ok_or_else(|| {
+                CredentialError::Syntax("http_seal must be ID:64 hex digits".into())
+            })?),
+        };
         Ok(Self {
             server: server.to_owned(),
             server_id,
             claims,
             key: Psk::from_bytes(*key),
             http_url,
+            http_seal,
         })
     }
 
@@ -136,6 +150,9 @@ impl Credential {
         out.push_str("\"\n");
         if let Some(url) = &self.http_url {
             out.push_str(&format!("http_url = {}\n", q(url)));
+        }
+        if let Some(key) = &self.http_seal {
+            out.push_str(&format!("http_seal = {}\n", q(&key.to_text())));
         }
         out.push_str("\n[attributes]\n");
         for (k, v) in self.claims.attributes() {
@@ -157,6 +174,7 @@ mod tests {
             claims: Claims::new("alice", 2, [("role", "writer"), ("team", "a \"b\"")]).unwrap(),
             key: Psk::from_bytes([0xab; 32]),
             http_url: None,
+            http_seal: Some(SealPublicKey::from_bytes(1, [7; 32])),
         }
     }
 

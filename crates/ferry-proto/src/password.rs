@@ -171,10 +171,19 @@ pub fn server_login_start(
 /// Checks the client's finalization: true only if the client knew the password and saw the
 /// same TLS connection.
 pub fn server_login_finish(state: ServerLoginState, finalization: &[u8], exporter: &[u8]) -> bool {
-    let Ok(msg) = CredentialFinalization::<Suite>::deserialize(finalization) else {
-        return false;
-    };
-    state.0.finish(msg, login_params(exporter)).is_ok()
+    server_login_finish_key(state, finalization, exporter).is_some()
+}
+
+/// [`server_login_finish`], returning on success the session key of OPAQUE's AKE (RFC 9807
+/// §6.4, 64 bytes): a secret only the two ends of this login can compute.
+pub fn server_login_finish_key(
+    state: ServerLoginState,
+    finalization: &[u8],
+    exporter: &[u8],
+) -> Option<Zeroizing<Vec<u8>>> {
+    let msg = CredentialFinalization::<Suite>::deserialize(finalization).ok()?;
+    let done = state.0.finish(msg, login_params(exporter)).ok()?;
+    Some(Zeroizing::new(done.session_key.to_vec()))
 }
 
 /// Answers a registration request for `user`.
@@ -236,6 +245,18 @@ pub fn client_login_finish(
     ksf: KsfParams,
     exporter: &[u8],
 ) -> Result<Vec<u8>, PasswordError> {
+    client_login_finish_key(rng, state, response, ksf, exporter).map(|(message, _)| message)
+}
+
+/// [`client_login_finish`], also returning the session key of OPAQUE's AKE (the one
+/// [`server_login_finish_key`] returns on the server).
+pub fn client_login_finish_key(
+    rng: &mut impl Rng,
+    state: ClientLoginState,
+    response: &[u8],
+    ksf: KsfParams,
+    exporter: &[u8],
+) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), PasswordError> {
     let argon2 = ksf.argon2().ok_or(PasswordError)?;
     let response = CredentialResponse::<Suite>::deserialize(response).map_err(|_| PasswordError)?;
     let params =
@@ -244,7 +265,10 @@ pub fn client_login_finish(
         .state
         .finish(rng, &state.password, response, params)
         .map_err(|_| PasswordError)?;
-    Ok(done.message.serialize().to_vec())
+    Ok((
+        done.message.serialize().to_vec(),
+        Zeroizing::new(done.session_key.to_vec()),
+    ))
 }
 
 /// The client's state during a registration.

@@ -52,6 +52,7 @@ pub mod fsutil;
 mod http_body;
 mod http_client;
 mod http_front;
+mod http_seal;
 pub mod identity;
 mod live;
 mod local_accounts;

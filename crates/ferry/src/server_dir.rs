@@ -173,6 +173,7 @@ impl ServerDir {
             server_id: identity.server_id(),
             key: psk::derive_psk(&master, &claims),
             http_url: None,
+            http_seal: None,
             claims,
         })
     }
@@ -217,6 +218,12 @@ impl ServerDir {
         Invites::load(&self.file("invites.toml"))
     }
 
+    /// The server's HPKE public key for sealed HTTP bodies (docs/HTTP.md §11), derived from
+    /// the master key: what clients pin to seal to this server.
+    pub fn http_seal_key(&self) -> Result<ferry_proto::http::seal::SealPublicKey, Error> {
+        Ok(ferry_proto::http::seal::server_key(&self.master_key()?).public_key())
+    }
+
     /// Sessions.
     pub fn sessions(&self) -> Result<Sessions, Error> {
         self.check_exists()?;
@@ -258,6 +265,7 @@ impl ServerDir {
             server_id: identity.server_id(),
             key: ferry_proto::secret::Psk::from_bytes(*key.expose_secret()),
             http_url: None,
+            http_seal: None,
             claims,
         })
     }

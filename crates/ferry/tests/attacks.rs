@@ -117,6 +117,7 @@ async fn a_client_for_unknown_name_fails() {
         server_id: srv.server_dir.identity().unwrap().server_id(),
         key: ferry::proto::psk::derive_psk(&master, &claims),
         http_url: None,
+        http_seal: None,
         claims,
     };
     assert!(matches!(

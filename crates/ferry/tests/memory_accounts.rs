@@ -35,6 +35,7 @@ async fn issue(dir: &ServerDir, accounts: &MemoryBackend, name: &str, addr: &str
         server_id: dir.identity().unwrap().server_id(),
         key: psk::derive_psk(&dir.master_key().unwrap(), &claims),
         http_url: None,
+        http_seal: None,
         claims,
     }
 }
@@ -55,6 +56,7 @@ async fn invite(dir: &ServerDir, accounts: &MemoryBackend, name: &str, addr: &st
         server_id: dir.identity().unwrap().server_id(),
         key: Psk::from_bytes(*key.expose_secret()),
         http_url: None,
+        http_seal: None,
         claims,
     }
 }

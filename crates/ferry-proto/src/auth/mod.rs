@@ -39,7 +39,7 @@ pub mod session;
 mod tests;
 
 pub use mesh::{MeshDirectory, member_auth};
-pub use password::password_login;
+pub use password::{http_password_login, password_login};
 pub use register::{INVITE_EXPIRES, register};
 pub use session::{ClientSession, resume_session};
 
@@ -239,6 +239,9 @@ pub enum ServerAuth {
         /// This connection's exporter.
         exporter: Exporter,
     },
+    /// A password login over HTTP, waiting for its first message (docs/HTTP.md §13): no
+    /// channel to bind to, so only `password_login_start` is served.
+    HttpLogin,
     /// Sent the OPAQUE response; waiting for the client's finalization.
     PasswordFinish(password::ExpectFinish),
     /// Sent the registration response; waiting for the upload.
@@ -322,6 +325,13 @@ impl ServerAuth {
         Self::Start { exporter }
     }
 
+    /// A fresh state for a password login over HTTP: OPAQUE's context is
+    /// [`crate::http::session::login_context`], and the session opened is derived from the
+    /// AKE's key ([`crate::http::session::binding`]).
+    pub fn http_login() -> Self {
+        Self::HttpLogin
+    }
+
     /// What handling `msg` in this state will ask the context about. Claims that do not
     /// decode want nothing (the method rejects them without a lookup).
     pub fn wants(&self, msg: &Message) -> Wanted {
@@ -330,7 +340,9 @@ impl ServerAuth {
             (Self::Start { .. }, Message::PskAuth(m)) => {
                 claims_name(&m.claims).map_or(Wanted::Nothing, Wanted::Client)
             }
-            (Self::Start { .. }, Message::PasswordLoginStart(m)) => Wanted::User(m.user.clone()),
+            (Self::Start { .. } | Self::HttpLogin, Message::PasswordLoginStart(m)) => {
+                Wanted::User(m.user.clone())
+            }
             (Self::Start { .. }, Message::RegisterStart(m)) => {
                 claims_name(&m.claims).map_or(Wanted::Nothing, Wanted::Invite)
             }
@@ -352,7 +364,10 @@ impl ServerAuth {
                 psk::start(exporter, m, ctx, rng, now)
             }
             (Self::Start { exporter }, Message::PasswordLoginStart(m)) => {
-                password::start(exporter, m, ctx, rng)
+                password::start(exporter, false, m, ctx, rng)
+            }
+            (Self::HttpLogin, Message::PasswordLoginStart(m)) => {
+                password::start(crate::http::session::login_context(), true, m, ctx, rng)
             }
             (Self::Start { exporter }, Message::RegisterStart(m)) => {
                 register::start(exporter, m, ctx, now)

@@ -8,7 +8,10 @@
 //! ```
 //!
 //! The OPAQUE calls are in [`crate::password`]; both ends give the TLS exporter as OPAQUE's
-//! context, so a login cannot be relayed. An unknown user, or one that may not try now, is
+//! context, so a login cannot be relayed. A login over HTTP ([`http_password_login`],
+//! [`ServerAuth::http_login`](super::ServerAuth::http_login)) has no channel to bind to: it
+//! gives a fixed context, and the session it opens is derived from the AKE's session key
+//! instead of the exporter ([`crate::http::session`]), so only the two ends know its secret. An unknown user, or one that may not try now, is
 //! answered from a dummy record and fails like a wrong password. The password change, which a
 //! logged-in user runs as requests after authentication, uses the same OPAQUE calls from the
 //! `ferry` crate's engine (it needs the account store and the limiter's drop guard).
@@ -31,6 +34,7 @@ use super::{
 /// The server's answer to `password_login_start`.
 pub(super) fn start(
     exporter: Exporter,
+    http: bool,
     m: PasswordLoginStart,
     ctx: &dyn ServerContext,
     rng: &mut dyn Rng,
@@ -66,6 +70,7 @@ pub(super) fn start(
             reply: Message::PasswordLoginResponse(OpaqueResponse { response, ksf }),
             next: ServerAuth::PasswordFinish(ExpectFinish {
                 exporter,
+                http,
                 user: m.user,
                 attributes,
                 state,
@@ -80,6 +85,8 @@ pub(super) fn start(
 #[derive(Debug)]
 pub struct ExpectFinish {
     exporter: Exporter,
+    /// A login over HTTP: the session is derived from the AKE's key, not the exporter.
+    http: bool,
     /// The user who is logging in.
     user: String,
     /// The user's attributes and record generation, if the user exists and may log in now.
@@ -104,6 +111,7 @@ impl ExpectFinish {
     ) -> ServerStep {
         let Self {
             exporter,
+            http,
             user,
             attributes,
             state,
@@ -117,15 +125,20 @@ impl ExpectFinish {
             _ => return reject(RejectReason::UnexpectedMessage),
         };
         // Verify even for a dummy record, so every path costs the same.
-        let ok = password::server_login_finish(state, &finalization, exporter.expose_secret());
-        match attributes {
-            Some((attributes, generation)) if ok => {
+        let key = password::server_login_finish_key(state, &finalization, exporter.expose_secret());
+        match (attributes, key) {
+            (Some((attributes, generation)), Some(key)) => {
                 let principal = Principal {
                     name: user,
                     attributes,
                     method: Method::Password { generation },
                 };
-                let (session, grant) = open_session(session, &exporter, ctx, rng, now);
+                let binding = if http {
+                    crate::http::session::binding(&key)
+                } else {
+                    exporter
+                };
+                let (session, grant) = open_session(session, &binding, ctx, rng, now);
                 ServerStep::Accept {
                     reply: Message::AuthOk(AuthOk {
                         method: "password".into(),
@@ -173,6 +186,29 @@ pub fn password_login(
     password: &[u8],
     want_session: bool,
 ) -> Result<(Message, ClientAuth), AuthError> {
+    login_start(rng, exporter, false, user, password, want_session)
+}
+
+/// Starts a password login for `user` over HTTP (docs/HTTP.md §13): OPAQUE's context is
+/// [`crate::http::session::login_context`], and the session it asks for is derived from the
+/// AKE's session key.
+pub fn http_password_login(
+    rng: &mut impl Rng,
+    user: &str,
+    password: &[u8],
+) -> Result<(Message, ClientAuth), AuthError> {
+    let context = crate::http::session::login_context();
+    login_start(rng, &context, true, user, password, true)
+}
+
+fn login_start(
+    rng: &mut impl Rng,
+    exporter: &Exporter,
+    http: bool,
+    user: &str,
+    password: &[u8],
+    want_session: bool,
+) -> Result<(Message, ClientAuth), AuthError> {
     let (request, state) =
         password::client_login_start(rng, password).map_err(|_| AuthError::Unexpected)?;
     Ok((
@@ -183,6 +219,7 @@ pub fn password_login(
         }),
         ClientAuth::PasswordResponse(ExpectResponse {
             exporter: exporter.clone(),
+            http,
             state: Box::new(state),
         }),
     ))
@@ -192,6 +229,7 @@ pub fn password_login(
 #[derive(Debug)]
 pub struct ExpectResponse {
     exporter: Exporter,
+    http: bool,
     state: Box<ClientLoginState>,
 }
 
@@ -200,17 +238,27 @@ impl ExpectResponse {
         let Message::PasswordLoginResponse(r) = msg else {
             return Err(AuthError::Unexpected);
         };
-        let Self { exporter, state } = self;
-        match password::client_login_finish(
+        let Self {
+            exporter,
+            http,
+            state,
+        } = self;
+        match password::client_login_finish_key(
             rng,
             *state,
             &r.response,
             r.ksf,
             exporter.expose_secret(),
         ) {
-            Ok(finalization) => Ok(ClientStep::Send(
+            Ok((finalization, key)) => Ok(ClientStep::Send(
                 Message::PasswordLoginFinish(PasswordLoginFinish { finalization }),
-                ClientAuth::PasswordDone(ExpectOk { exporter }),
+                ClientAuth::PasswordDone(ExpectOk {
+                    exporter: if http {
+                        crate::http::session::binding(&key)
+                    } else {
+                        exporter
+                    },
+                }),
             )),
             Err(_) => Ok(ClientStep::SendAndFail(
                 Message::PasswordLoginFailed(Empty {}),

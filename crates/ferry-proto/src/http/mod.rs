@@ -58,6 +58,7 @@ pub mod chunks;
 pub mod header;
 pub mod replay;
 pub mod seal;
+pub mod session;
 pub mod signing;
 pub mod target;
 #[cfg(test)]
@@ -66,7 +67,9 @@ mod worked_example;
 pub use canonical::{BodyHash, RequestParts, ResponseParts};
 pub use header::Authorization;
 pub use replay::{ReplayCache, ReplayConfig};
-pub use signing::{RequestSigner, Signature, SignedRequest, VerifiedRequest, verify_request};
+pub use signing::{
+    RequestSigner, Signature, SignedRequest, VerifiedRequest, verify_request, verify_request_with,
+};
 
 /// The algorithm name that opens the `Authorization` header and every string to sign.
 pub const ALGORITHM: &str = "FERRY1-HMAC-SHA256";

@@ -59,6 +59,12 @@ pub const RESPONSE_NONCE_LEN: usize = 32;
 pub const MAX_SEALED_CHUNK: usize = 1 << 20;
 /// Bytes before a chunk's ciphertext: the final flag and the length.
 pub const CHUNK_HEADER_LEN: usize = 1 + 4;
+/// The content type of a sealed body (a signed header, docs/HTTP.md §2 and §8): a request
+/// with it asks for sealing, a response with it is sealed.
+pub const SEALED_CONTENT_TYPE: &str = "application/ferry-sealed";
+/// The ID of the key [`server_key`] derives.
+pub const SERVER_KEY_ID: u8 = 1;
+const SERVER_KEY_INFO: &[u8] = b"ferry http seal v1";
 
 const TAG_LEN: usize = 16;
 const REQUEST_INFO: &[u8] = b"ferry sealed request v1\0";
@@ -112,6 +118,17 @@ impl SealKeyPair {
     }
 }
 
+/// The server's key pair, derived from its master key: the seed of `DeriveKeyPair` is
+/// HKDF-SHA256(master, "ferry http seal v1"), the key ID [`SERVER_KEY_ID`]. So the server
+/// keeps no other secret, and a new master key is a new sealing key.
+pub fn server_key(master: &crate::secret::MasterKey) -> SealKeyPair {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    // 32 bytes is far below HKDF-SHA256's limit.
+    let _ =
+        Hkdf::<Sha256>::new(None, master.expose_secret()).expand(SERVER_KEY_INFO, seed.as_mut());
+    SealKeyPair::derive(SERVER_KEY_ID, &seed)
+}
+
 /// The server's HPKE public key and its one-byte ID, as credentials pin it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SealPublicKey {
@@ -133,6 +150,28 @@ impl SealPublicKey {
     /// The public key's bytes.
     pub fn to_bytes(&self) -> [u8; 32] {
         self.bytes
+    }
+
+    /// Text form: the key ID and the key in lowercase hex, `ID:HEX` (as a credential file
+    /// records it).
+    pub fn to_text(&self) -> String {
+        format!(
+            "{}:{}",
+            self.key_id,
+            data_encoding::HEXLOWER.encode(&self.bytes)
+        )
+    }
+
+    /// Parses [`SealPublicKey::to_text`]'s form.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (id, hex) = text.split_once(':')?;
+        let bytes = data_encoding::HEXLOWER_PERMISSIVE
+            .decode(hex.as_bytes())
+            .ok()?;
+        Some(Self {
+            key_id: id.parse().ok()?,
+            bytes: bytes.try_into().ok()?,
+        })
     }
 
     fn header(&self) -> [u8; 7] {

@@ -294,6 +294,26 @@ pub fn verify_request(
     cache: &mut ReplayCache,
     is_current: impl FnOnce(&Claims) -> bool,
 ) -> Result<VerifiedRequest, VerifyError> {
+    verify_request_with(
+        |encoded| psk::derive_psk_from_encoded(master, encoded),
+        authorization,
+        parts,
+        now,
+        cache,
+        is_current,
+    )
+}
+
+/// [`verify_request`] with the key given by `psk_of` (from the claims' encoding) instead of
+/// derived from the master key: a password session's key ([`super::session::session_psk`]).
+pub fn verify_request_with(
+    psk_of: impl FnOnce(&[u8]) -> Psk,
+    authorization: &str,
+    parts: &RequestParts,
+    now: u64,
+    cache: &mut ReplayCache,
+    is_current: impl FnOnce(&Claims) -> bool,
+) -> Result<VerifiedRequest, VerifyError> {
     let malformed = VerifyError::Refused(Reason::Malformed);
     let auth = Authorization::parse(authorization).map_err(|_| malformed)?;
     cache.check_window(auth.timestamp(), now)?;
@@ -301,7 +321,7 @@ pub fn verify_request(
     let canonical = parts
         .canonical(auth.claims_encoding(), auth.timestamp(), auth.nonce())
         .map_err(|_| malformed)?;
-    let psk = psk::derive_psk_from_encoded(master, auth.claims_encoding());
+    let psk = psk_of(auth.claims_encoding());
     let keys = DayKeys::derive(&psk, date);
     let expected = keys
         .request

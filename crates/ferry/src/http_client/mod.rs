@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+mod login;
 mod transport;
 
 use std::time::Duration;
@@ -19,6 +20,9 @@ use std::time::Duration;
 use ferry_backend::Change;
 use ferry_proto::credential::Credential;
 use ferry_proto::http::RequestSigner;
+use ferry_proto::http::seal::{
+    RequestSealer, ResponseOpener, SEALED_CONTENT_TYPE, SealError, SealPublicKey,
+};
 use ferry_proto::http::target::{ByteRange, encode};
 use ferry_proto::message::ErrorCode;
 use ferry_store::Entry;
@@ -26,6 +30,7 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::Error;
+use crate::http_seal::Unsealing;
 use transport::{Answer, Base, ReqBody, Transport, body_error, tls_connector};
 
 /// Most bytes of a JSON answer.
@@ -34,6 +39,8 @@ const JSON_LIMIT: usize = 16 * 1024 * 1024;
 /// A client of a ferry server's HTTP front, signing as one credential.
 pub struct HttpClient {
     transport: Transport,
+    /// The server's key to seal bodies to (docs/HTTP.md §11), if sealing.
+    seal: Option<SealPublicKey>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -107,6 +114,25 @@ fn entry(v: &Value) -> Result<Entry, Error> {
     })
 }
 
+/// Whether an answer's (signed) content type says its body is sealed.
+fn is_sealed(answer: &Answer) -> bool {
+    answer
+        .headers
+        .get(hyper::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == SEALED_CONTENT_TYPE.as_bytes())
+}
+
+fn not_sealed() -> Error {
+    Error::Protocol("the server did not seal its answer to a sealed request".into())
+}
+
+fn unopened() -> Error {
+    Error::Protocol(
+        "the sealed HTTP answer does not open: it was altered in transit or is not from this server"
+            .into(),
+    )
+}
+
 fn source_path(source: &str) -> String {
     format!("/v1/sources/{}", encode(source, true))
 }
@@ -132,7 +158,31 @@ impl HttpClient {
                 signer,
                 tls: None,
             },
+            seal: None,
         })
+    }
+
+    /// Seals the bodies of puts and gets to the server's HPKE key `key` (docs/HTTP.md §11;
+    /// [`ServerDir::http_seal_key`](crate::ServerDir::http_seal_key)), so a proxy that
+    /// terminates TLS sees only ciphertext; the answers come back sealed too, and a get or
+    /// put whose answer is not sealed fails.
+    pub fn with_seal(mut self, key: SealPublicKey) -> Self {
+        self.seal = Some(key);
+        self
+    }
+
+    /// The plaintext of a sealed answer, whole, at most `JSON_LIMIT` bytes.
+    async fn unseal_whole(answer: Answer, opener: &mut ResponseOpener) -> Result<Vec<u8>, Error> {
+        if !is_sealed(&answer) {
+            return Err(not_sealed());
+        }
+        let bytes = answer.body.read_all(JSON_LIMIT).await.map_err(body_error)?;
+        let mut unsealing = Unsealing::default();
+        let plain = unsealing
+            .feed(&bytes, |i| opener.decode(i))
+            .and_then(|p| unsealing.end().map(|()| p))
+            .map_err(|_| unopened())?;
+        Ok(plain)
     }
 
     /// Checks that `url` is a base URL [`HttpClient::new`] accepts.
@@ -140,9 +190,26 @@ impl HttpClient {
         Base::parse(url).map(|_| ())
     }
 
+    /// For an `https://` base URL served by the server itself (`ferry serve --http-tls`):
+    /// accepts only the server whose key has ID `pin`, as the TLS front's clients do (TLS 1.3
+    /// only).
+    pub fn with_server_id(mut self, pin: ferry_proto::server_id::ServerId) -> Result<Self, Error> {
+        let mut config = crate::tls::client_config(pin)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        self.transport.tls = Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+            config,
+        )));
+        Ok(self)
+    }
+
     /// Trusts the PEM certificates in `pem` for an `https://` base URL (see
     /// [`HttpClient::with_root_certificates`]).
     pub fn with_root_pem(self, pem: &[u8]) -> Result<Self, Error> {
+        self.with_root_certificates(&Self::pem_roots(pem)?)
+    }
+
+    /// The certificates in `pem`, as DER; at least one.
+    pub fn pem_roots(pem: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
         let roots = CertificateDer::pem_slice_iter(pem)
@@ -152,7 +219,7 @@ impl HttpClient {
         if roots.is_empty() {
             return Err(Error::Config("no PEM certificate found".into()));
         }
-        self.with_root_certificates(&roots)
+        Ok(roots)
     }
 
     /// Trusts `roots` (DER certificates) for an `https://` base URL: the certificate of
@@ -203,16 +270,28 @@ impl HttpClient {
         size: Option<u64>,
     ) -> Result<Entry, Error> {
         let q = query(&[("size", size.map(|s| s.to_string()))]);
+        let (body, opener) = match self.seal {
+            None => (ReqBody::Stream(Box::new(reader)), None),
+            Some(key) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                (ReqBody::Sealed(Box::new(reader), key, tx), Some(rx))
+            }
+        };
         let answer = self
-            .exchange(
-                "PUT",
-                &source_path(source),
-                &q,
-                None,
-                ReqBody::Stream(Box::new(reader)),
-            )
+            .exchange("PUT", &source_path(source), &q, None, body)
             .await?;
-        entry(&Self::json(answer).await?)
+        match opener {
+            Some(rx) if (200..300).contains(&answer.status) => {
+                let mut opener = rx
+                    .await
+                    .map_err(|_| Error::Protocol("the sealed body was not sent whole".into()))?;
+                let plain = Self::unseal_whole(answer, &mut opener).await?;
+                let v: Value = serde_json::from_slice(&plain)
+                    .map_err(|e| Error::Protocol(format!("HTTP answer is not JSON: {e}")))?;
+                entry(&v)
+            }
+            _ => entry(&Self::json(answer).await?),
+        }
     }
 
     /// Downloads `source` (its current version, or `version`) from byte `offset` on into
@@ -234,14 +313,20 @@ impl HttpClient {
             }
             .to_header()
         });
+        // Sealed: an empty sealed body, the context the answer is sealed under.
+        let (body, mut opener) = match self.seal {
+            None => (ReqBody::Empty, None),
+            Some(key) => {
+                let cannot = |e: SealError| Error::Config(format!("cannot seal: {e}"));
+                let mut bytes = Vec::new();
+                let sealer = RequestSealer::new(&key, &mut crate::http_seal::rng(), &mut bytes)
+                    .map_err(cannot)?;
+                let opener = sealer.finish(&[], &mut bytes).map_err(cannot)?;
+                (ReqBody::Whole(bytes, SEALED_CONTENT_TYPE), Some(opener))
+            }
+        };
         let mut answer = self
-            .exchange(
-                "GET",
-                &source_path(source),
-                &q,
-                range.as_deref(),
-                ReqBody::Empty,
-            )
+            .exchange("GET", &source_path(source), &q, range.as_deref(), body)
             .await?;
         if !matches!(answer.status, 200 | 206) {
             return Self::json(answer).await.map(|_| HttpGet {
@@ -261,10 +346,23 @@ impl HttpClient {
                 "asked for bytes from {offset}, got them from {first}"
             )));
         }
+        if opener.is_some() && !is_sealed(&answer) {
+            return Err(not_sealed());
+        }
+        let mut unsealing = Unsealing::default();
         let mut len = 0u64;
         while let Some(data) = answer.body.next().await.map_err(body_error)? {
+            let data = match &mut opener {
+                None => data,
+                Some(o) => unsealing
+                    .feed(&data, |i| o.decode(i))
+                    .map_err(|_| unopened())?,
+            };
             out.write_all(&data).await?;
             len += data.len() as u64;
+        }
+        if opener.is_some() {
+            unsealing.end().map_err(|_| unopened())?;
         }
         out.flush().await?;
         Ok(HttpGet {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_proto::http::canonical::BodyHash;
 use ferry_proto::http::chunks::MAX_CHUNK_LEN;
+use ferry_proto::http::seal::{RequestSealer, ResponseOpener, SEALED_CONTENT_TYPE, SealPublicKey};
 use ferry_proto::http::{
     CONTENT_SHA256_HEADER, Nonce, RESPONSE_SIGNATURE_HEADER, RequestParts, RequestSigner,
     ResponseParts, SignedRequest,
@@ -81,6 +82,15 @@ pub(crate) enum ReqBody {
     Empty,
     /// A reader's bytes, as signed chunks.
     Stream(Box<dyn AsyncRead + Unpin + Send>),
+    /// A reader's bytes sealed to the key (docs/HTTP.md §11), as signed chunks; the opener
+    /// of the answer goes to the sender once the body is sealed.
+    Sealed(
+        Box<dyn AsyncRead + Unpin + Send>,
+        SealPublicKey,
+        tokio::sync::oneshot::Sender<ResponseOpener>,
+    ),
+    /// A whole body of this content type, under its SHA-256.
+    Whole(Vec<u8>, &'static str),
 }
 
 /// A response whose head verified, with the request it answers.
@@ -107,28 +117,87 @@ fn altered(what: &str) -> Error {
     ))
 }
 
-impl Transport {
-    async fn connect(&self) -> Result<Box<dyn Io>, Error> {
-        let addr = self.base.authority();
-        let tcp = TcpStream::connect((self.base.host.as_str(), self.base.port))
-            .await
-            .map_err(|source| Error::Connect {
-                addr: addr.clone(),
-                source,
+/// Connects to `base`, through TLS with `tls` if given.
+async fn connect(
+    base: &Base,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Result<Box<dyn Io>, Error> {
+    let addr = base.authority();
+    let tcp = TcpStream::connect((base.host.as_str(), base.port))
+        .await
+        .map_err(|source| Error::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        None => Ok(Box::new(tcp)),
+        Some(connector) => {
+            let name = rustls::pki_types::ServerName::try_from(base.host.clone())
+                .map_err(|e| Error::Config(format!("bad host name {}: {e}", base.host)))?;
+            let tls = connector.connect(name, tcp).await.map_err(|e| {
+                if crate::tls::is_pin_mismatch(&e) {
+                    Error::ServerIdMismatch(addr.clone())
+                } else {
+                    Error::Connection(e)
+                }
             })?;
-        let _ = tcp.set_nodelay(true);
-        match &self.tls {
-            None => Ok(Box::new(tcp)),
-            Some(connector) => {
-                let name = rustls::pki_types::ServerName::try_from(self.base.host.clone())
-                    .map_err(|e| Error::Config(format!("bad host name {}: {e}", self.base.host)))?;
-                let tls = connector
-                    .connect(name, tcp)
-                    .await
-                    .map_err(Error::Connection)?;
-                Ok(Box::new(tls))
+            Ok(Box::new(tls))
+        }
+    }
+}
+
+/// Sends one unsigned `POST` (a login step, docs/HTTP.md §13) with `body` and an optional
+/// extra header; returns the status, headers and body (at most `limit` bytes).
+pub(crate) async fn post_unsigned(
+    base: &Base,
+    tls: Option<&tokio_rustls::TlsConnector>,
+    path: &str,
+    header: Option<(&str, String)>,
+    body: Vec<u8>,
+    limit: usize,
+) -> Result<(u16, hyper::HeaderMap, Vec<u8>), Error> {
+    use http_body_util::BodyExt;
+    let mut req = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header(hyper::header::HOST, base.authority())
+        .header(CONTENT_TYPE, "application/octet-stream");
+    if let Some((name, value)) = header {
+        req = req.header(name, value);
+    }
+    let req = req
+        .body(OutBody::full(body))
+        .map_err(|e| Error::Config(format!("bad request: {e}")))?;
+    let io = connect(base, tls).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(http_error)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let read = async {
+        let response = sender.send_request(req).await.map_err(http_error)?;
+        let (head, mut incoming) = response.into_parts();
+        let mut out = Vec::new();
+        while let Some(frame) = incoming.frame().await {
+            if let Ok(data) = frame.map_err(http_error)?.into_data() {
+                if out.len() + data.len() > limit {
+                    return Err(Error::Protocol("HTTP login answer too long".into()));
+                }
+                out.extend_from_slice(&data);
             }
         }
+        Ok((head.status.as_u16(), head.headers, out))
+    };
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .map_err(|_| Error::Timeout("the HTTP response"))?
+}
+
+impl Transport {
+    async fn connect(&self) -> Result<Box<dyn Io>, Error> {
+        connect(&self.base, self.tls.as_ref()).await
     }
 
     /// Signs and sends one request; returns the verified response head and its body reader.
@@ -140,13 +209,16 @@ impl Transport {
         range: Option<&str>,
         body: ReqBody,
     ) -> Result<Answer, Error> {
-        let hash = match body {
+        let hash = match &body {
             ReqBody::Empty => BodyHash::of(b""),
-            ReqBody::Stream(_) => BodyHash::Streaming,
+            ReqBody::Stream(_) | ReqBody::Sealed(..) => BodyHash::Streaming,
+            ReqBody::Whole(b, _) => BodyHash::of(b),
         };
-        let content_type = match body {
+        let content_type = match &body {
             ReqBody::Empty => "",
             ReqBody::Stream(_) => "application/octet-stream",
+            ReqBody::Sealed(..) => SEALED_CONTENT_TYPE,
+            ReqBody::Whole(_, t) => *t,
         };
         let parts = RequestParts::new(method, path, query, hash)
             .content_type(content_type)
@@ -175,9 +247,19 @@ impl Transport {
         }
         let out = match body {
             ReqBody::Empty => OutBody::full(Bytes::new()),
+            ReqBody::Whole(b, _) => OutBody::full(b),
             ReqBody::Stream(reader) => {
                 let (tx, out) = OutBody::channel();
-                tokio::spawn(send_chunks(reader, signed.body_signer(), tx));
+                tokio::spawn(send_chunks(reader, signed.body_signer(), tx, None));
+                out
+            }
+            ReqBody::Sealed(reader, key, opener) => {
+                let mut head = Vec::new();
+                let sealer = RequestSealer::new(&key, &mut crate::http_seal::rng(), &mut head)
+                    .map_err(|e| Error::Config(format!("cannot seal: {e}")))?;
+                let (tx, out) = OutBody::channel();
+                let seal = Some((sealer, head, opener));
+                tokio::spawn(send_chunks(reader, signed.body_signer(), tx, seal));
                 out
             }
         };
@@ -258,9 +340,19 @@ async fn send_chunks(
     mut reader: Box<dyn AsyncRead + Unpin + Send>,
     mut signer: ferry_proto::http::chunks::ChunkSigner,
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    mut seal: Option<SealOut>,
 ) {
     const PIECE: usize = 256 * 1024;
     let mut buf = vec![0u8; PIECE.min(MAX_CHUNK_LEN)];
+    let cannot_seal = || std::io::Error::other("cannot seal");
+    if let Some((_, head, _)) = &mut seal {
+        // The sealed body's header (key ID, suite, `enc`) goes first.
+        let mut out = Vec::new();
+        signer.push(&std::mem::take(head), &mut out);
+        if tx.send(Ok(Bytes::from(out))).await.is_err() {
+            return;
+        }
+    }
     loop {
         let n = match reader.read(&mut buf).await {
             Ok(n) => n,
@@ -271,16 +363,43 @@ async fn send_chunks(
         };
         let mut out = Vec::with_capacity(n + 2 * ferry_proto::http::chunks::CHUNK_HEADER_LEN);
         if n == 0 {
+            if let Some((sealer, _, opener)) = seal.take() {
+                let mut sealed = Vec::new();
+                let Ok(o) = sealer.finish(&[], &mut sealed) else {
+                    let _ = tx.send(Err(cannot_seal())).await;
+                    return;
+                };
+                signer.push(&sealed, &mut out);
+                let _ = opener.send(o);
+            }
             signer.finish(&mut out);
             let _ = tx.send(Ok(Bytes::from(out))).await;
             return;
         }
-        signer.push(&buf[..n], &mut out);
+        match &mut seal {
+            None => signer.push(&buf[..n], &mut out),
+            Some((sealer, _, _)) => {
+                let mut sealed = Vec::with_capacity(n + 64);
+                if sealer.push(&buf[..n], &mut sealed).is_err() {
+                    let _ = tx.send(Err(cannot_seal())).await;
+                    return;
+                }
+                signer.push(&sealed, &mut out);
+            }
+        }
         if tx.send(Ok(Bytes::from(out))).await.is_err() {
             return;
         }
     }
 }
+
+/// A request body's sealing: the sealer, the header still to send, where the answer's
+/// opener goes.
+type SealOut = (
+    RequestSealer,
+    Vec<u8>,
+    tokio::sync::oneshot::Sender<ResponseOpener>,
+);
 
 /// A body error as the client's error.
 pub(crate) fn body_error(e: BodyError) -> Error {

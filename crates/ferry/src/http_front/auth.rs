@@ -1,16 +1,20 @@
 //! Authentication of one HTTP request (docs/HTTP.md §5): the `Authorization` header parsed,
 //! the claims' principal checked as still current by the engine (the same check the TLS
 //! front runs before every request), then the window, the signature under keys re-derived
-//! from the claims, and the nonce (`ferry_proto::http::verify_request`). Every refusal is
+//! from the claims, and the nonce (`ferry_proto::http::verify_request`). Claims that name a
+//! password session (§13) are keyed by the stored session's secret instead, and the
+//! principal is the stored session's, whatever else the claims say. Every refusal is
 //! one 401 to the peer; the cause goes to the log and to [`HttpStats`](super::HttpStats).
 
 use std::net::SocketAddr;
 
 use ferry_proto::auth::{Method, Principal};
 use ferry_proto::http::canonical::BodyHash;
+use ferry_proto::http::seal::SEALED_CONTENT_TYPE;
+use ferry_proto::http::session::{session_of, session_psk};
 use ferry_proto::http::{
     Authorization, CONTENT_SHA256_HEADER, Reason, RequestParts, VerifiedRequest, VerifyError,
-    verify_request,
+    verify_request, verify_request_with,
 };
 use hyper::Response;
 use hyper::http::request::Parts;
@@ -25,6 +29,9 @@ pub(crate) struct Authed {
     pub(crate) verified: VerifiedRequest,
     /// How the request's body is signed.
     pub(crate) body: BodyHash,
+    /// Its body is sealed (`Content-Type: application/ferry-sealed`, a signed header), and
+    /// so must its answer's be.
+    pub(crate) sealed: bool,
 }
 
 /// The value of a header that may appear at most once; `Err` if repeated or not visible
@@ -93,20 +100,47 @@ pub(crate) async fn authenticate<B: ServerBackend>(
         return Err(refuse(malformed, ""));
     };
     let claims = auth.claims();
-    let principal = Principal {
-        name: claims.name().to_owned(),
-        attributes: claims.attributes().clone(),
-        method: Method::Psk {
-            epoch: claims.epoch(),
-        },
+    let now = crate::clock::now();
+    let Ok(session) = session_of(claims) else {
+        return Err(refuse(malformed, claims.name()));
     };
-    // Revoked, re-issued or removed: the engine's own check, as before every TLS request.
-    let current = match front.engine.still_valid(&principal).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{peer}: cannot check {}'s credential: {e}", principal.name);
-            return Err(reply::internal());
+    let (principal, secret, current) = match session {
+        None => {
+            let principal = Principal {
+                name: claims.name().to_owned(),
+                attributes: claims.attributes().clone(),
+                method: Method::Psk {
+                    epoch: claims.epoch(),
+                },
+            };
+            // Revoked, re-issued or removed: the engine's own check, as before every TLS
+            // request.
+            match front.engine.still_valid(&principal).await {
+                Ok(c) => (principal, None, c),
+                Err(e) => {
+                    tracing::error!("{peer}: cannot check {}'s credential: {e}", principal.name);
+                    return Err(reply::internal());
+                }
+            }
         }
+        // A live session whose origin (the user's record) is still current.
+        Some(id) => match front.engine.live_session(&id, now).await {
+            Ok(Some(stored)) if stored.principal.name == claims.name() => {
+                let principal = Principal {
+                    method: Method::Session { id },
+                    ..stored.principal
+                };
+                (principal, Some(stored.secret), true)
+            }
+            Ok(_) => {
+                let not_current = VerifyError::Refused(Reason::NotCurrent);
+                return Err(refuse(not_current, claims.name()));
+            }
+            Err(e) => {
+                tracing::error!("{peer}: cannot check a session of {}: {e}", claims.name());
+                return Err(reply::internal());
+            }
+        },
     };
     let parts = RequestParts::new(
         head.method.as_str(),
@@ -116,20 +150,29 @@ pub(crate) async fn authenticate<B: ServerBackend>(
     )
     .content_type(content_type.unwrap_or(""))
     .range(range.unwrap_or(""));
-    let now = crate::clock::now();
     let verified = {
         let mut cache = front
             .cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        verify_request(
-            &front.engine.master,
-            authorization,
-            &parts,
-            now,
-            &mut cache,
-            |_| current,
-        )
+        match &secret {
+            Some(secret) => verify_request_with(
+                |claims| session_psk(secret, claims),
+                authorization,
+                &parts,
+                now,
+                &mut cache,
+                |_| current,
+            ),
+            None => verify_request(
+                &front.engine.master,
+                authorization,
+                &parts,
+                now,
+                &mut cache,
+                |_| current,
+            ),
+        }
     };
     match verified {
         Ok(verified) => {
@@ -143,6 +186,7 @@ pub(crate) async fn authenticate<B: ServerBackend>(
                 principal,
                 verified,
                 body,
+                sealed: content_type == Some(SEALED_CONTENT_TYPE),
             })
         }
         Err(e) => Err(refuse(e, &principal.name)),

@@ -11,7 +11,7 @@ use hyper::Response;
 use hyper::body::Incoming;
 
 use super::auth::Authed;
-use super::data::{number, only, small_body};
+use super::data::{number, small_request};
 use super::{Front, reply};
 use crate::engine::ServerBackend;
 use crate::http_body::OutBody;
@@ -28,10 +28,7 @@ pub(super) async fn poll<B: ServerBackend>(
     query: &BTreeMap<String, String>,
     body: Incoming,
 ) -> Response<OutBody> {
-    if let Err(r) = small_body(front, authed, body).await {
-        return r;
-    }
-    if let Err(r) = only(authed, query, &["prefix", "after", "wait"]) {
+    if let Err(r) = small_request(front, authed, body, query, &["prefix", "after", "wait"]).await {
         return r;
     }
     let (after, wait) = match (

@@ -22,7 +22,9 @@ use super::auth::Authed;
 use super::{Front, reply};
 use crate::engine::{BEYOND_END, Body, Failed, GetReply, ServerBackend, TooMuch};
 use crate::http_body::{BodyError, BodyIn, OutBody};
+use crate::http_seal::{Unsealing, rng};
 use crate::{Error, pipe};
+use ferry_proto::http::seal::{RequestOpener, ResponseSealer, SEALED_CONTENT_TYPE};
 
 /// Most bytes of the body of a request other than a put (all of them are empty today).
 const SMALL_BODY: usize = 64 * 1024;
@@ -52,7 +54,7 @@ fn body_failed<B>(front: &Front<B>, authed: &Authed, e: BodyError) -> Response<O
 }
 
 /// Reads and checks the (small) body of a request other than a put.
-pub(super) async fn small_body<B: ServerBackend>(
+async fn small_body<B: ServerBackend>(
     front: &Front<B>,
     authed: &Authed,
     body: Incoming,
@@ -61,6 +63,20 @@ pub(super) async fn small_body<B: ServerBackend>(
         .read_all(SMALL_BODY)
         .await
         .map_err(|e| body_failed(front, authed, e))
+}
+
+/// The preamble of every request but a put: reads and checks its (small) body, refuses query
+/// parameters other than `allowed`; the body's bytes.
+pub(super) async fn small_request<B: ServerBackend>(
+    front: &Front<B>,
+    authed: &Authed,
+    body: Incoming,
+    query: &BTreeMap<String, String>,
+    allowed: &[&str],
+) -> Result<Vec<u8>, Response<OutBody>> {
+    let bytes = small_body(front, authed, body).await?;
+    only(authed, query, allowed)?;
+    Ok(bytes)
 }
 
 /// Refuses query parameters other than `allowed`.
@@ -184,9 +200,26 @@ async fn receive<B: ServerBackend>(
     let mut reader = body_in(authed, body, engine.limits.transfer_timeout);
     let mut hasher = blake3::Hasher::new();
     let mut received = 0u64;
+    // A sealed body is opened chunk by chunk as it arrives (docs/HTTP.md §11).
+    let mut opener = authed.sealed.then(|| RequestOpener::new(&front.seal));
+    let mut unsealing = Unsealing::default();
     let complete = loop {
         match reader.next().await {
             Ok(Some(data)) => {
+                let data = match &mut opener {
+                    None => data,
+                    Some(o) => match unsealing.feed(&data, |i| o.decode(i)) {
+                        Ok(plain) => plain,
+                        Err(_) => {
+                            upload.abandon(engine).await;
+                            reader.drain(DRAIN_PUT).await;
+                            return unopened(authed);
+                        }
+                    },
+                };
+                if data.is_empty() {
+                    continue;
+                }
                 hasher.update(&data);
                 received += data.len() as u64;
                 match upload.write(data).await {
@@ -199,6 +232,10 @@ async fn receive<B: ServerBackend>(
                         return reply::refusal(authed, r);
                     }
                 }
+            }
+            Ok(None) if opener.is_some() && unsealing.end().is_err() => {
+                upload.abandon(engine).await;
+                return unopened(authed);
             }
             Ok(None) => break Ok(true),
             Err(e) => break Err(e),
@@ -226,7 +263,10 @@ async fn receive<B: ServerBackend>(
         hash: announced.unwrap_or(*hasher.finalize().as_bytes()),
     });
     match upload.finish(engine, end).await {
-        Ok(Ok(entry)) => reply::json(authed, 201, &reply::entry(&entry)),
+        Ok(Ok(entry)) => match &opener {
+            Some(o) => sealed_json(authed, o, 201, &reply::entry(&entry)),
+            None => reply::json(authed, 201, &reply::entry(&entry)),
+        },
         Ok(Err(r)) => reply::refusal(authed, r),
         Err(Failed { answer, error }) => {
             tracing::warn!("{peer}: HTTP put of {source}: {error}");
@@ -247,11 +287,24 @@ pub(super) async fn get<B: ServerBackend>(
     query: &BTreeMap<String, String>,
     body: Incoming,
 ) -> Response<OutBody> {
-    if let Err(r) = small_body(front, authed, body).await {
-        return r;
-    }
-    if let Err(r) = only(authed, query, &["version"]) {
-        return r;
+    let request = match small_request(front, authed, body, query, &["version"]).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    // A sealed get sends an empty sealed body: the context its answer is sealed under.
+    let mut sealing = None;
+    if authed.sealed {
+        let mut opener = RequestOpener::new(&front.seal);
+        let mut unsealing = Unsealing::default();
+        let mut prefix = Vec::new();
+        let opened = unsealing
+            .feed(&request, |i| opener.decode(i))
+            .and_then(|_| unsealing.end())
+            .and_then(|()| opener.response_sealer(&mut rng(), &mut prefix));
+        match opened {
+            Ok(sealer) => sealing = Some((sealer, prefix)),
+            Err(_) => return unopened(authed),
+        }
     }
     let version = match number(authed, query, "version") {
         Ok(v) => v,
@@ -310,15 +363,30 @@ pub(super) async fn get<B: ServerBackend>(
         ),
     ];
     let status = if partial { 206 } else { 200 };
-    let (response, tx, signer) =
-        match reply::stream(authed, status, content_range.as_deref(), &extra) {
-            Ok(s) => s,
-            Err(r) => return r,
-        };
+    let content_type = if sealing.is_some() {
+        SEALED_CONTENT_TYPE
+    } else {
+        reply::OCTETS
+    };
+    let (response, tx, signer) = match reply::stream(
+        authed,
+        status,
+        content_type,
+        content_range.as_deref(),
+        &extra,
+    ) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     let deadline = engine.limits.transfer_timeout;
+    let (seal, prefix) = match sealing {
+        Some((sealer, prefix)) => (Some(sealer), prefix),
+        None => (None, Vec::new()),
+    };
+    let out = Out { signer, seal };
     // The principal's transfer place goes with the body until it is sent.
     tokio::spawn(async move {
-        send_body(body, len, signer, tx, deadline).await;
+        send_body(body, len, out, prefix, tx, deadline).await;
         drop(slot);
     });
     response
@@ -339,11 +407,19 @@ async fn push(tx: &Sender, out: Vec<u8>, deadline: Duration) -> bool {
 async fn send_body<R: BlobReader>(
     body: Body<R>,
     len: u64,
-    mut signer: ChunkSigner,
+    mut signer: Out,
+    prefix: Vec<u8>,
     tx: Sender,
     deadline: Duration,
 ) {
     let mut left = len;
+    if !prefix.is_empty() {
+        let mut out = Vec::with_capacity(prefix.len() + CHUNK_HEADER_LEN);
+        signer.signer.push(&prefix, &mut out);
+        if !push(&tx, out, deadline).await {
+            return;
+        }
+    }
     match body {
         Body::Small(chunk) => {
             let data = chunk.data();
@@ -391,6 +467,61 @@ async fn send_body<R: BlobReader>(
         .await;
 }
 
+/// Where a get's data goes: sealed first if the request was (docs/HTTP.md §11), then signed
+/// as chunks (§7).
+struct Out {
+    signer: ChunkSigner,
+    seal: Option<ResponseSealer>,
+}
+
+impl Out {
+    fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        match &mut self.seal {
+            None => self.signer.push(data, out),
+            Some(sealer) => {
+                let mut sealed = Vec::with_capacity(data.len() + 64);
+                // Fails only after 2^64 chunks.
+                if sealer.push(data, &mut sealed).is_ok() {
+                    self.signer.push(&sealed, out);
+                }
+            }
+        }
+    }
+
+    fn finish(mut self, out: &mut Vec<u8>) {
+        if let Some(sealer) = self.seal.take() {
+            let mut sealed = Vec::with_capacity(64);
+            if sealer.finish(&[], &mut sealed).is_ok() {
+                self.signer.push(&sealed, out);
+            }
+        }
+        self.signer.finish(out);
+    }
+}
+
+/// A sealed body that does not open: 400 (the signature held, so the sender sealed it
+/// wrong, or to another key).
+fn unopened(authed: &Authed) -> Response<OutBody> {
+    reply::error(authed, 400, "bad_request", "sealed body does not open")
+}
+
+/// A JSON answer sealed under the request's context, signed whole.
+fn sealed_json(
+    authed: &Authed,
+    opener: &RequestOpener<'_>,
+    status: u16,
+    value: &serde_json::Value,
+) -> Response<OutBody> {
+    let mut body = Vec::new();
+    let sealed = opener
+        .response_sealer(&mut rng(), &mut body)
+        .and_then(|s| s.finish(value.to_string().as_bytes(), &mut body));
+    match sealed {
+        Ok(()) => reply::whole(authed, status, SEALED_CONTENT_TYPE, Bytes::from(body)),
+        Err(_) => reply::error(authed, 500, "internal", "internal error"),
+    }
+}
+
 /// `GET /v1/stat/{name}`.
 pub(super) async fn stat<B: ServerBackend>(
     front: &Front<B>,
@@ -399,10 +530,7 @@ pub(super) async fn stat<B: ServerBackend>(
     query: &BTreeMap<String, String>,
     body: Incoming,
 ) -> Response<OutBody> {
-    if let Err(r) = small_body(front, authed, body).await {
-        return r;
-    }
-    if let Err(r) = only(authed, query, &[]) {
+    if let Err(r) = small_request(front, authed, body, query, &[]).await {
         return r;
     }
     match front
@@ -424,10 +552,7 @@ pub(super) async fn delete<B: ServerBackend>(
     query: &BTreeMap<String, String>,
     body: Incoming,
 ) -> Response<OutBody> {
-    if let Err(r) = small_body(front, authed, body).await {
-        return r;
-    }
-    if let Err(r) = only(authed, query, &[]) {
+    if let Err(r) = small_request(front, authed, body, query, &[]).await {
         return r;
     }
     let req = SourceRef {
@@ -451,10 +576,7 @@ pub(super) async fn list<B: ServerBackend>(
     query: &BTreeMap<String, String>,
     body: Incoming,
 ) -> Response<OutBody> {
-    if let Err(r) = small_body(front, authed, body).await {
-        return r;
-    }
-    if let Err(r) = only(authed, query, &["prefix", "after"]) {
+    if let Err(r) = small_request(front, authed, body, query, &["prefix", "after"]).await {
         return r;
     }
     let req = List {

@@ -8,7 +8,9 @@
 //! listener ([`BoundServer::bind_http`](crate::BoundServer::bind_http)).
 //!
 //! - `listener.rs`: the accept loop (hyper, HTTP/1.1), under a connection budget.
-//! - `auth.rs`: a request's signature, freshness and nonce, and the principal it proves.
+//! - `auth.rs`: a request's signature, freshness and nonce, and the principal it proves
+//!   (a credential's, or a password session's).
+//! - `login.rs`: password logins (OPAQUE over two unsigned requests) opening sessions.
 //! - `reply.rs`: signed responses (docs/HTTP.md §8), and the unsigned 401 / 503.
 //! - `data.rs`: put, get (with `Range`), stat, list and delete; `changes.rs`: change events
 //!   by long poll.
@@ -21,6 +23,7 @@ mod auth;
 mod changes;
 mod data;
 mod listener;
+mod login;
 mod reply;
 
 use std::net::SocketAddr;
@@ -109,6 +112,10 @@ pub(crate) struct Front<B> {
     engine: Arc<Engine<B>>,
     /// One per process: every instance sharing a master key must share it (docs/HTTP.md §6).
     cache: Mutex<ReplayCache>,
+    /// Password logins between their two requests.
+    logins: Mutex<login::Logins>,
+    /// The key sealed bodies are sealed to (docs/HTTP.md §11).
+    seal: ferry_proto::http::seal::SealKeyPair,
     stats: Arc<HttpStats>,
 }
 
@@ -121,6 +128,8 @@ impl<B: ServerBackend> Front<B> {
     pub(crate) fn new(engine: Arc<Engine<B>>, stats: Arc<HttpStats>) -> Self {
         Self {
             cache: Mutex::new(ReplayCache::new(engine.limits.http_replay)),
+            logins: Mutex::default(),
+            seal: ferry_proto::http::seal::server_key(&engine.master),
             engine,
             stats,
         }
@@ -133,6 +142,14 @@ impl<B: ServerBackend> Front<B> {
         req: Request<Incoming>,
     ) -> Response<OutBody> {
         let (head, mut body) = req.into_parts();
+        // Logins are the only unsigned requests: they open the session that signs the rest.
+        match (head.uri.path(), &head.method) {
+            ("/v1/login/start", &Method::POST) => return self.login_start(peer, body).await,
+            ("/v1/login/finish", &Method::POST) => {
+                return self.login_finish(peer, &head, body).await;
+            }
+            _ => {}
+        }
         let authed = match auth::authenticate(self, peer, &head).await {
             Ok(a) => a,
             Err(response) => {

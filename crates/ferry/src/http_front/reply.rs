@@ -82,8 +82,17 @@ fn sign(
 
 /// A signed JSON response.
 pub(crate) fn json(authed: &Authed, status: u16, value: &serde_json::Value) -> Response<OutBody> {
-    let body = Bytes::from(value.to_string());
-    match sign(authed, status, JSON, None, BodyHash::of(&body)) {
+    whole(authed, status, JSON, Bytes::from(value.to_string()))
+}
+
+/// A signed response with a whole body of type `content_type`.
+pub(crate) fn whole(
+    authed: &Authed,
+    status: u16,
+    content_type: &str,
+    body: Bytes,
+) -> Response<OutBody> {
+    match sign(authed, status, content_type, None, BodyHash::of(&body)) {
         Some(head) => head.map(|()| OutBody::full(body)),
         None => internal(),
     }
@@ -145,17 +154,24 @@ pub(crate) type Streamed = (
 pub(crate) fn stream(
     authed: &Authed,
     status: u16,
+    content_type: &str,
     content_range: Option<&str>,
     extra: &[(&'static str, String)],
 ) -> Result<Streamed, Response<OutBody>> {
-    let mut parts = ResponseParts::new(status, BodyHash::Streaming).content_type(OCTETS);
+    let mut parts = ResponseParts::new(status, BodyHash::Streaming).content_type(content_type);
     if let Some(cr) = content_range {
         parts = parts.content_range(cr);
     }
     let Ok(signature) = authed.verified.sign_response(&parts) else {
         return Err(internal());
     };
-    let Some(head) = sign(authed, status, OCTETS, content_range, BodyHash::Streaming) else {
+    let Some(head) = sign(
+        authed,
+        status,
+        content_type,
+        content_range,
+        BodyHash::Streaming,
+    ) else {
         return Err(internal());
     };
     let (tx, body) = OutBody::channel();

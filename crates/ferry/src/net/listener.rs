@@ -30,8 +30,9 @@ pub struct BoundServer<B = LocalBackend> {
     pub(crate) engine: Arc<Engine<B>>,
     pub(crate) acceptor: TlsAcceptor,
     pub(crate) local_addr: SocketAddr,
-    /// The HTTP front's socket, if [`BoundServer::bind_http`] bound one.
-    pub(crate) http: Option<TcpListener>,
+    /// The HTTP front's socket, if [`BoundServer::bind_http`] bound one, and its TLS
+    /// configuration if it serves HTTPS ([`BoundServer::bind_https`]).
+    pub(crate) http: Option<(TcpListener, Option<TlsAcceptor>)>,
     pub(crate) http_stats: Arc<crate::http_front::HttpStats>,
 }
 
@@ -56,13 +57,26 @@ impl<B: ServerBackend> BoundServer<B> {
             .await
             .map_err(|e| Error::Config(format!("cannot listen for HTTP on {addr}: {e}")))?;
         let bound = listener.local_addr()?;
-        self.http = Some(listener);
+        self.http = Some((listener, None));
+        Ok(bound)
+    }
+
+    /// Like [`BoundServer::bind_http`], but serves HTTPS with the server's own identity (the
+    /// TLS front's configuration: TLS 1.3 only, ALPN `http/1.1`), so clients pin its server
+    /// ID as over the TLS front ([`HttpClient::with_server_id`](crate::HttpClient::with_server_id)).
+    pub async fn bind_https(&mut self, addr: &str) -> Result<SocketAddr, Error> {
+        let mut config = self.engine.dir.identity()?.server_config()?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let bound = self.bind_http(addr).await?;
+        if let Some((_, tls)) = &mut self.http {
+            *tls = Some(TlsAcceptor::from(Arc::new(config)));
+        }
         Ok(bound)
     }
 
     /// The HTTP front's address, if [`BoundServer::bind_http`] bound one.
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().and_then(|l| l.local_addr().ok())
+        self.http.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The HTTP front's counts of accepted and refused requests (a live handle).
@@ -126,9 +140,10 @@ impl<B: ServerBackend> BoundServer<B> {
         // Abandoned uploads were swept by `bind`; from now on periodically.
         let sweeper = tokio::spawn(sweep_uploads(engine.clone(), stop_rx.clone()));
         let gauges = tokio::spawn(refresh_gauges(engine.clone(), stop_rx.clone()));
-        let http = self.http.map(|l| {
+        let http = self.http.map(|(l, tls)| {
             tokio::spawn(crate::http_front::run(
                 l,
+                tls,
                 engine.clone(),
                 self.http_stats.clone(),
                 stop_rx.clone(),

@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry::proto::credential::Credential;
 use ferry::{HttpClient, HttpStats, Server, ServerDir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 pub struct HttpServer {
@@ -18,6 +18,8 @@ pub struct HttpServer {
     pub server_dir: ServerDir,
     pub addr: SocketAddr,
     pub http: SocketAddr,
+    /// Whether the HTTP front serves HTTPS.
+    pub https: bool,
     pub stats: Arc<HttpStats>,
     /// The server's counters (both fronts).
     pub metrics: ferry::metrics::Metrics,
@@ -31,16 +33,51 @@ impl HttpServer {
     }
 
     pub async fn start_with(limits: impl FnOnce(&mut ferry::Limits)) -> Self {
+        Self::start_full(|t| t, limits).await
+    }
+
+    /// Starts a server whose ferry.toml is `edit(default text)`, password records with small
+    /// Argon2id parameters (to keep tests quick).
+    pub async fn start_with_config(edit: impl FnOnce(String) -> String) -> Self {
+        Self::start_full(edit, |_| {}).await
+    }
+
+    pub async fn start_full(
+        edit: impl FnOnce(String) -> String,
+        limits: impl FnOnce(&mut ferry::Limits),
+    ) -> Self {
+        Self::boot(edit, limits, false).await
+    }
+
+    /// A server whose HTTP front serves HTTPS with its own identity (`--http-tls`).
+    pub async fn start_https() -> Self {
+        Self::boot(|t| t, |_| {}, true).await
+    }
+
+    async fn boot(
+        edit: impl FnOnce(String) -> String,
+        limits: impl FnOnce(&mut ferry::Limits),
+        https: bool,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let server_dir = ServerDir::new(dir.path().join("srv"));
         server_dir.init().unwrap();
+        let cfg = server_dir.path().join("ferry.toml");
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("m_kib = 65536\nt = 3", "m_kib = 1024\nt = 1");
+        std::fs::write(&cfg, edit(text)).unwrap();
         let mut bound = Server::open(&server_dir)
             .unwrap()
             .with_limits(limits)
             .bind("127.0.0.1:0")
             .await
             .unwrap();
-        let http = bound.bind_http("127.0.0.1:0").await.unwrap();
+        let http = if https {
+            bound.bind_https("127.0.0.1:0").await.unwrap()
+        } else {
+            bound.bind_http("127.0.0.1:0").await.unwrap()
+        };
         assert_eq!(bound.http_addr(), Some(http));
         let stats = bound.http_stats();
         let metrics = bound.metrics();
@@ -59,6 +96,7 @@ impl HttpServer {
             server_dir,
             addr,
             http,
+            https,
             stats,
             metrics,
             stop: Some(tx),
@@ -67,7 +105,8 @@ impl HttpServer {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.http)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.http)
     }
 
     pub fn issue(&self, name: &str, role: &str) -> Credential {
@@ -75,6 +114,22 @@ impl HttpServer {
         self.server_dir
             .issue_client(name, attrs, Some(&self.addr.to_string()), 0)
             .unwrap()
+    }
+
+    /// Invites `name` with `role` and registers `password` for it (over TLS).
+    pub async fn enrol(&self, name: &str, role: &str, password: &[u8]) {
+        let attrs = BTreeMap::from([("role".to_owned(), role.to_owned())]);
+        let invite = self
+            .server_dir
+            .invite_user(
+                name,
+                attrs,
+                Some(&self.addr.to_string()),
+                3600,
+                ferry::clock::now(),
+            )
+            .unwrap();
+        ferry::Client::register(&invite, password).await.unwrap();
     }
 
     pub fn client(&self, cred: &Credential) -> HttpClient {
@@ -334,4 +389,55 @@ pub fn peak_rss() -> u64 {
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
     let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kib * 1024
+}
+
+/// One relayed connection: the bytes the client sent, the bytes the server answered.
+pub type Seen = Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>;
+
+/// A relay to `upstream` that records every connection whole, as a proxy sees it.
+pub async fn capturing_relay(upstream: SocketAddr) -> (SocketAddr, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            // The connection's entry, in accept order; bytes are recorded before they are
+            // passed on, so whatever a client has received is already in the log.
+            let idx = {
+                let mut log = log.lock().unwrap();
+                log.push((Vec::new(), Vec::new()));
+                log.len() - 1
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let server = TcpStream::connect(upstream).await.unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up_log = log.clone();
+                let up = async move {
+                    let mut buf = vec![0u8; 1 << 16];
+                    while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                        up_log.lock().unwrap()[idx].0.extend_from_slice(&buf[..n]);
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = sw.shutdown().await;
+                };
+                let down = async move {
+                    let mut buf = vec![0u8; 1 << 16];
+                    while let Ok(n @ 1..) = sr.read(&mut buf).await {
+                        log.lock().unwrap()[idx].1.extend_from_slice(&buf[..n]);
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = cw.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    (addr, seen)
 }
