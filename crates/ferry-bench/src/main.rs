@@ -10,6 +10,7 @@
 
 mod ext;
 mod files;
+mod http_front;
 mod procs;
 mod report;
 mod sections;
@@ -46,8 +47,8 @@ pub struct Opts {
     /// rep_movsb threshold that avoids the 4 KiB-aliasing trap), `unset`, `set`, or `inherit`.
     #[arg(long, default_value = "both")]
     pub tunables: String,
-    /// Sections to run (comma-separated: bulk, setup, login, scale, files, command).
-    #[arg(long, default_value = "bulk,setup,login,scale,files,command")]
+    /// Sections to run (comma-separated: bulk, setup, login, scale, files, command, http).
+    #[arg(long, default_value = "bulk,setup,login,scale,files,command,http")]
     pub only: String,
     /// Also write the Markdown report to this file.
     #[arg(long)]
@@ -110,6 +111,9 @@ fn run(mut o: Opts) -> Result<()> {
     }
     if sections.contains(&"command") {
         files::command(&o, &exe, &env, &mut rep)?;
+    }
+    if sections.contains(&"http") {
+        http_front::http(&o, &exe, &env, &mut rep)?;
     }
     let md = rep.markdown();
     println!("{md}");
