@@ -389,7 +389,7 @@ pub fn files(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
         for (tool, base, goal) in [
             ("scp", "scp -r", Goal::AtLeast(3.0)),
             ("rsync", "rsync -a", Goal::AtLeast(1.5)),
-            ("tar", "tar piped through ssh", Goal::None),
+            ("tar", "tar piped", Goal::None),
         ] {
             let key: &'static str = match (tool, way) {
                 ("scp", "up") => "scp up",
