@@ -125,7 +125,8 @@ pub fn have(cmd: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn sbin(cmd: &str) -> String {
+/// `cmd` from /usr/sbin if it is there (not always on a user's PATH), else as named.
+pub fn sbin(cmd: &str) -> String {
     let p = format!("/usr/sbin/{cmd}");
     if Path::new(&p).exists() {
         p

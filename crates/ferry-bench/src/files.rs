@@ -26,7 +26,7 @@ const FILE_SIZE: usize = 4096;
 const PER_FOLDER: usize = 100;
 
 /// A scratch folder in memory when the machine has one.
-fn scratch(prefix: &str) -> Result<tempfile::TempDir> {
+pub(crate) fn scratch(prefix: &str) -> Result<tempfile::TempDir> {
     let base = if Path::new("/dev/shm").is_dir() {
         "/dev/shm"
     } else {
@@ -36,7 +36,7 @@ fn scratch(prefix: &str) -> Result<tempfile::TempDir> {
 }
 
 /// Runs `c` to its end (at most [`LIMIT`]) and returns the seconds it took.
-fn timed(c: &mut Command, what: &str) -> Result<f64> {
+pub(crate) fn timed(c: &mut Command, what: &str) -> Result<f64> {
     let start = Instant::now();
     let mut g = Guard::spawn(c)?;
     // Bounded by LIMIT.

@@ -6,43 +6,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 
 use crate::Opts;
-use crate::ext::{have, wait_listening};
+use crate::ext::{have, sbin, wait_listening};
+use crate::files::{scratch, timed};
 use crate::procs::{self, Env, Guard};
 use crate::report::{Goal, Report};
-
-/// The longest any one timed command may take.
-const LIMIT: Duration = Duration::from_secs(600);
-
-fn sbin(cmd: &str) -> String {
-    let p = format!("/usr/sbin/{cmd}");
-    if Path::new(&p).exists() {
-        p
-    } else {
-        cmd.to_owned()
-    }
-}
-
-/// Runs `c` to its end (at most [`LIMIT`]); the seconds it took.
-fn timed(c: &mut Command, what: &str) -> Result<f64> {
-    let start = Instant::now();
-    let mut g = Guard::spawn(c)?;
-    // Bounded by LIMIT.
-    loop {
-        if let Some(status) = g.try_wait()? {
-            ensure!(status.success(), "{what} failed ({status})");
-            return Ok(start.elapsed().as_secs_f64());
-        }
-        if start.elapsed() > LIMIT {
-            bail!("{what} took over {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
 
 fn hash_file(p: &Path) -> Result<blake3::Hash> {
     let mut h = blake3::Hasher::new();
@@ -70,14 +42,7 @@ impl Stage {
             "{} not found: build it with `cargo build --release -p ferry-cli`",
             ferry.display()
         );
-        let base = if Path::new("/dev/shm").is_dir() {
-            "/dev/shm"
-        } else {
-            "/tmp"
-        };
-        let dir = tempfile::Builder::new()
-            .prefix("ferry-bench-http-")
-            .tempdir_in(base)?;
+        let dir = scratch("ferry-bench-http-")?;
         let d = dir.path();
         for sub in ["www", "tmp", "srv-parent"] {
             std::fs::create_dir_all(d.join(sub))?;

@@ -72,13 +72,27 @@ fn location(root: &Path) -> Option<PathBuf> {
     )
 }
 
+/// The cache file's bytes, if it is at most [`hash_cache::MAX_LEN`] (a larger one is not
+/// read into memory: it is ignored and rebuilt).
+fn read_bounded(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let limit = u64::try_from(hash_cache::MAX_LEN).ok()?;
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .ok()?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    (bytes.len() as u64 <= limit).then_some(bytes)
+}
+
 impl HashCache {
     /// The cache of folder `root` (`believe = false`: read every file, as `--checksum`).
     pub(crate) fn open(root: &Path, believe: bool) -> HashCache {
         let file = location(root);
         let old = file
             .as_deref()
-            .and_then(|f| fs::read(f).ok())
+            .and_then(read_bounded)
             .and_then(|bytes| hash_cache::decode(&bytes).ok())
             .unwrap_or_default();
         HashCache {
