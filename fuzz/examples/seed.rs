@@ -135,6 +135,9 @@ fn main() {
     for (name, bytes) in ferry_proto::fuzzing::hash_cache_seeds() {
         write("hash_cache", name, &bytes);
     }
+    for (name, bytes) in ferry_proto::fuzzing::chunk_list_seeds() {
+        write("chunk_list", name, &bytes);
+    }
     // message: every variant, then malformed ones.
     let msgs = messages();
     for m in &msgs {

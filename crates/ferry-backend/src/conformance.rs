@@ -23,6 +23,7 @@
 use std::future::Future;
 
 pub mod accounts;
+pub mod delta;
 
 use crate::{
     Backend, BackendError, BlobReader, Blobs, Entry, Hash, Meta, Retention, Staged, Upload,
@@ -60,6 +61,8 @@ where
     abandoned_uploads_swept(&fresh().await).await;
     replicas(&fresh().await).await;
     concurrent_commits(&fresh().await).await;
+    delta::delta_uploads(&fresh().await).await;
+    delta::delta_refusals(&fresh().await).await;
 }
 
 /// Polls every future until all are done (a runtime-agnostic `join_all`), so that a backend

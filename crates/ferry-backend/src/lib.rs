@@ -53,6 +53,7 @@ mod types;
 
 pub use accounts::Accounts;
 pub use error::{BackendError, Result};
+pub use ferry_proto::chunking::ChunkRef;
 pub use memory::{MemoryBackend, MemoryReader, MemoryStaged, MemoryUpload};
 pub use traits::{Backend, BlobReader, Blobs, Index, Retention, Staged, Upload, advance_signal};
 pub use types::{

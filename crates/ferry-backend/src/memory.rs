@@ -8,12 +8,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::Meta;
 use crate::traits::{Backend, BlobReader, Blobs, Index, Retention, Staged, Upload};
 use crate::{
     BackendError, Change, Changes, Entry, Hash, Head, Result, UploadKey, check_by, check_source,
     replica_wins,
 };
+use crate::{ChunkRef, Meta};
 
 /// The in-memory backend. Cheap to clone: clones share one state.
 #[derive(Clone, Debug, Default)]
@@ -364,6 +364,41 @@ impl Upload for MemoryUpload {
         Ok(self.offset)
     }
 
+    async fn finish_delta(
+        self,
+        expected: &Hash,
+        base: &Hash,
+        chunks: Vec<ChunkRef>,
+    ) -> Result<MemoryStaged> {
+        let (part, base_data) = {
+            let mut state = lock(&self.state);
+            let part = state
+                .uploads
+                .remove(&self.key)
+                .ok_or(BackendError::UploadNotFound)?;
+            let base_data = state.blobs.get(base).map(|b| b.data.clone());
+            (part, base_data.ok_or(BackendError::BlobNotFound)?)
+        };
+        let data = assemble(&base_data, &part.data, &chunks).ok_or_else(|| {
+            BackendError::HashMismatch {
+                expected: *expected,
+                actual: [0; 32],
+            }
+        })?;
+        let actual = *blake3::hash(&data).as_bytes();
+        if actual != *expected {
+            return Err(BackendError::HashMismatch {
+                expected: *expected,
+                actual,
+            });
+        }
+        Ok(MemoryStaged {
+            hash: actual,
+            data: data.into(),
+            meta: Meta::default(),
+        })
+    }
+
     async fn finish(self, expected: &Hash) -> Result<MemoryStaged> {
         let part = lock(&self.state)
             .uploads
@@ -382,6 +417,42 @@ impl Upload for MemoryUpload {
             meta: Meta::default(),
         })
     }
+}
+
+/// The content `chunks` describe, from the chunks of `base` and the needed ones in `body`
+/// (docs/PROTOCOL.md §5.4); `None` if a chunk's hash is wrong or the body does not add up.
+fn assemble(base: &[u8], body: &[u8], chunks: &[ChunkRef]) -> Option<Vec<u8>> {
+    let mut have: HashMap<Hash, (usize, usize)> = HashMap::new();
+    let mut at = 0;
+    for c in ferry_proto::chunking::chunk_all(base) {
+        have.entry(c.hash).or_insert((at, c.len as usize));
+        at += c.len as usize;
+    }
+    let bitmap = ferry_proto::chunking::needed(chunks, |h| have.contains_key(h));
+    let mut out = Vec::new();
+    let mut cursor = 0usize;
+    for (i, c) in chunks.iter().enumerate() {
+        let len = c.len as usize;
+        if ferry_proto::chunking::is_needed(&bitmap, i) {
+            let bytes = body.get(cursor..cursor.checked_add(len)?)?;
+            if blake3::hash(bytes).as_bytes() != &c.hash {
+                return None;
+            }
+            have.insert(c.hash, (base.len() + cursor, len));
+            cursor += len;
+        }
+        let &(from, held) = have.get(&c.hash)?;
+        if held != len {
+            return None;
+        }
+        let bytes = if from >= base.len() {
+            body.get(from - base.len()..from - base.len() + len)?
+        } else {
+            base.get(from..from + len)?
+        };
+        out.extend_from_slice(bytes);
+    }
+    (cursor == body.len()).then_some(out)
 }
 
 /// A range of an in-memory blob (holding the blob, so a prune meanwhile does not matter).
@@ -464,6 +535,11 @@ impl Blobs for MemoryBackend {
             .blobs
             .get(hash)
             .map(|b| b.data.len() as u64))
+    }
+
+    async fn chunks(&self, hash: &Hash) -> Result<Option<Vec<ChunkRef>>> {
+        let data = lock(&self.state).blobs.get(hash).map(|b| b.data.clone());
+        Ok(data.map(|d| ferry_proto::chunking::chunk_all(&d)))
     }
 
     async fn read(&self, hash: &Hash, offset: u64, len: u64) -> Result<Vec<u8>> {

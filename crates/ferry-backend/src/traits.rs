@@ -9,7 +9,7 @@
 
 use std::future::Future;
 
-use crate::{Changes, Entry, Hash, Head, Meta, Result, UploadKey, Usage};
+use crate::{Changes, ChunkRef, Entry, Hash, Head, Meta, Result, UploadKey, Usage};
 
 /// The record side: sources, their versions and heads, and the change log. Read-only; the
 /// writes are in [`Backend`] because they also place or free blobs.
@@ -150,14 +150,33 @@ pub trait Upload: Send {
     /// durably. On a mismatch the upload is discarded, nothing becomes visible, and the
     /// error is [`BackendError::HashMismatch`](crate::BackendError::HashMismatch).
     fn finish(self, expected: &Hash) -> impl Future<Output = Result<Self::Staged>> + Send;
+
+    /// Ends a **delta** upload (docs/PROTOCOL.md §5.4): the bytes written are the chunks of
+    /// `chunks` that [`ferry_proto::chunking::needed`] marks as needed against the chunks of
+    /// the visible content `base`, in order; the others are taken from `base` (or from an
+    /// earlier chunk of this content). Checks every chunk's hash, that nothing is left over,
+    /// and that the whole content hashes to `expected`, then stages it durably, sharing what
+    /// it took from `base` where the backend can.
+    ///
+    /// On any mismatch the upload is discarded and the error is
+    /// [`BackendError::HashMismatch`](crate::BackendError::HashMismatch); if `base` is not
+    /// visible (pruned meanwhile) it is discarded too and the error is
+    /// [`BackendError::BlobNotFound`](crate::BackendError::BlobNotFound).
+    fn finish_delta(
+        self,
+        expected: &Hash,
+        base: &Hash,
+        chunks: Vec<ChunkRef>,
+    ) -> impl Future<Output = Result<Self::Staged>> + Send;
 }
 
 /// The content side: blobs named by the BLAKE3 of their content, read in ranges, and
 /// uploads staged in parts under a key that survives a restart.
 ///
-/// A blob is a plain byte string named by its hash; so is a content-defined chunk (issue 16):
-/// a chunked version will be a list of blob hashes, and "which chunks do you lack" is
-/// [`Blobs::blob_size`] on each.
+/// A blob is the content of a version, named by the BLAKE3 of that content. Every content is
+/// also a list of content-defined chunks ([`Blobs::chunks`], docs/PROTOCOL.md §5.4): a delta
+/// upload sends only the chunks a base content lacks ([`Upload::finish_delta`]), and a
+/// backend may store a content as references to chunks it already holds.
 pub trait Blobs: Send + Sync {
     /// A durable, verified, not yet visible upload.
     type Staged: Staged;
@@ -189,6 +208,11 @@ pub trait Blobs: Send + Sync {
 
     /// Size of the visible blob `hash`; `None` if no committed version references it.
     fn blob_size(&self, hash: &Hash) -> impl Future<Output = Result<Option<u64>>> + Send;
+
+    /// The content-defined chunks of the visible blob `hash`, in order; `None` if no
+    /// committed version references it. A backend may compute them on the first call and
+    /// keep them.
+    fn chunks(&self, hash: &Hash) -> impl Future<Output = Result<Option<Vec<ChunkRef>>>> + Send;
 
     /// `len` bytes of blob `hash` from `offset`. `offset + len` may equal the size (an
     /// empty read at the end); past it is

@@ -1070,6 +1070,50 @@ pub fn hash_cache(data: &[u8]) {
     }
 }
 
+/// Seeds for [`chunk_list`]: a whole list, and ones with a bad length, a zero-length chunk
+/// and a truncated entry.
+pub fn chunk_list_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::chunking::{ChunkRef, encode_list};
+    let list = encode_list(&[
+        ChunkRef {
+            hash: [1; 32],
+            len: 70_000,
+        },
+        ChunkRef {
+            hash: [2; 32],
+            len: 5,
+        },
+    ]);
+    let mut zero = list.clone();
+    zero[32..36].copy_from_slice(&[0; 4]);
+    vec![
+        ("good", list.clone()),
+        ("empty", Vec::new()),
+        ("zero-length", zero),
+        ("truncated", list[..40].to_vec()),
+    ]
+}
+
+/// A chunk list ([`crate::chunking::decode_list`]), decoded against the size its lengths
+/// add up to and against one byte more: never panics; what decodes re-encodes to the same
+/// bytes, and its lengths add up to the size.
+pub fn chunk_list(data: &[u8]) {
+    use crate::chunking::{decode_list, encode_list};
+    let sum: u64 = data
+        .chunks_exact(crate::chunking::CHUNK_REF_LEN)
+        .map(|e| u64::from(u32::from_be_bytes([e[32], e[33], e[34], e[35]])))
+        .sum();
+    if let Ok(list) = decode_list(data, sum) {
+        assert_eq!(encode_list(&list), data, "chunk_list: re-encoding differs");
+        let total: u64 = list.iter().map(|c| u64::from(c.len)).sum();
+        assert_eq!(total, sum, "chunk_list: lengths do not add up");
+    }
+    assert!(
+        decode_list(data, sum.wrapping_add(1)).is_err(),
+        "chunk_list: accepted a list for the wrong size"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

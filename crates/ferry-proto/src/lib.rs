@@ -7,6 +7,7 @@
 //!
 //! * [`frame`] — the length-prefixed frames every ferry connection carries inside TLS 1.3.
 //! * [`message`] — the CBOR control messages carried in message frames.
+//! * [`chunking`] — content-defined chunks for delta transfers (FastCDC, BLAKE3).
 //! * [`names`] — validated source names, client names and attributes.
 //! * [`claims`] — a client's claims and their canonical encoding.
 //! * [`secret`] — key types that zeroize on drop and never print their bytes.
@@ -49,6 +50,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod chunking;
 pub mod claims;
 pub mod credential;
 pub mod cursor;

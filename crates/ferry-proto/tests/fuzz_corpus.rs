@@ -119,6 +119,11 @@ fn http_seal() {
 }
 
 #[test]
+fn chunk_list() {
+    replay("chunk_list", fuzzing::chunk_list);
+}
+
+#[test]
 fn hash_cache() {
     replay("hash_cache", fuzzing::hash_cache);
 }

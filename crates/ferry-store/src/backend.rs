@@ -11,11 +11,11 @@
 use std::sync::Arc;
 
 use ferry_backend::{
-    Backend, BackendError, BlobReader, Blobs, Changes, Entry, Hash, Head, Index, Retention, Staged,
-    Upload, UploadKey, check_by, check_source,
+    Backend, BackendError, BlobReader, Blobs, Changes, ChunkRef, Entry, Hash, Head, Index,
+    Retention, Staged, Upload, UploadKey, check_by, check_source,
 };
 
-use crate::{ResumableUpload, StagedBlob, Store, StoreError, StoreOptions};
+use crate::{Content, ResumableUpload, StagedBlob, Store, StoreError, StoreOptions};
 
 /// [`Store`] as a [`Backend`]. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -205,6 +205,8 @@ pub struct LocalUpload {
     inner: Option<ResumableUpload>,
     key: UploadKey,
     offset: u64,
+    /// For [`Upload::finish_delta`], which reads the base content.
+    store: Arc<Store>,
 }
 
 impl LocalUpload {
@@ -261,13 +263,25 @@ impl Upload for LocalUpload {
         let expected = *expected;
         blocking(move || inner.finish(&expected)).await
     }
+
+    async fn finish_delta(
+        mut self,
+        expected: &Hash,
+        base: &Hash,
+        chunks: Vec<ChunkRef>,
+    ) -> Result<StagedBlob, BackendError> {
+        let inner = self.take()?;
+        let (expected, base) = (*expected, *base);
+        let store = self.store.clone();
+        blocking(move || store.finish_delta(inner, &expected, &base, &chunks)).await
+    }
 }
 
-/// A range of a local blob: its file, held open (so a prune meanwhile does not matter).
+/// A range of a local blob: its files, held open (so a prune meanwhile does not matter).
 #[derive(Debug)]
 pub struct LocalReader {
     /// `None` while a read runs, and after a failed one.
-    file: Option<std::fs::File>,
+    content: Option<Content>,
     remaining: u64,
 }
 
@@ -282,22 +296,33 @@ impl BlobReader for LocalReader {
         if want == 0 {
             return Ok(buf);
         }
-        let file = self.file.take().ok_or_else(|| {
+        let content = self.content.take().ok_or_else(|| {
             BackendError::InvalidArgument("an earlier read of this range failed".into())
         })?;
-        let (file, buf) = in_place(move || {
+        let (content, buf) = in_place(move || {
+            let mut content = content;
             let before = buf.len();
-            // `read_to_end` on a file reads into the spare capacity without zeroing it.
-            (&file).take(want).read_to_end(&mut buf)?;
-            if ((buf.len() - before) as u64) < want {
-                return Err(StoreError::Corrupt(
-                    "a blob file is shorter than its record".into(),
-                ));
+            if let Some(file) = content.single_file() {
+                // One file: `read_to_end` reads into the spare capacity without zeroing it.
+                file.take(want).read_to_end(&mut buf)?;
+                if ((buf.len() - before) as u64) < want {
+                    return Err(StoreError::Corrupt(
+                        "a blob file is shorter than its record".into(),
+                    ));
+                }
+            } else {
+                buf.resize(before + want as usize, 0);
+                content
+                    .read_exact(&mut buf[before..])
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::UnexpectedEof => StoreError::Corrupt(e.to_string()),
+                        _ => e.into(),
+                    })?;
             }
-            Ok((file, buf))
+            Ok((content, buf))
         })
         .await?;
-        self.file = Some(file);
+        self.content = Some(content);
         self.remaining -= want;
         Ok(buf)
     }
@@ -315,6 +340,7 @@ impl Blobs for LocalBackend {
             offset: inner.len(),
             inner: Some(inner),
             key: key.clone(),
+            store: self.store.clone(),
         })
     }
 
@@ -337,6 +363,12 @@ impl Blobs for LocalBackend {
         self.read_now(move |s| s.blob_size(&hash)).await
     }
 
+    async fn chunks(&self, hash: &Hash) -> Result<Option<Vec<ChunkRef>>, BackendError> {
+        let hash = *hash;
+        // Computing them reads the whole content the first time: on the pool.
+        self.run(move |s| s.chunks(&hash)).await
+    }
+
     async fn read(&self, hash: &Hash, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
         let hash = *hash;
         self.read_now(move |s| s.read_blob(&hash, offset, len))
@@ -350,11 +382,11 @@ impl Blobs for LocalBackend {
         len: u64,
     ) -> Result<LocalReader, BackendError> {
         let hash = *hash;
-        let file = self
+        let content = self
             .read_now(move |s| s.open_blob_range(&hash, offset, len))
             .await?;
         Ok(LocalReader {
-            file: Some(file),
+            content: Some(content),
             remaining: len,
         })
     }

@@ -18,9 +18,12 @@
 //! Under the directory given to [`Store::open`]:
 //!
 //! - `index.redb`: the redb database (the index).
-//! - `blobs/ab/cdef…`: blob files named by the lowercase hex BLAKE3 of their content, the
+//! - `blobs/ab/cdef…`: blob files named by the lowercase hex BLAKE3 of their bytes, the
 //!   first two hex characters being a subfolder. Files are read-only (mode `0o400`).
-//!   Identical content is stored once.
+//!   Identical content is stored once. A file is a content put whole, or a **pack**: the
+//!   chunks a delta upload brought ([`Store::finish_delta`], docs/PROTOCOL.md §5.4). A
+//!   content put as a delta has no file of its own: its manifest names the chunks of other
+//!   files it is made of, so versions that differ by small edits share their chunks on disk.
 //! - `tmp/`: uploads in progress through [`Store::begin_put`], and finished uploads waiting
 //!   for [`Store::commit`] ([`StagedBlob`]); emptied by [`Store::open`].
 //! - `uploads/<key>.part`: resumable uploads ([`Store::begin_upload`]), one file per
@@ -37,8 +40,10 @@
 //!
 //! An upload is written to `tmp/`, hashed while it streams, and fsynced by
 //! [`BlobWriter::finish`]. [`Store::commit`] moves it into `blobs/` (fsyncing the folder)
-//! and only then records it in the index in one redb write transaction. Blob files whose
-//! reference count dropped to zero are deleted only after that transaction committed. A crash
+//! and only then records it in the index in one redb write transaction. Blob files no
+//! version or live content needs any more are deleted only after that transaction committed
+//! (a delta's manifest and the references it takes on files are in the same transaction,
+//! after checking those files are still there). A crash
 //! at any point leaves at worst an unreferenced blob or temp file, which the next
 //! [`Store::open`] removes. A resumable upload's bytes are durable once
 //! [`ResumableUpload::sync`] returned; finishing it hashes the whole content and refuses a
@@ -64,7 +69,10 @@
 //!   `source` ‖ record (as below) of the version the change made current: the change log
 //!   that [`Store::changes_since`] reads. Appended in the transaction of every commit and
 //!   delete (replicas' too), pruned there to the newest [`StoreOptions::keep_changes`].
-//! - `meta`: `&str` → `u64`; `"format"` = 2, `"last_seq"` = the last sequence number given
+//! - `manifests`, `pack_refs`: the chunks of contents and the files they keep (see
+//!   `store/packs.rs`): a file is kept while a version references it as a content or a live
+//!   content has a chunk in it.
+//! - `meta`: `&str` → `u64`; `"format"` = 5, `"last_seq"` = the last sequence number given
 //!   out. A format-1 index (before the change log) is upgraded when opened.
 //!
 //! All integers are big-endian. A record is `kind u8` (0 = live, 1 = tombstone) ‖ `version u64` ‖ `size u64` ‖
@@ -110,5 +118,5 @@ mod writer;
 pub use backend::{LocalBackend, LocalReader, LocalUpload};
 pub use error::StoreError;
 pub use ferry_backend::{Change, Changes, Entry, Hash, Head, Meta, Usage, replica_wins};
-pub use store::{ResumableUpload, Store, StoreOptions};
+pub use store::{Content, ResumableUpload, Store, StoreOptions};
 pub use writer::{BlobWriter, StagedBlob};

@@ -33,13 +33,14 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const FORMAT_KEY: &str = "format";
 /// 2 added the `changes` table and `meta["last_seq"]`; 3 the `usage` table (what each
 /// principal's kept versions take); 4 a version's optional metadata at the end of its record
-/// (record.rs; nothing to upgrade: a record without it is unchanged). An older index is upgraded on open (a format-1 log
+/// (record.rs; nothing to upgrade: a record without it is unchanged); 5 the `manifests` and
+/// `pack_refs` tables of contents made of chunks (store/packs.rs; they start empty). An older index is upgraded on open (a format-1 log
 /// starts empty; the usage is counted from the versions); a binary that knows only an older
 /// format refuses a newer index, so it cannot commit without keeping the tables the newer one
 /// added.
-const FORMAT_VERSION: u64 = 4;
+const FORMAT_VERSION: u64 = 5;
 /// Formats [`init_tables`] upgrades to [`FORMAT_VERSION`].
-const UPGRADABLE_FORMATS: &[u64] = &[1, 2, 3];
+const UPGRADABLE_FORMATS: &[u64] = &[1, 2, 3, 4];
 
 const INDEX_FILE: &str = "index.redb";
 const BLOBS_DIR: &str = "blobs";
@@ -48,6 +49,12 @@ const UPLOADS_DIR: &str = "uploads";
 
 type VersionsTable<'t> = Table<'t, (&'static [u8], u64), &'static [u8]>;
 type RefsTable<'t> = Table<'t, &'static [u8; 32], u64>;
+
+/// A content made of chunks, as a commit records it.
+struct Composed {
+    pack: Option<Hash>,
+    extents: Vec<Extent>,
+}
 
 /// Options for [`Store::open`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,8 +223,9 @@ impl Store {
         let size = content.1;
         let (entry, freed, seq) = {
             let _placing = self.read_lock();
+            let composed = self.composition_to_commit(&staged)?;
             self.place_blob(staged)?;
-            self.commit_index(source, content, by, now)?
+            self.commit_index(source, content, composed, by, now)?
         };
         self.notify(seq);
         self.remove_unreferenced(&freed);
@@ -245,7 +253,7 @@ impl Store {
         &self,
         source: &str,
         version: Option<u64>,
-    ) -> Result<Option<(Entry, File)>, StoreError> {
+    ) -> Result<Option<(Entry, Content)>, StoreError> {
         let _reading = self.read_lock();
         let txn = self.db.begin_read()?;
         let rec = match version {
@@ -268,7 +276,6 @@ impl Store {
                 }
             }
         };
-        let (_, path) = blob_location(&self.blobs, &rec.hash);
         #[cfg(test)]
         {
             let hook = self
@@ -280,27 +287,25 @@ impl Store {
                 hook();
             }
         }
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::Corrupt(format!(
-                    "blob {} of {source:?} version {} is missing",
-                    hex(&rec.hash),
-                    rec.version
-                )));
-            }
-            Err(e) => return Err(e.into()),
+        let content = match self.open_content(&rec.hash)? {
+            Some(content) => content,
+            // Pruned since the lookup: its file, if it had one, is still there (files go
+            // only under the write lock), as it was when the version was looked up.
+            None => match self.open_file_content(&rec.hash)? {
+                Some(content) => content,
+                None => return Ok(None),
+            },
         };
-        let len = file.metadata()?.len();
-        if len != rec.size {
+        if content.size() != rec.size {
             return Err(StoreError::Corrupt(format!(
-                "blob {} of {source:?} version {} has {len} bytes, the index says {}",
+                "blob {} of {source:?} version {} has {} bytes, the index says {}",
                 hex(&rec.hash),
                 rec.version,
+                content.size(),
                 rec.size
             )));
         }
-        Ok(Some((rec.into_entry(source.to_owned()), file)))
+        Ok(Some((rec.into_entry(source.to_owned()), content)))
     }
 
     /// Current entries whose source name starts with `prefix` (a plain string prefix), sorted
@@ -392,10 +397,11 @@ impl Store {
                 _ => None,
             }
         };
-        let Some((version, freed, tombstone)) = outcome else {
+        let Some((version, mut freed, tombstone)) = outcome else {
             txn.abort()?;
             return Ok(None);
         };
+        packs::release_contents(&txn, &mut freed)?;
         let seq = changes::append(&txn, source, &tombstone, self.keep_changes)?;
         txn.commit()?;
         self.notify(seq);
@@ -420,10 +426,12 @@ impl Store {
     /// Moves a staged upload to `blobs/xx/hash`, or drops it if that blob is already there.
     /// Called with the read lock held.
     fn place_blob(&self, mut staged: StagedBlob) -> Result<(), StoreError> {
-        let hash = staged.hash();
+        let Some(hash) = staged.file_hash() else {
+            return Ok(()); // a delta that brought no chunk: no file
+        };
         let (dir, dest) = blob_location(&self.blobs, &hash);
         match fs::symlink_metadata(&dest) {
-            Ok(meta) if meta.is_file() && meta.len() == staged.size() => {
+            Ok(meta) if meta.is_file() && meta.len() == staged.file_size() => {
                 drop(staged); // deletes the temp file
                 // The file may have been placed by a commit still in flight: make sure its
                 // folder entry is durable before the index refers to it.
@@ -434,7 +442,7 @@ impl Store {
                 tracing::warn!(
                     path = %dest.display(),
                     len = meta.len(),
-                    expected = staged.size(),
+                    expected = staged.file_size(),
                     "blob file has the wrong size or type; replacing it"
                 );
             }
@@ -455,17 +463,34 @@ impl Store {
         Ok(())
     }
 
+    /// What a commit of `staged` must record if it is made of chunks: checked, with the read
+    /// lock held, that every file its extents use is still there
+    /// ([`StoreError::BlobNotFound`] if one went, with the version it came from).
+    fn composition_to_commit(&self, staged: &StagedBlob) -> Result<Option<Composed>, StoreError> {
+        let Some(c) = staged.composition() else {
+            return Ok(None);
+        };
+        if !self.files_present(&c.extents, c.pack.as_ref())? {
+            return Err(StoreError::BlobNotFound);
+        }
+        Ok(Some(Composed {
+            pack: c.pack,
+            extents: c.extents.clone(),
+        }))
+    }
+
     /// The index half of [`Store::commit`]: one write transaction, which also logs the
     /// change. Returns the entry, the blobs it freed and the change's sequence number.
     fn commit_index(
         &self,
         source: &str,
         (hash, size, meta): (Hash, u64, Meta),
+        composed: Option<Composed>,
         by: &str,
         now: u64,
     ) -> Result<(Entry, Vec<Hash>, u64), StoreError> {
         let txn = self.db.begin_write()?;
-        let (rec, freed) = {
+        let (rec, mut freed, was_live) = {
             let mut current = txn.open_table(CURRENT)?;
             let mut versions = txn.open_table(VERSIONS)?;
             let mut refs = txn.open_table(BLOB_REFS)?;
@@ -489,12 +514,22 @@ impl Store {
             versions.insert((source.as_bytes(), version), bytes.as_slice())?;
             usage::added(&mut usage, &rec)?;
             current.insert(source.as_bytes(), bytes.as_slice())?;
+            let was_live = refs.get(&hash)?.is_some();
             add_ref(&mut refs, &hash)?;
             let mut freed = Vec::new();
             let mut tables = (&mut versions, &mut refs, &mut usage);
             prune_versions(&mut tables, source, self.keep_versions, &mut freed)?;
-            (rec, freed)
+            (rec, freed, was_live)
         };
+        if let Some(c) = composed {
+            if was_live {
+                // Already stored: the pack this delta brought is not needed.
+                freed.extend(c.pack);
+            } else {
+                packs::add_content(&txn, &hash, &c.extents)?;
+            }
+        }
+        packs::release_contents(&txn, &mut freed)?;
         let seq = changes::append(&txn, source, &rec, self.keep_changes)?;
         txn.commit()?;
         Ok((rec.into_entry(source.to_owned()), freed, seq))
@@ -510,9 +545,8 @@ impl Store {
         let _deleting = self.write_lock();
         let result = (|| -> Result<(), StoreError> {
             let txn = self.db.begin_read()?;
-            let refs = txn.open_table(BLOB_REFS)?;
             for hash in freed {
-                if refs.get(hash)?.is_some() {
+                if packs::file_needed(&txn, hash)? {
                     continue; // referenced again by a commit since
                 }
                 let (_, path) = blob_location(&self.blobs, hash);
@@ -552,7 +586,6 @@ impl Store {
     /// many entries of `blobs/` it left alone because they are not named like blobs.
     fn sweep_orphan_blobs(&self) -> Result<(u64, u64), StoreError> {
         let txn = self.db.begin_read()?;
-        let refs = txn.open_table(BLOB_REFS)?;
         let (mut removed, mut unexpected) = (0, 0);
         for sub in fs::read_dir(&self.blobs)? {
             let sub = sub?;
@@ -578,7 +611,7 @@ impl Store {
                     unexpected += 1;
                     continue;
                 };
-                if refs.get(&hash)?.is_none() {
+                if !packs::file_needed(&txn, &hash)? {
                     fsutil::remove_file_if_exists(&path)?;
                     tracing::debug!(path = %path.display(), "deleted orphan blob");
                     removed += 1;
@@ -598,6 +631,8 @@ fn init_tables(db: &Database) -> Result<(), StoreError> {
         txn.open_table(BLOB_REFS)?;
         txn.open_table(changes::CHANGES)?;
         txn.open_table(USAGE)?;
+        txn.open_table(packs::MANIFESTS)?;
+        txn.open_table(packs::PACK_REFS)?;
         let mut meta = txn.open_table(META)?;
         let format = meta.get(FORMAT_KEY)?.map(|guard| guard.value());
         match format {
@@ -721,14 +756,20 @@ fn prune_versions(
 }
 
 mod changes;
-mod read;
+mod content;
+mod packs;
+pub(crate) mod read;
 mod replica;
 mod uploads;
 mod usage;
 
 use usage::{USAGE, UsageTable};
 
+pub use content::Content;
+pub(crate) use packs::Extent;
 pub use uploads::ResumableUpload;
 
+#[cfg(test)]
+mod delta_tests;
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,11 @@ impl TempGuard {
         TempGuard { path: Some(path) }
     }
 
+    /// Guards nothing (a staged content without a file).
+    pub(crate) fn none() -> TempGuard {
+        TempGuard { path: None }
+    }
+
     pub(crate) fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
@@ -154,6 +159,19 @@ pub struct StagedBlob {
     size: u64,
     guard: TempGuard,
     meta: Meta,
+    /// For a content put as a delta: where its chunks are (the staged file, if any, is
+    /// the pack of the chunks it brought).
+    composition: Option<Composition>,
+}
+
+/// A content made of chunks of blob files (store/packs.rs).
+#[derive(Debug)]
+pub(crate) struct Composition {
+    /// The hash of the staged file (the pack), if the delta brought any chunk.
+    pub(crate) pack: Option<Hash>,
+    /// The staged file's size (the chunks the delta brought).
+    pub(crate) pack_size: u64,
+    pub(crate) extents: Vec<crate::store::Extent>,
 }
 
 impl StagedBlob {
@@ -164,6 +182,40 @@ impl StagedBlob {
             size,
             guard,
             meta: Meta::default(),
+            composition: None,
+        }
+    }
+
+    /// A content made of `composition`'s extents; the guard's file (if any) is its pack.
+    pub(crate) fn composed(
+        hash: Hash,
+        size: u64,
+        guard: TempGuard,
+        composition: Composition,
+    ) -> StagedBlob {
+        StagedBlob {
+            composition: Some(composition),
+            ..StagedBlob::new(hash, size, guard)
+        }
+    }
+
+    pub(crate) fn composition(&self) -> Option<&Composition> {
+        self.composition.as_ref()
+    }
+
+    /// The size of the staged file.
+    pub(crate) fn file_size(&self) -> u64 {
+        match &self.composition {
+            None => self.size,
+            Some(c) => c.pack_size,
+        }
+    }
+
+    /// The name of the staged file once placed: the content's hash, or its pack's.
+    pub(crate) fn file_hash(&self) -> Option<Hash> {
+        match &self.composition {
+            None => Some(self.hash),
+            Some(c) => c.pack,
         }
     }
 

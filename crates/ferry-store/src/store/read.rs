@@ -1,7 +1,5 @@
 //! Reads by version and by hash: kept versions, and ranged reads of visible blobs.
 
-use std::os::unix::fs::FileExt;
-
 use super::*;
 
 impl Store {
@@ -33,67 +31,59 @@ impl Store {
     /// Size of the blob `hash` if a kept version references it; `None` otherwise.
     pub fn blob_size(&self, hash: &Hash) -> Result<Option<u64>, StoreError> {
         let _reading = self.read_lock();
-        match self.open_visible(hash)? {
-            Some((_, size)) => Ok(Some(size)),
-            None => Ok(None),
-        }
+        Ok(self.open_content(hash)?.map(|c| c.size()))
     }
 
     /// `len` bytes of the blob `hash` from `offset` (`offset + len` may equal its size).
     /// [`StoreError::BlobNotFound`] if no kept version references it,
     /// [`StoreError::RangeOutOfBounds`] past its end. The reference check and the open
-    /// happen under the blob lock, so a concurrent prune cannot delete the file in between.
+    /// happen under the blob lock, so a concurrent prune cannot delete a file in between.
     pub fn read_blob(&self, hash: &Hash, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
-        let (file, size) = {
+        let content = {
             let _reading = self.read_lock();
-            self.open_visible(hash)?.ok_or(StoreError::BlobNotFound)?
+            self.open_content(hash)?.ok_or(StoreError::BlobNotFound)?
         };
+        let size = content.size();
         let out_of_bounds = StoreError::RangeOutOfBounds { offset, len, size };
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(out_of_bounds);
         }
         let n = usize::try_from(len).map_err(|_| out_of_bounds)?;
         let mut buf = vec![0; n];
-        file.read_exact_at(&mut buf, offset)?;
+        content
+            .read_exact_at(&mut buf, offset)
+            .map_err(short_file)?;
         Ok(buf)
     }
 
-    /// Opens the blob `hash` for reading `len` bytes from `offset`: its file, positioned at
-    /// `offset` (same errors as [`Store::read_blob`]). The file stays readable even if the
+    /// Opens the blob `hash` for reading `len` bytes from `offset`: its content, positioned
+    /// at `offset` (same errors as [`Store::read_blob`]). It stays readable even if the
     /// blob is pruned afterwards.
-    pub fn open_blob_range(&self, hash: &Hash, offset: u64, len: u64) -> Result<File, StoreError> {
+    pub fn open_blob_range(
+        &self,
+        hash: &Hash,
+        offset: u64,
+        len: u64,
+    ) -> Result<Content, StoreError> {
         use std::io::{Seek, SeekFrom};
-        let (mut file, size) = {
+        let mut content = {
             let _reading = self.read_lock();
-            self.open_visible(hash)?.ok_or(StoreError::BlobNotFound)?
+            self.open_content(hash)?.ok_or(StoreError::BlobNotFound)?
         };
+        let size = content.size();
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(StoreError::RangeOutOfBounds { offset, len, size });
         }
-        file.seek(SeekFrom::Start(offset))?;
-        Ok(file)
+        content.seek(SeekFrom::Start(offset))?;
+        Ok(content)
     }
+}
 
-    /// Opens the file of a referenced blob and checks its size against the file. Called
-    /// with the read lock held.
-    fn open_visible(&self, hash: &Hash) -> Result<Option<(File, u64)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let refs = txn.open_table(BLOB_REFS)?;
-        if refs.get(hash)?.is_none() {
-            return Ok(None);
-        }
-        let (_, path) = blob_location(&self.blobs, hash);
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::Corrupt(format!(
-                    "referenced blob {} is missing",
-                    hex(hash)
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let size = file.metadata()?.len();
-        Ok(Some((file, size)))
+/// A file shorter than the index says is damage, not a short read.
+pub(super) fn short_file(e: io::Error) -> StoreError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        StoreError::Corrupt(e.to_string())
+    } else {
+        e.into()
     }
 }

@@ -87,8 +87,9 @@ impl Store {
         };
         let (applied, freed) = {
             let _placing = self.read_lock();
+            let composed = self.composition_to_commit(&staged)?;
             self.place_blob(staged)?;
-            self.replica_index(source, rec)?
+            self.replica_index(source, rec, composed)?
         };
         self.remove_unreferenced(&freed);
         let Some((entry, seq)) = applied else {
@@ -146,10 +147,11 @@ impl Store {
                 None
             }
         };
-        let Some(freed) = freed else {
+        let Some(mut freed) = freed else {
             txn.abort()?;
             return Ok(false);
         };
+        packs::release_contents(&txn, &mut freed)?;
         let seq = changes::append(&txn, source, &tombstone, self.keep_changes)?;
         txn.commit()?;
         self.notify(seq);
@@ -166,8 +168,10 @@ impl Store {
         &self,
         source: &str,
         rec: Record,
+        composed: Option<Composed>,
     ) -> Result<(Option<(Entry, u64)>, Vec<Hash>), StoreError> {
         let txn = self.db.begin_write()?;
+        let mut was_live = false;
         let freed = {
             let mut current = txn.open_table(CURRENT)?;
             let mut versions = txn.open_table(VERSIONS)?;
@@ -184,6 +188,7 @@ impl Store {
                 let bytes = rec.encode()?;
                 let mut freed = Vec::new();
                 // Reference the new blob before releasing the one it replaces.
+                was_live = refs.get(&rec.hash)?.is_some();
                 add_ref(&mut refs, &rec.hash)?;
                 if let Some(prev) = prev.as_ref().filter(|p| !p.deleted)
                     && prev.version == rec.version
@@ -203,11 +208,23 @@ impl Store {
                 Some(freed)
             }
         };
-        let Some(freed) = freed else {
-            txn.abort()?;
-            // The staged blob was placed for nothing; it goes unless something uses it.
-            return Ok((None, vec![rec.hash]));
+        let placed = match &composed {
+            None => Some(rec.hash),
+            Some(c) => c.pack,
         };
+        let Some(mut freed) = freed else {
+            txn.abort()?;
+            // The staged file was placed for nothing; it goes unless something uses it.
+            return Ok((None, placed.into_iter().collect()));
+        };
+        if let Some(c) = composed {
+            if was_live {
+                freed.extend(c.pack);
+            } else {
+                packs::add_content(&txn, &rec.hash, &c.extents)?;
+            }
+        }
+        packs::release_contents(&txn, &mut freed)?;
         let seq = changes::append(&txn, source, &rec, self.keep_changes)?;
         txn.commit()?;
         Ok((Some((rec.into_entry(source.to_owned()), seq)), freed))

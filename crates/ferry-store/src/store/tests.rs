@@ -29,7 +29,7 @@ pub(super) fn put(store: &Store, source: &str, data: &[u8]) -> Entry {
         .unwrap()
 }
 
-fn read_all(mut file: File) -> Vec<u8> {
+fn read_all(mut file: impl Read) -> Vec<u8> {
     let mut out = Vec::new();
     file.read_to_end(&mut out).unwrap();
     out

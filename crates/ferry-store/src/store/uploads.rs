@@ -23,6 +23,8 @@ use ferry_backend::UploadKey;
 use super::*;
 use crate::writer::TempGuard;
 
+mod delta;
+
 /// Suffix of a part file in `uploads/`.
 const PART_SUFFIX: &str = ".part";
 
