@@ -61,8 +61,9 @@ fn messages() -> Vec<Message> {
             streamed: false,
             mtime: None,
             executable: false,
+            chunks: None,
         }),
-        Message::PutReady(PutReady { offset: 0 }),
+        Message::PutReady(PutReady { offset: 0, need: None }),
         Message::PutEnd(PutEnd {
             size: u64::MAX,
             hash: [1; 32],
@@ -72,6 +73,7 @@ fn messages() -> Vec<Message> {
             source: "a".into(),
             version: Some(3),
             offset: 1 << 40,
+            len: None,
         }),
         Message::GetOk(GetOk {
             entry: entry(),

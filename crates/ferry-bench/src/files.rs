@@ -95,7 +95,9 @@ fn digest(root: &Path) -> Result<BTreeMap<PathBuf, blake3::Hash>> {
 }
 
 /// A `ferry serve` process on a fresh server folder, and a writer credential for it.
-struct Ferry {
+pub(crate) struct Ferry {
+    /// The port it listens on.
+    pub(crate) port: u16,
     bin: PathBuf,
     cred: PathBuf,
     env: Env,
@@ -104,7 +106,7 @@ struct Ferry {
 }
 
 impl Ferry {
-    fn start(exe: &Path, env: &Env) -> Result<Ferry> {
+    pub(crate) fn start(exe: &Path, env: &Env) -> Result<Ferry> {
         let bin = exe.with_file_name("ferry");
         ensure!(
             bin.is_file(),
@@ -144,12 +146,21 @@ impl Ferry {
         server.term_first = true;
         wait_listening(port)?;
         Ok(Ferry {
+            port,
             bin,
             cred,
             env: env.clone(),
             _server: server,
             _dir: dir,
         })
+    }
+
+    /// `ferry ARGS --cred CRED --server ADDR`, output discarded: through another address
+    /// (a proxy in front of the server).
+    pub(crate) fn cmd_via(&self, addr: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
+        let mut c = self.cmd(args);
+        c.args(["--server", addr]);
+        c
     }
 
     /// `ferry ARGS --cred CRED`, output discarded.
@@ -169,7 +180,7 @@ impl Ferry {
 }
 
 /// The private sshd of bench/setup.sh, and how to reach it.
-struct Ssh {
+pub(crate) struct Ssh {
     dir: PathBuf,
     port: u16,
     user: String,
@@ -178,7 +189,7 @@ struct Ssh {
 }
 
 impl Ssh {
-    fn start(dir: &Path, env: &Env) -> Result<Ssh> {
+    pub(crate) fn start(dir: &Path, env: &Env) -> Result<Ssh> {
         let vars = read_ports(dir)?;
         let port: u16 = vars
             .get("SSH_PORT")
@@ -221,6 +232,17 @@ impl Ssh {
             .arg("-r")
             .args(ssh_opts(&self.dir, "-P", self.port))
             .args([from, to]);
+        c
+    }
+
+    /// `rsync -a FILE user@127.0.0.1:DEST` over ssh to `port` (a proxy in front of sshd).
+    pub(crate) fn rsync_via(&self, port: u16, from: &Path, to: &Path) -> Command {
+        let mut ssh = vec!["ssh".to_owned(), "-q".to_owned()];
+        ssh.extend(ssh_opts(&self.dir, "-p", port));
+        let mut c = self.program("rsync");
+        c.args(["-a", "-e", &ssh.join(" ")])
+            .arg(from)
+            .arg(self.remote(to));
         c
     }
 

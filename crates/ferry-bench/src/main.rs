@@ -8,6 +8,7 @@
 //! an error, not a figure. See docs/BENCHMARKS.md.
 #![forbid(unsafe_code)]
 
+mod delta;
 mod ext;
 mod files;
 mod http_front;
@@ -47,8 +48,11 @@ pub struct Opts {
     /// rep_movsb threshold that avoids the 4 KiB-aliasing trap), `unset`, `set`, or `inherit`.
     #[arg(long, default_value = "both")]
     pub tunables: String,
-    /// Sections to run (comma-separated: bulk, setup, login, scale, files, command, http).
-    #[arg(long, default_value = "bulk,setup,login,scale,files,command,http")]
+    /// Sections to run (comma-separated: bulk, setup, login, scale, files, command, delta, http).
+    #[arg(
+        long,
+        default_value = "bulk,setup,login,scale,files,command,delta,http"
+    )]
     pub only: String,
     /// Also write the Markdown report to this file.
     #[arg(long)]
@@ -111,6 +115,9 @@ fn run(mut o: Opts) -> Result<()> {
     }
     if sections.contains(&"command") {
         files::command(&o, &exe, &env, &mut rep)?;
+    }
+    if sections.contains(&"delta") {
+        delta::delta(&o, &exe, &env, &mut rep)?;
     }
     if sections.contains(&"http") {
         http_front::http(&o, &exe, &env, &mut rep)?;

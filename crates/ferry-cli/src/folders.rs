@@ -45,6 +45,10 @@ pub(crate) struct Tally {
     pub unchanged: u64,
     pub deleted: u64,
     pub failed: Vec<String>,
+    /// Files moved as deltas (only their changed chunks, docs/PROTOCOL.md §5.4) ...
+    pub delta_files: u64,
+    /// ... and the bytes of content that actually travelled for them.
+    pub delta_sent: u64,
 }
 
 impl Tally {
@@ -87,6 +91,13 @@ impl Tally {
         self.bytes += bytes;
     }
 
+    /// A file of `bytes` moved as a delta, of which `sent` travelled.
+    fn moved_delta(&mut self, bytes: u64, sent: u64) {
+        self.moved(bytes);
+        self.delta_files += 1;
+        self.delta_sent += sent;
+    }
+
     /// The connection was lost: says what had moved by then (the same command run again
     /// moves the rest) and returns the error.
     pub fn lost(self, e: ferry::Error) -> anyhow::Error {
@@ -123,6 +134,12 @@ impl Tally {
         if self.deleted > 0 {
             unchanged.push_str(&format!(", {} deleted", self.deleted));
         }
+        if self.delta_files > 0 {
+            unchanged.push_str(&format!(
+                ", {} by changed chunks only ({} bytes sent)",
+                self.delta_files, self.delta_sent
+            ));
+        }
         output::result(
             || {
                 format!(
@@ -139,6 +156,8 @@ impl Tally {
                     "bytes": self.bytes,
                     "unchanged": self.unchanged,
                     "deleted": self.deleted,
+                    "delta_files": self.delta_files,
+                    "delta_sent": self.delta_sent,
                     "failed": self.failed,
                 })
             },
@@ -390,7 +409,16 @@ pub async fn put_tree(a: &PutArgs) -> anyhow::Result<()> {
     let bar = Bar::new("put -r");
     bar.start(Some(total));
     let mut settled = vec![false; files.len()];
-    let lost = upload(&mut client, &files, &mut settled, &mut tally, &bar).await;
+    // `put -r` does not list the destination first: every file goes whole.
+    let lost = upload(
+        &mut client,
+        &files,
+        &mut settled,
+        &mut tally,
+        &bar,
+        &HashSet::new(),
+    )
+    .await;
     drop(bar);
     if let Err(e) = lost {
         tally.fail_unsettled(files.iter().map(|f| f.name.as_str()), &settled, &e);
@@ -409,6 +437,7 @@ pub(crate) async fn upload(
     settled: &mut [bool],
     tally: &mut Tally,
     bar: &Bar,
+    on_server: &HashSet<String>,
 ) -> Result<(), ferry::Error> {
     let mut i = 0;
     // Bounded: every turn takes at least one file.
@@ -452,7 +481,8 @@ pub(crate) async fn upload(
             }
         }
         if let Some(f) = files.get(i) {
-            settled[i] = put_large(client, f, tally, bar).await?;
+            let delta = on_server.contains(f.name.as_str());
+            settled[i] = put_large(client, f, tally, bar, delta).await?;
             i += 1;
         }
     }
@@ -485,12 +515,14 @@ async fn settle_put(
 }
 
 /// Uploads one larger file as a resumable put; `Ok(true)` once it is stored or has failed.
-/// `Err` only when the connection is lost.
+/// `Err` only when the connection is lost. With `delta` (the server has a version of it),
+/// the file is cut into chunks too and only those the server lacks are sent.
 async fn put_large(
     client: &mut Client,
     f: &LocalFile,
     tally: &mut Tally,
     bar: &Bar,
+    delta: bool,
 ) -> Result<bool, ferry::Error> {
     let file = match fs::File::open(&f.path) {
         Ok(file) => file,
@@ -500,19 +532,39 @@ async fn put_large(
         }
     };
     let base = tally.bytes;
+    let read = if delta {
+        ferry::client::hash_and_chunk_file(file)
+            .await
+            .map(|(file, size, hash, chunks)| (file, size, hash, Some(chunks)))
+    } else {
+        ferry::client::hash_file(file)
+            .await
+            .map(|(file, size, hash)| (file, size, hash, None))
+    };
+    let (file, size, hash, chunks) = match read {
+        Ok(r) => r,
+        Err(e) => {
+            tally.fail(&f.path.display().to_string(), format!("cannot read: {e}"));
+            return Ok(true);
+        }
+    };
     let r = client
-        .put_resume(f.name.as_str(), file, &mut |_| {}, &mut |n| {
-            bar.set(base + n)
-        })
+        .put_resume_chunked(
+            f.name.as_str(),
+            file,
+            (size, hash),
+            chunks.as_deref(),
+            &mut |_| {},
+            &mut |n| bar.set(base + n),
+        )
         .await;
     match r {
-        Ok((e, _)) => {
-            tally.moved(e.size);
-            bar.set(tally.bytes);
-        }
+        Ok((e, stats)) if stats.delta => tally.moved_delta(e.size, stats.sent),
+        Ok((e, _)) => tally.moved(e.size),
         Err(e) if !connection_lost(&e) => tally.fail(f.name.as_str(), e),
         Err(e) => return Err(e),
     }
+    bar.set(tally.bytes);
     Ok(true)
 }
 
@@ -738,6 +790,62 @@ async fn fetch(
                 tally.fail(&wanted[k].entry.source, e);
                 settled[k] = true;
             }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Files at least this large are fetched as deltas when an older copy is in place: below it,
+/// the chunk list and the round trips cost more than the file.
+pub(crate) const DELTA_MIN: u64 = 1 << 20;
+
+/// Downloads `wanted`, each over an older copy at its path, fetching only the chunks the
+/// copy lacks (docs/PROTOCOL.md §5.4); each new file replaces its copy once whole and
+/// checked. `Err` when the connection is lost.
+pub(crate) async fn download_deltas(
+    client: &mut Client,
+    wanted: &[Wanted],
+    tally: &mut Tally,
+    bar: &Bar,
+) -> Result<(), ferry::Error> {
+    for w in wanted {
+        let old = match fs::File::open(&w.path) {
+            Ok(f) => f,
+            Err(e) => {
+                tally.fail(&w.entry.source, format!("cannot read the old copy: {e}"));
+                continue;
+            }
+        };
+        let mut tmp = match temp_beside(&w.path) {
+            Ok(t) => t,
+            Err(e) => {
+                tally.fail(&w.entry.source, format!("not written: {e}"));
+                continue;
+            }
+        };
+        let got = client
+            .get_delta(
+                &w.entry.source,
+                Some(w.entry.version),
+                &old,
+                tmp.as_file_mut(),
+            )
+            .await;
+        match got {
+            Ok((entry, stats)) => {
+                let placed = tmp
+                    .as_file()
+                    .sync_data()
+                    .and_then(|()| crate::file_meta::apply(tmp.as_file(), &entry))
+                    .and_then(|()| tmp.persist(&w.path).map(drop).map_err(|e| e.error));
+                match placed {
+                    Ok(()) => tally.moved_delta(entry.size, stats.fetched),
+                    Err(e) => tally.fail(&w.entry.source, format!("cannot write: {e}")),
+                }
+                bar.set(tally.bytes);
+            }
+            Err(e) if !connection_lost(&e) => tally.fail(&w.entry.source, e),
             Err(e) => return Err(e),
         }
     }

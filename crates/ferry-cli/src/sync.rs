@@ -12,7 +12,8 @@ use anyhow::Context;
 use crate::cli::SyncArgs;
 use crate::exit;
 use crate::folders::{
-    LocalFile, TEMP_PREFIX, Tally, Wanted, connection_lost, download, upload, walk,
+    DELTA_MIN, LocalFile, TEMP_PREFIX, Tally, Wanted, connection_lost, download, download_deltas,
+    upload, walk,
 };
 use crate::hash_cache::{HashCache, rel};
 use crate::paths::{Claimed, folder_prefix, local_for};
@@ -132,7 +133,17 @@ async fn up(a: &SyncArgs, dir: &Path, typed: &str) -> anyhow::Result<()> {
     let bar = Bar::new("sync");
     bar.start(Some(changed.iter().map(|f| f.size).sum()));
     let mut settled = vec![false; changed.len()];
-    let lost = upload(&mut client, &changed, &mut settled, &mut tally, &bar).await;
+    // A file the server has a version of goes as a delta: only its changed chunks move.
+    let on_server: HashSet<String> = listed.keys().cloned().collect();
+    let lost = upload(
+        &mut client,
+        &changed,
+        &mut settled,
+        &mut tally,
+        &bar,
+        &on_server,
+    )
+    .await;
     drop(bar);
     if let Err(e) = lost {
         return Err(tally.lost(e));
@@ -201,8 +212,15 @@ async fn down(a: &SyncArgs, typed: &str, dir: &Path) -> anyhow::Result<()> {
     }
     let bar = Bar::new("sync");
     bar.start(Some(wanted.iter().map(|w| w.entry.size).sum()));
+    // A larger file with an older copy in place comes as a delta: only its changed chunks.
+    let (deltas, wanted): (Vec<Wanted>, Vec<Wanted>) = wanted.into_iter().partition(|w| {
+        w.entry.size >= DELTA_MIN && fs::symlink_metadata(&w.path).is_ok_and(|m| m.is_file())
+    });
     let mut settled = vec![false; wanted.len()];
-    let lost = download(&mut client, dir, &wanted, &mut settled, &mut tally, &bar).await;
+    let mut lost = download(&mut client, dir, &wanted, &mut settled, &mut tally, &bar).await;
+    if lost.is_ok() {
+        lost = download_deltas(&mut client, &deltas, &mut tally, &bar).await;
+    }
     drop(bar);
     if let Err(e) = lost {
         return Err(tally.lost(e));

@@ -160,42 +160,67 @@ pub async fn put(a: &PutArgs) -> anyhow::Result<()> {
 }
 
 /// `ferry put SOURCE FILE` of a regular file: hashed (while the connection is made), then
-/// sent from where an interrupted upload of the same content stopped.
+/// sent from where an interrupted upload of the same content stopped. If the server has a
+/// version of the source (a larger file put again after an edit), the file is also cut into
+/// chunks and only the chunks the server lacks are sent (docs/PROTOCOL.md §5.4).
 async fn put_resumable(a: &PutArgs, file: File) -> anyhow::Result<()> {
-    let (hashed, client) = tokio::join!(ferry::client::hash_file(file), connect(&a.cred));
+    let stat_source = async {
+        let mut c = connect(&a.cred).await?;
+        let there = match c.stat(&a.source).await {
+            Ok(_) => true,
+            Err(ferry::Error::NotFound(_) | ferry::Error::Forbidden(_)) => false,
+            // Busy, going away, cut: the put's retries decide, as for its own request.
+            Err(e) => return Err(anyhow::Error::new(e)),
+        };
+        anyhow::Ok((c, there))
+    };
+    let (hashed, connected) = tokio::join!(ferry::client::hash_file(file), stat_source);
     let (file, size, hash) = hashed?;
+    let (client, there) = match connected {
+        Ok((c, there)) => (Ok(c), there),
+        Err(e) => (Err(e), false),
+    };
+    let chunks = if there && size >= crate::folders::DELTA_MIN {
+        let (_, _, again, chunks) = ferry::client::hash_and_chunk_file(file.try_clone()?).await?;
+        // Changed since it was hashed: the server would refuse it anyway.
+        (again == hash).then_some(chunks)
+    } else {
+        None
+    };
     // The server busy or going away: try again, from what it holds by then.
     let mut first = Some(client);
     crate::retry::retrying(a.retries, || {
         let client = first.take();
         let file = file.try_clone();
+        let chunks = chunks.as_deref();
         async move {
             let client = match client {
                 Some(c) => c?,
                 None => connect(&a.cred).await?,
             };
-            put_hashed(a, client, file?, size, hash).await
+            put_hashed(a, client, file?, (size, hash), chunks).await
         }
     })
     .await
 }
 
-/// Sends `file` (of `size` bytes hashing to `hash`) from where the server's part ends.
+/// Sends `file` (of `size` bytes hashing to `hash`) from where the server's part ends; with
+/// `chunks`, only the chunks the server lacks if it takes the delta.
 async fn put_hashed(
     a: &PutArgs,
     mut client: Client,
     file: File,
-    size: u64,
-    hash: [u8; 32],
+    (size, hash): (u64, [u8; 32]),
+    chunks: Option<&[ferry::proto::chunking::ChunkRef]>,
 ) -> anyhow::Result<()> {
     let bar = Bar::new(&format!("put {}", a.source));
     bar.start(Some(size));
-    let (entry, _offset) = client
-        .put_resume_hashed(
+    let (entry, stats) = client
+        .put_resume_chunked(
             &a.source,
             file,
-            size,
-            hash,
+            (size, hash),
+            chunks,
             &mut |offset| {
                 if offset > 0 {
                     note!("resuming at {offset} bytes");
@@ -206,6 +231,13 @@ async fn put_hashed(
         )
         .await?;
     drop(bar);
+    if stats.delta {
+        note!(
+            "sent {} of {} bytes: only the chunks the server did not have",
+            stats.sent,
+            size
+        );
+    }
     stored(&entry)?;
     let _ = client.close().await;
     Ok(())

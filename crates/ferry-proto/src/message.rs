@@ -117,6 +117,39 @@ pub enum Message {
     Versions(SourceRef),
     /// S→C: those versions.
     VersionsOk(VersionsOk),
+    /// C→S: the chunks of a version (§5.4), one page at a time.
+    Chunks(Chunks),
+    /// S→C: one page of them.
+    ChunksOk(ChunksOk),
+}
+
+/// Ask for the chunks of a version (docs/PROTOCOL.md §5.4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunks {
+    /// Source name.
+    pub source: String,
+    /// A specific retained version; the current one if absent.
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// The index of the first chunk wanted; 0 if absent.
+    #[serde(default)]
+    pub from: u64,
+}
+
+/// One page of a version's chunks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunksOk {
+    /// The version they are of.
+    pub entry: Entry,
+    /// The index of the first chunk in `chunks`.
+    pub from: u64,
+    /// At most [`MAX_LIST_CHUNKS`](crate::chunking::MAX_LIST_CHUNKS) chunks, encoded as a
+    /// chunk list (§5.4).
+    #[serde(with = "serde_bytes")]
+    pub chunks: Vec<u8>,
+    /// More chunks follow: ask again with `from` past these.
+    #[serde(default)]
+    pub more: bool,
 }
 
 /// Start watching for changes.
@@ -392,6 +425,11 @@ pub struct Put {
     /// (not encoded) when false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub executable: bool,
+    /// The content's chunk list (§5.4), asking for a **delta put**: with `size` and `hash`,
+    /// the server may answer with the chunks it needs ([`PutReady::need`]). Absent (not
+    /// encoded) for a whole put.
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<Vec<u8>>,
 }
 
 /// For `skip_serializing_if`: a flag that is off is not encoded.
@@ -403,8 +441,13 @@ fn is_false(b: &bool) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutReady {
     /// Where the server expects the first data byte: 0 for a plain upload; for a resumable
-    /// one, how many bytes of the content the server already holds (0 to `size`).
+    /// one, how many bytes of the content the server already holds (0 to `size`); for a
+    /// delta put, how many bytes of the delta body it holds.
     pub offset: u64,
+    /// For a delta put the server took (§5.4): the bitmap of the chunks to send, as the
+    /// delta body. Absent (not encoded): send the whole content from `offset`.
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    pub need: Option<Vec<u8>>,
 }
 
 /// End of an upload.
@@ -453,9 +496,12 @@ pub struct Get {
     /// First byte wanted, to resume a cut transfer; 0 if absent.
     #[serde(default)]
     pub offset: u64,
+    /// How many bytes from `offset` (a range, §5.4); to the end if absent (not encoded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub len: Option<u64>,
 }
 
-/// A get's answer: `size - offset` bytes of data frames follow.
+/// A get's answer: `size - offset` bytes (or the `len` asked) of data frames follow.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetOk {
     /// The version being sent; `hash` covers the whole content.
@@ -642,6 +688,8 @@ impl Message {
             Self::WatchPing(_) => "watch_ping",
             Self::Versions(_) => "versions",
             Self::VersionsOk(_) => "versions_ok",
+            Self::Chunks(_) => "chunks",
+            Self::ChunksOk(_) => "chunks_ok",
         }
     }
 }
@@ -819,6 +867,7 @@ mod tests {
                 streamed: false,
                 mtime: None,
                 executable: false,
+                chunks: None,
             }),
             Message::Put(Put {
                 source: "a".into(),
@@ -828,6 +877,7 @@ mod tests {
                 streamed: false,
                 mtime: None,
                 executable: false,
+                chunks: None,
             }),
             Message::Put(Put {
                 source: "a".into(),
@@ -837,6 +887,7 @@ mod tests {
                 streamed: true,
                 mtime: None,
                 executable: false,
+                chunks: None,
             }),
             Message::PutEnd(PutEnd {
                 size: 5,
@@ -1064,6 +1115,7 @@ mod tests {
             streamed: false,
             mtime: Some(5),
             executable: false,
+            chunks: None,
         };
         let bytes = Message::Put(put.clone()).encode();
         // source, size, offset, mtime: `executable` false is not encoded.
@@ -1086,7 +1138,8 @@ mod tests {
             Message::Get(Get {
                 source: "x".into(),
                 version: None,
-                offset: 0
+                offset: 0,
+                len: None,
             })
         );
     }
@@ -1164,7 +1217,8 @@ mod tests {
             Ok(Message::Get(Get {
                 source: "x".into(),
                 version: None,
-                offset: 5
+                offset: 5,
+                len: None,
             }))
         );
         // Still exactly one item, still exactly one entry, and still well-formed.

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use ferry_backend::Meta;
 use ferry_proto::auth::{self, ClientAuth, ClientSession, ClientStep, Principal};
+use ferry_proto::chunking::ChunkRef;
 use ferry_proto::credential::Credential;
-use ferry_proto::message::{self, Entry, Get, List, Message, Put, PutEnd, SourceRef};
+use ferry_proto::message::{self, Entry, Get, List, Message, Put, PutEnd, PutReady, SourceRef};
 use ferry_proto::names::SourceName;
 use ferry_proto::psk::PskClient;
 use ferry_proto::secret::{InviteKey, SessionSecret};
@@ -21,6 +22,21 @@ use tokio_rustls::client::TlsStream;
 use crate::pipe::{self, HashingWriter, WriteCmd};
 use crate::wire::{Incoming, Wire};
 use crate::{Error, tls};
+
+mod delta;
+
+pub use delta::{DeltaStats, hash_and_chunk_file};
+
+/// What a resumable put sent ([`Client::put_resume_chunked`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PutStats {
+    /// Where the server continued from, in what was sent (0: it held nothing).
+    pub offset: u64,
+    /// Bytes sent now.
+    pub sent: u64,
+    /// The server took a delta put: only chunks it lacked were sent.
+    pub delta: bool,
+}
 
 /// Deadline for connecting, the TLS handshake and authentication together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -472,6 +488,7 @@ impl Client {
             streamed: false,
             mtime: None,
             executable: false,
+            chunks: None,
         }))
         .await?;
         match self.recv().await? {
@@ -548,8 +565,31 @@ impl Client {
         on_ready: &mut (dyn FnMut(u64) + Send),
         progress: Progress<'_>,
     ) -> Result<(Entry, u64), Error> {
+        let (entry, stats) = self
+            .put_resume_chunked(source, file, (size, hash), None, on_ready, progress)
+            .await?;
+        Ok((entry, stats.offset))
+    }
+
+    /// [`Client::put_resume_hashed`] that, given the file's chunks (from
+    /// [`delta::hash_and_chunk_file`]), asks for a **delta put** (docs/PROTOCOL.md §5.4):
+    /// if the server holds a version of the source the principal may read, only the chunks
+    /// it lacks are sent. A server that does not take the delta gets the whole file, as
+    /// with `put_resume_hashed`. A file with more chunks than one list may hold goes whole.
+    /// `on_ready` gets the offset in what is sent (the delta body or the file), `progress`
+    /// the bytes of it the server holds.
+    pub async fn put_resume_chunked(
+        &mut self,
+        source: &str,
+        file: std::fs::File,
+        (size, hash): (u64, message::Digest),
+        chunks: Option<&[ChunkRef]>,
+        on_ready: &mut (dyn FnMut(u64) + Send),
+        progress: Progress<'_>,
+    ) -> Result<(Entry, PutStats), Error> {
         let source = SourceName::parse(source)?;
         let meta = file_meta(&file.metadata()?);
+        let chunks = chunks.filter(|c| c.len() <= ferry_proto::chunking::MAX_LIST_CHUNKS);
         self.send_request(&Message::Put(Put {
             source: source.to_string(),
             size: Some(size),
@@ -558,11 +598,16 @@ impl Client {
             streamed: false,
             mtime: meta.mtime,
             executable: meta.executable,
+            chunks: chunks.map(ferry_proto::chunking::encode_list),
         }))
         .await?;
-        let offset = match self.recv().await? {
+        let (offset, need) = match self.recv().await? {
+            Message::PutReady(PutReady {
+                offset,
+                need: Some(need),
+            }) if chunks.is_some() => (offset, Some(need)),
             // A server that does not resume answers 0, like one that holds nothing.
-            Message::PutReady(r) if r.offset <= size => r.offset,
+            Message::PutReady(r) if r.offset <= size && r.need.is_none() => (r.offset, None),
             Message::PutReady(r) => {
                 return Err(Error::Protocol(format!(
                     "the server holds {} bytes of a {size}-byte upload",
@@ -572,9 +617,21 @@ impl Client {
             m => return Err(Self::unexpected(&m)),
         };
         on_ready(offset);
-        let file = seek_to(file, offset).await?;
-        let rest = size - offset;
-        let (mut rx, spares, done) = pipe::spawn_reader(file, Some(rest), false);
+        let delta = need.is_some();
+        let (reader, rest): (Box<dyn Read + Send>, u64) = match (need, chunks) {
+            (Some(need), Some(chunks)) => {
+                let body = ferry_proto::chunking::needed_bytes(chunks, &need);
+                if offset > body {
+                    return Err(Error::Protocol(format!(
+                        "the server holds {offset} bytes of a {body}-byte delta"
+                    )));
+                }
+                let runs = delta::Runs::needed(file, chunks, &need, offset);
+                (Box::new(runs), body - offset)
+            }
+            _ => (Box::new(seek_to(file, offset).await?), size - offset),
+        };
+        let (mut rx, spares, done) = pipe::spawn_reader(reader, Some(rest), false);
         let mut sent = 0u64;
         while let Some(mut chunk) = rx.recv().await {
             sent += chunk.len() as u64;
@@ -595,8 +652,13 @@ impl Client {
         self.wire
             .send(&Message::PutEnd(PutEnd { size, hash }))
             .await?;
+        let stats = PutStats {
+            offset,
+            sent: read.len,
+            delta,
+        };
         match self.recv().await? {
-            Message::PutOk(e) if e.hash == hash && e.size == size => Ok((e, offset)),
+            Message::PutOk(e) if e.hash == hash && e.size == size => Ok((e, stats)),
             Message::PutOk(_) => Err(Error::Protocol("server stored different content".into())),
             m => Err(Self::unexpected(&m)),
         }
@@ -776,6 +838,7 @@ impl Client {
                 source: source.clone(),
                 version: Some(p.version),
                 offset: p.len,
+                len: None,
             }))
             .await?;
             match self.recv().await {
@@ -820,6 +883,7 @@ impl Client {
             source: source.to_string(),
             version,
             offset: 0,
+            len: None,
         }))
         .await?;
         match self.recv().await? {

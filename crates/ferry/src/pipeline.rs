@@ -141,6 +141,7 @@ impl Pipeline<'_> {
             source: name.to_string(),
             version: None,
             offset: 0,
+            len: None,
         });
         if let Err(e) = self.client.wire.queue(&msg).await {
             return Err(self.settle(e));
@@ -293,6 +294,7 @@ impl Pipeline<'_> {
                 streamed: true,
                 mtime: meta.mtime,
                 executable: meta.executable,
+                chunks: None,
             }))
             .await?;
             for piece in content.chunks(pipe::CHUNK) {

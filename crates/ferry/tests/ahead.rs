@@ -28,6 +28,7 @@ fn streamed(source: &str, size: Option<u64>, hash: Option<[u8; 32]>) -> Message 
         streamed: true,
         mtime: None,
         executable: false,
+        chunks: None,
     })
 }
 
@@ -36,6 +37,7 @@ fn get(source: &str) -> Message {
         source: source.into(),
         version: None,
         offset: 0,
+        len: None,
     })
 }
 

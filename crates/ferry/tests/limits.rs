@@ -61,6 +61,7 @@ fn put(source: &str, size: Option<u64>) -> Message {
         streamed: false,
         mtime: None,
         executable: false,
+        chunks: None,
     })
 }
 
@@ -138,6 +139,7 @@ async fn a_principal_past_max_transfers_is_answered_busy_until_one_ends() {
             source: "x".into(),
             version: None,
             offset: 0,
+            len: None,
         }))
         .await
         .unwrap();

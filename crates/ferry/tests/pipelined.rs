@@ -192,7 +192,14 @@ async fn a_pipelined_client_sends_no_data_and_believes_no_answer_before_the_proo
 
     // A put: the fake says "ready" right behind its forged proof. The client must fail on
     // the proof and send no byte of the content.
-    let (addr, identity, fake) = fake_server(Message::PutReady(PutReady { offset: 0 }), None).await;
+    let (addr, identity, fake) = fake_server(
+        Message::PutReady(PutReady {
+            offset: 0,
+            need: None,
+        }),
+        None,
+    )
+    .await;
     let mut c = Client::connect_pipelined_to(&addr, identity.server_id(), &cred)
         .await
         .unwrap();

@@ -285,6 +285,7 @@ async fn a_second_put_of_an_upload_in_progress_is_refused_as_busy_then_continues
             streamed: false,
             mtime: None,
             executable: false,
+            chunks: None,
         }))
         .await
         .unwrap();

@@ -351,6 +351,7 @@ async fn a_version_pruned_between_stat_and_get_restarts_the_download_from_zero()
                 source: "resume/blob".into(),
                 version: Some(v1.version),
                 offset: 0,
+                len: None,
             },
         ))
         .await

@@ -228,6 +228,7 @@ async fn a_client_that_stops_reading_a_download_is_dropped() {
             source: "big".into(),
             version: None,
             offset: 0,
+            len: None,
         },
     ))
     .await

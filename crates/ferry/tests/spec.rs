@@ -148,6 +148,7 @@ async fn a_get_at_the_end_is_empty_and_past_the_end_is_bad_request() {
             source: "five".into(),
             version: None,
             offset,
+            len: None,
         })
     };
     // At the end: get_ok and no data frame; the connection goes on.

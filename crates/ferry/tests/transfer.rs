@@ -149,6 +149,7 @@ async fn a_put_cut_off_midway_leaves_the_previous_version() {
         streamed: false,
         mtime: None,
         executable: false,
+        chunks: None,
     }))
     .await
     .unwrap();
@@ -192,6 +193,7 @@ async fn a_put_whose_hash_does_not_match_is_refused_and_invisible() {
         streamed: false,
         mtime: None,
         executable: false,
+        chunks: None,
     }))
     .await
     .unwrap();
@@ -245,6 +247,7 @@ async fn gets_of_one_frame_or_less_with_offsets_and_get_bytes_at_every_size() {
             source: "s/1000".into(),
             version: None,
             offset,
+            len: None,
         }))
         .await
         .unwrap();
@@ -263,6 +266,7 @@ async fn gets_of_one_frame_or_less_with_offsets_and_get_bytes_at_every_size() {
         source: "s/1000".into(),
         version: None,
         offset: 1001,
+        len: None,
     }))
     .await
     .unwrap();

@@ -63,6 +63,7 @@ impl<B: ServerBackend> Engine<B> {
             source,
             version,
             offset,
+            len,
         } = req;
         for _ in 0..LOOKUPS {
             let entry = match version {
@@ -75,7 +76,11 @@ impl<B: ServerBackend> Engine<B> {
             if offset > entry.size {
                 return Ok(Err(Refusal::new(ErrorCode::BadRequest, BEYOND_END)));
             }
-            let remaining = entry.size - offset;
+            let remaining = match len {
+                None => entry.size - offset,
+                Some(len) if len <= entry.size - offset => len,
+                Some(_) => return Ok(Err(Refusal::new(ErrorCode::BadRequest, BEYOND_END))),
+            };
             let mut reader = match self.backend.reader(&entry.hash, offset, remaining).await {
                 Ok(r) => r,
                 // Pruned since the lookup: look again (a pinned version is then gone).

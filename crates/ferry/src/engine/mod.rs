@@ -30,6 +30,7 @@ use rules::LiveRules;
 mod account;
 pub(crate) mod authn;
 mod authz;
+mod chunks;
 mod delete;
 mod get;
 mod list;

@@ -22,6 +22,7 @@ use std::time::Instant;
 use ferry_backend::Upload as _;
 use ferry_backend::{BackendError, Meta, Staged as _, UploadKey};
 use ferry_proto::auth::{Method, Principal};
+use ferry_proto::chunking::{self, ChunkRef};
 use ferry_proto::message::{Digest, ErrorCode, Put, PutEnd};
 use ferry_proto::names::SourceName;
 use ferry_store::Entry;
@@ -50,11 +51,29 @@ pub(crate) struct Upload<B: ServerBackend> {
     received: u64,
     /// What the client said about the file, kept with the version.
     meta: Meta,
+    /// A delta put (docs/PROTOCOL.md §5.4): the body is the chunks the base lacks.
+    delta: Option<Delta>,
     tx: mpsc::Sender<WriteCmd>,
     spares: Spares<Vec<u8>>,
     writer: Writer<B>,
     /// Counts the upload as in progress while it lives, and its bytes.
     counted: Counted,
+}
+
+/// The base of a delta put: a content's hash and its chunks.
+type Base = (ferry_backend::Hash, Vec<ChunkRef>);
+
+/// What a delta put sends and what it is checked against.
+struct Delta {
+    /// The content the chunks not sent come from (the source's current version).
+    base: ferry_backend::Hash,
+    /// The content's chunks, as the client listed them.
+    chunks: Vec<ChunkRef>,
+    /// Which of them the body carries.
+    need: Vec<u8>,
+    /// The content's size and hash (the body's are not the content's).
+    size: u64,
+    hash: Digest,
 }
 
 /// An upload as the server's metrics and limits see it.
@@ -203,6 +222,29 @@ pub(crate) fn upload_key(
     UploadKey::derive(&m)
 }
 
+/// The key of a delta put's upload (docs/PROTOCOL.md §5.4): as [`upload_key`] with the
+/// label `"ferry put delta v1"` and the base content's hash after the content's, so a put
+/// against another base starts over.
+pub(crate) fn delta_upload_key(
+    kind: &str,
+    name: &str,
+    source: &str,
+    size: u64,
+    hash: &Digest,
+    base: &Digest,
+) -> UploadKey {
+    let mut m = Vec::with_capacity(96 + kind.len() + name.len() + source.len());
+    m.extend_from_slice(b"ferry put delta v1\0");
+    for field in [kind, name, source] {
+        m.extend_from_slice(&(field.len() as u64).to_be_bytes());
+        m.extend_from_slice(field.as_bytes());
+    }
+    m.extend_from_slice(&size.to_be_bytes());
+    m.extend_from_slice(hash);
+    m.extend_from_slice(base);
+    UploadKey::derive(&m)
+}
+
 impl<B: ServerBackend> Engine<B> {
     /// Starts an upload to `req.source`: a plain one from offset 0, or, if the request
     /// carries `size` and `hash`, a resumable one from the bytes the server already holds.
@@ -242,7 +284,31 @@ impl<B: ServerBackend> Engine<B> {
                     "a resumable put needs its size as well as its hash",
                 )));
             };
-            return self.put_resumable(p, name, (size, hash), meta, slot).await;
+            if let Some(list) = &req.chunks {
+                let chunks = match chunking::decode_list(list, size) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return Ok(Err(Refusal::new(
+                            ErrorCode::BadRequest,
+                            format!("bad chunk list: {e}"),
+                        )));
+                    }
+                };
+                if let Some(base) = self.delta_base(p, &name).await? {
+                    let delta = (base, chunks);
+                    return self
+                        .put_resumable(p, name, (size, hash), meta, slot, Some(delta))
+                        .await;
+                }
+            }
+            return self
+                .put_resumable(p, name, (size, hash), meta, slot, None)
+                .await;
+        } else if req.chunks.is_some() {
+            return Ok(Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "a delta put needs its size and hash",
+            )));
         }
         // A plain put stages through a part too, under a random key nothing else can reach.
         let mut random = [0u8; 32];
@@ -261,6 +327,7 @@ impl<B: ServerBackend> Engine<B> {
             offset: 0,
             received: 0,
             meta,
+            delta: None,
             tx,
             spares,
             writer: Writer {
@@ -272,6 +339,23 @@ impl<B: ServerBackend> Engine<B> {
         }))
     }
 
+    /// The base of a delta put of `name` by `p`, with its chunks: the source's current
+    /// version, if `p` may get it (docs/SECURITY.md: whether the server holds a chunk is
+    /// said only of content the principal may read).
+    async fn delta_base(&self, p: &Principal, name: &SourceName) -> Result<Option<Base>, Error> {
+        if self.authorize(p, Op::Get, name.as_str()).is_err() {
+            return Ok(None);
+        }
+        let Some(current) = self.backend.stat(name.as_str()).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .backend
+            .chunks(&current.hash)
+            .await?
+            .map(|c| (current.hash, c)))
+    }
+
     async fn put_resumable(
         &self,
         p: &Principal,
@@ -279,9 +363,32 @@ impl<B: ServerBackend> Engine<B> {
         (size, hash): (u64, Digest),
         meta: Meta,
         slot: TransferSlot,
+        delta: Option<(Base, Vec<ChunkRef>)>,
     ) -> Outcome<Upload<B>> {
         let kind = principal_kind(self, p).await?;
-        let key = upload_key(&kind, &p.name, name.as_str(), size, &hash);
+        let (key, body_size, delta) = match delta {
+            None => (
+                upload_key(&kind, &p.name, name.as_str(), size, &hash),
+                size,
+                None,
+            ),
+            Some(((base, base_chunks), chunks)) => {
+                let held: std::collections::HashSet<_> =
+                    base_chunks.iter().map(|c| c.hash).collect();
+                let need = chunking::needed(&chunks, |h| held.contains(h));
+                let body = chunking::needed_bytes(&chunks, &need);
+                let key = delta_upload_key(&kind, &p.name, name.as_str(), size, &hash, &base);
+                let delta = Delta {
+                    base,
+                    chunks,
+                    need,
+                    size,
+                    hash,
+                };
+                (key, body, Some(delta))
+            }
+        };
+        let size = body_size;
         let mut handle = or_refuse!(self.begin_part(&key).await?);
         if handle.offset() > size {
             // Cannot happen with an intact part (the key fixes the size): start it over.
@@ -312,6 +419,7 @@ impl<B: ServerBackend> Engine<B> {
             offset,
             received: 0,
             meta,
+            delta,
             tx,
             spares,
             writer: Writer {
@@ -444,6 +552,11 @@ impl<B: ServerBackend> Upload<B> {
         self.offset
     }
 
+    /// For a delta put, the bitmap of the chunks the body carries (the `put_ready` need).
+    pub(crate) fn need(&self) -> Option<&[u8]> {
+        self.delta.as_ref().map(|d| d.need.as_slice())
+    }
+
     /// Buffers the writer has written, for the front to receive the next ones into.
     pub(crate) fn spares(&self) -> &Spares<Vec<u8>> {
         &self.spares
@@ -530,6 +643,7 @@ impl<B: ServerBackend> Upload<B> {
             offset,
             received,
             meta,
+            delta,
             tx,
             writer,
             ..
@@ -558,9 +672,15 @@ impl<B: ServerBackend> Upload<B> {
             return Err(writer_failed(&name, Ok(())));
         };
         let whole = offset.saturating_add(received);
-        let as_announced = size.is_none_or(|s| s == end.size)
-            && announced.is_none_or(|h| h == end.hash)
-            && whole == end.size;
+        let as_announced = match &delta {
+            // The body is the needed chunks; the end names the whole content.
+            Some(d) => size == Some(whole) && d.size == end.size && d.hash == end.hash,
+            None => {
+                size.is_none_or(|s| s == end.size)
+                    && announced.is_none_or(|h| h == end.hash)
+                    && whole == end.size
+            }
+        };
         if !as_announced {
             // Not the content announced (or the part was keyed by): it cannot be finished.
             // Discard it (the key is free once the handle is dropped).
@@ -586,7 +706,10 @@ impl<B: ServerBackend> Upload<B> {
             }
             return Ok(Err(r));
         }
-        let staged = upload.finish(&end.hash).await;
+        let staged = match delta {
+            None => upload.finish(&end.hash).await,
+            Some(d) => upload.finish_delta(&end.hash, &d.base, d.chunks).await,
+        };
         drop(held);
         let staged = match staged {
             Ok(mut s) => {
@@ -598,14 +721,15 @@ impl<B: ServerBackend> Upload<B> {
                 tracing::warn!("upload of {name} by {by} failed its hash check; discarded");
                 return Ok(Err(mismatch()));
             }
+            // The base version went (pruned or replaced) while the delta arrived.
+            Err(BackendError::BlobNotFound) => return Ok(Err(base_gone())),
             Err(e) => return Err(writer_failed(&name, Err(e.into()))),
         };
         let now = crate::clock::now();
-        let committed = engine
-            .backend
-            .commit(name.as_str(), staged, &by, now)
-            .await
-            .map_err(Error::from);
+        let committed = match engine.backend.commit(name.as_str(), staged, &by, now).await {
+            Err(BackendError::BlobNotFound) => return Ok(Err(base_gone())),
+            other => other.map_err(Error::from),
+        };
         let entry = committed.map_err(|error| Failed {
             // The index could not grow: the client hears why, the connection closes.
             answer: is_storage_full(&error).then(|| storage_refusal(true)),
@@ -621,6 +745,14 @@ async fn discard<B: ServerBackend>(engine: &Engine<B>, key: &UploadKey) {
     if let Err(e) = engine.backend.abort_upload(key).await {
         tracing::warn!(upload = key.as_str(), "could not discard an upload: {e}");
     }
+}
+
+/// A delta put whose base went before it could be committed: the client puts again.
+fn base_gone() -> Refusal {
+    Refusal::new(
+        ErrorCode::Busy,
+        "the version this delta was based on changed meanwhile; put again",
+    )
 }
 
 fn mismatch() -> Refusal {

@@ -178,6 +178,7 @@ async fn start_put<B: ServerBackend>(
         streamed: false,
         mtime: None,
         executable: false,
+        chunks: None,
     };
     match front.engine.put(&authed.principal, &req).await {
         Ok(Ok(u)) => Ok((u, announced, req.source)),
@@ -330,6 +331,7 @@ pub(super) async fn get<B: ServerBackend>(
         source,
         version,
         offset: range.map_or(0, |r| r.first),
+        len: None,
     };
     let GetReply::<_> {
         entry,

@@ -616,6 +616,9 @@ async fn fetch<B: ServerBackend>(
     }
     // Staged through an upload part under a random key nothing else can reach, discarded
     // unless the fetched version is installed.
+    if let Some(done) = fetch_delta(ctx, c, &entry).await? {
+        return Ok(done);
+    }
     let mut random = [0u8; 32];
     tls::random_bytes(&mut random)?;
     let key = UploadKey::derive(&random);
@@ -641,6 +644,110 @@ async fn fetch<B: ServerBackend>(
     }
 }
 
+/// A source whose current version here is at least this large is fetched as a delta
+/// against it: below it, the chunk list costs more than it saves.
+const DELTA_MIN: u64 = 1 << 20;
+
+/// At most this much of a delta is asked for in one ranged get (it is held in memory).
+const RANGE_MAX: u64 = 4 << 20;
+
+/// Fetches a member's version of `entry.source` as a delta against this peer's current one
+/// (docs/PROTOCOL.md §5.4): only the chunks this peer lacks travel. `None` when a delta does
+/// not apply (no local version, a small content, or most of it changed): fetch it whole.
+async fn fetch_delta<B: ServerBackend>(
+    ctx: &Ctx<B>,
+    c: &mut crate::client::Client,
+    entry: &MeshEntry,
+) -> Result<Option<()>, Error> {
+    let backend = &ctx.backend;
+    let Some(local) = backend.stat(&entry.source).await? else {
+        return Ok(None);
+    };
+    if local.size < DELTA_MIN {
+        return Ok(None);
+    }
+    let Some(held) = backend.chunks(&local.hash).await? else {
+        return Ok(None);
+    };
+    let (got, chunks) = match c.chunks(&entry.source, Some(entry.version)).await {
+        Ok(r) => r,
+        // Changed on the member since it announced: its next announcement says.
+        Err(Error::NotFound(_)) => return Ok(Some(())),
+        Err(e) => return Err(e),
+    };
+    if !same_entry(&got, entry) {
+        return Ok(None);
+    }
+    let held: std::collections::HashSet<_> = held.iter().map(|h| h.hash).collect();
+    let need = ferry_proto::chunking::needed(&chunks, |h| held.contains(h));
+    let body = ferry_proto::chunking::needed_bytes(&chunks, &need);
+    let size = got.size;
+    if body > size / 2 {
+        return Ok(None);
+    }
+    let mut random = [0u8; 32];
+    tls::random_bytes(&mut random)?;
+    let key = UploadKey::derive(&random);
+    let mut upload = backend.begin_upload(&key, clock::now()).await?;
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut at = 0u64;
+    for (i, ch) in chunks.iter().enumerate() {
+        let len = u64::from(ch.len);
+        if ferry_proto::chunking::is_needed(&need, i) {
+            match runs.last_mut() {
+                Some((o, l)) if *o + *l == at => *l += len,
+                _ => runs.push((at, len)),
+            }
+        }
+        at += len;
+    }
+    let fetched: Result<(), Error> = async {
+        for (offset, len) in runs {
+            let mut done = 0;
+            // Bounded: every round moves at least one byte of the run.
+            while done < len {
+                let n = (len - done).min(RANGE_MAX);
+                let data = c.get_range(&got, offset + done, n).await?;
+                upload.write(&data).await?;
+                done += n;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let installed = match fetched {
+        Ok(()) => match upload.finish_delta(&got.hash, &local.hash, chunks).await {
+            Ok(staged) => install_staged(ctx, entry, got, staged).await,
+            // The local version went meanwhile, or the member sent other bytes: whole.
+            Err(ferry_backend::BackendError::BlobNotFound) => Ok(false),
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => {
+            drop(upload);
+            Err(e)
+        }
+    };
+    if !matches!(installed, Ok(true))
+        && let Err(e) = backend.abort_upload(&key).await
+    {
+        tracing::warn!("mesh: cannot discard a fetch's upload part: {e}");
+    }
+    match installed {
+        Ok(true) => {
+            tracing::info!(
+                "mesh: {} version {} came as a delta: {body} of {} bytes",
+                entry.source,
+                entry.version,
+                size
+            );
+            Ok(Some(()))
+        }
+        Ok(false) => Ok(None),
+        Err(Error::NotFound(_)) => Ok(Some(())),
+        Err(e) => Err(e),
+    }
+}
+
 /// Commits a fetched version if it is the one asked for and still wins; whether it was.
 async fn install<B: ServerBackend>(
     ctx: &Ctx<B>,
@@ -660,7 +767,20 @@ async fn install<B: ServerBackend>(
         );
         return Ok(false);
     }
-    let mut staged = upload.finish(&got.hash).await?;
+    let staged = upload.finish(&got.hash).await?;
+    install_staged(ctx, entry, got, staged).await
+}
+
+/// Commits a fetched and staged version (checked to be the one asked for) if it still wins.
+async fn install_staged<B: ServerBackend>(
+    ctx: &Ctx<B>,
+    entry: &MeshEntry,
+    got: ferry_proto::message::Entry,
+    mut staged: B::Staged,
+) -> Result<bool, Error> {
+    if !same_entry(&got, entry) {
+        return Ok(false);
+    }
     staged.set_meta(ferry_backend::Meta {
         mtime: got.mtime,
         executable: got.executable,

@@ -90,6 +90,15 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
             }),
             Err(r) => refusal(r),
         },
+        Message::Chunks(req) => match engine.chunks(p, req).await? {
+            Ok(page) => Message::ChunksOk(message::ChunksOk {
+                entry: to_wire(page.entry),
+                from: page.from,
+                chunks: page.chunks,
+                more: page.more,
+            }),
+            Err(r) => refusal(r),
+        },
         Message::Delete(req) => match engine.delete(p, req).await? {
             Ok(version) => Message::DeleteOk(DeleteOk { version }),
             Err(r) => refusal(r),
@@ -148,6 +157,7 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
     };
     let ready = Message::PutReady(PutReady {
         offset: upload.offset(),
+        need: upload.need().map(<[u8]>::to_vec),
     });
     let received = match wire.send(&ready).await {
         Ok(()) => tokio::select! {
