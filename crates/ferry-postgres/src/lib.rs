@@ -41,6 +41,10 @@ mod schema;
 /// How long opening a connection, or waiting for a free one, may take.
 const WAIT: Duration = Duration::from_secs(10);
 
+/// How long a statement may wait for a row or advisory lock (another instance's
+/// transaction) before it fails, unless the configuration's `options` set `lock_timeout`.
+pub const LOCK_TIMEOUT: &str = "30s";
+
 /// A PostgreSQL connection URL (`postgres://user:password@host:port/dbname`, or the
 /// key=value form). It may hold a password: it zeroizes on drop and its `Debug` prints
 /// `PgUrl(..)`; it has no `Display`.
@@ -96,11 +100,10 @@ impl PgAccounts {
     }
 
     /// [`open`](Self::open) with a parsed configuration. A connect timeout of 10 s applies
-    /// when the configuration sets none.
+    /// when the configuration sets none, and a lock wait of [`LOCK_TIMEOUT`] unless its
+    /// `options` set another (`-c lock_timeout=…`).
     pub async fn open_config(mut config: Config, max_connections: usize) -> Result<Self> {
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(WAIT);
-        }
+        with_defaults(&mut config);
         schema::migrate(&config).await?;
         let manager = Manager::from_config(
             config,
@@ -129,6 +132,19 @@ impl PgAccounts {
     }
 }
 
+/// The connect timeout and lock wait that apply unless `config` sets its own.
+fn with_defaults(config: &mut Config) {
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(WAIT);
+    }
+    // Ours first: a later `-c` of the same setting wins.
+    let options = format!(
+        "-c lock_timeout={LOCK_TIMEOUT} {}",
+        config.get_options().unwrap_or_default()
+    );
+    config.options(options.trim_end());
+}
+
 fn other(message: String) -> BackendError {
     BackendError::Other(message.into())
 }
@@ -152,5 +168,33 @@ fn pool_error(e: PoolError) -> BackendError {
         PoolError::Timeout(t) => other(format!("PostgreSQL: no connection in time ({t:?})")),
         PoolError::Closed => other("PostgreSQL: the pool is closed".to_owned()),
         e => other(format!("PostgreSQL pool: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_and_the_configuration_overrides_them() {
+        let mut plain = Config::new();
+        with_defaults(&mut plain);
+        assert_eq!(plain.get_options(), Some("-c lock_timeout=30s"));
+        assert_eq!(plain.get_connect_timeout(), Some(&WAIT));
+        let mut own = Config::new();
+        own.options("-c lock_timeout=1s")
+            .connect_timeout(Duration::from_secs(3));
+        with_defaults(&mut own);
+        assert_eq!(
+            own.get_options(),
+            Some("-c lock_timeout=30s -c lock_timeout=1s")
+        );
+        assert_eq!(own.get_connect_timeout(), Some(&Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn debug_shows_no_url() {
+        let url = PgUrl::new("postgres://u:hunter2@h/db".to_owned());
+        assert_eq!(format!("{url:?}"), "PgUrl(..)");
     }
 }

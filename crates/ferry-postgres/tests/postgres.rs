@@ -265,6 +265,35 @@ async fn reopening_applies_no_migration_twice_and_keeps_the_data() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_blocked_by_another_instance_fails_after_the_lock_timeout() {
+    let Some(admin) = server() else { return };
+    with_databases(admin, |dbs| async move {
+        let mut config = dbs.fresh().await;
+        let a = PgAccounts::open_config(config.clone(), 2).await.unwrap();
+        a.issue_client("c", BTreeMap::new(), T0).await.unwrap();
+        let (probe, connection) = config.connect(NoTls).await.unwrap();
+        tokio::spawn(connection);
+        // Another "instance" holds the client's row in an open transaction.
+        probe
+            .batch_execute("BEGIN; SELECT * FROM ferry_clients WHERE name = 'c' FOR UPDATE")
+            .await
+            .unwrap();
+        config.options("-c lock_timeout=300ms");
+        let b = PgAccounts::open_config(config, 2).await.unwrap();
+        let started = std::time::Instant::now();
+        let err = b.revoke_client("c").await.unwrap_err().to_string();
+        assert!(err.contains("SQLSTATE 55P03"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        probe.batch_execute("ROLLBACK").await.unwrap();
+        assert!(
+            b.revoke_client("c").await.unwrap(),
+            "works once the lock is gone"
+        );
+    })
+    .await;
+}
+
 /// Runs without a server: the password of a URL appears in no `Debug` and no error.
 #[tokio::test]
 async fn the_url_password_is_never_shown() {
