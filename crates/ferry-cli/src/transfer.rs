@@ -164,6 +164,9 @@ pub async fn put(a: &PutArgs) -> anyhow::Result<()> {
 /// version of the source (a larger file put again after an edit), the file is also cut into
 /// chunks and only the chunks the server lacks are sent (docs/PROTOCOL.md §5.4).
 async fn put_resumable(a: &PutArgs, file: File) -> anyhow::Result<()> {
+    // Whether the server has a version to take a delta against decides whether the one read
+    // of the file also cuts it into chunks; a file too small for a delta is hashed meanwhile.
+    let small = file.metadata()?.len() < crate::folders::DELTA_MIN;
     let stat_source = async {
         let mut c = connect(&a.cred).await?;
         let there = match c.stat(&a.source).await {
@@ -174,18 +177,25 @@ async fn put_resumable(a: &PutArgs, file: File) -> anyhow::Result<()> {
         };
         anyhow::Ok((c, there))
     };
-    let (hashed, connected) = tokio::join!(ferry::client::hash_file(file), stat_source);
-    let (file, size, hash) = hashed?;
-    let (client, there) = match connected {
-        Ok((c, there)) => (Ok(c), there),
-        Err(e) => (Err(e), false),
-    };
-    let chunks = if there && size >= crate::folders::DELTA_MIN {
-        let (_, _, again, chunks) = ferry::client::hash_and_chunk_file(file.try_clone()?).await?;
-        // Changed since it was hashed: the server would refuse it anyway.
-        (again == hash).then_some(chunks)
+    let (file, size, hash, chunks, client) = if small {
+        let (hashed, connected) = tokio::join!(ferry::client::hash_file(file), stat_source);
+        let (file, size, hash) = hashed?;
+        (file, size, hash, None, connected.map(|(c, _)| c))
     } else {
-        None
+        match stat_source.await {
+            Ok((c, true)) => {
+                let (file, size, hash, chunks) = ferry::client::hash_and_chunk_file(file).await?;
+                (file, size, hash, Some(chunks), Ok(c))
+            }
+            Ok((c, false)) => {
+                let (file, size, hash) = ferry::client::hash_file(file).await?;
+                (file, size, hash, None, Ok(c))
+            }
+            Err(e) => {
+                let (file, size, hash) = ferry::client::hash_file(file).await?;
+                (file, size, hash, None, Err(e))
+            }
+        }
     };
     // The server busy or going away: try again, from what it holds by then.
     let mut first = Some(client);
