@@ -248,5 +248,24 @@ pub fn needed_bytes(chunks: &[ChunkRef], bitmap: &[u8]) -> u64 {
         .sum()
 }
 
+/// Where the chunks `bitmap` marks are in the content: `(offset, length)` runs, consecutive
+/// needed chunks merged into one run, in order. What a delta body is made of, or what a
+/// delta get asks for.
+pub fn needed_runs(chunks: &[ChunkRef], bitmap: &[u8]) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut at = 0u64;
+    for (i, c) in chunks.iter().enumerate() {
+        let len = u64::from(c.len);
+        if is_needed(bitmap, i) {
+            match runs.last_mut() {
+                Some((offset, l)) if *offset + *l == at => *l += len,
+                _ => runs.push((at, len)),
+            }
+        }
+        at += len;
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests;

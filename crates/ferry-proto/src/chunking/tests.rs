@@ -158,6 +158,9 @@ fn a_repeated_or_held_chunk_is_not_needed() {
     assert_eq!(bitmap, [0b1110_0011, 0b0000_0001]);
     assert_eq!(needed_bytes(&list, &bitmap), 60);
     assert!(!is_needed(&bitmap, 100));
+    // Chunks 0-1 and 5-8 are needed: two runs.
+    assert_eq!(needed_runs(&list, &bitmap), [(0, 20), (50, 40)]);
+    assert!(needed_runs(&list, &[0, 0]).is_empty());
 }
 
 /// The masks docs/PROTOCOL.md §5.4 states (mask_s has 17 bits set, mask_l 15).

@@ -23,18 +23,7 @@ impl Runs {
     /// The runs of `file` that hold the chunks `need` marks, skipping the first `skip`
     /// bytes of them (what the server already holds).
     pub(super) fn needed(file: std::fs::File, chunks: &[ChunkRef], need: &[u8], skip: u64) -> Runs {
-        let mut runs: VecDeque<(u64, u64)> = VecDeque::new();
-        let mut at = 0u64;
-        for (i, c) in chunks.iter().enumerate() {
-            let len = u64::from(c.len);
-            if chunking::is_needed(need, i) {
-                match runs.back_mut() {
-                    Some((off, l)) if *off + *l == at => *l += len,
-                    _ => runs.push_back((at, len)),
-                }
-            }
-            at += len;
-        }
+        let mut runs: VecDeque<(u64, u64)> = chunking::needed_runs(chunks, need).into();
         let mut skip = skip;
         // Bounded by the number of runs.
         while skip > 0 {

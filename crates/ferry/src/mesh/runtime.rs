@@ -689,18 +689,7 @@ async fn fetch_delta<B: ServerBackend>(
     tls::random_bytes(&mut random)?;
     let key = UploadKey::derive(&random);
     let mut upload = backend.begin_upload(&key, clock::now()).await?;
-    let mut runs: Vec<(u64, u64)> = Vec::new();
-    let mut at = 0u64;
-    for (i, ch) in chunks.iter().enumerate() {
-        let len = u64::from(ch.len);
-        if ferry_proto::chunking::is_needed(&need, i) {
-            match runs.last_mut() {
-                Some((o, l)) if *o + *l == at => *l += len,
-                _ => runs.push((at, len)),
-            }
-        }
-        at += len;
-    }
+    let runs = ferry_proto::chunking::needed_runs(&chunks, &need);
     let fetched: Result<(), Error> = async {
         for (offset, len) in runs {
             let mut done = 0;
