@@ -3,7 +3,9 @@
 //! For tests and for embedding ferry where nothing must outlive the process. It keeps the
 //! same rules as the local backend (version numbering, pruning, reference counting, the
 //! change log, the replica rule, one handle per upload) and passes the same conformance
-//! suite. "Durable" means "held until the backend is dropped".
+//! suite. "Durable" means "held until the backend is dropped". A content put as a delta
+//! (`Upload::finish_delta`) is assembled and held whole: this backend does not share chunks
+//! between versions, and computes a content's chunks each time they are asked for.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
