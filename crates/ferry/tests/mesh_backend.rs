@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -27,30 +29,27 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-/// Runs `dir` as a mesh peer over `memory`, announcing on `port` to `to`.
-async fn up(
+/// Runs `dir` as a mesh peer over `backend`, announcing on `port` to `to` that it serves at
+/// `advertise` (where it listens if `None`).
+async fn up<B: ferry::ServerBackend + Clone>(
     dir: &ServerDir,
-    memory: &MemoryBackend,
+    backend: &B,
     port: u16,
     to: u16,
-) -> (
-    SocketAddr,
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-    ferry::metrics::Metrics,
-) {
+    advertise: impl AsyncFnOnce(SocketAddr) -> Option<SocketAddr>,
+) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let bound = Server::builder(dir)
-        .backend(memory.clone())
+        .backend(backend.clone())
         .build()
         .unwrap()
         .bind("127.0.0.1:0")
         .await
         .unwrap();
     let addr = bound.local_addr();
-    let metrics = bound.metrics();
     let mut opts = MeshOptions::new(port);
     opts.targets = vec![SocketAddr::from(([127, 0, 0, 1], to))];
     opts.digest_every = Duration::from_secs(1);
+    opts.advertise = advertise(addr).await;
     let (tx, rx) = oneshot::channel::<()>();
     let dir = dir.clone();
     let task = tokio::spawn(async move {
@@ -60,17 +59,7 @@ async fn up(
         .await
         .unwrap();
     });
-    (addr, tx, task, metrics)
-}
-
-/// The content bytes a server sent in gets, from its metrics.
-fn sent_bytes(m: &ferry::metrics::Metrics) -> u64 {
-    let text = m.render();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("ferry_sent_bytes_total "))
-        .unwrap_or_else(|| panic!("no sent bytes in {text}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
+    (addr, tx, task)
 }
 
 /// Polls `f` every 50 ms for at most 30 s.
@@ -88,17 +77,16 @@ where
     false
 }
 
-/// Two running peers over memory backends: `a` made the mesh, `b` joined it.
-struct Peers {
+/// Two running peers: `a` made the mesh, `b` joined it.
+struct Peers<B> {
     _tmp: tempfile::TempDir,
     a: ServerDir,
     addr_a: SocketAddr,
-    metrics_a: ferry::metrics::Metrics,
-    mem_b: MemoryBackend,
+    mem_b: B,
     stops: Vec<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
 }
 
-impl Peers {
+impl<B> Peers<B> {
     async fn stop(self) {
         for (tx, task) in self.stops.into_iter().rev() {
             tx.send(()).unwrap();
@@ -107,7 +95,11 @@ impl Peers {
     }
 }
 
-async fn two_peers() -> Peers {
+/// Two peers over backends `make` opens in a folder; `a` announces `advertise_a(its address)`.
+async fn two_peers<B: ferry::ServerBackend + Clone>(
+    make: impl Fn(&std::path::Path) -> B,
+    advertise_a: impl AsyncFnOnce(SocketAddr) -> Option<SocketAddr>,
+) -> Peers<B> {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (
         ServerDir::new(tmp.path().join("a")),
@@ -132,10 +124,10 @@ async fn two_peers() -> Peers {
         .unwrap();
     let (port_a, port_b) = (free_udp_port(), free_udp_port());
     let (mem_a, mem_b) = (
-        MemoryBackend::new(Retention::default()),
-        MemoryBackend::new(Retention::default()),
+        make(&tmp.path().join("a-data")),
+        make(&tmp.path().join("b-data")),
     );
-    let (addr_a, stop_a, task_a, metrics_a) = up(&a, &mem_a, port_a, port_b).await;
+    let (addr_a, stop_a, task_a) = up(&a, &mem_a, port_a, port_b, advertise_a).await;
 
     // `b` joins through `a`'s running server, then runs over its own memory backend.
     let device_b = DeviceKey::from_identity(&b.identity().unwrap()).unwrap();
@@ -158,12 +150,11 @@ async fn two_peers() -> Peers {
         (true, ())
     })
     .unwrap();
-    let (_addr_b, stop_b, task_b, _) = up(&b, &mem_b, port_b, port_a).await;
+    let (_addr_b, stop_b, task_b) = up(&b, &mem_b, port_b, port_a, async |_| None).await;
     Peers {
         _tmp: tmp,
         a,
         addr_a,
-        metrics_a,
         mem_b,
         stops: vec![(stop_a, task_a), (stop_b, task_b)],
     }
@@ -171,7 +162,8 @@ async fn two_peers() -> Peers {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mesh_replicates_between_two_memory_backends() {
-    let peers = two_peers().await;
+    let memory = |_: &std::path::Path| MemoryBackend::new(Retention::default());
+    let peers = two_peers(memory, async |_| None).await;
     let (a, addr_a, mem_b) = (&peers.a, peers.addr_a, &peers.mem_b);
 
     // A put on `a`'s server lands in `b`'s backend, byte for byte.
@@ -206,51 +198,96 @@ async fn a_mesh_replicates_between_two_memory_backends() {
     peers.stop().await;
 }
 
-/// A small edit of a large source moves only the changed chunks to the other member: its
-/// fetch is a delta against its own copy. Counted by the serving member (its content bytes
-/// sent in gets; the chunk list, about 36 bytes per 64 KiB, is not counted).
+/// A one-byte edit of a 256 MiB source moves at most 1 MiB to the other member: it fetches
+/// the new version as a delta against its own copy. Both peers keep their data in the local
+/// store; `a` announces a TCP proxy in front of itself, which counts every byte on the wire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_replicates_a_small_edit_as_a_delta() {
-    let peers = two_peers().await;
-    let (a, addr_a, mem_b) = (&peers.a, peers.addr_a, &peers.mem_b);
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::Ordering;
+    let proxy = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let keep = proxy.clone();
+    let local =
+        |d: &std::path::Path| ferry::store::LocalBackend::open(d, Retention::default()).unwrap();
+    let peers = two_peers(local, async move |a| {
+        let p = common::proxy::start_proxy(a, common::proxy::Cut::Down).await;
+        let addr = p.addr;
+        *keep.lock().unwrap() = Some(p);
+        Some(addr)
+    })
+    .await;
+    let proxy = proxy.lock().unwrap().take().unwrap();
+    let (a, addr_a, b) = (&peers.a, peers.addr_a, &peers.mem_b);
     let role = BTreeMap::from([("role".to_owned(), "writer".to_owned())]);
     let cred = a
         .issue_client("w", role, Some(&addr_a.to_string()), 0)
         .unwrap();
-    let mut c = Client::connect(&cred).await.unwrap();
-    let size = 16 << 20;
-    let mut data = vec![0u8; size];
-    blake3::Hasher::new()
-        .update(b"mesh delta")
-        .finalize_xof()
-        .fill(&mut data);
-    let v1 = c.put_bytes("s/big", data.clone()).await.unwrap();
-    let arrived = |hash: [u8; 32]| {
-        let mem_b = mem_b.clone();
-        within_30s(move || {
-            let mem_b = mem_b.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    let size = 256u64 << 20;
+    let mut f = std::fs::File::create(&path).unwrap();
+    std::io::copy(&mut common::Pattern::new("mesh delta", size), &mut f).unwrap();
+    drop(f);
+    let put = async |path: &std::path::Path| {
+        let mut c = Client::connect(&cred).await.unwrap();
+        let file = std::fs::File::open(path).unwrap();
+        c.put_resume("s/big", file, &mut |_| {}, &mut |_| {})
+            .await
+            .unwrap()
+            .0
+    };
+    let arrived = async |hash: [u8; 32]| {
+        within_30s(|| {
+            let b = b.clone();
             async move {
-                mem_b
-                    .stat("s/big")
+                b.stat("s/big")
                     .await
                     .unwrap()
                     .is_some_and(|e| e.hash == hash)
             }
         })
+        .await
     };
+    let v1 = put(&path).await;
     assert!(arrived(v1.hash).await, "the first version did not arrive");
-    let before = sent_bytes(&peers.metrics_a);
-    assert!(before >= size as u64, "the first version came whole");
+    let before = proxy.from_server.load(Ordering::SeqCst);
+    assert!(
+        before >= size,
+        "the first version came whole, through the proxy"
+    );
 
-    data[size / 3] ^= 0x40;
-    let v2 = c.put_bytes("s/big", data.clone()).await.unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut byte = [0u8];
+    f.read_exact_at(&mut byte, size / 3).unwrap();
+    f.write_all_at(&[byte[0] ^ 0x40], size / 3).unwrap();
+    drop(f);
+    let v2 = put(&path).await;
     assert!(arrived(v2.hash).await, "the edit did not arrive");
-    let moved = sent_bytes(&peers.metrics_a) - before;
+    let moved = proxy.from_server.load(Ordering::SeqCst) - before;
     assert!(
         moved <= 1 << 20,
         "the edit moved {moved} bytes to the other member"
     );
-    let copy = mem_b.read(&v2.hash, 0, v2.size).await.unwrap();
-    assert!(copy == data, "the other member's copy differs");
+    eprintln!("the one-byte edit of {size} bytes moved {moved} bytes between the members");
+    let mut r = b.reader(&v2.hash, 0, v2.size).await.unwrap();
+    let mut h = blake3::Hasher::new();
+    for _ in 0..100_000 {
+        if ferry::backend::BlobReader::remaining(&r) == 0 {
+            break;
+        }
+        let buf = ferry::backend::BlobReader::read_into(&mut r, Vec::new(), 1 << 20)
+            .await
+            .unwrap();
+        h.update(&buf);
+    }
+    assert_eq!(
+        h.finalize().as_bytes(),
+        &v2.hash,
+        "the other member's copy differs"
+    );
     peers.stop().await;
 }

@@ -61,6 +61,9 @@ pub struct MeshOptions {
     pub digest_every: Duration,
     /// Announcements whose time is further than this from ours are dropped.
     pub window: Duration,
+    /// The TLS address announced to the other members, if they must reach this peer
+    /// somewhere else than where it listens (a port forward); where it listens if `None`.
+    pub advertise: Option<SocketAddr>,
 }
 
 impl MeshOptions {
@@ -72,6 +75,7 @@ impl MeshOptions {
             targets: super::udp::default_targets(announce_port),
             digest_every: Duration::from_secs(10),
             window: Duration::from_secs(60),
+            advertise: None,
         }
     }
 }
@@ -153,7 +157,7 @@ pub async fn run<B: ServerBackend>(
         )));
     }
     let sockets = Arc::new(Sockets::bind(opts.announce_port)?);
-    let tls_addr = server.local_addr();
+    let tls_addr = opts.advertise.unwrap_or(server.local_addr());
     let backend = server.backend();
     let feed = server.changes();
     let open = LiveFile::<OpenFile>::open(dir.file(super::files::OPEN_FILE))?;
