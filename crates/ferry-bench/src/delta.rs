@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 
@@ -19,27 +19,31 @@ use crate::report::{Goal, Report};
 use crate::sections::make_source;
 
 /// A TCP proxy counting the bytes each way; stops accepting when dropped.
-struct Counter {
-    port: u16,
+pub(crate) struct Counter {
+    pub(crate) port: u16,
+    upstream: Arc<AtomicU16>,
     up: Arc<AtomicU64>,
     down: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
 impl Counter {
-    fn start(upstream: u16) -> Result<Counter> {
+    /// A proxy to 127.0.0.1:`upstream` (which [`Counter::set_upstream`] may set later).
+    pub(crate) fn start(upstream: u16) -> Result<Counter> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let stop = Arc::new(AtomicBool::new(false));
-        let (u, d, s) = (up.clone(), down.clone(), stop.clone());
+        let upstream = Arc::new(AtomicU16::new(upstream));
+        let (u, d, s, to) = (up.clone(), down.clone(), stop.clone(), upstream.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(client) = conn else { continue };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", to.load(Ordering::SeqCst)))
+                else {
                     continue;
                 };
                 pump(&client, &server, u.clone());
@@ -48,13 +52,20 @@ impl Counter {
         });
         Ok(Counter {
             port,
+            upstream,
             up,
             down,
             stop,
         })
     }
 
-    fn counts(&self) -> (u64, u64) {
+    /// Where new connections go from now on.
+    pub(crate) fn set_upstream(&self, port: u16) {
+        self.upstream.store(port, Ordering::SeqCst);
+    }
+
+    /// Bytes (from the client, from the server) so far.
+    pub(crate) fn counts(&self) -> (u64, u64) {
         (
             self.up.load(Ordering::SeqCst),
             self.down.load(Ordering::SeqCst),
@@ -92,8 +103,8 @@ fn pump(from: &TcpStream, to: &TcpStream, n: Arc<AtomicU64>) {
     });
 }
 
-/// The edits measured, applied to `path` (a file of `size` bytes).
-fn edit(path: &Path, which: &str) -> Result<()> {
+/// The edits measured, applied to `path`.
+pub(crate) fn edit(path: &Path, which: &str) -> Result<()> {
     match which {
         "one byte" => {
             let f = std::fs::OpenOptions::new()
@@ -125,6 +136,14 @@ pub fn delta(o: &Opts, exe: &Path, env: &Env, rep: &mut Report) -> Result<()> {
     const SEC: &str = "delta";
     let size = if o.quick { 16u64 << 20 } else { 256u64 << 20 };
     let work = scratch("ferry-bench-delta-")?;
+    crate::mesh_delta::mesh_row(size, work.path(), rep)?;
+    if !exe.with_file_name("ferry").is_file() {
+        rep.note(format!(
+            "{SEC}: the put and sync rows skipped (the `ferry` binary is not built next to \
+             the harness: `cargo build --release -p ferry-cli`)"
+        ));
+        return Ok(());
+    }
     let ferry = Ferry::start(exe, env)?;
     let counter = Counter::start(ferry.port)?;
     let via = format!("127.0.0.1:{}", counter.port);

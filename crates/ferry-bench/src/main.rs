@@ -12,6 +12,7 @@ mod delta;
 mod ext;
 mod files;
 mod http_front;
+mod mesh_delta;
 mod procs;
 mod report;
 mod sections;
