@@ -633,6 +633,10 @@ pub struct LoginArgs {
 const PUT_ABOUT: &str = "\
 Upload a file (or standard input) as a new version of SOURCE: `ferry put SOURCE FILE`.
 
+A file of 1 MiB or more that replaces a version you may read goes as a delta: it is cut into
+content-defined chunks while it is hashed, and only the chunks the server does not have are
+sent (a one-byte edit of a 256 MiB file sends about 0.2 MiB); ferry says how much it sent.
+
 `ferry put FILE PREFIX/` (a destination ending in '/') stores FILE under its own name:
 `ferry put q3.csv reports/` stores reports/q3.csv.
 
@@ -675,8 +679,11 @@ refuses to start if a local file could not be read or named, since its copy woul
 With --dry-run, it lists what it would put, get and delete, and changes nothing.
 
 Files are moved as by put -r and get -r (one connection, many requests in flight; the same
-notes for links, special files and empty folders). The summary line counts files and bytes
-moved, unchanged and deleted files and failures; the exit code is 23 if any file failed.";
+notes for links, special files and empty folders). A changed file of 1 MiB or more whose older
+copy is on the other side moves as a delta: only the content-defined chunks that copy lacks
+travel, up and down. The summary line counts files and bytes moved (and how many went as
+deltas, with the bytes sent for them), unchanged and deleted files and failures; the exit code
+is 23 if any file failed.";
 
 /// `ferry sync`.
 #[derive(Debug, Args)]

@@ -236,17 +236,19 @@ async fn a_member_replicates_a_small_edit_as_a_delta() {
             .unwrap()
             .0
     };
+    // 256 MiB through a debug build on a busy machine: up to 2 minutes each.
     let arrived = async |hash: [u8; 32]| {
-        within_30s(|| {
-            let b = b.clone();
-            async move {
-                b.stat("s/big")
-                    .await
-                    .unwrap()
-                    .is_some_and(|e| e.hash == hash)
+        for _ in 0..2400 {
+            if b.stat("s/big")
+                .await
+                .unwrap()
+                .is_some_and(|e| e.hash == hash)
+            {
+                return true;
             }
-        })
-        .await
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
     };
     let v1 = put(&path).await;
     assert!(arrived(v1.hash).await, "the first version did not arrive");

@@ -155,6 +155,7 @@ fn prune_worker() {
         edit(&mut data, round);
         let staged = stage_delta(&store, &format!("w{round}"), &base, &data);
         store.commit("w", staged, "tester", 1_700_000_000).unwrap();
+        println!("committed {round}");
         if round % 7 == 0 {
             store.delete("w", "tester", 1_700_000_000).unwrap();
             data = noise(format!("store delta kill {round}").as_bytes(), 2 << 20);
@@ -178,14 +179,26 @@ fn kill_during_pruning_keeps_every_needed_chunk() {
                 "--nocapture",
             ])
             .env("FERRY_PRUNE_WORKER_DIR", dir.path())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Killed at a different point of its loop each round (it commits every few ms).
-        std::thread::sleep(std::time::Duration::from_millis(300 + 170 * round));
+        // Killed after a different number of its commits each round (so at different points
+        // of its loop: committing, pruning, deleting), however slow the machine is.
+        let wanted = 3 + 4 * round as usize;
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        let committed = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .filter(|l| l.starts_with("committed "))
+            .take(wanted)
+            .count();
+        // SIGKILL while its output is still open: it must not die of a closed pipe instead.
         child.kill().unwrap();
         child.wait().unwrap();
+        drop(lines);
+        assert_eq!(committed, wanted, "round {round}: the worker stopped early");
         let store = open_store(dir.path(), 2);
         let seq = store.last_seq().unwrap();
         assert!(
