@@ -1094,12 +1094,24 @@ pub fn file_meta(m: &std::fs::Metadata) -> Meta {
 pub async fn hash_file(
     file: std::fs::File,
 ) -> Result<(std::fs::File, u64, message::Digest), Error> {
+    let (file, size, hash, _) = read_whole(file, false).await?;
+    Ok((file, size, hash))
+}
+
+/// Reads `file` once from its start on a blocking thread: its size, BLAKE3 and, with
+/// `chunk`, its content-defined chunks (docs/PROTOCOL.md §5.4). Fails if the file changes
+/// size meanwhile.
+pub(crate) async fn read_whole(
+    file: std::fs::File,
+    chunk: bool,
+) -> Result<(std::fs::File, u64, message::Digest, Vec<ChunkRef>), Error> {
     tokio::task::spawn_blocking(move || {
         use std::io::Seek;
         let mut file = file;
         let size = file.metadata()?.len();
         file.seek(std::io::SeekFrom::Start(0))?;
         let mut hasher = blake3::Hasher::new();
+        let mut chunker = chunk.then(ferry_proto::chunking::Chunker::new);
         let mut buf = vec![0u8; pipe::CHUNK];
         let mut len = 0u64;
         loop {
@@ -1110,6 +1122,9 @@ pub async fn hash_file(
                 Err(e) => return Err(e.into()),
             };
             hasher.update(&buf[..n]);
+            if let Some(c) = chunker.as_mut() {
+                c.push(&buf[..n]);
+            }
             len += n as u64;
         }
         if len != size {
@@ -1117,7 +1132,8 @@ pub async fn hash_file(
                 "the file changed while it was read ({size} bytes, then {len})"
             ))));
         }
-        Ok((file, size, *hasher.finalize().as_bytes()))
+        let chunks = chunker.map(|c| c.finish()).unwrap_or_default();
+        Ok((file, size, *hasher.finalize().as_bytes(), chunks))
     })
     .await
     .map_err(|e| Error::Internal(format!("worker thread failed: {e}")))?

@@ -375,3 +375,49 @@ async fn an_interrupted_delta_put_resumes_where_it_was_cut() {
     }
     assert!(offset > 0, "the resumed put did not continue the cut one");
 }
+
+/// A chunk list that does not decode, or one without the size and hash it describes, is
+/// refused `bad_request` by the server, and the connection goes on (PROTOCOL.md §5.4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunk_list_is_refused_and_the_connection_goes_on() {
+    use ferry::proto::message::{ErrorCode, Message, Put};
+    let srv = TestServer::start().await;
+    let writer = srv.issue("w", "writer");
+    let mut c = connect_via(srv.addr, &writer).await;
+    let put = |size: Option<u64>, hash: Option<[u8; 32]>, chunks: Vec<u8>| {
+        Message::Put(Put {
+            source: "bad/list".into(),
+            size,
+            offset: 0,
+            hash,
+            streamed: false,
+            mtime: None,
+            executable: false,
+            chunks: Some(chunks),
+        })
+    };
+    let one = ferry::proto::chunking::encode_list(&[ferry::proto::chunking::ChunkRef {
+        hash: [1; 32],
+        len: 10,
+    }]);
+    for (what, msg) in [
+        (
+            "not a multiple of 36 bytes",
+            put(Some(10), Some([2; 32]), vec![0; 35]),
+        ),
+        (
+            "lengths not adding up to the size",
+            put(Some(11), Some([2; 32]), one.clone()),
+        ),
+        ("no size and hash", put(None, None, one.clone())),
+    ] {
+        match c.raw_request(&msg).await.unwrap() {
+            Message::Error(e) => assert_eq!(e.code, ErrorCode::BadRequest, "{what}: {e:?}"),
+            other => panic!("{what}: answered {other:?}"),
+        }
+    }
+    assert!(matches!(
+        c.stat("bad/list").await,
+        Err(ferry::Error::NotFound(_))
+    ));
+}

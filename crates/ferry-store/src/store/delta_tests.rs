@@ -139,14 +139,10 @@ fn a_commit_whose_base_file_went_is_refused() {
     assert_eq!(store.stat("g").unwrap().unwrap().size, 14);
 }
 
-/// The worker of the kill test: commits deltas and deletes in a loop until killed.
-#[test]
-#[ignore = "run by kill_during_pruning_keeps_every_needed_chunk"]
-fn prune_worker() {
-    let Ok(dir) = std::env::var("FERRY_PRUNE_WORKER_DIR") else {
-        return;
-    };
-    let store = open_store(Path::new(&dir), 2);
+/// The worker of the kill test, in a process of its own (the test binary run again with
+/// `FERRY_PRUNE_WORKER_DIR` set): commits deltas and deletes in a loop until killed.
+fn prune_worker(dir: &str) {
+    let store = open_store(Path::new(dir), 2);
     let mut data = noise(b"store delta kill", 2 << 20);
     put(&store, "w", &data);
     println!("ready");
@@ -167,15 +163,17 @@ fn prune_worker() {
 #[test]
 fn kill_during_pruning_keeps_every_needed_chunk() {
     use std::process::{Command, Stdio};
+    if let Ok(dir) = std::env::var("FERRY_PRUNE_WORKER_DIR") {
+        return prune_worker(&dir);
+    }
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut last_seq = 0;
     for round in 0..6u64 {
         let mut child = Command::new(&exe)
             .args([
-                "--ignored",
                 "--exact",
-                "store::delta_tests::prune_worker",
+                "store::delta_tests::kill_during_pruning_keeps_every_needed_chunk",
                 "--nocapture",
             ])
             .env("FERRY_PRUNE_WORKER_DIR", dir.path())

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 
-use ferry_proto::chunking::{self, ChunkRef, Chunker};
+use ferry_proto::chunking::{self, ChunkRef};
 use ferry_proto::message::{self, Chunks, Entry, Get, Message};
 use ferry_proto::names::SourceName;
 
@@ -70,30 +70,11 @@ impl Read for Runs {
 }
 
 /// Reads `file` once from its start (wherever its position was): its size, BLAKE3 and
-/// chunks (§5.4). Runs on a blocking thread.
+/// chunks (§5.4). Runs on a blocking thread; fails if the file changes size meanwhile.
 pub async fn hash_and_chunk_file(
     file: std::fs::File,
 ) -> Result<(std::fs::File, u64, message::Digest, Vec<ChunkRef>), Error> {
-    tokio::task::spawn_blocking(move || {
-        use std::io::Seek;
-        (&file).seek(std::io::SeekFrom::Start(0))?;
-        let mut hasher = blake3::Hasher::new();
-        let mut chunker = Chunker::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut r = &file;
-        loop {
-            let n = r.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            chunker.push(&buf[..n]);
-        }
-        let size = chunker.total();
-        Ok((file, size, *hasher.finalize().as_bytes(), chunker.finish()))
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("chunking task failed: {e}")))?
+    super::read_whole(file, true).await
 }
 
 /// What a delta get moved.
@@ -125,6 +106,7 @@ impl Client {
         let mut version = version;
         let mut entry: Option<Entry> = None;
         let mut all = Vec::new();
+        let mut total = 0u64;
         // Bounded: every page holds at least one chunk or is the last.
         loop {
             self.send_request(&Message::Chunks(Chunks {
@@ -153,6 +135,15 @@ impl Client {
                 .sum();
             let list = chunking::decode_list(&page.chunks, sum_of_page)
                 .map_err(|e| Error::Protocol(format!("bad chunk list: {e}")))?;
+            // Pages that add up past the version's size are refused before they are kept,
+            // so a server cannot make this grow without bound.
+            total += sum_of_page;
+            if total > page.entry.size {
+                return Err(Error::Protocol(format!(
+                    "the chunks add up to more than the version's {} bytes",
+                    page.entry.size
+                )));
+            }
             let empty = list.is_empty();
             all.extend(list);
             version = Some(page.entry.version);
@@ -162,7 +153,6 @@ impl Client {
             }
         }
         let entry = entry.ok_or_else(|| Error::Internal("no chunk page".into()))?;
-        let total: u64 = all.iter().map(|c| u64::from(c.len)).sum();
         if total != entry.size {
             return Err(Error::Protocol(format!(
                 "the chunks add up to {total} bytes, the version has {}",

@@ -211,15 +211,12 @@ pub(crate) fn upload_key(
     size: u64,
     hash: &Digest,
 ) -> UploadKey {
-    let mut m = Vec::with_capacity(64 + kind.len() + name.len() + source.len());
-    m.extend_from_slice(b"ferry put upload v1\0");
-    for field in [kind, name, source] {
-        m.extend_from_slice(&(field.len() as u64).to_be_bytes());
-        m.extend_from_slice(field.as_bytes());
-    }
-    m.extend_from_slice(&size.to_be_bytes());
-    m.extend_from_slice(hash);
-    UploadKey::derive(&m)
+    UploadKey::derive(&key_input(
+        b"ferry put upload v1\0",
+        [kind, name, source],
+        size,
+        hash,
+    ))
 }
 
 /// The key of a delta put's upload (docs/PROTOCOL.md §5.4): as [`upload_key`] with the
@@ -233,16 +230,23 @@ pub(crate) fn delta_upload_key(
     hash: &Digest,
     base: &Digest,
 ) -> UploadKey {
-    let mut m = Vec::with_capacity(96 + kind.len() + name.len() + source.len());
-    m.extend_from_slice(b"ferry put delta v1\0");
-    for field in [kind, name, source] {
+    let mut m = key_input(b"ferry put delta v1\0", [kind, name, source], size, hash);
+    m.extend_from_slice(base);
+    UploadKey::derive(&m)
+}
+
+/// `label ‖ lp(kind) ‖ lp(name) ‖ lp(source) ‖ size (u64 BE) ‖ hash`, where `lp(x)` is
+/// `len(x)` as a u64 BE followed by `x`: what both upload keys hash.
+fn key_input(label: &[u8], fields: [&str; 3], size: u64, hash: &Digest) -> Vec<u8> {
+    let mut m = Vec::with_capacity(128 + fields.iter().map(|f| f.len()).sum::<usize>());
+    m.extend_from_slice(label);
+    for field in fields {
         m.extend_from_slice(&(field.len() as u64).to_be_bytes());
         m.extend_from_slice(field.as_bytes());
     }
     m.extend_from_slice(&size.to_be_bytes());
     m.extend_from_slice(hash);
-    m.extend_from_slice(base);
-    UploadKey::derive(&m)
+    m
 }
 
 impl<B: ServerBackend> Engine<B> {
