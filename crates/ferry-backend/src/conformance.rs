@@ -24,6 +24,7 @@ use std::future::Future;
 
 pub mod accounts;
 pub mod delta;
+pub mod small;
 
 use crate::{
     Backend, BackendError, BlobReader, Blobs, Entry, Hash, Meta, Retention, Staged, Upload,
@@ -63,6 +64,8 @@ where
     concurrent_commits(&fresh().await).await;
     delta::delta_uploads(&fresh().await).await;
     delta::delta_refusals(&fresh().await).await;
+    small::small_commits(&fresh().await).await;
+    small::small_commit_refusals(&fresh().await).await;
 }
 
 /// Polls every future until all are done (a runtime-agnostic `join_all`), so that a backend

@@ -610,6 +610,27 @@ impl Backend for MemoryBackend {
         Ok(entry)
     }
 
+    async fn commit_small(
+        &self,
+        source: String,
+        content: Vec<u8>,
+        expected: Hash,
+        meta: Meta,
+        by: String,
+        now: u64,
+    ) -> Result<Entry> {
+        let actual = *blake3::hash(&content).as_bytes();
+        if actual != expected {
+            return Err(BackendError::HashMismatch { expected, actual });
+        }
+        let staged = MemoryStaged {
+            hash: actual,
+            data: content.into(),
+            meta,
+        };
+        self.commit(&source, staged, &by, now).await
+    }
+
     async fn delete(&self, source: &str, by: &str, now: u64) -> Result<Option<u64>> {
         check_by(by)?;
         let mut state = lock(&self.state);

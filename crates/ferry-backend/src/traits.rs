@@ -255,6 +255,28 @@ pub trait Backend: Index + Blobs {
         now: u64,
     ) -> impl Future<Output = Result<Entry>> + Send;
 
+    /// Makes `content`, held whole in memory, the new current version of `source` with
+    /// `meta`, as [`Backend::commit`] of an upload of it would, after checking that it
+    /// hashes to `expected` ([`BackendError::HashMismatch`](crate::BackendError::HashMismatch)
+    /// if not, and nothing is stored).
+    ///
+    /// For small contents (a streamed put, docs/PROTOCOL.md §5.2): a backend may commit
+    /// calls made close together as one, so that many small puts share one durable write.
+    /// The local backend queues the content when this is **called**, before the future is
+    /// first polled, so that calls made back to back are grouped; dropping the future does
+    /// not cancel a call already queued.
+    ///
+    /// `source` and `by` are owned, so that the future borrows nothing but the backend.
+    fn commit_small(
+        &self,
+        source: String,
+        content: Vec<u8>,
+        expected: Hash,
+        meta: Meta,
+        by: String,
+        now: u64,
+    ) -> impl Future<Output = Result<Entry>> + Send;
+
     /// Deletes `source`: a tombstone takes the next version, every version is dropped.
     /// Returns the tombstone's version, or `None` if it was missing or already deleted.
     fn delete(

@@ -448,8 +448,8 @@ pub(crate) async fn upload(
             while let Some(f) = files.get(i).filter(|f| f.size <= STREAMED_MAX) {
                 let k = i;
                 i += 1;
-                let content = match tokio::fs::read(&f.path).await {
-                    Ok(c) if c.len() as u64 <= STREAMED_MAX => c,
+                let (content, meta) = match read_small(&f.path) {
+                    Ok(c) if c.0.len() as u64 <= STREAMED_MAX => c,
                     Ok(_) => {
                         tally.fail(&f.path.display().to_string(), "it grew while being read");
                         settled[k] = true;
@@ -464,9 +464,6 @@ pub(crate) async fn upload(
                 if ahead.len() >= WINDOW {
                     settle_put(&mut p, &mut ahead, files, settled, tally, bar).await?;
                 }
-                let meta = std::fs::metadata(&f.path)
-                    .map(|m| ferry::client::file_meta(&m))
-                    .unwrap_or_default();
                 match p.send_put_with(f.name.as_str(), &content, meta).await {
                     Ok(()) => ahead.push_back(k),
                     Err(e) if p.is_usable() => {
@@ -487,6 +484,19 @@ pub(crate) async fn upload(
         }
     }
     Ok(())
+}
+
+/// A small file's content and metadata, from one open. Read in place, not on the blocking
+/// pool: a read of at most [`STREAMED_MAX`] bytes of a local file takes microseconds, less
+/// than a hand-off to another thread and back, which a folder of many small files pays per
+/// file. Reads at most one byte past `STREAMED_MAX`, so a file that grew is seen, not held.
+fn read_small(path: &Path) -> std::io::Result<(Vec<u8>, ferry::backend::Meta)> {
+    use std::io::Read;
+    let file = fs::File::open(path)?;
+    let m = file.metadata()?;
+    let mut content = Vec::with_capacity(m.len().min(STREAMED_MAX) as usize);
+    file.take(STREAMED_MAX + 1).read_to_end(&mut content)?;
+    Ok((content, ferry::client::file_meta(&m)))
 }
 
 /// Reads the answer to the oldest streamed put. `Err` only when the connection is lost.
@@ -698,10 +708,14 @@ pub(crate) async fn download(
     tally: &mut Tally,
     bar: &Bar,
 ) -> Result<(), ferry::Error> {
-    let mut finishing = tokio::task::JoinSet::new();
+    let mut finishing = Finishing {
+        tasks: tokio::task::JoinSet::new(),
+        arrived: Vec::new(),
+    };
     let r = fetch(client, dir, wanted, settled, tally, bar, &mut finishing).await;
     // Whatever happened, the downloads that arrived are put in place.
-    while let Some(done) = finishing.join_next().await {
+    finishing.start();
+    while let Some(done) = finishing.tasks.join_next().await {
         finished(done, settled, tally);
     }
     if let Ok(d) = fs::File::open(dir) {
@@ -714,59 +728,35 @@ pub(crate) async fn download(
 /// is in place.
 type Finished = (usize, String, u64, Result<(), String>);
 
-/// The loop of [`download`]: requests ahead, answers in order; each download that arrived
-/// goes to `finishing` (fsync, rename).
-async fn fetch(
-    client: &mut Client,
-    dir: &Path,
-    wanted: &[Wanted],
-    settled: &mut [bool],
-    tally: &mut Tally,
-    bar: &Bar,
-    finishing: &mut tokio::task::JoinSet<Finished>,
-) -> Result<(), ferry::Error> {
-    let mut p = client.pipeline().await?;
-    let mut cleaned = HashSet::new();
-    let mut ahead: VecDeque<usize> = VecDeque::new();
-    let mut next = 0;
-    let mut received = 0u64;
-    // Bounded: every turn sends or receives at least one of `wanted`.
-    while next < wanted.len() || !ahead.is_empty() {
-        while next < wanted.len() && ahead.len() < WINDOW {
-            let k = next;
-            next += 1;
-            let w = &wanted[k];
-            match prepare_parent(dir, &w.path, &mut cleaned) {
-                Ok(()) => {
-                    p.send_get(&w.entry.source).await?;
-                    ahead.push_back(k);
-                }
-                Err(why) => {
-                    tally.fail(&w.entry.source, format!("not written: {why}"));
-                    settled[k] = true;
-                }
-            }
+/// Downloads that arrived in memory or in a temp file: which (index, source), its entry,
+/// where it goes, and its content.
+type Arrived = (usize, String, Entry, PathBuf, Content<NamedTempFile>);
+
+/// Downloads that arrived and the tasks putting them in place, a batch per task: one hand-off
+/// to a blocking thread and back for many small files, not one each.
+struct Finishing {
+    tasks: tokio::task::JoinSet<Vec<Finished>>,
+    arrived: Vec<Arrived>,
+}
+
+/// Most downloads in one batch.
+const BATCH: usize = 16;
+
+impl Finishing {
+    /// Writes what arrived so far and renames it into place, on a blocking thread. A large
+    /// file is fsynced first; small ones are not, one by one (that would cost more than
+    /// moving them): after a crash, `get -r` run again checks every file's size and BLAKE3
+    /// and fetches what is wrong.
+    fn start(&mut self) {
+        if self.arrived.is_empty() {
+            return;
         }
-        p.flush().await?;
-        let Some(k) = ahead.pop_front() else {
-            continue;
-        };
-        let path = wanted[k].path.clone();
-        let base = received;
-        let got = p
-            .recv_get_with(|_| temp_beside(&path), &mut |n| bar.set(base + n))
-            .await;
-        match got {
-            Ok((entry, content)) => {
-                received += entry.size;
-                bar.set(received);
-                let name = wanted[k].entry.source.clone();
-                // Written and renamed into place on a blocking thread. A large file is
-                // fsynced first; small ones are not, one by one (that would cost more than
-                // moving them): after a crash, `get -r` run again checks every file's size
-                // and BLAKE3 and fetches what is wrong.
-                let size = entry.size;
-                finishing.spawn_blocking(move || {
+        let batch = std::mem::take(&mut self.arrived);
+        self.tasks.spawn_blocking(move || {
+            batch
+                .into_iter()
+                .map(|(k, name, entry, path, content)| {
+                    let size = entry.size;
                     let done = match content {
                         Content::Bytes(bytes) => temp_beside(&path).and_then(|mut tmp| {
                             tmp.write_all(&bytes)?;
@@ -778,9 +768,72 @@ async fn fetch(
                     .and_then(|tmp| tmp.persist(&path).map(drop).map_err(|e| e.error))
                     .map_err(|e| e.to_string());
                     (k, name, size, done)
-                });
-                while finishing.len() > FINISHING {
-                    if let Some(done) = finishing.join_next().await {
+                })
+                .collect()
+        });
+    }
+}
+
+/// The loop of [`download`]: requests ahead, answers in order; each download that arrived
+/// goes to `finishing` (fsync, rename).
+async fn fetch(
+    client: &mut Client,
+    dir: &Path,
+    wanted: &[Wanted],
+    settled: &mut [bool],
+    tally: &mut Tally,
+    bar: &Bar,
+    finishing: &mut Finishing,
+) -> Result<(), ferry::Error> {
+    let mut p = client.pipeline().await?;
+    let mut cleaned = HashSet::new();
+    let mut ahead: VecDeque<usize> = VecDeque::new();
+    let mut next = 0;
+    let mut received = 0u64;
+    // Bounded: every turn sends or receives at least one of `wanted`.
+    while next < wanted.len() || !ahead.is_empty() {
+        // Refilled half a window at a time, so that the requests leave together.
+        if ahead.len() <= WINDOW / 2 {
+            while next < wanted.len() && ahead.len() < WINDOW {
+                let k = next;
+                next += 1;
+                let w = &wanted[k];
+                match prepare_parent(dir, &w.path, &mut cleaned) {
+                    Ok(()) => {
+                        p.send_get(&w.entry.source).await?;
+                        ahead.push_back(k);
+                    }
+                    Err(why) => {
+                        tally.fail(&w.entry.source, format!("not written: {why}"));
+                        settled[k] = true;
+                    }
+                }
+            }
+            p.flush().await?;
+        }
+        let Some(k) = ahead.pop_front() else {
+            continue;
+        };
+        if ahead.is_empty() {
+            // Nothing more is on its way before the next requests: put what arrived in place.
+            finishing.start();
+        }
+        let path = wanted[k].path.clone();
+        let base = received;
+        let got = p
+            .recv_get_with(|_| temp_beside(&path), &mut |n| bar.set(base + n))
+            .await;
+        match got {
+            Ok((entry, content)) => {
+                received += entry.size;
+                bar.set(received);
+                let name = wanted[k].entry.source.clone();
+                finishing.arrived.push((k, name, entry, path, content));
+                if finishing.arrived.len() >= BATCH {
+                    finishing.start();
+                }
+                while finishing.tasks.len() > FINISHING {
+                    if let Some(done) = finishing.tasks.join_next().await {
                         finished(done, settled, tally);
                     }
                 }
@@ -853,16 +906,25 @@ pub(crate) async fn download_deltas(
 }
 
 /// Counts a download whose fsync and rename are done.
-fn finished(r: Result<Finished, tokio::task::JoinError>, settled: &mut [bool], tally: &mut Tally) {
-    match r {
-        Ok((k, _, size, Ok(()))) => {
-            tally.moved(size);
-            settled[k] = true;
+fn finished(
+    r: Result<Vec<Finished>, tokio::task::JoinError>,
+    settled: &mut [bool],
+    tally: &mut Tally,
+) {
+    let batch = match r {
+        Ok(batch) => batch,
+        Err(e) => return tally.fail("a batch of downloads", e),
+    };
+    for one in batch {
+        match one {
+            (k, _, size, Ok(())) => {
+                tally.moved(size);
+                settled[k] = true;
+            }
+            (k, name, _, Err(why)) => {
+                tally.fail(&name, format!("cannot write: {why}"));
+                settled[k] = true;
+            }
         }
-        Ok((k, name, _, Err(why))) => {
-            tally.fail(&name, format!("cannot write: {why}"));
-            settled[k] = true;
-        }
-        Err(e) => tally.fail("a download", e),
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow, bail};
 use ferry::HttpClient;
 use ferry::proto::names::{SourceName, normalize_prefix};
 use ferry::store::Entry;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt};
 
 use crate::cli::{
     CredArg, GetArgs, LoginArgs, LsArgs, PutArgs, RmArgs, StatArgs, ViaArg, WatchArgs,
@@ -165,7 +165,13 @@ pub async fn put(a: &PutArgs) -> anyhow::Result<()> {
     SourceName::parse(&a.source)?;
     let c = client(&a.cred, &a.via)?;
     let entry = match named(a.file.as_deref()) {
-        None => c.put(&a.source, tokio::io::stdin(), None).await?,
+        None => match crate::transfer::terminal_start(a.allow_empty)? {
+            None => c.put(&a.source, tokio::io::stdin(), None).await?,
+            Some(first) => {
+                let typed = std::io::Cursor::new(first).chain(tokio::io::stdin());
+                c.put(&a.source, typed, None).await?
+            }
+        },
         Some(path) => {
             let f = tokio::fs::File::open(path)
                 .await

@@ -83,9 +83,20 @@ pub(crate) fn refuse_empty(terminal: bool, read_nothing: bool, allow_empty: bool
 /// Standard input for `put`: on a terminal, says so and reads the first chunk before
 /// anything is sent, refusing an empty read (see [`refuse_empty`]).
 fn stdin_input(allow_empty: bool) -> anyhow::Result<Box<dyn Read + Send>> {
+    Ok(match terminal_start(allow_empty)? {
+        None => Box::new(std::io::stdin()),
+        Some(first) => Box::new(std::io::Cursor::new(first).chain(std::io::stdin())),
+    })
+}
+
+/// If standard input is a terminal: says that `put` reads it, reads what is typed up to the
+/// first end of line or Ctrl-D and returns it, refusing an empty read (see
+/// [`refuse_empty`]); the rest follows on standard input. `None` if it is not a terminal.
+/// For both `put` and `put --via http`.
+pub(crate) fn terminal_start(allow_empty: bool) -> anyhow::Result<Option<Vec<u8>>> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        return Ok(Box::new(stdin));
+        return Ok(None);
     }
     note!("reading standard input; Ctrl-D to end");
     let mut first = vec![0u8; 64 * 1024];
@@ -103,7 +114,7 @@ fn stdin_input(allow_empty: bool) -> anyhow::Result<Box<dyn Read + Send>> {
         ));
     }
     first.truncate(n);
-    Ok(Box::new(std::io::Cursor::new(first).chain(stdin)))
+    Ok(Some(first))
 }
 
 /// A FILE argument, or `None` for standard input or output (no argument, or "-").

@@ -1,7 +1,8 @@
-//! SIGKILL at random points: a client streams puts (of up to 3 MiB) and deletes at a real
+//! SIGKILL at random points: a client streams puts (of up to 3 MiB, and bursts of small
+//! streamed puts the server commits together) and deletes at a real
 //! `ferry serve`, which is killed with SIGKILL at a random moment, restarted, and checked:
 //! every acknowledged put is listed and reads back byte-identical, every acknowledged delete
-//! is gone, and nothing else is visible (the one request in flight at the kill may have
+//! is gone, and nothing else is visible (the requests in flight at the kill may have
 //! landed or not, but never half). Rounds: `FERRY_FAULT_ROUNDS` (default 8, a few seconds
 //! each); the seed is printed and can be replayed with `FERRY_FAULT_SEED`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -51,6 +52,10 @@ fn content(rng: &mut Rng) -> Vec<u8> {
         1 => rng.below(64 * 1024) as usize,
         _ => rng.below(3 << 20) as usize,
     };
+    bytes(rng, len)
+}
+
+fn bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
     let seed = rng.next();
     (0..len)
         .map(|i| (seed.wrapping_add(i as u64).wrapping_mul(31) >> 7) as u8)
@@ -88,6 +93,38 @@ async fn stream(
                 Ok(_) => model.lock().unwrap().insert(source, State::Deleted),
                 Err(_) => return,
             };
+        } else if rng.below(3) == 0 {
+            // A burst of small streamed puts, which the server commits together.
+            let Ok(mut p) = client.pipeline().await else {
+                return;
+            };
+            let mut sent = Vec::new();
+            for j in 0..1 + rng.below(8) {
+                let source = format!("f/{round}-{i}-{j}");
+                let len = rng.below(64 * 1024) as usize;
+                let data = bytes(&mut rng, len);
+                let hash = blake3::hash(&data);
+                model
+                    .lock()
+                    .unwrap()
+                    .insert(source.clone(), State::MaybeStored(hash));
+                if p.send_put_with(&source, &data, Default::default())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                sent.push((source, hash));
+            }
+            for (source, hash) in sent {
+                match p.recv_put().await {
+                    Ok(e) => {
+                        assert_eq!(e.hash, *hash.as_bytes(), "put_ok names another hash");
+                        model.lock().unwrap().insert(source, State::Stored(hash));
+                    }
+                    Err(_) => return,
+                }
+            }
         } else {
             let source = format!("f/{round}-{i}");
             let data = content(&mut rng);

@@ -11,16 +11,19 @@
 use std::sync::Arc;
 
 use ferry_backend::{
-    Backend, BackendError, BlobReader, Blobs, Changes, ChunkRef, Entry, Hash, Head, Index,
+    Backend, BackendError, BlobReader, Blobs, Changes, ChunkRef, Entry, Hash, Head, Index, Meta,
     Retention, Staged, Upload, UploadKey, check_by, check_source,
 };
 
-use crate::{Content, ResumableUpload, StagedBlob, Store, StoreError, StoreOptions};
+use crate::group::Group;
+use crate::{Content, ResumableUpload, SmallPut, StagedBlob, Store, StoreError, StoreOptions};
 
 /// [`Store`] as a [`Backend`]. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct LocalBackend {
     store: Arc<Store>,
+    /// Small puts waiting to be committed together ([`Backend::commit_small`]).
+    group: Arc<Group>,
 }
 
 impl LocalBackend {
@@ -36,7 +39,10 @@ impl LocalBackend {
 
     /// Wraps an open store (shared with other users of it, such as today's server).
     pub fn new(store: Arc<Store>) -> LocalBackend {
-        LocalBackend { store }
+        LocalBackend {
+            store,
+            group: Arc::default(),
+        }
     }
 
     /// The store underneath.
@@ -404,6 +410,40 @@ impl Backend for LocalBackend {
         check_by(by)?;
         let (source, by) = (source.to_owned(), by.to_owned());
         self.run(move |s| s.commit(&source, staged, &by, now)).await
+    }
+
+    /// Queued at once (not when first polled), so that puts made back to back share a
+    /// batch (group.rs, store/batch.rs).
+    fn commit_small(
+        &self,
+        source: String,
+        content: Vec<u8>,
+        expected: Hash,
+        meta: Meta,
+        by: String,
+        now: u64,
+    ) -> impl std::future::Future<Output = Result<Entry, BackendError>> + Send {
+        let queued = check_source(&source)
+            .and_then(|()| check_by(&by))
+            .map(|()| {
+                let put = SmallPut {
+                    source,
+                    content,
+                    expected,
+                    meta,
+                    by,
+                    now,
+                };
+                self.group.queue(&self.store, put)
+            });
+        async move {
+            match queued?.await {
+                Ok(result) => result.map_err(BackendError::from),
+                Err(_) => Err(BackendError::Other(
+                    "the group commit stopped before this put was committed".into(),
+                )),
+            }
+        }
     }
 
     async fn delete(&self, source: &str, by: &str, now: u64) -> Result<Option<u64>, BackendError> {

@@ -111,6 +111,7 @@
 mod backend;
 mod error;
 mod fsutil;
+mod group;
 mod record;
 mod store;
 mod writer;
@@ -118,5 +119,5 @@ mod writer;
 pub use backend::{LocalBackend, LocalReader, LocalUpload};
 pub use error::StoreError;
 pub use ferry_backend::{Change, Changes, Entry, Hash, Head, Meta, Usage, replica_wins};
-pub use store::{Content, ResumableUpload, Store, StoreOptions};
+pub use store::{Content, ResumableUpload, SmallPut, Store, StoreOptions};
 pub use writer::{BlobWriter, StagedBlob};

@@ -490,6 +490,22 @@ impl Store {
         now: u64,
     ) -> Result<(Entry, Vec<Hash>, u64), StoreError> {
         let txn = self.db.begin_write()?;
+        let (entry, freed, seq) =
+            self.commit_in(&txn, source, (hash, size, meta), composed, by, now)?;
+        txn.commit()?;
+        Ok((entry, freed, seq))
+    }
+
+    /// [`Store::commit_index`] inside the write transaction `txn`, which the caller commits.
+    fn commit_in(
+        &self,
+        txn: &WriteTransaction,
+        source: &str,
+        (hash, size, meta): (Hash, u64, Meta),
+        composed: Option<Composed>,
+        by: &str,
+        now: u64,
+    ) -> Result<(Entry, Vec<Hash>, u64), StoreError> {
         let (rec, mut freed, was_live) = {
             let mut current = txn.open_table(CURRENT)?;
             let mut versions = txn.open_table(VERSIONS)?;
@@ -526,12 +542,11 @@ impl Store {
                 // Already stored: the pack this delta brought is not needed.
                 freed.extend(c.pack);
             } else {
-                packs::add_content(&txn, &hash, &c.extents)?;
+                packs::add_content(txn, &hash, &c.extents)?;
             }
         }
-        packs::release_contents(&txn, &mut freed)?;
-        let seq = changes::append(&txn, source, &rec, self.keep_changes)?;
-        txn.commit()?;
+        packs::release_contents(txn, &mut freed)?;
+        let seq = changes::append(txn, source, &rec, self.keep_changes)?;
         Ok((rec.into_entry(source.to_owned()), freed, seq))
     }
 
@@ -755,6 +770,7 @@ fn prune_versions(
     Ok(())
 }
 
+mod batch;
 mod changes;
 mod content;
 mod packs;
@@ -765,10 +781,13 @@ mod usage;
 
 use usage::{USAGE, UsageTable};
 
+pub use batch::SmallPut;
 pub use content::Content;
 pub(crate) use packs::Extent;
 pub use uploads::ResumableUpload;
 
+#[cfg(test)]
+mod batch_tests;
 #[cfg(test)]
 mod delta_tests;
 #[cfg(test)]

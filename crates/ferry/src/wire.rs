@@ -30,12 +30,15 @@ pub const GATHER_LIMIT: usize = 16 * 1024;
 /// and the small data frame behind it (or an authentication message and the request behind
 /// it) travel as one TLS record in one write: with tokio-rustls every write to the stream is
 /// its own record and its own system call. Nothing gathered stays behind when the wire waits
-/// for the peer: a receive that would wait sends it first.
+/// for the peer: a receive that would wait sends it first (and flushes what was written
+/// without a flush), so an answer may be left gathered for the next one to join.
 pub struct Wire<S> {
     stream: S,
     limit: usize,
     /// Encoded frames not yet written to the stream.
     out: Vec<u8>,
+    /// Bytes were written to the stream since its last flush (the TLS layer may hold some).
+    unflushed: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
@@ -45,6 +48,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             stream,
             limit: frame::MAX_BODY_LEN,
             out: Vec::new(),
+            unflushed: false,
         }
     }
 
@@ -83,7 +87,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     ) -> Result<Incoming, Error> {
         let mut header = [0u8; HEADER_LEN];
         let mut have = 0;
-        if self.has_queued() {
+        if self.has_queued() || self.unflushed {
             // Take what has already arrived; if nothing has, the peer may be waiting for
             // what is gathered here: send it before waiting.
             have = match self.read_ready(&mut header).await {
@@ -234,6 +238,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             return Ok(());
         }
         self.write_out().await?;
+        self.unflushed = true;
         self.stream
             .write_all(framed)
             .await
@@ -244,6 +249,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     /// Writes the gathered frames to the stream (without flushing the stream).
     async fn write_out(&mut self) -> Result<(), Error> {
         if self.has_queued() {
+            self.unflushed = true;
             self.stream
                 .write_all(&self.out)
                 .await
@@ -261,6 +267,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     pub async fn flush(&mut self) -> Result<(), Error> {
         self.write_out().await?;
         self.stream.flush().await.map_err(Error::Connection)?;
+        self.unflushed = false;
         Ok(())
     }
 

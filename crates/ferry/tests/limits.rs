@@ -262,3 +262,45 @@ async fn puts_past_a_principals_quota_are_refused_until_it_deletes() {
     srv.stop().await;
     assert_eq!(panics(), 0);
 }
+
+/// Small puts sent ahead are committed while the server reads on (engine/put_small.rs), so
+/// the quota counts the ones not committed yet too: a burst stops exactly at the quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_small_puts_sent_ahead_stops_exactly_at_the_quota() {
+    for (quota, size, allowed) in [((0, 5), 10usize, 5usize), ((100, 0), 30, 3)] {
+        let srv = TestServer::start_with_config(with_limits(0, 0, 0, quota)).await;
+        let cred = srv.issue("w", "writer");
+        let mut c = Client::connect(&cred).await.unwrap();
+        let mut p = c.pipeline().await.unwrap();
+        const N: usize = 10;
+        for i in 0..N {
+            p.send_put_with(
+                &format!("burst/{i}"),
+                &vec![i as u8; size],
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        }
+        let mut stored = 0;
+        for i in 0..N {
+            match p.recv_put().await {
+                Ok(e) => {
+                    assert!(i < allowed, "put {i} stored past the quota {quota:?}");
+                    assert_eq!(e.size, size as u64);
+                    stored += 1;
+                }
+                Err(ferry::Error::QuotaExceeded(_)) => {
+                    assert!(i >= allowed, "put {i} refused inside the quota {quota:?}")
+                }
+                Err(e) => panic!("put {i}: {e:?}"),
+            }
+        }
+        drop(p);
+        assert_eq!(stored, allowed);
+        let listed = c.list("burst/").await.unwrap();
+        assert_eq!(listed.len(), allowed, "{quota:?}");
+        srv.stop().await;
+        assert_eq!(panics(), 0);
+    }
+}

@@ -28,7 +28,7 @@ fn stage_delta(store: &Store, key: &str, base: &[u8], new: &[u8]) -> StagedBlob 
 }
 
 /// Bytes and number of the files under `blobs/`.
-fn blob_usage(dir: &Path) -> (u64, usize) {
+pub(super) fn blob_usage(dir: &Path) -> (u64, usize) {
     let (mut bytes, mut files) = (0, 0);
     for sub in fs::read_dir(dir.join(BLOBS_DIR)).unwrap() {
         for f in fs::read_dir(sub.unwrap().path()).unwrap() {
@@ -39,7 +39,7 @@ fn blob_usage(dir: &Path) -> (u64, usize) {
     (bytes, files)
 }
 
-fn read_version(store: &Store, source: &str, version: u64) -> Vec<u8> {
+pub(super) fn read_version(store: &Store, source: &str, version: u64) -> Vec<u8> {
     let (_, mut content) = store.open_blob(source, Some(version)).unwrap().unwrap();
     let mut out = Vec::new();
     content.read_to_end(&mut out).unwrap();

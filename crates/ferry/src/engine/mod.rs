@@ -38,6 +38,7 @@ pub(crate) mod mesh;
 mod mesh_join;
 mod observe;
 mod put;
+pub(crate) mod put_small;
 pub(crate) mod rules;
 mod stat;
 mod versions;

@@ -77,9 +77,9 @@ struct Delta {
 }
 
 /// An upload as the server's metrics and limits see it.
-struct Counted {
-    metrics: Metrics,
-    started: Instant,
+pub(super) struct Counted {
+    pub(super) metrics: Metrics,
+    pub(super) started: Instant,
     _in_progress: InProgress,
     /// The principal's place among its transfers in progress.
     _slot: TransferSlot,
@@ -88,7 +88,7 @@ struct Counted {
 }
 
 impl Counted {
-    fn new(core: &Core, slot: TransferSlot) -> Self {
+    pub(super) fn new(core: &Core, slot: TransferSlot) -> Self {
         Self {
             metrics: core.metrics.clone(),
             started: Instant::now(),
@@ -100,10 +100,16 @@ impl Counted {
 }
 
 impl<B: ServerBackend> Engine<B> {
-    /// The refusal of one more version of `bytes` bytes by `by`, if it would take `by`'s
-    /// kept versions past `quota_bytes` or `quota_versions`. Counted before the new version
-    /// prunes any old one, so a principal at its quota frees room (deletes) before it puts.
-    async fn over_quota(&self, by: &str, bytes: u64) -> Result<Option<Refusal>, Error> {
+    /// The refusal of `versions` more versions of `bytes` bytes in all by `by`, if they
+    /// would take `by`'s kept versions past `quota_bytes` or `quota_versions`. Counted
+    /// before the new version prunes any old one, so a principal at its quota frees room
+    /// (deletes) before it puts.
+    pub(super) async fn over_quota(
+        &self,
+        by: &str,
+        bytes: u64,
+        versions: u64,
+    ) -> Result<Option<Refusal>, Error> {
         let limits = self.rules.get().limits.clone();
         if limits.quota_bytes == 0 && limits.quota_versions == 0 {
             return Ok(None);
@@ -111,8 +117,8 @@ impl<B: ServerBackend> Engine<B> {
         let used = self.backend.usage(Some(by)).await?;
         let over_bytes =
             limits.quota_bytes != 0 && used.bytes.saturating_add(bytes) > limits.quota_bytes;
-        let over_versions =
-            limits.quota_versions != 0 && used.versions.saturating_add(1) > limits.quota_versions;
+        let over_versions = limits.quota_versions != 0
+            && used.versions.saturating_add(versions) > limits.quota_versions;
         Ok((over_bytes || over_versions).then(|| {
             Refusal::new(
                 ErrorCode::QuotaExceeded,
@@ -127,7 +133,7 @@ impl<B: ServerBackend> Engine<B> {
 }
 
 /// The refusal of content larger than `max_upload_bytes`.
-fn too_large(max: u64) -> Refusal {
+pub(super) fn too_large(max: u64) -> Refusal {
     Refusal::new(
         ErrorCode::TooLarge,
         format!(
@@ -267,7 +273,7 @@ impl<B: ServerBackend> Engine<B> {
         if max != 0 && req.size.is_some_and(|s| s > max) {
             return Ok(Err(too_large(max)));
         }
-        if let Some(r) = self.over_quota(&p.name, req.size.unwrap_or(0)).await? {
+        if let Some(r) = self.over_quota(&p.name, req.size.unwrap_or(0), 1).await? {
             return Ok(Err(r));
         }
         let slot = or_refuse!(self.transfer_slot(p));
@@ -696,7 +702,7 @@ impl<B: ServerBackend> Upload<B> {
         // The quota again, now that the size is known (a put without `size`) and other puts
         // may have committed meanwhile. A resumable upload keeps its part for a later try.
         let over = engine
-            .over_quota(&by, end.size)
+            .over_quota(&by, end.size, 1)
             .await
             .map_err(|error| Failed {
                 answer: None,
@@ -759,7 +765,7 @@ fn base_gone() -> Refusal {
     )
 }
 
-fn mismatch() -> Refusal {
+pub(super) fn mismatch() -> Refusal {
     Refusal::new(
         ErrorCode::HashMismatch,
         "the data received does not match the announced size and hash",
@@ -781,7 +787,7 @@ fn writer_failed(name: &SourceName, result: Result<(), Error>) -> Failed {
 }
 
 /// The answer to an upload the server could not store: `no_space` when its storage is full.
-fn storage_refusal(full: bool) -> Refusal {
+pub(super) fn storage_refusal(full: bool) -> Refusal {
     if full {
         Refusal::new(
             ErrorCode::NoSpace,
@@ -793,7 +799,7 @@ fn storage_refusal(full: bool) -> Refusal {
 }
 
 /// Whether an error comes from storage that is full (`ENOSPC`, or `EDQUOT`: a quota).
-fn is_storage_full(e: &Error) -> bool {
+pub(super) fn is_storage_full(e: &Error) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     // Bounded by the length of the chain.
     while let Some(c) = cause {

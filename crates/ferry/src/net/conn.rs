@@ -14,12 +14,13 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 
+use super::owed::Owed;
 use crate::admission::Pending;
 use crate::engine::AUDIT;
 use crate::engine::authn::{AuthCtx, PasswordAttempt};
 use crate::engine::{Core, Engine, ServerBackend};
 use crate::metrics::Refused;
-use crate::wire::{PRE_AUTH_LIMIT, Wire};
+use crate::wire::{Incoming, PRE_AUTH_LIMIT, Wire};
 use crate::{Error, tls};
 
 /// A fatal TLS alert `no_application_protocol` (RFC 8446 §6, RFC 7301 §3.2) as a plaintext
@@ -157,24 +158,49 @@ pub(crate) async fn serve_connection<B: ServerBackend>(
         return Ok(());
     };
     wire.set_limit(ferry_proto::frame::MAX_BODY_LEN);
+    let mut owed = Owed::default();
     loop {
-        let msg = tokio::select! {
-            r = tokio::time::timeout(engine.limits.idle_timeout, wire.recv_message()) => match r {
-                Ok(r) => r?,
-                Err(_) => return Err(Error::Timeout("the next request")),
-            },
-            _ = stop.changed() => {
-                // Said before closing, so the client's next request reads why the
-                // connection ended rather than a bare close.
-                let _ = wire
-                    .send(&Message::Error(ErrorMsg {
-                        code: ErrorCode::ShuttingDown,
-                        message: "the server is shutting down; try again shortly".into(),
-                    }))
-                    .await;
-                break;
+        let msg = if owed.is_empty() {
+            tokio::select! {
+                r = tokio::time::timeout(engine.limits.idle_timeout, wire.recv_message()) => match r {
+                    Ok(r) => r?,
+                    Err(_) => return Err(Error::Timeout("the next request")),
+                },
+                _ = stop.changed() => {
+                    // Said before closing, so the client's next request reads why the
+                    // connection ended rather than a bare close.
+                    let _ = wire
+                        .send(&Message::Error(ErrorMsg {
+                            code: ErrorCode::ShuttingDown,
+                            message: "the server is shutting down; try again shortly".into(),
+                        }))
+                        .await;
+                    break;
+                }
+            }
+        } else {
+            // Small puts are being committed: read on only while the client has sent more;
+            // once it waits, it waits for their answers.
+            let ready = tokio::time::timeout(engine.limits.idle_timeout, wire.recv_if_ready())
+                .await
+                .map_err(|_| Error::Timeout("the next request"))??;
+            match ready {
+                Some(Incoming::Message(msg)) => msg,
+                Some(Incoming::Data(_)) => {
+                    return Err(Error::Protocol("unexpected data frame".into()));
+                }
+                None => {
+                    owed.settle(&mut wire).await?;
+                    continue;
+                }
             }
         };
+        // A small put goes on while earlier ones commit; anything else is answered after
+        // them.
+        let small = matches!(&msg, Message::Put(req) if super::data::is_small(req));
+        if !small {
+            owed.settle(&mut wire).await?;
+        }
         if let Message::Logout(_) = msg {
             if let Some(id) = session {
                 engine.end_session(id).await?;
@@ -192,10 +218,17 @@ pub(crate) async fn serve_connection<B: ServerBackend>(
         }
         if !engine.still_valid(&principal).await? {
             tracing::info!("{} is no longer authorised; closing", principal.name);
+            owed.settle(&mut wire).await?;
             wire.send(&Message::AuthFailed(Default::default())).await?;
             break;
         }
         match msg {
+            Message::Put(req) if small => {
+                if !owed.has_room(req.size.unwrap_or(0)) {
+                    owed.settle(&mut wire).await?;
+                }
+                super::data::put_small(engine, &mut wire, &principal, req, &mut owed).await?;
+            }
             Message::PasswordChangeStart(req) => {
                 let ended = super::account::change_password(
                     engine,

@@ -11,6 +11,7 @@ use ferry_store::Entry;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use super::owed::Owed;
 use crate::Error;
 use crate::buf::Spares;
 use crate::engine::{Body, Failed, GetReply, TooMuch, Upload};
@@ -25,7 +26,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Message {
     })
 }
 
-fn to_wire(e: Entry) -> message::Entry {
+pub(crate) fn to_wire(e: Entry) -> message::Entry {
     message::Entry {
         source: e.source,
         version: e.version,
@@ -209,6 +210,83 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
     }
 }
 
+/// Whether `req` is a small streamed put (PROTOCOL.md §5.2): its content is gathered whole
+/// and committed while the connection reads on ([`put_small`]).
+pub(crate) fn is_small(req: &Put) -> bool {
+    req.streamed
+        && req.hash.is_none()
+        && req.chunks.is_none()
+        && req.offset == 0
+        && req.size.is_some_and(|s| s <= crate::STREAMED_MAX)
+}
+
+/// Handles a small streamed put ([`is_small`]): its `put_ready` and, once committed, its
+/// answer are owed in turn in `owed`; the connection goes on to the next request while the
+/// commit runs (engine/put_small.rs). An `Err` means the connection must close.
+pub(crate) async fn put_small<'a, S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
+    engine: &'a Engine<B>,
+    wire: &mut Wire<S>,
+    p: &Principal,
+    req: Put,
+    owed: &mut Owed<'a>,
+) -> Result<(), Error> {
+    let put = match engine.put_small(p, &req, owed.in_flight()).await? {
+        Ok(put) => put,
+        Err(r) => {
+            // The content is on its way already: drop it, then answer in turn.
+            let size = req.size.unwrap_or(0);
+            let mut dropped = 0u64;
+            // Bounded: every frame comes within the transfer deadline, and at most `size`
+            // bytes.
+            while let Ok(buf) = upload_frame(engine, wire, None).await? {
+                dropped += buf.len() as u64;
+                if dropped > size {
+                    return too_much(wire, owed).await;
+                }
+            }
+            owed.now(refusal(r));
+            return Ok(());
+        }
+    };
+    owed.now(Message::PutReady(PutReady {
+        offset: 0,
+        need: None,
+    }));
+    let size = put.size();
+    // At most STREAMED_MAX bytes (is_small).
+    let mut body: Vec<u8> = Vec::new();
+    // Bounded: every frame comes within the transfer deadline, and at most `size` bytes.
+    let end = loop {
+        match upload_frame(engine, wire, None).await? {
+            Ok(buf) => {
+                if (body.len() + buf.len()) as u64 > size {
+                    return too_much(wire, owed).await;
+                }
+                if body.is_empty() {
+                    body = buf;
+                } else {
+                    body.extend_from_slice(&buf);
+                }
+            }
+            Err(end) => break end,
+        }
+    };
+    owed.later(engine.commit_small(put, body, end), size);
+    Ok(())
+}
+
+/// A streamed put sent more than its size: the answers owed, then the refusal, and the
+/// connection closes (as for any upload).
+async fn too_much<S: AsyncRead + AsyncWrite + Unpin>(
+    wire: &mut Wire<S>,
+    owed: &mut Owed<'_>,
+) -> Result<(), Error> {
+    owed.settle(wire).await?;
+    wire.send(&error(ErrorCode::BadRequest, "more data than announced"))
+        .await?;
+    Err(Error::Protocol("upload exceeded its size".into()))
+}
+
 /// Receives a put's data frames into `upload` until `put_end` (`Some`) or until the writer
 /// stops (`None`; its error is reported by `finish`). `Err`: the connection must close.
 async fn receive_body<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
@@ -316,7 +394,9 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
     let deadline = engine.limits.transfer_timeout;
     let reader = match body {
         Body::Small(mut chunk) => {
-            // The answer and the data leave together: one TLS record, one write.
+            // The answer and the data leave together: one TLS record, one write. Not
+            // flushed: the answers to gets sent ahead gather into one write, and the wire
+            // flushes before it waits for the client (Wire::recv).
             wire.queue(&ok).await?;
             let len = chunk.len() as u64;
             if len > 0 {
@@ -324,9 +404,6 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin, B: ServerBackend>(
                     .await
                     .map_err(|_| Error::Timeout("the client to read"))??;
             }
-            tokio::time::timeout(deadline, wire.flush())
-                .await
-                .map_err(|_| Error::Timeout("the client to read"))??;
             engine.metrics.sent(len);
             engine.metrics.transfer("get", started.elapsed());
             return Ok(());
