@@ -90,6 +90,15 @@ fn three_peers_share_puts_deletes_and_concurrent_writes() {
         b.log(),
         c.log()
     );
+    // The version's metadata (the file's modification time) travels with it.
+    let mtime = |p: &Peer, cred: &std::path::Path| {
+        let out = p.with(cred, &["stat", "docs/report", "--json"]).ok();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["mtime"].clone()
+    };
+    let on_a = mtime(&a, &wa);
+    assert!(on_a.as_u64().is_some_and(|t| t > 0), "{on_a}");
+    assert_eq!(mtime(&b, &wb), on_a);
+    assert_eq!(mtime(&c, &wc), on_a);
 
     // A new version from another peer replaces it everywhere.
     let v2 = noise(5000, 2);
