@@ -311,11 +311,8 @@ fn the_empty_read_rule_is_decided_by_terminal_and_flag() {
     let st = Setup::new();
     // Runs `ferry put` with a terminal as its standard input; `typed` is what is typed.
     let in_pty = |extra: &str, typed: &[u8]| {
-        let cmd = format!("{} put tty/x --cred {} {extra}", common::BIN, s(&st.writer));
-        let mut c = Command::new("script");
-        c.args(["-qec", &cmd, "/dev/null"]);
-        st.env.apply(&mut c);
-        common::run(c, Some(typed.to_vec()), common::SHORT)
+        let args = format!("put tty/x --cred {} {extra}", s(&st.writer));
+        common::in_pty(&st.env, &args, typed).unwrap()
     };
     // Ctrl-D at once: nothing stored, exit 2, and the hint was shown.
     let out = in_pty("", b"\x04");

@@ -67,25 +67,11 @@ fn put_get_ls_stat_rm_via_http() {
     assert!(out.stderr.contains("not found"), "{}", out.stderr);
     // From a terminal (a pseudo-terminal, when util-linux `script` is there): the hint, an
     // empty read refused, typed text stored; as without --via http.
-    if std::process::Command::new("script")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped the terminal part: util-linux `script` is not installed");
+    let args = format!("put tty/x --via http --http-url {url} --cred {alice}");
+    let in_pty = |typed: &[u8]| common::in_pty(&env, &args, typed);
+    let Some(out) = in_pty(b"\x04") else {
         return;
-    }
-    let in_pty = |typed: &[u8]| {
-        let cmd = format!(
-            "{} put tty/x --via http --http-url {url} --cred {alice}",
-            common::BIN
-        );
-        let mut c = std::process::Command::new("script");
-        c.args(["-qec", &cmd, "/dev/null"]);
-        env.apply(&mut c);
-        common::run(c, Some(typed.to_vec()), common::SHORT)
     };
-    let out = in_pty(b"\x04");
     let shown = out.text();
     assert_eq!(out.code, 2, "{shown}");
     assert!(
@@ -94,7 +80,7 @@ fn put_get_ls_stat_rm_via_http() {
     );
     assert!(shown.contains("--allow-empty"), "{shown}");
     assert_ne!(run(&env, &via(&["stat", "tty/x"])).code, 0);
-    let out = in_pty(b"typed over http\n\x04");
+    let out = in_pty(b"typed over http\n\x04").unwrap();
     assert_eq!(out.code, 0, "{}", out.text());
     let out = run(&env, &via(&["get", "tty/x"])).ok();
     assert_eq!(out.stdout, b"typed over http\n");

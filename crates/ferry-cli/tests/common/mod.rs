@@ -119,6 +119,21 @@ pub fn issue_args<'a>(name: &'a str, role: &'a str, addr: &'a str, path: &'a Pat
 
 /// Runs `cmd` to completion, killing it and failing the test if it takes longer than
 /// `timeout`.
+/// Runs `ferry ARGS` (`args`: the arguments as one shell line) with a pseudo-terminal as its
+/// standard input, where `typed` is typed, through util-linux `script`; `None` (after saying
+/// so) where `script` is not installed.
+#[allow(dead_code)]
+pub fn in_pty(env: &Env, args: &str, typed: &[u8]) -> Option<Out> {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed, so no pseudo-terminal");
+        return None;
+    }
+    let mut c = Command::new("script");
+    c.args(["-qec", &format!("{BIN} {args}"), "/dev/null"]);
+    env.apply(&mut c);
+    Some(run(c, Some(typed.to_vec()), SHORT))
+}
+
 pub fn run(mut cmd: Command, input: Option<Vec<u8>>, timeout: Duration) -> Out {
     cmd.stdin(if input.is_some() {
         Stdio::piped()
