@@ -209,8 +209,9 @@ impl ServerDir {
         keys.credential(name, record)
     }
 
-    /// What issuing a credential needs from the folder, read before anything is recorded. `local`: the caller writes the folder's files, which
-    /// `ferry.toml` must then name as the accounts backend.
+    /// What issuing a credential needs from the folder, read before anything is recorded.
+    /// `local`: the caller writes the folder's files, which `ferry.toml` must then name as
+    /// the accounts backend.
     fn issuing(&self, server: Option<&str>, local: bool) -> Result<Issuing, Error> {
         let master = self.master_key()?;
         let identity = self.identity()?;
@@ -484,6 +485,50 @@ mod tests {
             sd.revoke_client("alice").unwrap(),
             "revoked again: it exists"
         );
+    }
+
+    #[test]
+    fn a_folder_whose_accounts_are_elsewhere_refuses_its_file_writers() {
+        use crate::config::UrlSource;
+        let dir = tempfile::tempdir().unwrap();
+        let sd = ServerDir::new(dir.path().join("srv"));
+        let backend = BackendConfig {
+            accounts: AccountsBackend::Postgres,
+            url: Some(UrlSource::Env("FERRY_PG_URL".into())),
+        };
+        sd.init_with(&backend).unwrap();
+        assert_eq!(sd.config().unwrap().backend, backend);
+        assert!(sd.file("opaque.key").exists(), "made at init, for copies");
+        let attrs: BTreeMap<_, _> = [("role".to_owned(), "writer".to_owned())].into();
+        let refusals = [
+            sd.issue_client("a", attrs.clone(), Some("h:1"), 5)
+                .unwrap_err(),
+            sd.invite_user("u", attrs, Some("h:1"), 60, 5).unwrap_err(),
+            sd.remove_user("u").unwrap_err(),
+            sd.revoke_session("00").unwrap_err(),
+            sd.revoke_client("a").unwrap_err(),
+        ];
+        for e in refusals {
+            assert!(e.to_string().contains("in postgres"), "{e}");
+        }
+        // A server built without the accounts ferry.toml names refuses to start.
+        let e = crate::Server::open(&sd).unwrap_err().to_string();
+        assert!(e.contains("ServerBuilder::accounts"), "{e}");
+        for f in [
+            "clients.toml",
+            "users.toml",
+            "invites.toml",
+            "sessions.toml",
+        ] {
+            assert!(!sd.file(f).exists(), "{f}");
+        }
+        // An existing ferry.toml with another [backend] is not silently kept.
+        let other = ServerDir::new(dir.path().join("other"));
+        std::fs::create_dir(other.path()).unwrap();
+        std::fs::write(other.file("ferry.toml"), "").unwrap();
+        let e = other.init_with(&backend).unwrap_err().to_string();
+        assert!(e.contains("another [backend]"), "{e}");
+        assert!(!other.file("master.key").exists());
     }
 
     #[test]
