@@ -96,6 +96,10 @@ impl Accounts for MemoryBackend {
         Ok(self.state().invites.invites.get(name).cloned())
     }
 
+    async fn invites(&self) -> Result<Vec<(String, InviteEntry)>> {
+        Ok(self.state().invites.invites.clone().into_iter().collect())
+    }
+
     async fn create_invite(
         &self,
         name: &str,
@@ -134,6 +138,10 @@ impl Accounts for MemoryBackend {
 
     async fn session(&self, id: &str) -> Result<Option<SessionEntry>> {
         Ok(self.state().sessions.sessions.get(id).cloned())
+    }
+
+    async fn sessions(&self) -> Result<Vec<(String, SessionEntry)>> {
+        Ok(self.state().sessions.sessions.clone().into_iter().collect())
     }
 
     async fn put_session(&self, id: &str, entry: SessionEntry, now: u64) -> Result<()> {

@@ -6,10 +6,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
+use ferry::config::{AccountsBackend, BackendConfig, UrlSource};
 use ferry::{ServerDir, fsutil};
 use serde_json::json;
 
-use crate::cli::{ClientCommand, ClientListArgs, DirArg, IssueArgs, RevokeArgs};
+use crate::cli::{
+    BackendArg, ClientCommand, ClientListArgs, DirArg, InitArgs, IssueArgs, RevokeArgs,
+};
 use crate::exit::{self, Failure, NOT_FOUND};
 use crate::output::{self, note};
 
@@ -24,10 +27,47 @@ pub fn server_dir(arg: &DirArg) -> anyhow::Result<ServerDir> {
     Ok(ServerDir::new(data.join("ferry")))
 }
 
+/// The `[backend]` section `ferry init` is asked to write.
+fn init_backend(a: &InitArgs) -> anyhow::Result<BackendConfig> {
+    let url = match (a.backend, &a.url_env, &a.url_file) {
+        (BackendArg::Local, None, None) => None,
+        (BackendArg::Local, _, _) => bail!(exit::bad_input(
+            "--url-env and --url-file go with --backend postgres"
+        )),
+        (BackendArg::Postgres, Some(name), None) => Some(UrlSource::Env(name.clone())),
+        (BackendArg::Postgres, None, Some(file)) => Some(UrlSource::File(
+            std::path::absolute(file).with_context(|| format!("{}", file.display()))?,
+        )),
+        (BackendArg::Postgres, None, None) => Some(UrlSource::Env("FERRY_PG_URL".to_owned())),
+        (BackendArg::Postgres, Some(_), Some(_)) => {
+            bail!(exit::bad_input(
+                "--url-env and --url-file do not go together"
+            ))
+        }
+    };
+    let backend = BackendConfig {
+        accounts: match a.backend {
+            BackendArg::Local => AccountsBackend::Local,
+            BackendArg::Postgres => AccountsBackend::Postgres,
+        },
+        url,
+    };
+    // What is written must read back the same (a variable name that is not one is refused).
+    let text = ferry::config::DEFAULT_CONFIG.to_owned() + &backend.section().unwrap_or_default();
+    match ferry::config::Config::parse(&text) {
+        Ok(c) if c.backend == backend => Ok(backend),
+        Ok(_) => bail!(exit::bad_input(
+            "--url-file: the path cannot be written in ferry.toml"
+        )),
+        Err(e) => bail!(exit::bad_input(e.to_string())),
+    }
+}
+
 /// `ferry init`.
-pub fn init(arg: &DirArg) -> anyhow::Result<()> {
-    let dir = server_dir(arg)?;
-    let id = dir.init()?;
+pub fn init(a: &InitArgs) -> anyhow::Result<()> {
+    let backend = init_backend(a)?;
+    let dir = server_dir(&a.dir)?;
+    let id = dir.init_with(&backend)?;
     if output::json() {
         output::json_line(
             &json!({"server_id": id.to_string(), "dir": dir.path().to_string_lossy()}),
@@ -45,15 +85,31 @@ pub fn init(arg: &DirArg) -> anyhow::Result<()> {
     note!("  ferry serve --dir {d}");
     note!("  ferry client issue NAME --role writer --server HOST:7443 --dir {d}");
     note!("  (or set address = \"HOST:7443\" in ferry.toml, the address clients reach it at)");
+    if backend.accounts != AccountsBackend::Local {
+        let from = match &backend.url {
+            Some(UrlSource::File(p)) => format!("the file {} (mode 0600)", p.display()),
+            Some(UrlSource::Env(name)) => format!("the environment variable {name}"),
+            None => "nowhere".to_owned(),
+        };
+        note!(
+            "the account data lives in {} (ferry.toml's [backend]); serve and the account \
+             commands read its URL from {from}",
+            backend.accounts.name()
+        );
+        note!(
+            "every instance needs this folder's master.key, identity.key, identity.crt, \
+             opaque.key and ferry.toml: copy them (keeping mode 0600), see docs/SCALING.md"
+        );
+    }
     Ok(())
 }
 
-/// `ferry client ...`.
-pub fn client(cmd: &ClientCommand) -> anyhow::Result<()> {
+/// `ferry client ...`: the client records in the accounts backend `ferry.toml` names.
+pub async fn client(cmd: &ClientCommand) -> anyhow::Result<()> {
     match cmd {
-        ClientCommand::Issue(a) => issue(a),
-        ClientCommand::Revoke(a) => revoke(a),
-        ClientCommand::List(a) => list(a),
+        ClientCommand::Issue(a) => issue(a).await,
+        ClientCommand::Revoke(a) => revoke(a).await,
+        ClientCommand::List(a) => list(a).await,
     }
 }
 
@@ -70,7 +126,7 @@ pub fn need_address(dir: &ServerDir, given: Option<&str>, what: &str) -> anyhow:
     )))
 }
 
-fn issue(a: &IssueArgs) -> anyhow::Result<()> {
+async fn issue(a: &IssueArgs) -> anyhow::Result<()> {
     let dir = server_dir(&a.dir)?;
     ferry::proto::names::validate_client_name(&a.name)?;
     let mut attrs = BTreeMap::from([("role".to_owned(), a.role.clone())]);
@@ -106,11 +162,20 @@ fn issue(a: &IssueArgs) -> anyhow::Result<()> {
             known.join(", ")
         )));
     }
-    let previous = dir.registry()?.clients.get(&a.name).cloned();
     if let Some(url) = &a.http_url {
         ferry::HttpClient::check_url(url).map_err(|e| exit::bad_input(e.to_string()))?;
     }
-    let mut cred = dir.issue_client(&a.name, attrs, a.server.as_deref(), output::now())?;
+    let accounts = crate::backend::for_command(&dir).await?;
+    let previous = accounts.client(&a.name).await?;
+    let mut cred = dir
+        .issue_client_in(
+            &*accounts,
+            &a.name,
+            attrs,
+            a.server.as_deref(),
+            output::now(),
+        )
+        .await?;
     cred.http_url = a.http_url.clone();
     // The HTTP front's sealing key is pinned with its URL (`--via http --seal`).
     if a.http_url.is_some() {
@@ -204,9 +269,12 @@ pub fn check_writable(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn revoke(a: &RevokeArgs) -> anyhow::Result<()> {
+async fn revoke(a: &RevokeArgs) -> anyhow::Result<()> {
     let dir = server_dir(&a.dir)?;
-    if !dir.revoke_client(&a.name)? {
+    let accounts = crate::backend::for_command(&dir).await?;
+    // Revoking again changes nothing, but the client exists.
+    let known = accounts.revoke_client(&a.name).await? || accounts.client(&a.name).await?.is_some();
+    if !known {
         return Err(Failure::new(NOT_FOUND, format!("no client named '{}'", a.name)).into());
     }
     output::result(
@@ -220,13 +288,12 @@ fn revoke(a: &RevokeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn list(a: &ClientListArgs) -> anyhow::Result<()> {
+async fn list(a: &ClientListArgs) -> anyhow::Result<()> {
     let dir = server_dir(&a.dir)?;
-    let reg = dir.registry()?;
+    let clients = crate::backend::for_command(&dir).await?.clients().await?;
     let status = |revoked: bool| if revoked { "revoked" } else { "active" };
     if output::json() {
-        let items: Vec<_> = reg
-            .clients
+        let items: Vec<_> = clients
             .iter()
             .map(|(name, c)| {
                 let mut others = c.attributes.clone();
@@ -244,7 +311,7 @@ fn list(a: &ClientListArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(());
     }
-    if reg.clients.is_empty() {
+    if clients.is_empty() {
         note!("no clients issued yet; issue one with: ferry client issue NAME --role ROLE");
         return Ok(());
     }
@@ -253,7 +320,7 @@ fn list(a: &ClientListArgs) -> anyhow::Result<()> {
             .map(str::to_owned)
             .to_vec(),
     ];
-    for (name, c) in &reg.clients {
+    for (name, c) in &clients {
         let others: Vec<String> = c
             .attributes
             .iter()

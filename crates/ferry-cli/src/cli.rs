@@ -118,7 +118,7 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Create a new server folder (master key, TLS identity, configuration) and print its
     /// server ID.
-    Init(DirArg),
+    Init(InitArgs),
     /// Run the server until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
     /// Issue, revoke and list client credentials (run on the server's machine).
@@ -214,6 +214,37 @@ pub struct DirArg {
     /// Server folder [default: $FERRY_DIR, else the per-user data folder's "ferry"].
     #[arg(long, value_name = "DIR", env = "FERRY_DIR", hide_env = true)]
     pub dir: Option<PathBuf>,
+}
+
+/// `ferry init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The server folder.
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Where the account data (clients, users, invites, sessions, failed logins) lives: this
+    /// folder's files, or a PostgreSQL database that several `ferry serve` instances share
+    /// (written to ferry.toml's [backend]; see docs/SCALING.md).
+    #[arg(long, value_enum, default_value_t = BackendArg::Local)]
+    pub backend: BackendArg,
+    /// With --backend postgres: the environment variable that holds the database URL
+    /// (postgres://user:password@host:port/dbname) for serve and the account commands
+    /// [default: FERRY_PG_URL].
+    #[arg(long, value_name = "NAME")]
+    pub url_env: Option<String>,
+    /// With --backend postgres: a file that holds the database URL, readable by its owner
+    /// only (mode 0600), instead of an environment variable.
+    #[arg(long, value_name = "FILE")]
+    pub url_file: Option<PathBuf>,
+}
+
+/// Where `ferry init --backend` keeps the account data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    /// The server folder's files (one server).
+    Local,
+    /// A PostgreSQL database, shared by every instance that names it.
+    Postgres,
 }
 
 /// `ferry serve`.

@@ -6,6 +6,7 @@
 
 mod account;
 mod admin;
+mod backend;
 mod cli;
 mod credential;
 mod demo;
@@ -111,7 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Init(a) => admin::init(&a),
-        Command::Client(c) => admin::client(&c),
+        Command::Client(c) => block_on(admin::client(&c)),
         Command::Serve(a) => block_on(serve::serve(&a)),
         Command::Put(a) if a.via.via == Via::Http => block_on(interruptible(http::put(&a))),
         Command::Get(a) if a.via.via == Via::Http => block_on(interruptible(http::get(&a))),
@@ -126,8 +127,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stat(a) => block_on(transfer::stat(&a)),
         Command::Rm(a) => block_on(transfer::rm(&a)),
         Command::Watch(a) => block_on(watch::watch(&a)),
-        Command::User(c) => users::user(&c),
-        Command::Session(c) => users::session(&c),
+        Command::User(c) => block_on(users::user(&c)),
+        Command::Session(c) => block_on(users::session(&c)),
         Command::Register(a) => block_on(account::register(&a)),
         Command::Login(a) => block_on(account::login(&a)),
         Command::Logout => block_on(account::logout()),

@@ -70,7 +70,11 @@ pub async fn start_metrics(
 pub async fn serve(a: &ServeArgs) -> anyhow::Result<()> {
     let dir = server_dir(&a.dir)?;
     let id = dir.identity()?.server_id();
-    let server = Server::open(&dir)?;
+    let config = dir.config()?;
+    // The account data where ferry.toml's [backend] says: the folder's files, or a database
+    // the account commands and every other instance use too.
+    let accounts = crate::backend::open(&dir, &config, crate::backend::SERVE_CONNECTIONS).await?;
+    let server = Server::builder(&dir).dyn_accounts(accounts).build()?;
     let listen = a
         .listen
         .clone()
@@ -92,6 +96,7 @@ pub async fn serve(a: &ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("server ID {id}");
     tracing::info!("folder {}", dir.path().display());
+    tracing::info!("account data: {}", config.backend.accounts.name());
     bound.run(shutdown).await?;
     let _ = stop_metrics.send(true);
     reloads.abort();

@@ -6,7 +6,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use ferry::fsutil;
+use ferry::backend::accounts::DynAccounts;
+use ferry::{ServerDir, fsutil};
 use serde_json::json;
 
 use crate::admin::{check_writable, quote, server_dir};
@@ -17,25 +18,25 @@ use crate::cli::{
 use crate::exit::{self, Failure, NOT_FOUND};
 use crate::output::{self, note};
 
-/// `ferry user ...`.
-pub fn user(cmd: &UserCommand) -> anyhow::Result<()> {
+/// `ferry user ...`: users and invites in the accounts backend `ferry.toml` names.
+pub async fn user(cmd: &UserCommand) -> anyhow::Result<()> {
     match cmd {
-        UserCommand::Invite(a) => invite(a),
-        UserCommand::List(a) => list(a),
-        UserCommand::Remove(a) => remove(a),
-        UserCommand::Reset(a) => reset(a),
+        UserCommand::Invite(a) => invite(a).await,
+        UserCommand::List(a) => list(a).await,
+        UserCommand::Remove(a) => remove(a).await,
+        UserCommand::Reset(a) => reset(a).await,
     }
 }
 
-/// `ferry session ...`.
-pub fn session(cmd: &SessionCommand) -> anyhow::Result<()> {
+/// `ferry session ...`: sessions in the accounts backend `ferry.toml` names.
+pub async fn session(cmd: &SessionCommand) -> anyhow::Result<()> {
     match cmd {
-        SessionCommand::List(a) => session_list(a),
-        SessionCommand::Revoke(a) => session_revoke(a),
+        SessionCommand::List(a) => session_list(a).await,
+        SessionCommand::Revoke(a) => session_revoke(a).await,
     }
 }
 
-fn invite(a: &InviteArgs) -> anyhow::Result<()> {
+async fn invite(a: &InviteArgs) -> anyhow::Result<()> {
     ferry::proto::names::validate_client_name(&a.name)?;
     let mut attrs = BTreeMap::from([("role".to_owned(), a.role.clone())]);
     for (k, v) in &a.attrs {
@@ -48,8 +49,10 @@ fn invite(a: &InviteArgs) -> anyhow::Result<()> {
             bail!(exit::bad_input(format!("--attr {k}=... is given twice")));
         }
     }
-    let existing = server_dir(&a.out.dir)?.users()?.users.contains_key(&a.name);
-    write_invite(&a.name, attrs, &a.out)?;
+    let dir = server_dir(&a.out.dir)?;
+    let accounts = crate::backend::for_command(&dir).await?;
+    let existing = accounts.user(&a.name).await?.is_some();
+    write_invite(&dir, &*accounts, &a.name, attrs, &a.out).await?;
     if existing {
         note!(
             "note: {} had a password: it is removed, and its sessions and password connections ended now (also on a running server); the user logs in again once this invite is registered",
@@ -59,31 +62,36 @@ fn invite(a: &InviteArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates an invite and writes it where `out` says; tells on stderr what was written.
-fn write_invite(
+/// Creates an invite in `accounts` and writes it where `out` says; tells on stderr what
+/// was written.
+async fn write_invite(
+    dir: &ServerDir,
+    accounts: &dyn DynAccounts,
     name: &str,
     attrs: BTreeMap<String, String>,
     out: &InviteOut,
 ) -> anyhow::Result<()> {
-    let dir = server_dir(&out.dir)?;
     let role = attrs.get("role").cloned().unwrap_or_default();
     let path = match &out.out {
         Some(p) if p.as_os_str() == "-" => None,
         Some(p) => Some(p.clone()),
         None => Some(PathBuf::from(format!("{name}.invite"))),
     };
-    crate::admin::need_address(&dir, out.server.as_deref(), "invite")?;
+    crate::admin::need_address(dir, out.server.as_deref(), "invite")?;
     if let Some(p) = &path {
         check_writable(p)?;
     }
     let role_known = dir.config()?.roles.contains_key(&role);
-    let invite = dir.invite_user(
-        name,
-        attrs,
-        out.server.as_deref(),
-        out.expires,
-        output::now(),
-    )?;
+    let invite = dir
+        .invite_user_in(
+            accounts,
+            name,
+            attrs,
+            out.server.as_deref(),
+            out.expires,
+            output::now(),
+        )
+        .await?;
     let until = crate::account::invite_expiry(&invite).map_or_else(|| "?".into(), output::time);
     let text = invite.to_toml();
     match &path {
@@ -122,10 +130,11 @@ fn write_invite(
     Ok(())
 }
 
-fn list(a: &ClientListArgs) -> anyhow::Result<()> {
+async fn list(a: &ClientListArgs) -> anyhow::Result<()> {
     let dir = server_dir(&a.dir)?;
-    let users = dir.users()?;
-    let invites = dir.invites()?;
+    let accounts = crate::backend::for_command(&dir).await?;
+    let users = accounts.users().await?;
+    let invites = accounts.invites().await?;
     let now = output::now();
     let invite_status = |spent: bool, expires: u64| {
         if spent {
@@ -143,7 +152,6 @@ fn list(a: &ClientListArgs) -> anyhow::Result<()> {
     };
     if output::json() {
         let users: Vec<_> = users
-            .users
             .iter()
             .map(|(name, u)| {
                 let (role, others) = split(&u.attributes);
@@ -157,7 +165,6 @@ fn list(a: &ClientListArgs) -> anyhow::Result<()> {
             })
             .collect();
         let invites: Vec<_> = invites
-            .invites
             .iter()
             .map(|(name, i)| {
                 let (role, others) = split(&i.attributes);
@@ -188,7 +195,7 @@ fn list(a: &ClientListArgs) -> anyhow::Result<()> {
                 .join(",")
         }
     };
-    if users.users.is_empty() {
+    if users.is_empty() {
         note!("no users yet; invite one with: ferry user invite NAME --role ROLE");
     } else {
         let mut rows = vec![
@@ -202,7 +209,7 @@ fn list(a: &ClientListArgs) -> anyhow::Result<()> {
             .map(str::to_owned)
             .to_vec(),
         ];
-        for (name, u) in &users.users {
+        for (name, u) in &users {
             let (role, others) = split(&u.attributes);
             rows.push(vec![
                 name.clone(),
@@ -214,8 +221,8 @@ fn list(a: &ClientListArgs) -> anyhow::Result<()> {
         }
         print!("{}", output::table(&rows, &[]));
     }
-    if !invites.invites.is_empty() {
-        if !users.users.is_empty() {
+    if !invites.is_empty() {
+        if !users.is_empty() {
             println!();
         }
         let mut rows = vec![
@@ -223,7 +230,7 @@ fn list(a: &ClientListArgs) -> anyhow::Result<()> {
                 .map(str::to_owned)
                 .to_vec(),
         ];
-        for (name, i) in &invites.invites {
+        for (name, i) in &invites {
             let (role, others) = split(&i.attributes);
             rows.push(vec![
                 name.clone(),
@@ -238,10 +245,11 @@ fn list(a: &ClientListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn remove(a: &UserNameArgs) -> anyhow::Result<()> {
+async fn remove(a: &UserNameArgs) -> anyhow::Result<()> {
     let dir = server_dir(&a.dir)?;
-    let had_invite = dir.invites()?.invites.contains_key(&a.name);
-    if !dir.remove_user(&a.name)? {
+    let accounts = crate::backend::for_command(&dir).await?;
+    let had_invite = accounts.invite(&a.name).await?.is_some();
+    if !accounts.remove_user(&a.name).await? {
         let mut msg = format!("no user named '{}'", a.name);
         if had_invite {
             msg.push_str(" (its invite was withdrawn)");
@@ -259,9 +267,10 @@ fn remove(a: &UserNameArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn reset(a: &ResetArgs) -> anyhow::Result<()> {
+async fn reset(a: &ResetArgs) -> anyhow::Result<()> {
     let dir = server_dir(&a.out.dir)?;
-    let Some(user) = dir.users()?.users.get(&a.name).cloned() else {
+    let accounts = crate::backend::for_command(&dir).await?;
+    let Some(user) = accounts.user(&a.name).await? else {
         return Err(Failure::new(NOT_FOUND, format!("no user named '{}'", a.name)).into());
     };
     // Check the destination first: removing the user and then failing to write the invite
@@ -271,19 +280,19 @@ fn reset(a: &ResetArgs) -> anyhow::Result<()> {
     } else if a.out.out.is_none() {
         check_writable(&PathBuf::from(format!("{}.invite", a.name)))?;
     }
-    dir.remove_user(&a.name)?;
+    accounts.remove_user(&a.name).await?;
     note!("removed {}'s password and ended its sessions", a.name);
-    write_invite(&a.name, user.attributes, &a.out)
+    write_invite(&dir, &*accounts, &a.name, user.attributes, &a.out).await
 }
 
-fn session_list(a: &ClientListArgs) -> anyhow::Result<()> {
+async fn session_list(a: &ClientListArgs) -> anyhow::Result<()> {
     let dir = server_dir(&a.dir)?;
-    let sessions = dir.sessions()?;
+    let sessions = crate::backend::for_command(&dir).await?.sessions().await?;
     let now = output::now();
     // The effective end: the absolute one or the idle one, whichever comes first.
     let ends =
         |s: &ferry::accounts::SessionEntry| s.expires.min(s.last_used.saturating_add(s.idle_secs));
-    let live = sessions.sessions.iter().filter(|(_, s)| s.live(now));
+    let live = sessions.iter().filter(|(_, s)| s.live(now));
     if output::json() {
         let items: Vec<_> = live
             .map(|(id, s)| {
@@ -323,9 +332,10 @@ fn session_list(a: &ClientListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn session_revoke(a: &SessionRevokeArgs) -> anyhow::Result<()> {
+async fn session_revoke(a: &SessionRevokeArgs) -> anyhow::Result<()> {
     let dir = server_dir(&a.dir)?;
-    if !dir.revoke_session(&a.id)? {
+    let accounts = crate::backend::for_command(&dir).await?;
+    if !accounts.remove_session(&a.id.to_ascii_lowercase()).await? {
         return Err(Failure::new(NOT_FOUND, format!("no session '{}'", a.id)).into());
     }
     output::result(

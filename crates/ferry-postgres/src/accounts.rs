@@ -250,6 +250,19 @@ impl Accounts for PgAccounts {
         row.map(|r| rows::invite(&r)).transpose()
     }
 
+    async fn invites(&self) -> Result<Vec<(String, InviteEntry)>> {
+        let c = self.conn().await?;
+        let all = c_all(
+            &c,
+            "SELECT name, serial, attributes, expires, spent FROM ferry_invites ORDER BY name",
+            &[],
+        )
+        .await?;
+        all.iter()
+            .map(|r| Ok((rows::text(r, "name")?, rows::invite(r)?)))
+            .collect()
+    }
+
     async fn create_invite(
         &self,
         name: &str,
@@ -313,6 +326,15 @@ impl Accounts for PgAccounts {
         let sql = format!("SELECT {SESSION_COLUMNS} FROM ferry_sessions WHERE id = $1");
         let row = c_opt(&c, &sql, &[&id]).await?;
         row.map(|r| rows::session(&r)).transpose()
+    }
+
+    async fn sessions(&self) -> Result<Vec<(String, SessionEntry)>> {
+        let c = self.conn().await?;
+        let sql = format!("SELECT id, {SESSION_COLUMNS} FROM ferry_sessions ORDER BY id");
+        let all = c_all(&c, &sql, &[]).await?;
+        all.iter()
+            .map(|r| Ok((rows::text(r, "id")?, rows::session(r)?)))
+            .collect()
     }
 
     async fn put_session(&self, id: &str, entry: SessionEntry, now: u64) -> Result<()> {

@@ -28,6 +28,11 @@ fn get<'a, T: FromSql<'a>>(row: &'a Row, col: &str) -> Result<T> {
         .map_err(|e| BackendError::Corrupt(format!("column {col}: {e}")))
 }
 
+/// A TEXT column.
+pub(crate) fn text(row: &Row, col: &str) -> Result<String> {
+    get(row, col)
+}
+
 /// A BIGINT column as u64.
 pub(crate) fn u64_col(row: &Row, col: &str) -> Result<u64> {
     let v: i64 = get(row, col)?;

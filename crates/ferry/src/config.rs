@@ -5,6 +5,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use crate::backend_config::{AccountsBackend, BackendConfig, UrlSource};
+
 use crate::Error;
 use crate::policy::Rule;
 
@@ -160,6 +162,11 @@ pub struct Config {
     /// Limits per principal and per address.
     #[serde(default)]
     pub limits: PrincipalLimits,
+    /// Where the account data lives, from `[backend]`. Decoded by hand
+    /// ([`BackendConfig::from_toml`]), never by serde: so no error quotes a value of the
+    /// section (a URL put there by mistake could hold a password).
+    #[serde(default, deserialize_with = "crate::backend_config::skip")]
+    pub backend: BackendConfig,
 }
 
 /// Limits per principal and per address, from `[limits]` (reloaded by SIGHUP).
@@ -315,8 +322,15 @@ fn default_idle() -> u64 {
 impl Config {
     /// Parses configuration text.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let c: Self =
+        // The [backend] section (and a stray top-level `url`) first, by hand: serde's errors
+        // quote the offending line, which must never be a connection URL.
+        let backend = match toml::from_str::<toml::Table>(text) {
+            Ok(table) => BackendConfig::from_toml(&table)?,
+            Err(_) => BackendConfig::default(), // the full parse below reports it
+        };
+        let mut c: Self =
             toml::from_str(text).map_err(|e| Error::Config(format!("ferry.toml: {e}")))?;
+        c.backend = backend;
         if c.keep_versions == 0 || c.keep_changes == 0 {
             return Err(Error::Config(
                 "ferry.toml: keep_versions and keep_changes must be at least 1".into(),

@@ -39,6 +39,7 @@
 
 pub mod accounts;
 mod admission;
+mod backend_config;
 mod buf;
 mod changes;
 pub mod client;

@@ -290,6 +290,11 @@ impl Accounts for LocalAccounts {
             .cloned())
     }
 
+    async fn invites(&self) -> Result<Vec<(String, InviteEntry)>> {
+        let invites = self.inner.invites.try_current().map_err(to_backend)?;
+        Ok(invites.invites.clone().into_iter().collect())
+    }
+
     async fn create_invite(
         &self,
         name: &str,
@@ -328,6 +333,11 @@ impl Accounts for LocalAccounts {
             .sessions
             .get(id)
             .cloned())
+    }
+
+    async fn sessions(&self) -> Result<Vec<(String, SessionEntry)>> {
+        let sessions = self.inner.sessions.try_current().map_err(to_backend)?;
+        Ok(sessions.sessions.clone().into_iter().collect())
     }
 
     async fn put_session(&self, id: &str, entry: SessionEntry, now: u64) -> Result<()> {

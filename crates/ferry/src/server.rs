@@ -10,6 +10,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::Error;
 use crate::changes::ChangeFeed;
+use crate::config::AccountsBackend;
 use crate::engine::Limits;
 use crate::engine::{Core, Engine, ServerBackend};
 use crate::net::BoundServer;
@@ -115,8 +116,16 @@ impl<B> ServerBuilder<B> {
 
     /// Keeps the account data (clients, users, invites, sessions, failed logins) in
     /// `accounts` instead of the folder's files ([`LocalAccounts`](crate::LocalAccounts)).
+    /// Required when `ferry.toml`'s `[backend]` names a shared backend (`build` refuses
+    /// otherwise): the caller opens it, as `ferry serve` does.
     pub fn accounts(mut self, accounts: impl Accounts + 'static) -> Self {
         self.accounts = Some(Arc::new(accounts));
+        self
+    }
+
+    /// [`accounts`](Self::accounts) for a backend already behind `dyn`.
+    pub fn dyn_accounts(mut self, accounts: Arc<dyn DynAccounts>) -> Self {
+        self.accounts = Some(accounts);
         self
     }
 
@@ -135,7 +144,21 @@ impl<B> ServerBuilder<B> {
         dir.warn_if_open_to_others();
         let config = dir.config()?;
         let identity = dir.identity()?;
-        let accounts = accounts.unwrap_or_else(|| Arc::new(crate::LocalAccounts::new(dir.path())));
+        let accounts = match accounts {
+            Some(accounts) => accounts,
+            None if config.backend.accounts == AccountsBackend::Local => {
+                Arc::new(crate::LocalAccounts::new(dir.path()))
+            }
+            // Serving the folder's files while the account commands write elsewhere would
+            // split the account data.
+            None => {
+                return Err(Error::Config(format!(
+                    "ferry.toml keeps the account data in {} ([backend] accounts): open it \
+                     and give it to ServerBuilder::accounts (ferry serve does)",
+                    config.backend.accounts.name()
+                )));
+            }
+        };
         let core = Core::open(dir, &config, &identity, accounts)?;
         let mut engine = open(core, &config)?;
         for f in limits {

@@ -19,8 +19,10 @@ use ferry_proto::secret::MasterKey;
 use ferry_proto::server_id::ServerId;
 use zeroize::Zeroizing;
 
+use ferry_backend::accounts::{ClientRecord, DynAccounts};
+
 use crate::accounts::{FileIo, Invites, Sessions, Users};
-use crate::config::{Config, DEFAULT_CONFIG};
+use crate::config::{AccountsBackend, BackendConfig, Config, DEFAULT_CONFIG};
 use crate::identity::Identity;
 use crate::live::Loadable;
 use crate::registry::{Registry, RegistryLock};
@@ -48,10 +50,27 @@ impl ServerDir {
     /// Creates a new server folder: configuration, master key and identity. Refuses a
     /// folder that already holds a server. Returns the server ID.
     pub fn init(&self) -> Result<ServerId, Error> {
+        self.init_with(&BackendConfig::default())
+    }
+
+    /// [`init`](Self::init) with the account data in `backend`: its `[backend]` section is
+    /// written into the new `ferry.toml`. For a shared backend the OPAQUE keys are made now
+    /// too, so that copies of the folder's key files (what every instance of one server
+    /// needs alike) include them, and no account file is written.
+    pub fn init_with(&self, backend: &BackendConfig) -> Result<ServerId, Error> {
         if self.path.join("master.key").exists() || self.path.join("identity.key").exists() {
             return Err(Error::Config(format!(
                 "{} already holds a ferry server; not overwriting it",
                 self.path.display()
+            )));
+        }
+        let cfg = self.path.join("ferry.toml");
+        let local = backend.accounts == AccountsBackend::Local;
+        if cfg.exists() && !local && Config::load(&self.path)?.backend != *backend {
+            return Err(Error::Config(format!(
+                "{} exists with another [backend] section; add the one wanted to it by hand, \
+                 or init an empty folder",
+                cfg.display()
             )));
         }
         // The folder is ferry's alone: an existing one open to others is closed (0700).
@@ -62,12 +81,16 @@ impl ServerDir {
         fsutil::write_secret(&self.path.join("master.key"), hex.as_bytes())?;
         let identity = Identity::generate()?;
         identity.save(&self.path)?;
-        let cfg = self.path.join("ferry.toml");
         if !cfg.exists() {
-            fsutil::write_atomic(&cfg, DEFAULT_CONFIG.as_bytes(), 0o644)?;
+            let text = DEFAULT_CONFIG.to_owned() + &backend.section().unwrap_or_default();
+            fsutil::write_atomic(&cfg, text.as_bytes(), 0o644)?;
         }
-        if !self.registry_path().exists() {
-            Registry::default().save(&self.registry_path())?;
+        if local {
+            if !self.registry_path().exists() {
+                Registry::default().save(&self.registry_path())?;
+            }
+        } else {
+            self.opaque_keys()?;
         }
         Ok(identity.server_id())
     }
@@ -152,6 +175,9 @@ impl ServerDir {
 
     /// Issues (or re-issues, with the next epoch) a credential for `name`. The previous
     /// credential of that name stops working at once.
+    ///
+    /// This writes the folder's `clients.toml`; a folder whose `ferry.toml` names another
+    /// accounts backend refuses it (use [`issue_client_in`](Self::issue_client_in)).
     pub fn issue_client(
         &self,
         name: &str,
@@ -159,22 +185,45 @@ impl ServerDir {
         server: Option<&str>,
         now: u64,
     ) -> Result<Credential, Error> {
-        let master = self.master_key()?;
-        let identity = self.identity()?;
-        let config = self.config()?;
-        let server = address(server, &config)?;
+        let keys = self.issuing(server, true)?;
         // Refuse bad claims (a missing role, a bad name) before recording anything.
         Claims::new(name, 1, attributes.clone()).map_err(|e| Error::Config(e.to_string()))?;
         let record = crate::local_accounts::issue_client(&self.path, name, attributes, now)?;
-        let claims = Claims::new(name, record.epoch, record.attributes)
-            .map_err(|e| Error::Config(e.to_string()))?;
-        Ok(Credential {
+        keys.credential(name, record)
+    }
+
+    /// [`issue_client`](Self::issue_client) with the record kept in `accounts` (the backend
+    /// `ferry.toml` names, opened by the caller): the folder supplies only the keys and the
+    /// configuration.
+    pub async fn issue_client_in(
+        &self,
+        accounts: &dyn DynAccounts,
+        name: &str,
+        attributes: BTreeMap<String, String>,
+        server: Option<&str>,
+        now: u64,
+    ) -> Result<Credential, Error> {
+        let keys = self.issuing(server, false)?;
+        Claims::new(name, 1, attributes.clone()).map_err(|e| Error::Config(e.to_string()))?;
+        let record = accounts.issue_client(name, attributes, now).await?;
+        keys.credential(name, record)
+    }
+
+    /// What issuing a credential needs from the folder, read before anything is recorded.
+    /// `local`: the caller writes the folder's files, which `ferry.toml` must then name as
+    /// the accounts backend.
+    fn issuing(&self, server: Option<&str>, local: bool) -> Result<Issuing, Error> {
+        let master = self.master_key()?;
+        let identity = self.identity()?;
+        let config = self.config()?;
+        if local {
+            local_only(&config)?;
+        }
+        let server = address(server, &config)?;
+        Ok(Issuing {
+            master,
             server,
             server_id: identity.server_id(),
-            key: psk::derive_psk(&master, &claims),
-            http_url: None,
-            http_seal: None,
-            claims,
         })
     }
 
@@ -235,6 +284,9 @@ impl ServerDir {
     /// record and ends its password sessions: every connection that logged in with its
     /// password ends at its next request, and the old password no longer logs in (the
     /// attributes of the invite apply from its registration).
+    ///
+    /// This writes the folder's account files; a folder whose `ferry.toml` names another
+    /// accounts backend refuses it (use [`invite_user_in`](Self::invite_user_in)).
     pub fn invite_user(
         &self,
         name: &str,
@@ -243,53 +295,137 @@ impl ServerDir {
         valid_secs: u64,
         now: u64,
     ) -> Result<Credential, Error> {
-        let master = self.master_key()?;
-        let identity = self.identity()?;
-        let config = self.config()?;
-        let server = address(server, &config)?;
-        self.opaque_keys()?;
         let expires = now.saturating_add(valid_secs);
-        let claims_of = |serial| {
-            let mut claim_attrs = attributes.clone();
-            claim_attrs.insert(INVITE_EXPIRES.to_owned(), expires.to_string());
-            Claims::new(name, serial, claim_attrs).map_err(|e| Error::Config(e.to_string()))
-        };
-        // Refuse bad claims (a missing role, a bad name) before recording anything.
-        claims_of(1)?;
+        let keys = self.inviting(name, &attributes, server, expires, true)?;
         let invite =
             crate::local_accounts::create_invite(&self.path, name, attributes.clone(), expires)?;
-        let claims = claims_of(invite.serial)?;
-        let key = psk::derive_invite_key(&master, &claims);
+        keys.invite(name, attributes, expires, invite.serial)
+    }
+
+    /// [`invite_user`](Self::invite_user) with the invite kept in `accounts` (the backend
+    /// `ferry.toml` names, opened by the caller).
+    pub async fn invite_user_in(
+        &self,
+        accounts: &dyn DynAccounts,
+        name: &str,
+        attributes: BTreeMap<String, String>,
+        server: Option<&str>,
+        valid_secs: u64,
+        now: u64,
+    ) -> Result<Credential, Error> {
+        let expires = now.saturating_add(valid_secs);
+        let keys = self.inviting(name, &attributes, server, expires, false)?;
+        let invite = accounts
+            .create_invite(name, attributes.clone(), expires)
+            .await?;
+        keys.invite(name, attributes, expires, invite.serial)
+    }
+
+    fn inviting(
+        &self,
+        name: &str,
+        attributes: &BTreeMap<String, String>,
+        server: Option<&str>,
+        expires: u64,
+        local: bool,
+    ) -> Result<Issuing, Error> {
+        let keys = self.issuing(server, local)?;
+        self.opaque_keys()?;
+        // Refuse bad claims (a missing role, a bad name) before recording anything.
+        invite_claims(name, attributes.clone(), expires, 1)?;
+        Ok(keys)
+    }
+
+    /// Removes a user, its invite and its password sessions. Returns false if there was no
+    /// such user.
+    /// (The folder's files: refused if `ferry.toml` names another accounts backend.)
+    pub fn remove_user(&self, name: &str) -> Result<bool, Error> {
+        local_only(&self.config()?)?;
+        crate::local_accounts::remove_user(&self.path, name)
+    }
+
+    /// Ends a session by its hex ID. Returns false if there was no such session. (The
+    /// folder's files: refused if `ferry.toml` names another accounts backend.)
+    pub fn revoke_session(&self, id_text: &str) -> Result<bool, Error> {
+        local_only(&self.config()?)?;
+        crate::local_accounts::remove_session(&self.path, &id_text.to_ascii_lowercase())
+    }
+
+    /// Revokes `name` (revoking it again changes nothing). Returns false if there was no
+    /// such client. (The folder's files: refused if `ferry.toml` names another accounts
+    /// backend.)
+    pub fn revoke_client(&self, name: &str) -> Result<bool, Error> {
+        local_only(&self.config()?)?;
+        Ok(crate::local_accounts::revoke_client(&self.path, name)?
+            || self.registry()?.clients.contains_key(name))
+    }
+}
+
+/// Refuses to write the folder's account files when `ferry.toml` keeps the accounts
+/// elsewhere: they would split from what the servers read.
+fn local_only(config: &Config) -> Result<(), Error> {
+    match config.backend.accounts {
+        AccountsBackend::Local => Ok(()),
+        other => Err(Error::Config(format!(
+            "ferry.toml keeps the account data in {} ([backend] accounts): it is written \
+             there (ferry client/user/session do so), not in this folder's files",
+            other.name()
+        ))),
+    }
+}
+
+/// The keys and address a credential or invite is made with.
+struct Issuing {
+    master: MasterKey,
+    server: String,
+    server_id: ServerId,
+}
+
+impl Issuing {
+    /// The credential of the client record `record`.
+    fn credential(self, name: &str, record: ClientRecord) -> Result<Credential, Error> {
+        let claims = Claims::new(name, record.epoch, record.attributes)
+            .map_err(|e| Error::Config(e.to_string()))?;
         Ok(Credential {
-            server,
-            server_id: identity.server_id(),
-            key: ferry_proto::secret::Psk::from_bytes(*key.expose_secret()),
+            server: self.server,
+            server_id: self.server_id,
+            key: psk::derive_psk(&self.master, &claims),
             http_url: None,
             http_seal: None,
             claims,
         })
     }
 
-    /// Removes a user, its invite and its password sessions. Returns false if there was no
-    /// such user.
-    pub fn remove_user(&self, name: &str) -> Result<bool, Error> {
-        self.check_exists()?;
-        crate::local_accounts::remove_user(&self.path, name)
+    /// The invite `(name, serial)`.
+    fn invite(
+        self,
+        name: &str,
+        attributes: BTreeMap<String, String>,
+        expires: u64,
+        serial: u64,
+    ) -> Result<Credential, Error> {
+        let claims = invite_claims(name, attributes, expires, serial)?;
+        let key = psk::derive_invite_key(&self.master, &claims);
+        Ok(Credential {
+            server: self.server,
+            server_id: self.server_id,
+            key: ferry_proto::secret::Psk::from_bytes(*key.expose_secret()),
+            http_url: None,
+            http_seal: None,
+            claims,
+        })
     }
+}
 
-    /// Ends a session by its hex ID. Returns false if there was no such session.
-    pub fn revoke_session(&self, id_text: &str) -> Result<bool, Error> {
-        self.check_exists()?;
-        crate::local_accounts::remove_session(&self.path, &id_text.to_ascii_lowercase())
-    }
-
-    /// Revokes `name` (revoking it again changes nothing). Returns false if there was no
-    /// such client.
-    pub fn revoke_client(&self, name: &str) -> Result<bool, Error> {
-        self.check_exists()?;
-        Ok(crate::local_accounts::revoke_client(&self.path, name)?
-            || self.registry()?.clients.contains_key(name))
-    }
+/// An invite's claims: its attributes and its expiry, under its serial.
+fn invite_claims(
+    name: &str,
+    mut attributes: BTreeMap<String, String>,
+    expires: u64,
+    serial: u64,
+) -> Result<Claims, Error> {
+    attributes.insert(INVITE_EXPIRES.to_owned(), expires.to_string());
+    Claims::new(name, serial, attributes).map_err(|e| Error::Config(e.to_string()))
 }
 
 /// The address to write into a credential or invite: the one given, else `address` in
@@ -349,6 +485,50 @@ mod tests {
             sd.revoke_client("alice").unwrap(),
             "revoked again: it exists"
         );
+    }
+
+    #[test]
+    fn a_folder_whose_accounts_are_elsewhere_refuses_its_file_writers() {
+        use crate::config::UrlSource;
+        let dir = tempfile::tempdir().unwrap();
+        let sd = ServerDir::new(dir.path().join("srv"));
+        let backend = BackendConfig {
+            accounts: AccountsBackend::Postgres,
+            url: Some(UrlSource::Env("FERRY_PG_URL".into())),
+        };
+        sd.init_with(&backend).unwrap();
+        assert_eq!(sd.config().unwrap().backend, backend);
+        assert!(sd.file("opaque.key").exists(), "made at init, for copies");
+        let attrs: BTreeMap<_, _> = [("role".to_owned(), "writer".to_owned())].into();
+        let refusals = [
+            sd.issue_client("a", attrs.clone(), Some("h:1"), 5)
+                .unwrap_err(),
+            sd.invite_user("u", attrs, Some("h:1"), 60, 5).unwrap_err(),
+            sd.remove_user("u").unwrap_err(),
+            sd.revoke_session("00").unwrap_err(),
+            sd.revoke_client("a").unwrap_err(),
+        ];
+        for e in refusals {
+            assert!(e.to_string().contains("in postgres"), "{e}");
+        }
+        // A server built without the accounts ferry.toml names refuses to start.
+        let e = crate::Server::open(&sd).unwrap_err().to_string();
+        assert!(e.contains("ServerBuilder::accounts"), "{e}");
+        for f in [
+            "clients.toml",
+            "users.toml",
+            "invites.toml",
+            "sessions.toml",
+        ] {
+            assert!(!sd.file(f).exists(), "{f}");
+        }
+        // An existing ferry.toml with another [backend] is not silently kept.
+        let other = ServerDir::new(dir.path().join("other"));
+        std::fs::create_dir(other.path()).unwrap();
+        std::fs::write(other.file("ferry.toml"), "").unwrap();
+        let e = other.init_with(&backend).unwrap_err().to_string();
+        assert!(e.contains("another [backend]"), "{e}");
+        assert!(!other.file("master.key").exists());
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub trait DynAccounts: Send + Sync + 'static {
     fn remove_user<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool>>;
     /// [`Accounts::invite`].
     fn invite<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<InviteEntry>>>;
+    /// [`Accounts::invites`].
+    fn invites<'a>(&'a self) -> BoxFuture<'a, Result<Vec<(String, InviteEntry)>>>;
     /// [`Accounts::create_invite`].
     fn create_invite<'a>(
         &'a self,
@@ -64,6 +66,8 @@ pub trait DynAccounts: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Option<u64>>>;
     /// [`Accounts::session`].
     fn session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<SessionEntry>>>;
+    /// [`Accounts::sessions`].
+    fn sessions<'a>(&'a self) -> BoxFuture<'a, Result<Vec<(String, SessionEntry)>>>;
     /// [`Accounts::put_session`].
     fn put_session<'a>(
         &'a self,
@@ -147,6 +151,10 @@ impl<A: Accounts + 'static> DynAccounts for A {
         Box::pin(Accounts::invite(self, name))
     }
 
+    fn invites<'a>(&'a self) -> BoxFuture<'a, Result<Vec<(String, InviteEntry)>>> {
+        Box::pin(Accounts::invites(self))
+    }
+
     fn create_invite<'a>(
         &'a self,
         name: &'a str,
@@ -170,6 +178,10 @@ impl<A: Accounts + 'static> DynAccounts for A {
 
     fn session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<SessionEntry>>> {
         Box::pin(Accounts::session(self, id))
+    }
+
+    fn sessions<'a>(&'a self) -> BoxFuture<'a, Result<Vec<(String, SessionEntry)>>> {
+        Box::pin(Accounts::sessions(self))
     }
 
     fn put_session<'a>(

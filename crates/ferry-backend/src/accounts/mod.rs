@@ -61,6 +61,8 @@ pub trait Accounts: Send + Sync {
 
     /// The latest invite for `name`.
     fn invite(&self, name: &str) -> impl Future<Output = Result<Option<InviteEntry>>> + Send;
+    /// Every name's latest invite (spent and expired ones included), by name.
+    fn invites(&self) -> impl Future<Output = Result<Vec<(String, InviteEntry)>>> + Send;
     /// Creates an invite for `name`, replacing any earlier one; its serial is one above the
     /// earlier one's (1 if none). An existing user of that name loses its record and the
     /// sessions its password opened (the invite's attributes apply from its registration).
@@ -86,6 +88,8 @@ pub trait Accounts: Send + Sync {
 
     /// The session `id`.
     fn session(&self, id: &str) -> impl Future<Output = Result<Option<SessionEntry>>> + Send;
+    /// Every session stored, by ID (ones no longer live but not swept yet included).
+    fn sessions(&self) -> impl Future<Output = Result<Vec<(String, SessionEntry)>>> + Send;
     /// Stores a session under `id` (replacing one with that ID). Sessions not live at `now`
     /// go; a name holds at most [`MAX_SESSIONS_PER_NAME`](ferry_proto::files::MAX_SESSIONS_PER_NAME)
     /// sessions, its least recently used ending first.

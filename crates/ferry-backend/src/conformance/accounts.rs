@@ -189,6 +189,19 @@ pub async fn invites_spent_once<A: Accounts>(a: &A) {
         .collect();
     assert_eq!(won.len(), 1, "{won:?}");
     assert_eq!(a.user("race").await.unwrap().unwrap().generation, won[0]);
+
+    // The listing: every name's latest invite, by name, spent ones included.
+    let listed: Vec<_> = a
+        .invites()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(n, i)| (n, i.serial, i.spent))
+        .collect();
+    assert_eq!(
+        listed,
+        [("n".to_owned(), 2, true), ("race".to_owned(), 1, true)]
+    );
 }
 
 /// Sessions: stored, touched while live, swept when not, removed by owner.
@@ -220,6 +233,23 @@ pub async fn sessions<A: Accounts>(a: &A) {
     a.put_session("s5", session("bob", 5, T0 + 150), T0 + 150)
         .await
         .unwrap();
+    // The listing: every session stored, by ID.
+    let listed: Vec<_> = a
+        .sessions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, s)| (id, s.name))
+        .collect();
+    let names = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        listed,
+        names(&[("s1", "alice"), ("s4", "alice"), ("s5", "bob")])
+    );
     assert_eq!(a.remove_sessions_of("alice").await.unwrap(), 2);
     assert!(a.session("s5").await.unwrap().is_some());
     assert!(a.remove_session("s5").await.unwrap());

@@ -138,5 +138,6 @@ fn needs_restart(a: &Config, b: &Config) -> Vec<&'static str> {
         "uploads.keep_secs",
         a.uploads.keep_secs == b.uploads.keep_secs,
     );
+    check("backend", a.backend == b.backend);
     out
 }
