@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt};
 use crate::cli::{
     CredArg, GetArgs, LoginArgs, LsArgs, PutArgs, RmArgs, StatArgs, ViaArg, WatchArgs,
 };
+use crate::http_sink::Sink;
 use crate::{account, credential, exit, output};
 
 /// How long one change poll waits for news.
@@ -225,22 +226,20 @@ pub async fn get(a: &GetArgs) -> anyhow::Result<()> {
         .to_string_lossy()
         .into_owned();
     let partial = path.with_file_name(format!(".{name}.ferry-http-partial"));
-    let mut file = tokio::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
         .open(&partial)
-        .await
         .with_context(|| format!("cannot write {}", partial.display()))?;
-    let mut offset = 0u64;
+    // Written and hashed on a thread of its own as the verified data arrives.
+    let mut sink = Sink::new(file);
     let mut tries = 0;
     // Bounded by --retries: each try resumes where the verified data ends.
     loop {
-        match c.get_to(&a.source, Some(version), offset, &mut file).await {
-            Ok(got) => {
-                offset = got.first + got.len;
-                break;
-            }
+        let offset = sink.accepted();
+        match c.get_to(&a.source, Some(version), offset, &mut sink).await {
+            Ok(_) => break,
             Err(e)
                 if tries < a.retries
                     && matches!(
@@ -251,21 +250,22 @@ pub async fn get(a: &GetArgs) -> anyhow::Result<()> {
                     ) =>
             {
                 tries += 1;
-                file.flush().await?;
-                offset = file.metadata().await?.len();
-                crate::output::note!("{e}; resuming at {offset} bytes");
+                crate::output::note!("{e}; resuming at {} bytes", sink.accepted());
             }
             Err(e) => return Err(e.into()),
         }
     }
-    file.sync_all().await?;
+    let (file, hash, len) = sink
+        .finish()
+        .await
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    file.sync_all()?;
     drop(file);
-    if let Some(want) = want {
-        let (_, len, hash) = ferry::client::hash_file(std::fs::File::open(&partial)?).await?;
-        if hash != want || len != offset {
-            let _ = std::fs::remove_file(&partial);
-            bail!("the downloaded content does not match its signed BLAKE3; run again");
-        }
+    if let Some(want) = want
+        && hash != want
+    {
+        let _ = std::fs::remove_file(&partial);
+        bail!("the downloaded content does not match its signed BLAKE3; run again");
     }
     std::fs::rename(&partial, path)
         .with_context(|| format!("cannot move the download to {}", path.display()))?;
@@ -273,8 +273,7 @@ pub async fn get(a: &GetArgs) -> anyhow::Result<()> {
     if version != entry.version {
         // An older version: its size and hash are what arrived (checked by the signatures).
         saved.version = version;
-        saved.size = offset;
-        let (_, _, hash) = ferry::client::hash_file(std::fs::File::open(path)?).await?;
+        saved.size = len;
         saved.hash = hash;
     }
     crate::transfer::saved(&saved, path)

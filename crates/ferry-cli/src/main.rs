@@ -16,6 +16,7 @@ mod file_meta;
 mod folders;
 mod hash_cache;
 mod http;
+mod http_sink;
 mod mesh;
 mod output;
 mod paths;

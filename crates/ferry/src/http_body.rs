@@ -7,15 +7,54 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use ferry_proto::http::chunks::{Chunk, ChunkVerifier};
+use bytes::{Buf, Bytes};
+use ferry_proto::http::chunks::{CHUNK_HEADER_LEN, ChunkVerifier, chunk_len};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-/// Buffers a streamed body keeps in flight between its producer and the connection.
-pub(crate) const DEPTH: usize = 4;
+use crate::buf::Spares;
+
+/// Buffers a streamed body keeps in flight between its producer and the connection (a
+/// signed chunk may take two: its header and its data).
+pub(crate) const DEPTH: usize = 8;
+
+/// `buf[range]` as [`Bytes`] without a copy; `buf`, cut to its first `keep` bytes, goes back
+/// to `spares` once the connection has sent it (and dropped the last reference), so a stream
+/// cycles a few buffers instead of allocating one per chunk.
+pub(crate) fn lend(
+    buf: Vec<u8>,
+    range: std::ops::Range<usize>,
+    keep: usize,
+    spares: &Spares<Vec<u8>>,
+) -> Bytes {
+    struct Lent {
+        buf: Vec<u8>,
+        keep: usize,
+        spares: Spares<Vec<u8>>,
+    }
+    impl AsRef<[u8]> for Lent {
+        fn as_ref(&self) -> &[u8] {
+            &self.buf
+        }
+    }
+    impl Drop for Lent {
+        fn drop(&mut self) {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.truncate(self.keep);
+            self.spares.give(buf);
+        }
+    }
+    let len = buf.len();
+    let range = range.start.min(len)..range.end.min(len);
+    Bytes::from_owner(Lent {
+        buf,
+        keep,
+        spares: spares.clone(),
+    })
+    .slice(range)
+}
 
 /// An outgoing body.
 #[derive(Debug)]
@@ -101,12 +140,21 @@ enum Check {
 /// data is handed out once its chunk verified; a hashed body's data is handed out as it
 /// arrives and the hash is checked at its end, so the caller must not act on it (commit an
 /// upload, believe a reply) before [`BodyIn::next`] returned `Ok(None)`.
+///
+/// A chunk's data is copied once, from the connection's frames into the buffer handed out
+/// (taken from [`BodyIn::recycle`]'s spares when there are some); its header is gathered
+/// apart. At most one chunk is held.
 pub(crate) struct BodyIn {
     body: Incoming,
     check: Check,
-    /// Bytes received and not yet handed out (chunked bodies: at most one chunk and a frame).
-    buf: Vec<u8>,
-    start: usize,
+    /// What is left of the last frame received.
+    frame: Bytes,
+    /// The current chunk's header, `have` bytes of it so far.
+    header: [u8; CHUNK_HEADER_LEN],
+    have: usize,
+    /// The current chunk's data so far (its length is in the header).
+    data: Vec<u8>,
+    spares: Spares<Vec<u8>>,
     deadline: Duration,
     ended: bool,
 }
@@ -126,11 +174,25 @@ impl BodyIn {
         Self {
             body,
             check,
-            buf: Vec::new(),
-            start: 0,
+            frame: Bytes::new(),
+            header: [0; CHUNK_HEADER_LEN],
+            have: 0,
+            data: Vec::new(),
+            spares: Spares::default(),
             deadline,
             ended: false,
         }
+    }
+
+    /// Takes the buffers of chunks from `spares` (where their consumer gives them back).
+    pub(crate) fn with_spares(mut self, spares: Spares<Vec<u8>>) -> Self {
+        self.spares = spares;
+        self
+    }
+
+    /// Gives back a buffer [`BodyIn::next`] handed out, for a later chunk.
+    pub(crate) fn recycle(&self, buf: Vec<u8>) {
+        self.spares.give(buf);
     }
 
     async fn frame(&mut self) -> Result<Option<Bytes>, BodyError> {
@@ -149,13 +211,20 @@ impl BodyIn {
         }
     }
 
+    /// Makes sure some bytes of a frame are at hand; a body cut before its signed final
+    /// chunk is not authentic.
+    async fn fill(&mut self) -> Result<(), BodyError> {
+        while self.frame.is_empty() {
+            match self.frame().await? {
+                Some(data) => self.frame = data,
+                None => return Err(BodyError::NotAuthentic),
+            }
+        }
+        Ok(())
+    }
+
     /// The next verified data, `Ok(None)` at the body's authentic end.
     pub(crate) async fn next(&mut self) -> Result<Option<Vec<u8>>, BodyError> {
-        enum Step {
-            Data(Vec<u8>, usize),
-            End(usize),
-            More,
-        }
         loop {
             if self.ended {
                 return Ok(None);
@@ -182,6 +251,9 @@ impl BodyIn {
                 }
                 Check::Chunks(_, true) => {
                     // After the signed end, only the end of the body may come.
+                    if !self.frame.is_empty() {
+                        return Err(BodyError::NotAuthentic);
+                    }
                     while let Some(data) = self.frame().await? {
                         if !data.is_empty() {
                             return Err(BodyError::NotAuthentic);
@@ -190,42 +262,36 @@ impl BodyIn {
                     self.ended = true;
                 }
                 Check::Chunks(_, false) => {
-                    let step = {
-                        let Check::Chunks(verifier, _) = &mut self.check else {
-                            return Err(BodyError::NotAuthentic);
-                        };
-                        match verifier.decode(&self.buf[self.start..]) {
-                            Err(_) => return Err(BodyError::NotAuthentic),
-                            Ok(Some((Chunk::Data(d), used))) => Step::Data(d.to_vec(), used),
-                            Ok(Some((Chunk::End, used))) => Step::End(used),
-                            Ok(None) => Step::More,
-                        }
+                    // The header, possibly spread over frames.
+                    while self.have < CHUNK_HEADER_LEN {
+                        self.fill().await?;
+                        let take = (CHUNK_HEADER_LEN - self.have).min(self.frame.len());
+                        self.header[self.have..self.have + take]
+                            .copy_from_slice(&self.frame[..take]);
+                        self.frame.advance(take);
+                        self.have += take;
+                    }
+                    let len = chunk_len(&self.header).map_err(|_| BodyError::NotAuthentic)?;
+                    if self.data.capacity() == 0 {
+                        self.data = self.spares.take().unwrap_or_default();
+                        self.data.clear();
+                    }
+                    self.data.reserve(len);
+                    // The data: copied once, from the frames into the buffer handed out.
+                    while self.data.len() < len {
+                        self.fill().await?;
+                        let take = (len - self.data.len()).min(self.frame.len());
+                        self.data.extend_from_slice(&self.frame[..take]);
+                        self.frame.advance(take);
+                    }
+                    self.have = 0;
+                    let Check::Chunks(verifier, finished) = &mut self.check else {
+                        return Err(BodyError::NotAuthentic);
                     };
-                    match step {
-                        Step::Data(data, used) => {
-                            self.start += used;
-                            return Ok(Some(data));
-                        }
-                        Step::End(used) => {
-                            self.start += used;
-                            if self.start != self.buf.len() {
-                                return Err(BodyError::NotAuthentic);
-                            }
-                            if let Check::Chunks(_, finished) = &mut self.check {
-                                *finished = true;
-                            }
-                        }
-                        Step::More => {
-                            if self.start > 0 {
-                                self.buf.drain(..self.start);
-                                self.start = 0;
-                            }
-                            match self.frame().await? {
-                                Some(data) => self.buf.extend_from_slice(&data),
-                                // Cut before the signed final chunk.
-                                None => return Err(BodyError::NotAuthentic),
-                            }
-                        }
+                    match verifier.check(&self.header, &self.data) {
+                        Err(_) => return Err(BodyError::NotAuthentic),
+                        Ok(true) => *finished = true,
+                        Ok(false) => return Ok(Some(std::mem::take(&mut self.data))),
                     }
                 }
             }

@@ -6,7 +6,7 @@
 //! ```text
 //! chunk     = length: u32 big-endian ‖ signature: 32 bytes ‖ data: length bytes
 //! chunk_sig = HMAC-SHA256(key, "FERRY1-HMAC-SHA256\n" DATE "/chunk\n"
-//!                              hex(previous_sig) "\n" hex(SHA-256(data)))
+//!                              hex(previous_sig) "\n" hex(BLAKE3(data)))
 //! ```
 //!
 //! `previous_sig` is the signature of the chunk before; for the first chunk it is the
@@ -21,7 +21,7 @@
 //! final chunk ([`ChunkVerifier::is_finished`] is false at the end of input). A verifier
 //! hands out a chunk's data only after its signature verified.
 
-use super::signing::{Signature, SigningKey, hex_sha256};
+use super::signing::{Signature, SigningKey};
 use super::{ALGORITHM, Reason, VerifyError};
 
 /// Most data bytes in one chunk.
@@ -30,12 +30,32 @@ pub const MAX_CHUNK_LEN: usize = 1 << 20;
 pub const CHUNK_HEADER_LEN: usize = 4 + 32;
 
 fn chunk_signature(key: &SigningKey, date: &str, previous: &Signature, data: &[u8]) -> Signature {
-    let text = format!(
-        "{ALGORITHM}\n{date}/chunk\n{}\n{}",
-        previous.to_hex(),
-        hex_sha256(data)
-    );
-    key.mac(&[text.as_bytes()])
+    // The text is fed to the MAC in pieces: no allocation per chunk.
+    let mut previous_hex = [0u8; 64];
+    data_encoding::HEXLOWER.encode_mut(&previous.0, &mut previous_hex);
+    let digest = blake3::hash(data);
+    let mut digest_hex = [0u8; 64];
+    data_encoding::HEXLOWER.encode_mut(digest.as_bytes(), &mut digest_hex);
+    key.mac(&[
+        ALGORITHM.as_bytes(),
+        b"\n",
+        date.as_bytes(),
+        b"/chunk\n",
+        &previous_hex,
+        b"\n",
+        &digest_hex,
+    ])
+}
+
+/// The data length a chunk header announces; an error above [`MAX_CHUNK_LEN`].
+pub fn chunk_len(header: &[u8; CHUNK_HEADER_LEN]) -> Result<usize, VerifyError> {
+    let mut len_bytes = [0u8; 4];
+    len_bytes.copy_from_slice(&header[..4]);
+    let len = usize::try_from(u32::from_be_bytes(len_bytes)).unwrap_or(usize::MAX);
+    if len > MAX_CHUNK_LEN {
+        return Err(VerifyError::Refused(Reason::Malformed));
+    }
+    Ok(len)
 }
 
 /// Signs a streamed body's chunks in order ([`super::SignedRequest::body_signer`],
@@ -69,14 +89,29 @@ impl ChunkSigner {
         self.one(&[], out);
     }
 
-    fn one(&mut self, data: &[u8], out: &mut Vec<u8>) {
+    /// Signs `data` (1 to [`MAX_CHUNK_LEN`] bytes; empty for the final chunk) as the next
+    /// chunk and returns its header, for a caller that sends the header and the data without
+    /// copying them together. `None` (and nothing signed) if `data` is too long.
+    pub fn header(&mut self, data: &[u8]) -> Option<[u8; CHUNK_HEADER_LEN]> {
+        if data.len() > MAX_CHUNK_LEN {
+            return None;
+        }
         let sig = chunk_signature(&self.key, &self.date, &self.previous, data);
-        // `data` is at most MAX_CHUNK_LEN bytes, which fits a u32.
+        // At most MAX_CHUNK_LEN bytes, which fits a u32.
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(&sig.0);
-        out.extend_from_slice(data);
+        let mut header = [0u8; CHUNK_HEADER_LEN];
+        header[..4].copy_from_slice(&len.to_be_bytes());
+        header[4..].copy_from_slice(&sig.0);
         self.previous = sig;
+        Some(header)
+    }
+
+    fn one(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        // `push` hands at most MAX_CHUNK_LEN bytes at a time.
+        if let Some(header) = self.header(data) {
+            out.extend_from_slice(&header);
+            out.extend_from_slice(data);
+        }
     }
 }
 
@@ -127,16 +162,44 @@ impl ChunkVerifier {
         let Some(header) = input.get(..CHUNK_HEADER_LEN) else {
             return Ok(None);
         };
-        let mut len_bytes = [0u8; 4];
-        len_bytes.copy_from_slice(&header[..4]);
-        let len = usize::try_from(u32::from_be_bytes(len_bytes)).unwrap_or(usize::MAX);
-        if len > MAX_CHUNK_LEN {
-            self.failed = true;
-            return Err(VerifyError::Refused(Reason::Malformed));
-        }
+        let mut head = [0u8; CHUNK_HEADER_LEN];
+        head.copy_from_slice(header);
+        let len = match chunk_len(&head) {
+            Ok(len) => len,
+            Err(e) => {
+                self.failed = true;
+                return Err(e);
+            }
+        };
         let Some(data) = input.get(CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + len) else {
             return Ok(None);
         };
+        let end = self.check(&head, data)?;
+        let used = CHUNK_HEADER_LEN + len;
+        if end {
+            return Ok(Some((Chunk::End, used)));
+        }
+        Ok(Some((Chunk::Data(data), used)))
+    }
+
+    /// Verifies one chunk received in two parts, its header and its data (which must be as
+    /// long as the header says, see [`chunk_len`]): `Ok(true)` for the signed final chunk,
+    /// `Ok(false)` for data, which may then be handed on. The same rules as
+    /// [`ChunkVerifier::decode`]: nothing after the final chunk, nothing after an error.
+    pub fn check(
+        &mut self,
+        header: &[u8; CHUNK_HEADER_LEN],
+        data: &[u8],
+    ) -> Result<bool, VerifyError> {
+        let refused = Err(VerifyError::Refused(Reason::BadSignature));
+        if self.failed || self.finished {
+            self.failed = true;
+            return refused;
+        }
+        if chunk_len(header).ok() != Some(data.len()) {
+            self.failed = true;
+            return Err(VerifyError::Refused(Reason::Malformed));
+        }
         let mut got = [0u8; 32];
         got.copy_from_slice(&header[4..]);
         let expected = chunk_signature(&self.key, &self.date, &self.previous, data);
@@ -145,12 +208,11 @@ impl ChunkVerifier {
             return refused;
         }
         self.previous = expected;
-        let used = CHUNK_HEADER_LEN + len;
-        if len == 0 {
+        if data.is_empty() {
             self.finished = true;
-            return Ok(Some((Chunk::End, used)));
+            return Ok(true);
         }
-        Ok(Some((Chunk::Data(data), used)))
+        Ok(false)
     }
 
     /// Whether the signed final chunk arrived. At the end of input, false means the body was

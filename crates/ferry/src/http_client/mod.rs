@@ -360,6 +360,7 @@ impl HttpClient {
             };
             out.write_all(&data).await?;
             len += data.len() as u64;
+            answer.body.recycle(data);
         }
         if opener.is_some() {
             unsealing.end().map_err(|_| unopened())?;

@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::Error;
+use crate::buf::Spares;
 use crate::http_body::{BodyError, BodyIn, OutBody};
 
 /// A byte stream hyper can run HTTP/1.1 over.
@@ -342,9 +343,13 @@ async fn send_chunks(
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     mut seal: Option<SealOut>,
 ) {
-    const PIECE: usize = 256 * 1024;
-    let mut buf = vec![0u8; PIECE.min(MAX_CHUNK_LEN)];
+    use ferry_proto::http::chunks::CHUNK_HEADER_LEN;
+    const PIECE: usize = MAX_CHUNK_LEN;
     let cannot_seal = || std::io::Error::other("cannot seal");
+    // Unsealed, each chunk is read into a buffer after room for its header, which is
+    // written in place once the data is signed: no copy, and the buffers cycle through
+    // `spares` once the connection has sent them.
+    let spares = Spares::<Vec<u8>>::default();
     if let Some((_, head, _)) = &mut seal {
         // The sealed body's header (key ID, suite, `enc`) goes first.
         let mut out = Vec::new();
@@ -354,15 +359,24 @@ async fn send_chunks(
         }
     }
     loop {
-        let n = match reader.read(&mut buf).await {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = tx.send(Err(e)).await;
-                return;
+        let mut buf = spares
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(CHUNK_HEADER_LEN + PIECE));
+        buf.resize(CHUNK_HEADER_LEN + PIECE, 0);
+        // Fill the piece (a reader may return less than asked long before its end).
+        let mut n = 0;
+        while n < PIECE {
+            match reader.read(&mut buf[CHUNK_HEADER_LEN + n..]).await {
+                Ok(0) => break,
+                Ok(got) => n += got,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
             }
-        };
-        let mut out = Vec::with_capacity(n + 2 * ferry_proto::http::chunks::CHUNK_HEADER_LEN);
+        }
         if n == 0 {
+            let mut out = Vec::with_capacity(2 * CHUNK_HEADER_LEN + 64);
             if let Some((sealer, _, opener)) = seal.take() {
                 let mut sealed = Vec::new();
                 let Ok(o) = sealer.finish(&[], &mut sealed) else {
@@ -376,18 +390,32 @@ async fn send_chunks(
             let _ = tx.send(Ok(Bytes::from(out))).await;
             return;
         }
-        match &mut seal {
-            None => signer.push(&buf[..n], &mut out),
+        let data = &buf[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + n];
+        let out = match &mut seal {
+            None => match signer.header(data) {
+                Some(header) => {
+                    buf[..CHUNK_HEADER_LEN].copy_from_slice(&header);
+                    crate::http_body::lend(buf, 0..CHUNK_HEADER_LEN + n, usize::MAX, &spares)
+                }
+                // Not reached: a piece is at most MAX_CHUNK_LEN bytes.
+                None => {
+                    let _ = tx.send(Err(std::io::Error::other("chunk too long"))).await;
+                    return;
+                }
+            },
             Some((sealer, _, _)) => {
                 let mut sealed = Vec::with_capacity(n + 64);
-                if sealer.push(&buf[..n], &mut sealed).is_err() {
+                if sealer.push(data, &mut sealed).is_err() {
                     let _ = tx.send(Err(cannot_seal())).await;
                     return;
                 }
+                let mut out = Vec::with_capacity(sealed.len() + 2 * CHUNK_HEADER_LEN);
                 signer.push(&sealed, &mut out);
+                spares.give(buf);
+                Bytes::from(out)
             }
-        }
-        if tx.send(Ok(Bytes::from(out))).await.is_err() {
+        };
+        if tx.send(Ok(out)).await.is_err() {
             return;
         }
     }

@@ -198,7 +198,9 @@ async fn receive<B: ServerBackend>(
     body: Incoming,
 ) -> Response<OutBody> {
     let engine = &front.engine;
-    let mut reader = body_in(authed, body, engine.limits.transfer_timeout);
+    // Chunks are received into the buffers the upload's writer has written.
+    let mut reader =
+        body_in(authed, body, engine.limits.transfer_timeout).with_spares(upload.spares().clone());
     let mut hasher = blake3::Hasher::new();
     let mut received = 0u64;
     // A sealed body is opened chunk by chunk as it arrives (docs/HTTP.md §11).
@@ -398,8 +400,13 @@ type Sender = mpsc::Sender<Result<Bytes, std::io::Error>>;
 
 /// Hands `out` to the connection within `deadline`; false if it is gone or stalled.
 async fn push(tx: &Sender, out: Vec<u8>, deadline: Duration) -> bool {
+    push_bytes(tx, Bytes::from(out), deadline).await
+}
+
+/// [`push`] for bytes already shared.
+async fn push_bytes(tx: &Sender, out: Bytes, deadline: Duration) -> bool {
     matches!(
-        tokio::time::timeout(deadline, tx.send(Ok(Bytes::from(out)))).await,
+        tokio::time::timeout(deadline, tx.send(Ok(out))).await,
         Ok(Ok(()))
     )
 }
@@ -442,13 +449,9 @@ async fn send_body<R: BlobReader>(
                 let Some(chunk) = rx.recv().await else {
                     break;
                 };
-                let data = chunk.data();
-                let take = data.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                let mut out = Vec::with_capacity(take + CHUNK_HEADER_LEN);
-                signer.push(&data[..take], &mut out);
+                let take = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
                 left -= take as u64;
-                spares.give(chunk.into_framed());
-                if !push(&tx, out, deadline).await {
+                if !signer.send(chunk, take, &spares, &tx, deadline).await {
                     // The client went away or stopped reading; dropping `rx` stops the reader.
                     return;
                 }
@@ -477,6 +480,37 @@ struct Out {
 }
 
 impl Out {
+    /// Sends the first `take` bytes of `chunk` as one signed chunk; unsealed, without a copy
+    /// (its header, then its data lent from the chunk's buffer, which goes back to `spares`
+    /// once sent). False if the connection is gone or stalled.
+    async fn send(
+        &mut self,
+        chunk: crate::buf::Chunk,
+        take: usize,
+        spares: &crate::buf::Spares<Vec<u8>>,
+        tx: &Sender,
+        deadline: Duration,
+    ) -> bool {
+        use ferry_proto::frame::HEADER_LEN;
+        let data = &chunk.data()[..take];
+        if self.seal.is_none()
+            && let Some(header) = self.signer.header(data)
+        {
+            let body = crate::http_body::lend(
+                chunk.buf,
+                HEADER_LEN..HEADER_LEN + take,
+                HEADER_LEN,
+                spares,
+            );
+            return push_bytes(tx, Bytes::copy_from_slice(&header), deadline).await
+                && push_bytes(tx, body, deadline).await;
+        }
+        let mut out = Vec::with_capacity(take + CHUNK_HEADER_LEN + 64);
+        self.push(data, &mut out);
+        spares.give(chunk.into_framed());
+        push(tx, out, deadline).await
+    }
+
     fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
         match &mut self.seal {
             None => self.signer.push(data, out),
