@@ -34,8 +34,8 @@ use crate::transfer::connect;
 /// `get -r` that writes into their folder).
 pub(crate) const TEMP_PREFIX: &str = ".ferry-get-";
 
-/// How many finished downloads may wait for their fsync and rename at once.
-const FINISHING: usize = 16;
+/// How many batches of finished downloads may wait for their writes and renames at once.
+const FINISHING: usize = 4;
 
 /// What a folder transfer did, for its summary.
 #[derive(Default)]
@@ -739,10 +739,21 @@ struct Finishing {
     arrived: Vec<Arrived>,
 }
 
-/// Most downloads in one batch.
+/// Most downloads in one batch, and most content bytes held in memory by one: with
+/// [`FINISHING`] batches waiting, at most about 20 MiB of downloads wait in memory.
 const BATCH: usize = 16;
+const BATCH_BYTES: u64 = 4 << 20;
 
 impl Finishing {
+    /// Bytes of content held in memory by the downloads not handed to a task yet.
+    fn held(&self) -> u64 {
+        self.arrived
+            .iter()
+            .filter(|a| matches!(a.4, Content::Bytes(_)))
+            .map(|a| a.2.size)
+            .sum()
+    }
+
     /// Writes what arrived so far and renames it into place, on a blocking thread. A large
     /// file is fsynced first; small ones are not, one by one (that would cost more than
     /// moving them): after a crash, `get -r` run again checks every file's size and BLAKE3
@@ -829,7 +840,7 @@ async fn fetch(
                 bar.set(received);
                 let name = wanted[k].entry.source.clone();
                 finishing.arrived.push((k, name, entry, path, content));
-                if finishing.arrived.len() >= BATCH {
+                if finishing.arrived.len() >= BATCH || finishing.held() >= BATCH_BYTES {
                     finishing.start();
                 }
                 while finishing.tasks.len() > FINISHING {

@@ -316,13 +316,7 @@ fn the_empty_read_rule_is_decided_by_terminal_and_flag() {
     };
     // Ctrl-D at once: nothing stored, exit 2, and the hint was shown.
     let out = in_pty("", b"\x04");
-    let shown = out.text();
-    assert_eq!(out.code, 2, "{shown}");
-    assert!(
-        shown.contains("reading standard input; Ctrl-D to end"),
-        "{shown}"
-    );
-    assert!(shown.contains("--allow-empty"), "{shown}");
+    common::assert_empty_tty_refused(&out);
     assert_eq!(st.with(&st.reader, &["stat", "tty/x"]).code, 5);
     // With --allow-empty, the empty source is stored.
     let out = in_pty("--allow-empty", b"\x04");

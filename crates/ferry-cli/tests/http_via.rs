@@ -72,13 +72,7 @@ fn put_get_ls_stat_rm_via_http() {
     let Some(out) = in_pty(b"\x04") else {
         return;
     };
-    let shown = out.text();
-    assert_eq!(out.code, 2, "{shown}");
-    assert!(
-        shown.contains("reading standard input; Ctrl-D to end"),
-        "{shown}"
-    );
-    assert!(shown.contains("--allow-empty"), "{shown}");
+    common::assert_empty_tty_refused(&out);
     assert_ne!(run(&env, &via(&["stat", "tty/x"])).code, 0);
     let out = in_pty(b"typed over http\n\x04").unwrap();
     assert_eq!(out.code, 0, "{}", out.text());

@@ -134,6 +134,19 @@ pub fn in_pty(env: &Env, args: &str, typed: &[u8]) -> Option<Out> {
     Some(run(c, Some(typed.to_vec()), SHORT))
 }
 
+/// What `put` does when Ctrl-D is pressed at once on a terminal ([`in_pty`]): exit 2, after
+/// the hint that it reads standard input and the way to store an empty source.
+#[allow(dead_code)]
+pub fn assert_empty_tty_refused(out: &Out) {
+    let shown = out.text();
+    assert_eq!(out.code, 2, "{shown}");
+    assert!(
+        shown.contains("reading standard input; Ctrl-D to end"),
+        "{shown}"
+    );
+    assert!(shown.contains("--allow-empty"), "{shown}");
+}
+
 pub fn run(mut cmd: Command, input: Option<Vec<u8>>, timeout: Duration) -> Out {
     cmd.stdin(if input.is_some() {
         Stdio::piped()
