@@ -71,18 +71,17 @@ impl Store {
 /// Logs a change to `source` whose new current record is `rec`, inside `txn`, and prunes the
 /// log to the newest `keep` entries. Returns the change's sequence number.
 pub(super) fn append(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     source: &str,
     rec: &Record,
     keep: u64,
 ) -> Result<u64, StoreError> {
-    let mut meta = txn.open_table(META)?;
-    let last = meta.get(LAST_SEQ_KEY)?.map_or(0, |guard| guard.value());
+    let last = t.meta.get(LAST_SEQ_KEY)?.map_or(0, |guard| guard.value());
     let seq = last
         .checked_add(1)
         .ok_or_else(|| StoreError::Corrupt("change sequence is exhausted".into()))?;
-    meta.insert(LAST_SEQ_KEY, seq)?;
-    let mut log = txn.open_table(CHANGES)?;
+    t.meta.insert(LAST_SEQ_KEY, seq)?;
+    let log = &mut t.changes;
     log.insert(seq, encode(source, rec)?.as_slice())?;
     // Normally exactly one entry falls out; more after `keep_changes` was lowered.
     let cutoff = seq.saturating_sub(keep);

@@ -246,18 +246,16 @@ fn cut_file(file: &File, hash: &Hash) -> Result<Vec<Extent>, StoreError> {
 /// `release_ref`): drops their manifests and the references those held on files, adding
 /// to `freed` the files left with none. Contents referenced again meanwhile are skipped.
 pub(super) fn release_contents(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     freed: &mut Vec<Hash>,
 ) -> Result<(), StoreError> {
-    let refs = txn.open_table(BLOB_REFS)?;
-    let mut manifests = txn.open_table(MANIFESTS)?;
-    let mut packs = txn.open_table(PACK_REFS)?;
     let contents = freed.clone();
     for content in &contents {
-        if refs.get(content)?.is_some() {
+        if t.refs.get(content)?.is_some() {
             continue;
         }
-        let Some(extents) = manifests
+        let Some(extents) = t
+            .manifests
             .remove(content)?
             .map(|g| decode(g.value()))
             .transpose()?
@@ -265,7 +263,7 @@ pub(super) fn release_contents(
             continue;
         };
         for file in other_files(content, &extents) {
-            let count = packs.get(&file)?.map(|g| g.value());
+            let count = t.packs.get(&file)?.map(|g| g.value());
             match count {
                 None | Some(0) => {
                     return Err(StoreError::Corrupt(format!(
@@ -274,11 +272,11 @@ pub(super) fn release_contents(
                     )));
                 }
                 Some(1) => {
-                    packs.remove(&file)?;
+                    t.packs.remove(&file)?;
                     freed.push(file);
                 }
                 Some(n) => {
-                    packs.insert(&file, n - 1)?;
+                    t.packs.insert(&file, n - 1)?;
                 }
             }
         }
@@ -289,16 +287,14 @@ pub(super) fn release_contents(
 /// In a write transaction, a content made of `extents` that has just become live: records
 /// its manifest and its references on the files it uses.
 pub(super) fn add_content(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     content: &Hash,
     extents: &[Extent],
 ) -> Result<(), StoreError> {
-    let mut manifests = txn.open_table(MANIFESTS)?;
-    let mut packs = txn.open_table(PACK_REFS)?;
-    manifests.insert(content, encode(extents).as_slice())?;
+    t.manifests.insert(content, encode(extents).as_slice())?;
     for file in other_files(content, extents) {
-        let count = packs.get(&file)?.map_or(0, |g| g.value());
-        packs.insert(&file, count + 1)?;
+        let count = t.packs.get(&file)?.map_or(0, |g| g.value());
+        t.packs.insert(&file, count + 1)?;
     }
     Ok(())
 }
