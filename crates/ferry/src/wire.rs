@@ -118,6 +118,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         self.recv_rest(header, have, None).await.map(Some)
     }
 
+    /// Waits for whichever comes first: a frame from the peer, received whole as
+    /// [`Wire::recv`] receives it (`Ok(Ok(frame))`), or the end of `other` (`Ok(Err(output))`,
+    /// nothing read). What is gathered is sent before waiting, as [`Wire::recv`] does. For a
+    /// server that sends answers as the work behind them ends while the client sends on.
+    pub async fn recv_or<F: std::future::Future + Unpin>(
+        &mut self,
+        other: &mut F,
+    ) -> Result<Result<Incoming, F::Output>, Error> {
+        let mut header = [0u8; HEADER_LEN];
+        if self.has_queued() || self.unflushed {
+            match self.read_ready(&mut header).await {
+                Some(Ok(0)) => return Err(Error::Closed),
+                Some(Ok(n)) => return self.recv_rest(header, n, None).await.map(Ok),
+                Some(Err(e)) => return Err(Error::Connection(e)),
+                None => self.flush().await?,
+            }
+        }
+        let first = {
+            let stream = &mut self.stream;
+            let header = &mut header;
+            std::future::poll_fn(|cx| {
+                use std::task::Poll;
+                let mut rb = tokio::io::ReadBuf::new(&mut header[..]);
+                match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => return Poll::Ready(Ok(Ok(rb.filled().len()))),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+                std::pin::Pin::new(&mut *other)
+                    .poll(cx)
+                    .map(|out| Ok(Err(out)))
+            })
+            .await
+        };
+        match first {
+            Err(e) => Err(Error::Connection(e)),
+            Ok(Err(out)) => Ok(Err(out)),
+            Ok(Ok(0)) => Err(Error::Closed),
+            Ok(Ok(n)) => self.recv_rest(header, n, None).await.map(Ok),
+        }
+    }
+
     /// The rest of a frame whose first `have` header bytes are in `header`.
     async fn recv_rest(
         &mut self,
@@ -384,6 +426,46 @@ mod tests {
         assert!(b.recv_if_ready().await.unwrap().is_none());
         drop(a);
         assert!(matches!(b.recv_if_ready().await, Err(Error::Closed)));
+    }
+
+    #[tokio::test]
+    async fn recv_or_returns_whichever_comes_first_and_sends_what_is_gathered_before_waiting() {
+        let stat = |s: &str| Message::Stat(ferry_proto::message::SourceRef { source: s.into() });
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (mut a, mut b) = (Wire::new(a), Wire::new(b));
+        // Nothing arrives: the other future's end is returned, and nothing was read.
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<u32>();
+        b.queue(&stat("gathered")).await.unwrap();
+        let ends = tokio::spawn(async move {
+            // What b gathered reached a before b's wait could end.
+            let m = a.recv_message().await.unwrap();
+            tx.send(7).unwrap();
+            (a, m)
+        });
+        let first = tokio::time::timeout(std::time::Duration::from_secs(10), b.recv_or(&mut rx))
+            .await
+            .expect("the gathered frame was not sent before waiting");
+        assert!(matches!(first.unwrap(), Err(Ok(7))));
+        let (mut a, m) = ends.await.unwrap();
+        assert_eq!(m, stat("gathered"));
+        // A frame arrives first (half of it at first): it is received whole.
+        let mut pending = std::future::pending::<()>();
+        let mut whole = Vec::new();
+        frame::encode(Kind::Message, &stat("x").encode(), &mut whole).unwrap();
+        let (first, rest) = whole.split_at(2);
+        a.get_mut().write_all(first).await.unwrap();
+        let rest = rest.to_vec();
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            a.get_mut().write_all(&rest).await.unwrap();
+            a
+        });
+        let Ok(Incoming::Message(m)) = b.recv_or(&mut pending).await.unwrap() else {
+            panic!("expected the frame")
+        };
+        assert_eq!(m, stat("x"));
+        drop(late.await.unwrap());
+        assert!(matches!(b.recv_or(&mut pending).await, Err(Error::Closed)));
     }
 
     #[tokio::test]

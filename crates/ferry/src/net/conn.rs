@@ -179,20 +179,18 @@ pub(crate) async fn serve_connection<B: ServerBackend>(
                 }
             }
         } else {
-            // Small puts are being committed: read on only while the client has sent more;
-            // once it waits, it waits for their answers.
-            let ready = tokio::time::timeout(engine.limits.idle_timeout, wire.recv_if_ready())
-                .await
-                .map_err(|_| Error::Timeout("the next request"))??;
-            match ready {
+            // Small puts are being committed: read on while the client sends, and answer
+            // each put as its commit ends.
+            let next =
+                tokio::time::timeout(engine.limits.idle_timeout, owed.answer_or_recv(&mut wire))
+                    .await
+                    .map_err(|_| Error::Timeout("the next request"))??;
+            match next {
                 Some(Incoming::Message(msg)) => msg,
                 Some(Incoming::Data(_)) => {
                     return Err(Error::Protocol("unexpected data frame".into()));
                 }
-                None => {
-                    owed.settle(&mut wire).await?;
-                    continue;
-                }
+                None => continue,
             }
         };
         // A small put goes on while earlier ones commit; anything else is answered after

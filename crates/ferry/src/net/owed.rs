@@ -1,7 +1,8 @@
 //! Answers owed to the client, in the order of its requests: small streamed puts are
 //! committed while the connection reads on (engine/put_small.rs), so their answers wait
-//! here, behind the ones owed before them, until the client waits for them (no request
-//! has arrived), the next request is of another kind, or the bounds below are reached.
+//! here, behind the ones owed before them. Each leaves as soon as it and those before it are
+//! known, while the connection goes on reading ([`Owed::answer_or_recv`]); all of them before
+//! a request of another kind, or when the bounds below are reached ([`Owed::settle`]).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -15,7 +16,7 @@ use super::data::{refusal, to_wire};
 use crate::Error;
 use crate::engine::Refusal;
 use crate::engine::put_small::InFlight;
-use crate::wire::Wire;
+use crate::wire::{Incoming, Wire};
 
 /// Most small puts whose commit a connection waits for at once (the client's window).
 const MAX_PUTS: u64 = crate::WINDOW as u64;
@@ -79,18 +80,76 @@ impl<'a> Owed<'a> {
         while let Some(owe) = self.queue.pop_front() {
             let msg = match owe {
                 Owe::Now(msg) => msg,
-                Owe::Later(answer, size) => {
-                    let answer = answer.await;
-                    self.in_flight.bytes = self.in_flight.bytes.saturating_sub(size);
-                    self.in_flight.versions = self.in_flight.versions.saturating_sub(1);
-                    match answer {
-                        Ok(entry) => Message::PutOk(to_wire(entry)),
-                        Err(r) => refusal(r),
-                    }
-                }
+                Owe::Later(answer, size) => self.answered(answer.await, size),
             };
             wire.queue(&msg).await?;
         }
         wire.flush().await
+    }
+
+    /// Waits for whichever comes first: the client's next frame (returned), or the end of
+    /// the oldest commit owed (its answer, and every one ready behind it, then go out in
+    /// order, and `None` is returned). So the connection reads on while the client sends,
+    /// the commits are fed as the requests arrive, and each answer leaves as soon as it and
+    /// those before it are known.
+    pub(crate) async fn answer_or_recv<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        wire: &mut Wire<S>,
+    ) -> Result<Option<Incoming>, Error> {
+        self.queue_ready(wire).await?;
+        let Some(Owe::Later(answer, _)) = self.queue.front_mut() else {
+            return Ok(None);
+        };
+        match wire.recv_or(answer).await? {
+            Ok(incoming) => Ok(Some(incoming)),
+            Err(out) => {
+                if let Some(Owe::Later(_, size)) = self.queue.pop_front() {
+                    let msg = self.answered(out, size);
+                    wire.queue(&msg).await?;
+                }
+                self.queue_ready(wire).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Gathers, in order, the answers owed that are known now: up to the first commit that
+    /// has not ended.
+    async fn queue_ready<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        wire: &mut Wire<S>,
+    ) -> Result<(), Error> {
+        // Bounded by the queue's length.
+        while let Some(msg) = self.pop_ready() {
+            wire.queue(&msg).await?;
+        }
+        Ok(())
+    }
+
+    /// The oldest answer owed, if it is known now.
+    fn pop_ready(&mut self) -> Option<Message> {
+        if let Owe::Later(answer, size) = self.queue.front_mut()? {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let std::task::Poll::Ready(out) = answer.as_mut().poll(&mut cx) else {
+                return None;
+            };
+            let size = *size;
+            self.queue.pop_front();
+            return Some(self.answered(out, size));
+        }
+        match self.queue.pop_front()? {
+            Owe::Now(msg) => Some(msg),
+            Owe::Later(..) => None,
+        }
+    }
+
+    /// A commit's answer, no longer in flight.
+    fn answered(&mut self, out: Result<Entry, Refusal>, size: u64) -> Message {
+        self.in_flight.bytes = self.in_flight.bytes.saturating_sub(size);
+        self.in_flight.versions = self.in_flight.versions.saturating_sub(1);
+        match out {
+            Ok(entry) => Message::PutOk(to_wire(entry)),
+            Err(r) => refusal(r),
+        }
     }
 }
