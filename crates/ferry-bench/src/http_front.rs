@@ -118,6 +118,10 @@ http {{
             proxy_http_version 1.1;
             proxy_request_buffering off;
             proxy_buffering off;
+            proxy_buffer_size 256k;
+            proxy_buffers 4 256k;
+            proxy_busy_buffers_size 256k;
+            client_body_buffer_size 256k;
             proxy_read_timeout 300s;
             proxy_send_timeout 300s;
         }}

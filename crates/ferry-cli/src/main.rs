@@ -116,7 +116,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Client(c) => block_on(admin::client(&c)),
         Command::Serve(a) => block_on(serve::serve(&a)),
         Command::Put(a) if a.via.via == Via::Http => block_on(interruptible(http::put(&a))),
-        Command::Get(a) if a.via.via == Via::Http => block_on(interruptible(http::get(&a))),
+        Command::Get(a) if a.via.via == Via::Http => {
+            block_on_one_thread(interruptible(http::get(&a)))
+        }
         Command::Ls(a) if a.via.via == Via::Http => block_on(http::ls(&a)),
         Command::Stat(a) if a.via.via == Via::Http => block_on(http::stat(&a)),
         Command::Rm(a) if a.via.via == Via::Http => block_on(http::rm(&a)),
@@ -149,6 +151,20 @@ pub(crate) fn block_on(f: impl Future<Output = anyhow::Result<()>>) -> anyhow::R
     let r = rt.block_on(f);
     // A blocking reader may be stuck on a terminal's stdin after an interrupt; do not wait
     // for it for long.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    r
+}
+
+/// Runs `f` on a runtime of one thread (blocking work still goes to a pool of its own): for
+/// a transfer whose tasks hand each piece of a stream to one another, which on several
+/// threads costs a wake-up across threads per piece.
+pub(crate) fn block_on_one_thread(
+    f: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let r = rt.block_on(f);
     rt.shutdown_timeout(Duration::from_secs(1));
     r
 }

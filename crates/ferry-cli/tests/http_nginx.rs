@@ -80,6 +80,10 @@ http {{
       proxy_set_header Connection \"\";
       proxy_request_buffering off;
       proxy_buffering off;
+      proxy_buffer_size 256k;
+      proxy_buffers 4 256k;
+      proxy_busy_buffers_size 256k;
+      client_body_buffer_size 256k;
       proxy_read_timeout 120s;
       proxy_send_timeout 120s;
     }}
