@@ -1,12 +1,17 @@
-//! ferry's account data in PostgreSQL: [`PgAccounts`] implements the [`Accounts`] side of the
-//! backend seam (client registry and revocations, users and their OPAQUE records, invites,
-//! sessions, login-failure counters and lockouts) so that several server instances share it.
+//! ferry on shared storage, for several server instances behind a load balancer:
 //!
-//! Opening runs the schema migrations of `migrations/` (embedded at build time), one opener
-//! at a time. Every method that two instances could race on is one transaction whose row
-//! locks (or a per-name advisory lock) make it atomic: a generation comes from a sequence, an
+//! - [`PgAccounts`] implements the [`Accounts`] side of the backend seam (client registry and
+//!   revocations, users and their OPAQUE records, invites, sessions, login-failure counters
+//!   and lockouts) in PostgreSQL;
+//! - [`SharedBackend`] is a whole `Backend`: the index (sources, versions, heads, the change
+//!   log, uploads in progress) in PostgreSQL, the content in S3-compatible object storage
+//!   (`shared/`, docs/SCALING.md), with change signals across instances by LISTEN/NOTIFY.
+//!
+//! Opening either runs the schema migrations of `migrations/` (embedded at build time), one
+//! opener at a time. Every method that two instances could race on is one transaction whose
+//! row locks (or a per-name advisory lock) make it atomic: a generation comes from a sequence, an
 //! invite is spent by a conditional `UPDATE` in the transaction that stores the user, a
-//! failed login is counted on a locked row.
+//! failed login is counted on a locked row, two commits of one source take turns.
 //!
 //! ```no_run
 //! # async fn demo() -> ferry_backend::Result<()> {
@@ -37,6 +42,12 @@ pub use tokio_postgres::Config;
 mod accounts;
 mod rows;
 mod schema;
+mod shared;
+mod sql;
+
+pub use shared::{
+    S3Config, S3Secret, SharedBackend, SharedOptions, SharedReader, SharedStaged, SharedUpload,
+};
 
 /// How long opening a connection, or waiting for a free one, may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -105,20 +116,7 @@ impl PgAccounts {
     pub async fn open_config(mut config: Config, max_connections: usize) -> Result<Self> {
         with_defaults(&mut config);
         schema::migrate(&config).await?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(max_connections.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(WAIT))
-            .create_timeout(Some(WAIT))
-            .build()
-            .map_err(|e| other(format!("cannot build the PostgreSQL pool: {e}")))?;
+        let pool = build_pool(config, max_connections)?;
         Ok(PgAccounts { pool })
     }
 
@@ -132,8 +130,26 @@ impl PgAccounts {
     }
 }
 
+/// A pool of at most `max_connections` (at least 1) on `config`, waiting at most [`WAIT`].
+pub(crate) fn build_pool(config: Config, max_connections: usize) -> Result<Pool> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_connections.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(WAIT))
+        .create_timeout(Some(WAIT))
+        .build()
+        .map_err(|e| other(format!("cannot build the PostgreSQL pool: {e}")))
+}
+
 /// The connect timeout and lock wait that apply unless `config` sets its own.
-fn with_defaults(config: &mut Config) {
+pub(crate) fn with_defaults(config: &mut Config) {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(WAIT);
     }
@@ -145,13 +161,13 @@ fn with_defaults(config: &mut Config) {
     config.options(options.trim_end());
 }
 
-fn other(message: String) -> BackendError {
+pub(crate) fn other(message: String) -> BackendError {
     BackendError::Other(message.into())
 }
 
 /// A database error as a [`BackendError`]. A server error keeps its message and SQLSTATE but
 /// not its detail, which can quote a whole row (a record, a session secret).
-fn db(e: tokio_postgres::Error) -> BackendError {
+pub(crate) fn db(e: tokio_postgres::Error) -> BackendError {
     match e.as_db_error() {
         Some(d) => other(format!(
             "PostgreSQL: {} (SQLSTATE {})",
@@ -162,7 +178,7 @@ fn db(e: tokio_postgres::Error) -> BackendError {
     }
 }
 
-fn pool_error(e: PoolError) -> BackendError {
+pub(crate) fn pool_error(e: PoolError) -> BackendError {
     match e {
         PoolError::Backend(e) => db(e),
         PoolError::Timeout(t) => other(format!("PostgreSQL: no connection in time ({t:?})")),
