@@ -368,8 +368,11 @@ impl Store {
         check_by(by)?;
         let txn = self.db.begin_write()?;
         let outcome = {
-            let mut t = Tables::open(&txn)?;
-            let prev = match t.current.get(source.as_bytes())? {
+            let mut current = txn.open_table(CURRENT)?;
+            let mut versions = txn.open_table(VERSIONS)?;
+            let mut refs = txn.open_table(BLOB_REFS)?;
+            let mut usage = txn.open_table(USAGE)?;
+            let prev = match current.get(source.as_bytes())? {
                 Some(guard) => Some(Record::decode(guard.value())?),
                 None => None,
             };
@@ -385,21 +388,21 @@ impl Store {
                         by: by.to_owned(),
                         meta: Meta::default(),
                     };
-                    t.current
-                        .insert(source.as_bytes(), tombstone.encode()?.as_slice())?;
+                    current.insert(source.as_bytes(), tombstone.encode()?.as_slice())?;
                     let mut freed = Vec::new();
-                    prune_versions(&mut t, source, 0, &mut freed)?;
-                    packs::release_contents(&mut t, &mut freed)?;
-                    let seq = changes::append(&mut t, source, &tombstone, self.keep_changes)?;
-                    Some((version, freed, seq))
+                    let mut tables = (&mut versions, &mut refs, &mut usage);
+                    prune_versions(&mut tables, source, 0, &mut freed)?;
+                    Some((version, freed, tombstone))
                 }
                 _ => None,
             }
         };
-        let Some((version, freed, seq)) = outcome else {
+        let Some((version, mut freed, tombstone)) = outcome else {
             txn.abort()?;
             return Ok(None);
         };
+        packs::release_contents(&txn, &mut freed)?;
+        let seq = changes::append(&txn, source, &tombstone, self.keep_changes)?;
         txn.commit()?;
         self.notify(seq);
         self.remove_unreferenced(&freed);
@@ -487,18 +490,16 @@ impl Store {
         now: u64,
     ) -> Result<(Entry, Vec<Hash>, u64), StoreError> {
         let txn = self.db.begin_write()?;
-        let (entry, freed, seq) = {
-            let mut t = Tables::open(&txn)?;
-            self.commit_in(&mut t, source, (hash, size, meta), composed, by, now)?
-        };
+        let (entry, freed, seq) =
+            self.commit_in(&txn, source, (hash, size, meta), composed, by, now)?;
         txn.commit()?;
         Ok((entry, freed, seq))
     }
 
-    /// [`Store::commit_index`] in the tables of a write transaction the caller commits.
+    /// [`Store::commit_index`] inside the write transaction `txn`, which the caller commits.
     fn commit_in(
         &self,
-        t: &mut Tables<'_>,
+        txn: &WriteTransaction,
         source: &str,
         (hash, size, meta): (Hash, u64, Meta),
         composed: Option<Composed>,
@@ -506,9 +507,13 @@ impl Store {
         now: u64,
     ) -> Result<(Entry, Vec<Hash>, u64), StoreError> {
         let (rec, mut freed, was_live) = {
+            let mut current = txn.open_table(CURRENT)?;
+            let mut versions = txn.open_table(VERSIONS)?;
+            let mut refs = txn.open_table(BLOB_REFS)?;
+            let mut usage = txn.open_table(USAGE)?;
             // Read the previous version inside the write transaction: redb serialises write
             // transactions, so concurrent commits get distinct, increasing versions.
-            let version = match t.current.get(source.as_bytes())? {
+            let version = match current.get(source.as_bytes())? {
                 Some(guard) => next_version(&Record::decode(guard.value())?, source)?,
                 None => 1,
             };
@@ -522,14 +527,14 @@ impl Store {
                 meta,
             };
             let bytes = rec.encode()?;
-            t.versions
-                .insert((source.as_bytes(), version), bytes.as_slice())?;
-            usage::added(&mut t.usage, &rec)?;
-            t.current.insert(source.as_bytes(), bytes.as_slice())?;
-            let was_live = t.refs.get(&hash)?.is_some();
-            add_ref(&mut t.refs, &hash)?;
+            versions.insert((source.as_bytes(), version), bytes.as_slice())?;
+            usage::added(&mut usage, &rec)?;
+            current.insert(source.as_bytes(), bytes.as_slice())?;
+            let was_live = refs.get(&hash)?.is_some();
+            add_ref(&mut refs, &hash)?;
             let mut freed = Vec::new();
-            prune_versions(t, source, self.keep_versions, &mut freed)?;
+            let mut tables = (&mut versions, &mut refs, &mut usage);
+            prune_versions(&mut tables, source, self.keep_versions, &mut freed)?;
             (rec, freed, was_live)
         };
         if let Some(c) = composed {
@@ -537,11 +542,11 @@ impl Store {
                 // Already stored: the pack this delta brought is not needed.
                 freed.extend(c.pack);
             } else {
-                packs::add_content(t, &hash, &c.extents)?;
+                packs::add_content(txn, &hash, &c.extents)?;
             }
         }
-        packs::release_contents(t, &mut freed)?;
-        let seq = changes::append(t, source, &rec, self.keep_changes)?;
+        packs::release_contents(txn, &mut freed)?;
+        let seq = changes::append(txn, source, &rec, self.keep_changes)?;
         Ok((rec.into_entry(source.to_owned()), freed, seq))
     }
 
@@ -729,10 +734,17 @@ fn release_ref(
     }
 }
 
+/// The tables a version's removal changes.
+type PruneTables<'a, 't> = (
+    &'a mut VersionsTable<'t>,
+    &'a mut RefsTable<'t>,
+    &'a mut UsageTable<'t>,
+);
+
 /// Removes the oldest versions of `source` so that at most `keep` remain, releasing their
 /// blobs and their principals' usage.
 fn prune_versions(
-    t: &mut Tables<'_>,
+    (versions, refs, usage): &mut PruneTables<'_, '_>,
     source: &str,
     keep: u64,
     freed: &mut Vec<Hash>,
@@ -740,7 +752,7 @@ fn prune_versions(
     let key = source.as_bytes();
     // Version numbers only (normally keep + 1 of them), oldest first.
     let mut present = Vec::new();
-    for item in t.versions.range((key, 0u64)..=(key, u64::MAX))? {
+    for item in versions.range((key, 0u64)..=(key, u64::MAX))? {
         let (k, _) = item?;
         present.push(k.value().1);
     }
@@ -748,12 +760,12 @@ fn prune_versions(
         .len()
         .saturating_sub(usize::try_from(keep).unwrap_or(usize::MAX));
     for version in present.into_iter().take(excess) {
-        let rec = match t.versions.remove((key, version))? {
+        let rec = match versions.remove((key, version))? {
             Some(guard) => decode_version(guard.value(), version)?,
             None => continue,
         };
-        release_ref(&mut t.refs, &rec.hash, freed)?;
-        usage::removed(&mut t.usage, &rec)?;
+        release_ref(refs, &rec.hash, freed)?;
+        usage::removed(usage, &rec)?;
     }
     Ok(())
 }
@@ -764,12 +776,10 @@ mod content;
 mod packs;
 pub(crate) mod read;
 mod replica;
-mod tables;
 mod uploads;
 mod usage;
 
-use tables::Tables;
-use usage::USAGE;
+use usage::{USAGE, UsageTable};
 
 pub use batch::SmallPut;
 pub use content::Content;

@@ -199,7 +199,6 @@ impl Store {
                 }
             }
             let txn = self.db.begin_write()?;
-            let mut t = Tables::open(&txn)?;
             let mut entries = Vec::with_capacity(valid.len());
             let mut freed = Vec::new();
             let mut seq = 0;
@@ -214,12 +213,11 @@ impl Store {
                 };
                 let content = (put.expected, put.content.len() as u64, put.meta);
                 let (entry, f, s) =
-                    self.commit_in(&mut t, &put.source, content, composed, &put.by, put.now)?;
+                    self.commit_in(&txn, &put.source, content, composed, &put.by, put.now)?;
                 entries.push(entry);
                 freed.extend(f);
                 seq = s;
             }
-            drop(t);
             txn.commit()?;
             (entries, freed, seq)
         };

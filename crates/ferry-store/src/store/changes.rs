@@ -71,17 +71,18 @@ impl Store {
 /// Logs a change to `source` whose new current record is `rec`, inside `txn`, and prunes the
 /// log to the newest `keep` entries. Returns the change's sequence number.
 pub(super) fn append(
-    t: &mut Tables<'_>,
+    txn: &WriteTransaction,
     source: &str,
     rec: &Record,
     keep: u64,
 ) -> Result<u64, StoreError> {
-    let last = t.meta.get(LAST_SEQ_KEY)?.map_or(0, |guard| guard.value());
+    let mut meta = txn.open_table(META)?;
+    let last = meta.get(LAST_SEQ_KEY)?.map_or(0, |guard| guard.value());
     let seq = last
         .checked_add(1)
         .ok_or_else(|| StoreError::Corrupt("change sequence is exhausted".into()))?;
-    t.meta.insert(LAST_SEQ_KEY, seq)?;
-    let log = &mut t.changes;
+    meta.insert(LAST_SEQ_KEY, seq)?;
+    let mut log = txn.open_table(CHANGES)?;
     log.insert(seq, encode(source, rec)?.as_slice())?;
     // Normally exactly one entry falls out; more after `keep_changes` was lowered.
     let cutoff = seq.saturating_sub(keep);

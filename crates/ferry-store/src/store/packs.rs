@@ -246,16 +246,18 @@ fn cut_file(file: &File, hash: &Hash) -> Result<Vec<Extent>, StoreError> {
 /// `release_ref`): drops their manifests and the references those held on files, adding
 /// to `freed` the files left with none. Contents referenced again meanwhile are skipped.
 pub(super) fn release_contents(
-    t: &mut Tables<'_>,
+    txn: &WriteTransaction,
     freed: &mut Vec<Hash>,
 ) -> Result<(), StoreError> {
+    let refs = txn.open_table(BLOB_REFS)?;
+    let mut manifests = txn.open_table(MANIFESTS)?;
+    let mut packs = txn.open_table(PACK_REFS)?;
     let contents = freed.clone();
     for content in &contents {
-        if t.refs.get(content)?.is_some() {
+        if refs.get(content)?.is_some() {
             continue;
         }
-        let Some(extents) = t
-            .manifests
+        let Some(extents) = manifests
             .remove(content)?
             .map(|g| decode(g.value()))
             .transpose()?
@@ -263,7 +265,7 @@ pub(super) fn release_contents(
             continue;
         };
         for file in other_files(content, &extents) {
-            let count = t.packs.get(&file)?.map(|g| g.value());
+            let count = packs.get(&file)?.map(|g| g.value());
             match count {
                 None | Some(0) => {
                     return Err(StoreError::Corrupt(format!(
@@ -272,11 +274,11 @@ pub(super) fn release_contents(
                     )));
                 }
                 Some(1) => {
-                    t.packs.remove(&file)?;
+                    packs.remove(&file)?;
                     freed.push(file);
                 }
                 Some(n) => {
-                    t.packs.insert(&file, n - 1)?;
+                    packs.insert(&file, n - 1)?;
                 }
             }
         }
@@ -287,14 +289,16 @@ pub(super) fn release_contents(
 /// In a write transaction, a content made of `extents` that has just become live: records
 /// its manifest and its references on the files it uses.
 pub(super) fn add_content(
-    t: &mut Tables<'_>,
+    txn: &WriteTransaction,
     content: &Hash,
     extents: &[Extent],
 ) -> Result<(), StoreError> {
-    t.manifests.insert(content, encode(extents).as_slice())?;
+    let mut manifests = txn.open_table(MANIFESTS)?;
+    let mut packs = txn.open_table(PACK_REFS)?;
+    manifests.insert(content, encode(extents).as_slice())?;
     for file in other_files(content, extents) {
-        let count = t.packs.get(&file)?.map_or(0, |g| g.value());
-        t.packs.insert(&file, count + 1)?;
+        let count = packs.get(&file)?.map_or(0, |g| g.value());
+        packs.insert(&file, count + 1)?;
     }
     Ok(())
 }

@@ -128,28 +128,31 @@ impl Store {
             meta: Meta::default(),
         };
         let txn = self.db.begin_write()?;
-        let outcome = {
-            let mut t = Tables::open(&txn)?;
-            let head = match t.current.get(source.as_bytes())? {
+        let freed = {
+            let mut current = txn.open_table(CURRENT)?;
+            let mut versions = txn.open_table(VERSIONS)?;
+            let mut refs = txn.open_table(BLOB_REFS)?;
+            let mut usage = txn.open_table(USAGE)?;
+            let head = match current.get(source.as_bytes())? {
                 Some(guard) => Some(Head::from(&Record::decode(guard.value())?)),
                 None => None,
             };
             if replica_wins(version, &tombstone.hash, head.as_ref()) {
-                t.current
-                    .insert(source.as_bytes(), tombstone.encode()?.as_slice())?;
+                current.insert(source.as_bytes(), tombstone.encode()?.as_slice())?;
                 let mut freed = Vec::new();
-                prune_versions(&mut t, source, 0, &mut freed)?;
-                packs::release_contents(&mut t, &mut freed)?;
-                let seq = changes::append(&mut t, source, &tombstone, self.keep_changes)?;
-                Some((freed, seq))
+                let mut tables = (&mut versions, &mut refs, &mut usage);
+                prune_versions(&mut tables, source, 0, &mut freed)?;
+                Some(freed)
             } else {
                 None
             }
         };
-        let Some((freed, seq)) = outcome else {
+        let Some(mut freed) = freed else {
             txn.abort()?;
             return Ok(false);
         };
+        packs::release_contents(&txn, &mut freed)?;
+        let seq = changes::append(&txn, source, &tombstone, self.keep_changes)?;
         txn.commit()?;
         self.notify(seq);
         self.remove_unreferenced(&freed);
@@ -168,13 +171,13 @@ impl Store {
         composed: Option<Composed>,
     ) -> Result<(Option<(Entry, u64)>, Vec<Hash>), StoreError> {
         let txn = self.db.begin_write()?;
-        let placed = match &composed {
-            None => Some(rec.hash),
-            Some(c) => c.pack,
-        };
-        let outcome = {
-            let mut t = Tables::open(&txn)?;
-            let prev = match t.current.get(source.as_bytes())? {
+        let mut was_live = false;
+        let freed = {
+            let mut current = txn.open_table(CURRENT)?;
+            let mut versions = txn.open_table(VERSIONS)?;
+            let mut refs = txn.open_table(BLOB_REFS)?;
+            let mut usage = txn.open_table(USAGE)?;
+            let prev = match current.get(source.as_bytes())? {
                 Some(guard) => Some(Record::decode(guard.value())?),
                 None => None,
             };
@@ -185,40 +188,44 @@ impl Store {
                 let bytes = rec.encode()?;
                 let mut freed = Vec::new();
                 // Reference the new blob before releasing the one it replaces.
-                let was_live = t.refs.get(&rec.hash)?.is_some();
-                add_ref(&mut t.refs, &rec.hash)?;
+                was_live = refs.get(&rec.hash)?.is_some();
+                add_ref(&mut refs, &rec.hash)?;
                 if let Some(prev) = prev.as_ref().filter(|p| !p.deleted)
                     && prev.version == rec.version
                 {
                     // Same version, greater hash: the losing record goes.
-                    if let Some(guard) = t.versions.remove((source.as_bytes(), rec.version))? {
+                    if let Some(guard) = versions.remove((source.as_bytes(), rec.version))? {
                         let old = decode_version(guard.value(), rec.version)?;
-                        release_ref(&mut t.refs, &old.hash, &mut freed)?;
-                        usage::removed(&mut t.usage, &old)?;
+                        release_ref(&mut refs, &old.hash, &mut freed)?;
+                        usage::removed(&mut usage, &old)?;
                     }
                 }
-                t.versions
-                    .insert((source.as_bytes(), rec.version), bytes.as_slice())?;
-                usage::added(&mut t.usage, &rec)?;
-                t.current.insert(source.as_bytes(), bytes.as_slice())?;
-                prune_versions(&mut t, source, self.keep_versions, &mut freed)?;
-                if let Some(c) = composed {
-                    if was_live {
-                        freed.extend(c.pack);
-                    } else {
-                        packs::add_content(&mut t, &rec.hash, &c.extents)?;
-                    }
-                }
-                packs::release_contents(&mut t, &mut freed)?;
-                let seq = changes::append(&mut t, source, &rec, self.keep_changes)?;
-                Some((freed, seq))
+                versions.insert((source.as_bytes(), rec.version), bytes.as_slice())?;
+                usage::added(&mut usage, &rec)?;
+                current.insert(source.as_bytes(), bytes.as_slice())?;
+                let mut tables = (&mut versions, &mut refs, &mut usage);
+                prune_versions(&mut tables, source, self.keep_versions, &mut freed)?;
+                Some(freed)
             }
         };
-        let Some((freed, seq)) = outcome else {
+        let placed = match &composed {
+            None => Some(rec.hash),
+            Some(c) => c.pack,
+        };
+        let Some(mut freed) = freed else {
             txn.abort()?;
             // The staged file was placed for nothing; it goes unless something uses it.
             return Ok((None, placed.into_iter().collect()));
         };
+        if let Some(c) = composed {
+            if was_live {
+                freed.extend(c.pack);
+            } else {
+                packs::add_content(&txn, &rec.hash, &c.extents)?;
+            }
+        }
+        packs::release_contents(&txn, &mut freed)?;
+        let seq = changes::append(&txn, source, &rec, self.keep_changes)?;
         txn.commit()?;
         Ok((Some((rec.into_entry(source.to_owned()), seq)), freed))
     }
