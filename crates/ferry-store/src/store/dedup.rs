@@ -229,7 +229,10 @@ impl Store {
         }
         let extents = match own_manifest {
             Some(e) => e,
-            None => packs::cut_file(&file, hash)?,
+            None => match packs::cut_file_with(&file, hash, cancel)? {
+                Some(e) => e,
+                None => return Ok(Err(Cancelled)),
+            },
         };
         if cancel() {
             return Ok(Err(Cancelled));

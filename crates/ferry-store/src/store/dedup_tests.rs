@@ -181,8 +181,12 @@ fn shared_pair(dir: &Path, keep: u32) -> (Store, Entry, Entry) {
     let a = put_noise(&store, "a", "dedup pair", 8 * MIB, &[]);
     store.dedup_pass(10).unwrap();
     let b = put_noise(&store, "b", "dedup pair", 8 * MIB, &[3 * MIB]);
+    // Its chunks asked for before the pass (as a delta against it would): the index then
+    // points into its own file, which the rewrite makes unneeded.
+    assert!(store.chunks(&b.hash).unwrap().unwrap().len() > 8);
     let report = store.dedup_pass(10).unwrap();
     assert_eq!(report.rewritten, 1, "{report:?}");
+    assert_index_consistent(&store);
     (store, a, b)
 }
 
@@ -375,4 +379,35 @@ fn a_kill_anywhere_in_the_dedup_pass_never_loses_a_byte() {
         }
         assert_index_consistent(&store);
     }
+}
+
+#[test]
+fn a_cancelled_pass_leaves_everything_as_it_was() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), 3);
+    let a = put_noise(&store, "a", "cancel", 4 * MIB, &[]);
+    store.dedup_pass(10).unwrap();
+    let b = put_noise(&store, "b", "cancel", 4 * MIB, &[MIB]);
+    let before = super::delta_tests::blob_usage(dir.path());
+    // Asked once before the content, after each mebibyte the cut reads, once after the cut,
+    // then every mebibyte of the new layout: stopped in the cut, then in the layout.
+    for stop_at in [3, 8] {
+        let calls = AtomicU64::new(0);
+        let report = store
+            .dedup_pass_with(10, &|| calls.fetch_add(1, Ordering::SeqCst) + 1 >= stop_at)
+            .unwrap();
+        assert_eq!(report.rewritten, 0, "stopped at call {stop_at}");
+        assert_eq!(store.dedup_pending().unwrap(), 1);
+        assert_eq!(super::delta_tests::blob_usage(dir.path()), before);
+        assert_eq!(
+            fs::read_dir(&store.tmp).unwrap().count(),
+            0,
+            "temp file left"
+        );
+    }
+    assert_eq!(store.dedup_pass(10).unwrap().rewritten, 1);
+    assert_eq!(read_hash(&store, "a", None), a.hash);
+    assert_eq!(read_hash(&store, "b", None), b.hash);
+    assert_index_consistent(&store);
 }

@@ -237,7 +237,17 @@ impl Store {
 }
 
 /// Cuts the whole content in `file` (named `hash`) into extents in it.
-pub(super) fn cut_file(file: &File, hash: &Hash) -> Result<Vec<Extent>, StoreError> {
+fn cut_file(file: &File, hash: &Hash) -> Result<Vec<Extent>, StoreError> {
+    Ok(cut_file_with(file, hash, &|| false)?.unwrap_or_default())
+}
+
+/// [`cut_file`], stopping (`None`) once `cancel` returns true; it is asked after every
+/// mebibyte read.
+pub(super) fn cut_file_with(
+    file: &File,
+    hash: &Hash,
+    cancel: &dyn Fn() -> bool,
+) -> Result<Option<Vec<Extent>>, StoreError> {
     use std::io::Read;
     let mut chunker = Chunker::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -248,22 +258,27 @@ pub(super) fn cut_file(file: &File, hash: &Hash) -> Result<Vec<Extent>, StoreErr
             break;
         }
         chunker.push(&buf[..n]);
+        if cancel() {
+            return Ok(None);
+        }
     }
     let mut offset = 0u64;
-    Ok(chunker
-        .finish()
-        .into_iter()
-        .map(|c| {
-            let e = Extent {
-                chunk: c.hash,
-                len: c.len,
-                file: *hash,
-                offset,
-            };
-            offset += u64::from(c.len);
-            e
-        })
-        .collect())
+    Ok(Some(
+        chunker
+            .finish()
+            .into_iter()
+            .map(|c| {
+                let e = Extent {
+                    chunk: c.hash,
+                    len: c.len,
+                    file: *hash,
+                    offset,
+                };
+                offset += u64::from(c.len);
+                e
+            })
+            .collect(),
+    ))
 }
 
 /// In a write transaction, after contents lost their last version (`freed`, from
