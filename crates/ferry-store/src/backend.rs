@@ -37,8 +37,11 @@ impl LocalBackend {
         Ok(LocalBackend::new(Arc::new(Store::open(dir, opts)?)))
     }
 
-    /// Wraps an open store (shared with other users of it, such as today's server).
+    /// Wraps an open store (shared with other users of it, such as today's server), and
+    /// starts its dedup worker (a thread that rewrites contents put whole over chunks the
+    /// store already holds, when the store is quiet; store/dedup.rs) unless one runs.
     pub fn new(store: Arc<Store>) -> LocalBackend {
+        crate::dedup_worker::start(&store);
         LocalBackend {
             store,
             group: Arc::default(),

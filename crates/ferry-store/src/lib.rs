@@ -24,6 +24,9 @@
 //!   chunks a delta upload brought ([`Store::finish_delta`], docs/PROTOCOL.md §5.4). A
 //!   content put as a delta has no file of its own: its manifest names the chunks of other
 //!   files it is made of, so versions that differ by small edits share their chunks on disk.
+//!   A content put whole that shares much with what is stored, under any source, is later
+//!   rewritten the same way by a background pass ([`Store::dedup_pass`]; `store/dedup.rs`),
+//!   and its own file deleted.
 //! - `tmp/`: uploads in progress through [`Store::begin_put`], and finished uploads waiting
 //!   for [`Store::commit`] ([`StagedBlob`]); emptied by [`Store::open`].
 //! - `uploads/<key>.part`: resumable uploads ([`Store::begin_upload`]), one file per
@@ -72,7 +75,10 @@
 //! - `manifests`, `pack_refs`: the chunks of contents and the files they keep (see
 //!   `store/packs.rs`): a file is kept while a version references it as a content or a live
 //!   content has a chunk in it.
-//! - `meta`: `&str` → `u64`; `"format"` = 5, `"last_seq"` = the last sequence number given
+//! - `chunks`, `file_chunks`: the chunk index (chunk → file, offset, length; file → the
+//!   chunks pointing into it), `store/chunk_index.rs`; `dedup_pending`: whole contents
+//!   waiting for the dedup pass.
+//! - `meta`: `&str` → `u64`; `"format"` = 6, `"last_seq"` = the last sequence number given
 //!   out. A format-1 index (before the change log) is upgraded when opened.
 //!
 //! All integers are big-endian. A record is `kind u8` (0 = live, 1 = tombstone) ‖ `version u64` ‖ `size u64` ‖
@@ -109,6 +115,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod dedup_worker;
 mod error;
 mod fsutil;
 mod group;
@@ -119,5 +126,7 @@ mod writer;
 pub use backend::{LocalBackend, LocalReader, LocalUpload};
 pub use error::StoreError;
 pub use ferry_backend::{Change, Changes, Entry, Hash, Head, Meta, Usage, replica_wins};
-pub use store::{Content, ResumableUpload, SmallPut, Store, StoreOptions};
+pub use store::{
+    Content, DEDUP_MAX, DEDUP_MIN, DedupReport, ResumableUpload, SmallPut, Store, StoreOptions,
+};
 pub use writer::{BlobWriter, StagedBlob};

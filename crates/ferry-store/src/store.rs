@@ -34,13 +34,15 @@ const FORMAT_KEY: &str = "format";
 /// 2 added the `changes` table and `meta["last_seq"]`; 3 the `usage` table (what each
 /// principal's kept versions take); 4 a version's optional metadata at the end of its record
 /// (record.rs; nothing to upgrade: a record without it is unchanged); 5 the `manifests` and
-/// `pack_refs` tables of contents made of chunks (store/packs.rs; they start empty). An older index is upgraded on open (a format-1 log
+/// `pack_refs` tables of contents made of chunks (store/packs.rs; they start empty); 6 the
+/// chunk index (`chunks`, `file_chunks`, store/chunk_index.rs) and `dedup_pending`
+/// (store/dedup.rs; an upgrade queues the whole contents already stored). An older index is upgraded on open (a format-1 log
 /// starts empty; the usage is counted from the versions); a binary that knows only an older
 /// format refuses a newer index, so it cannot commit without keeping the tables the newer one
 /// added.
-const FORMAT_VERSION: u64 = 5;
+const FORMAT_VERSION: u64 = 6;
 /// Formats [`init_tables`] upgrades to [`FORMAT_VERSION`].
-const UPGRADABLE_FORMATS: &[u64] = &[1, 2, 3, 4];
+const UPGRADABLE_FORMATS: &[u64] = &[1, 2, 3, 4, 5];
 
 const INDEX_FILE: &str = "index.redb";
 const BLOBS_DIR: &str = "blobs";
@@ -50,10 +52,16 @@ const UPLOADS_DIR: &str = "uploads";
 type VersionsTable<'t> = Table<'t, (&'static [u8], u64), &'static [u8]>;
 type RefsTable<'t> = Table<'t, &'static [u8; 32], u64>;
 
+/// A test hook called at each step of a dedup rewrite.
+#[cfg(test)]
+type DedupHook = Box<dyn FnMut(&'static str) + Send>;
+
 /// A content made of chunks, as a commit records it.
 struct Composed {
     pack: Option<Hash>,
     extents: Vec<Extent>,
+    /// Whether its chunks go into the chunk index (store/chunk_index.rs).
+    index: bool,
 }
 
 /// Options for [`Store::open`].
@@ -116,6 +124,17 @@ pub struct Store {
     /// Test hook run once by `open_blob` between the index lookup and opening the file.
     #[cfg(test)]
     before_blob_open: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Contents open for reading ([`Content`]).
+    open_reads: std::sync::Arc<AtomicU64>,
+    /// One dedup pass at a time (store/dedup.rs).
+    dedup_lock: std::sync::Mutex<()>,
+    /// Wakes the dedup worker after a change (dedup_worker.rs).
+    pub(crate) dedup_signal: std::sync::Arc<crate::dedup_worker::Signal>,
+    /// Whether a dedup worker was started for this store.
+    pub(crate) dedup_worker_started: std::sync::atomic::AtomicBool,
+    /// Test hook called at each step of a dedup rewrite.
+    #[cfg(test)]
+    dedup_hook: std::sync::Mutex<Option<DedupHook>>,
 }
 
 impl fmt::Debug for Store {
@@ -184,6 +203,12 @@ impl Store {
             tmp_counter: AtomicU64::new(0),
             #[cfg(test)]
             before_blob_open: std::sync::Mutex::new(None),
+            open_reads: Default::default(),
+            dedup_lock: std::sync::Mutex::new(()),
+            dedup_signal: Default::default(),
+            dedup_worker_started: Default::default(),
+            #[cfg(test)]
+            dedup_hook: std::sync::Mutex::new(None),
         };
         store.changed.send_replace(store.last_seq()?);
         let swept_tmp = store.sweep_tmp()?;
@@ -476,6 +501,7 @@ impl Store {
         Ok(Some(Composed {
             pack: c.pack,
             extents: c.extents.clone(),
+            index: true,
         }))
     }
 
@@ -532,6 +558,9 @@ impl Store {
             current.insert(source.as_bytes(), bytes.as_slice())?;
             let was_live = refs.get(&hash)?.is_some();
             add_ref(&mut refs, &hash)?;
+            if composed.is_none() {
+                dedup::queue(txn, &hash, size)?;
+            }
             let mut freed = Vec::new();
             let mut tables = (&mut versions, &mut refs, &mut usage);
             prune_versions(&mut tables, source, self.keep_versions, &mut freed)?;
@@ -542,7 +571,7 @@ impl Store {
                 // Already stored: the pack this delta brought is not needed.
                 freed.extend(c.pack);
             } else {
-                packs::add_content(txn, &hash, &c.extents)?;
+                packs::add_content(txn, &hash, &c.extents, c.index)?;
             }
         }
         packs::release_contents(txn, &mut freed)?;
@@ -648,6 +677,9 @@ fn init_tables(db: &Database) -> Result<(), StoreError> {
         txn.open_table(USAGE)?;
         txn.open_table(packs::MANIFESTS)?;
         txn.open_table(packs::PACK_REFS)?;
+        txn.open_table(chunk_index::CHUNKS)?;
+        txn.open_table(chunk_index::FILE_CHUNKS)?;
+        txn.open_table(dedup::DEDUP_PENDING)?;
         let mut meta = txn.open_table(META)?;
         let format = meta.get(FORMAT_KEY)?.map(|guard| guard.value());
         match format {
@@ -658,10 +690,12 @@ fn init_tables(db: &Database) -> Result<(), StoreError> {
             Some(old) if UPGRADABLE_FORMATS.contains(&old) => {
                 // The tables above were created if missing; the usage is counted once.
                 let counted = usage::rebuild(&txn)?;
+                let queued = dedup::queue_stored(&txn)?;
                 tracing::info!(
                     from = old,
                     to = FORMAT_VERSION,
                     versions = counted,
+                    queued,
                     "store index upgraded"
                 );
                 meta.insert(FORMAT_KEY, FORMAT_VERSION)?;
@@ -772,7 +806,9 @@ fn prune_versions(
 
 mod batch;
 mod changes;
+mod chunk_index;
 mod content;
+mod dedup;
 mod packs;
 pub(crate) mod read;
 mod replica;
@@ -783,11 +819,14 @@ use usage::{USAGE, UsageTable};
 
 pub use batch::SmallPut;
 pub use content::Content;
+pub use dedup::{DEDUP_MAX, DEDUP_MIN, DedupReport};
 pub(crate) use packs::Extent;
 pub use uploads::ResumableUpload;
 
 #[cfg(test)]
 mod batch_tests;
+#[cfg(test)]
+mod dedup_tests;
 #[cfg(test)]
 mod delta_tests;
 #[cfg(test)]

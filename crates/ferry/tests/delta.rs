@@ -247,6 +247,120 @@ async fn a_principal_that_cannot_read_a_source_learns_nothing_of_its_chunks() {
     assert!(delta && moved < MIB);
 }
 
+/// Deduplication across sources is silent and after the fact (docs/SECURITY.md): a
+/// principal that may put but not read uploads a near copy of someone's content under
+/// another name. The server's answer to its put is the one fresh content gets (read off
+/// the wire), it sends every byte, and only later, in the background, does the store keep
+/// little more than one copy; both read back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_near_copy_under_another_source_is_sent_whole_answered_as_fresh_and_stored_once() {
+    use ferry::proto::message::{Message, Put, PutReady};
+    let srv = TestServer::start_with_config(|t| {
+        t.replace(
+            "[roles]\n",
+            "[roles]\ndropbox = [{ ops = [\"put\"], sources = [\"inbox/**\"] }]\n",
+        )
+    })
+    .await;
+    let writer = srv.issue("w", "writer");
+    let spy = srv.issue("spy", "dropbox");
+    let proxy = start_proxy(srv.addr, Cut::Up).await;
+    let dir = tempfile::tempdir().unwrap();
+    let size = 16 * MIB;
+    let (secret, copy, fresh) = (
+        dir.path().join("secret"),
+        dir.path().join("copy"),
+        dir.path().join("fresh"),
+    );
+    write_pattern(&secret, "someone else's secret", size);
+    write_pattern(&fresh, "the spy's own", size);
+    std::fs::copy(&secret, &copy).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
+    for at in [100, 5 * MIB, 12 * MIB] {
+        f.write_all_at(b"guess", at).unwrap();
+    }
+    drop(f);
+    let (_, _, stored) = delta_put(&proxy, &writer, "inbox/secret", &secret).await;
+
+    // The first answer to a put that offers the chunk list, for the near copy and for
+    // fresh content: the same message, with no `need`.
+    let mut answers = Vec::new();
+    for (path, source) in [(&copy, "inbox/probe-copy"), (&fresh, "inbox/probe-fresh")] {
+        let (_, size, hash, chunks) = hash_and_chunk_file(std::fs::File::open(path).unwrap())
+            .await
+            .unwrap();
+        let mut c = connect_via(srv.addr, &spy).await;
+        let put = Message::Put(Put {
+            source: source.into(),
+            size: Some(size),
+            offset: 0,
+            hash: Some(hash),
+            streamed: false,
+            mtime: None,
+            executable: false,
+            chunks: Some(ferry::proto::chunking::encode_list(&chunks)),
+        });
+        answers.push(c.raw_request(&put).await.unwrap());
+    }
+    for a in &answers {
+        assert!(
+            matches!(
+                a,
+                Message::PutReady(PutReady {
+                    offset: 0,
+                    need: None
+                })
+            ),
+            "{a:?}"
+        );
+    }
+
+    // Both sent whole, byte for byte the same amount, and answered alike.
+    let (delta_c, moved_copy, copy_entry) = delta_put(&proxy, &spy, "inbox/copy", &copy).await;
+    let (delta_f, moved_fresh, fresh_entry) = delta_put(&proxy, &spy, "inbox/fresh", &fresh).await;
+    assert!(!delta_c && !delta_f);
+    assert!(moved_copy >= size, "the near copy moved {moved_copy} bytes");
+    assert!(
+        moved_copy.abs_diff(moved_fresh) < 4096,
+        "near copy {moved_copy} bytes, fresh content {moved_fresh}"
+    );
+    assert_eq!(
+        (copy_entry.version, copy_entry.size),
+        (fresh_entry.version, fresh_entry.size)
+    );
+
+    // Later, in the background: the secret and the near copy share their chunks on disk.
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(120);
+    let mut bytes = blob_usage(&srv).0;
+    while bytes > 2 * size + 2 * MIB && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        bytes = blob_usage(&srv).0;
+    }
+    eprintln!(
+        "blob files {bytes} bytes, {:?} after the last put",
+        started.elapsed()
+    );
+    assert!(
+        bytes <= 2 * size + 2 * MIB,
+        "three contents of {size} bytes, two nearly alike, take {bytes} bytes"
+    );
+    let mut c = connect_via(srv.addr, &writer).await;
+    for e in [&stored, &copy_entry, &fresh_entry] {
+        let (got, _) = c
+            .get_version_with_start(
+                &e.source,
+                Some(e.version),
+                std::io::sink(),
+                &mut |_| {},
+                &mut |_| {},
+            )
+            .await
+            .unwrap();
+        assert_eq!(got.hash, e.hash, "{}", e.source);
+    }
+}
+
 /// Bytes and number of the files under a server's blob folder.
 fn blob_usage(srv: &TestServer) -> (u64, usize) {
     let blobs = srv.server_dir.path().join("store").join("blobs");

@@ -208,6 +208,8 @@ impl Store {
                     Some(Placement::Packed(extents)) => Some(Composed {
                         pack: None,
                         extents: extents.clone(),
+                        // Small contents: left out of the chunk index (store/dedup.rs).
+                        index: false,
                     }),
                     _ => None,
                 };

@@ -65,6 +65,7 @@ impl Store {
     /// Moves the change signal forward after a committed change.
     pub(super) fn notify(&self, seq: u64) {
         ferry_backend::advance_signal(&self.changed, seq);
+        self.dedup_signal.wake();
     }
 }
 

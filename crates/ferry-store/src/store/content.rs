@@ -26,6 +26,26 @@ pub struct Content {
     size: u64,
     pieces: Vec<Piece>,
     pos: u64,
+    /// Counts it among the store's open reads while it lives (the dedup worker waits for
+    /// none, dedup_worker.rs).
+    _reading: Reading,
+}
+
+/// One open read, counted in the store's `open_reads` while it lives.
+#[derive(Debug)]
+pub(crate) struct Reading(Arc<AtomicU64>);
+
+impl Reading {
+    fn new(count: &Arc<AtomicU64>) -> Reading {
+        count.fetch_add(1, Ordering::Relaxed);
+        Reading(count.clone())
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Content {
@@ -80,7 +100,7 @@ impl Content {
 }
 
 /// A content that is one whole file.
-fn whole(file: File) -> Result<Content, StoreError> {
+fn whole(file: File, reading: Reading) -> Result<Content, StoreError> {
     let size = file.metadata()?.len();
     Ok(Content {
         size,
@@ -91,6 +111,7 @@ fn whole(file: File) -> Result<Content, StoreError> {
             offset: 0,
         }],
         pos: 0,
+        _reading: reading,
     })
 }
 
@@ -141,7 +162,7 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        Ok(Some(whole(file)?))
+        Ok(Some(whole(file, Reading::new(&self.open_reads))?))
     }
 
     /// Opens the visible content `hash`; `None` if no kept version references it. Called
@@ -155,7 +176,7 @@ impl Store {
                 let Some(file) = self.open_visible_file(hash)? else {
                     return Ok(None);
                 };
-                Ok(Some(whole(file)?))
+                Ok(Some(whole(file, Reading::new(&self.open_reads))?))
             }
             Layout::Extents(extents) => {
                 let mut files: HashMap<Hash, Arc<File>> = HashMap::new();
@@ -203,6 +224,7 @@ impl Store {
                     size: at,
                     pieces,
                     pos: 0,
+                    _reading: Reading::new(&self.open_reads),
                 }))
             }
         }

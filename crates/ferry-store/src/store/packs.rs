@@ -15,10 +15,12 @@
 //! - `pack_refs`: file hash → how many live contents other than the file's own content have
 //!   an extent in it (absent means zero).
 //!
-//! A blob file is kept while `blob_refs` (versions referencing it as a content) or
-//! `pack_refs` counts it. When a content's last version goes, its manifest goes and the
-//! files it used lose a reference, in the same transaction; files left with none are
-//! deleted after it committed, as whole contents always were.
+//! A blob file is kept while `pack_refs` counts it, or while `blob_refs` counts it as a
+//! content that is still laid out in its own file (no manifest, or one over that file: a
+//! content the dedup pass rewrote over other files no longer needs its own, store/dedup.rs).
+//! When a content's last version goes, its manifest goes and the files it used lose a
+//! reference, in the same transaction; files left with none are deleted after it committed,
+//! as whole contents always were.
 
 use std::collections::BTreeSet;
 
@@ -147,23 +149,45 @@ impl Store {
         // A lost manifest is computed again: no need to wait for the disk.
         txn.set_durability(redb::Durability::None)
             .map_err(|e| StoreError::Database(e.to_string()))?;
-        let kept = {
+        enum Found {
+            Stored,
+            Other(Vec<Extent>),
+            Nothing,
+        }
+        let found = {
             let refs = txn.open_table(BLOB_REFS)?;
             let mut manifests = txn.open_table(MANIFESTS)?;
             let live = refs.get(hash)?.is_some();
-            if live && manifests.get(hash)?.is_none() {
-                manifests.insert(hash, encode(&extents).as_slice())?;
-                true
-            } else {
-                false
+            let existing = manifests
+                .get(hash)?
+                .map(|g| decode(g.value()))
+                .transpose()?;
+            match existing {
+                // Recorded meanwhile (by the dedup pass, perhaps over other files): that one.
+                Some(other) => Found::Other(other),
+                None if live => {
+                    manifests.insert(hash, encode(&extents).as_slice())?;
+                    Found::Stored
+                }
+                None => Found::Nothing,
             }
         };
-        if kept {
-            txn.commit()?;
-        } else {
-            txn.abort()?;
+        match found {
+            Found::Stored => {
+                // Its file is needed while the content is live and laid out in it.
+                chunk_index::add(&txn, &extents)?;
+                txn.commit()?;
+                Ok(Some(extents))
+            }
+            Found::Other(other) => {
+                txn.abort()?;
+                Ok(Some(other))
+            }
+            Found::Nothing => {
+                txn.abort()?;
+                Ok(Some(extents))
+            }
         }
-        Ok(Some(extents))
     }
 
     /// The chunks of the visible content `hash` (see [`Store::extents`]).
@@ -214,6 +238,16 @@ impl Store {
 
 /// Cuts the whole content in `file` (named `hash`) into extents in it.
 fn cut_file(file: &File, hash: &Hash) -> Result<Vec<Extent>, StoreError> {
+    Ok(cut_file_with(file, hash, &|| false)?.unwrap_or_default())
+}
+
+/// [`cut_file`], stopping (`None`) once `cancel` returns true; it is asked after every
+/// mebibyte read.
+pub(super) fn cut_file_with(
+    file: &File,
+    hash: &Hash,
+    cancel: &dyn Fn() -> bool,
+) -> Result<Option<Vec<Extent>>, StoreError> {
     use std::io::Read;
     let mut chunker = Chunker::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -224,22 +258,27 @@ fn cut_file(file: &File, hash: &Hash) -> Result<Vec<Extent>, StoreError> {
             break;
         }
         chunker.push(&buf[..n]);
+        if cancel() {
+            return Ok(None);
+        }
     }
     let mut offset = 0u64;
-    Ok(chunker
-        .finish()
-        .into_iter()
-        .map(|c| {
-            let e = Extent {
-                chunk: c.hash,
-                len: c.len,
-                file: *hash,
-                offset,
-            };
-            offset += u64::from(c.len);
-            e
-        })
-        .collect())
+    Ok(Some(
+        chunker
+            .finish()
+            .into_iter()
+            .map(|c| {
+                let e = Extent {
+                    chunk: c.hash,
+                    len: c.len,
+                    file: *hash,
+                    offset,
+                };
+                offset += u64::from(c.len);
+                e
+            })
+            .collect(),
+    ))
 }
 
 /// In a write transaction, after contents lost their last version (`freed`, from
@@ -249,9 +288,38 @@ pub(super) fn release_contents(
     txn: &WriteTransaction,
     freed: &mut Vec<Hash>,
 ) -> Result<(), StoreError> {
+    if freed.is_empty() {
+        return Ok(());
+    }
     let refs = txn.open_table(BLOB_REFS)?;
     let mut manifests = txn.open_table(MANIFESTS)?;
     let mut packs = txn.open_table(PACK_REFS)?;
+    release_manifests(&refs, &mut manifests, &mut packs, freed)?;
+    // The chunk index points only into needed files; contents gone need no dedup pass.
+    let candidates: BTreeSet<Hash> = freed.iter().copied().collect();
+    let mut pending = txn.open_table(dedup::DEDUP_PENDING)?;
+    let mut index = chunk_index::Tables {
+        chunks: txn.open_table(chunk_index::CHUNKS)?,
+        files: txn.open_table(chunk_index::FILE_CHUNKS)?,
+    };
+    for file in &candidates {
+        if !needed(&refs, &packs, &manifests, file)? {
+            index.forget_file(file)?;
+        }
+        if refs.get(file)?.is_none() {
+            pending.remove(file)?;
+        }
+    }
+    Ok(())
+}
+
+/// The manifest half of [`release_contents`].
+fn release_manifests(
+    refs: &Table<'_, &'static [u8; 32], u64>,
+    manifests: &mut Table<'_, &'static [u8; 32], &'static [u8]>,
+    packs: &mut Table<'_, &'static [u8; 32], u64>,
+    freed: &mut Vec<Hash>,
+) -> Result<(), StoreError> {
     let contents = freed.clone();
     for content in &contents {
         if refs.get(content)?.is_some() {
@@ -287,25 +355,75 @@ pub(super) fn release_contents(
 }
 
 /// In a write transaction, a content made of `extents` that has just become live: records
-/// its manifest and its references on the files it uses.
+/// its manifest and its references on the files it uses, and (if `index`) the chunks the
+/// index does not know yet (store/chunk_index.rs).
 pub(super) fn add_content(
     txn: &WriteTransaction,
     content: &Hash,
     extents: &[Extent],
+    index: bool,
 ) -> Result<(), StoreError> {
-    let mut manifests = txn.open_table(MANIFESTS)?;
-    let mut packs = txn.open_table(PACK_REFS)?;
-    manifests.insert(content, encode(extents).as_slice())?;
-    for file in other_files(content, extents) {
-        let count = packs.get(&file)?.map_or(0, |g| g.value());
-        packs.insert(&file, count + 1)?;
+    {
+        let mut manifests = txn.open_table(MANIFESTS)?;
+        let mut packs = txn.open_table(PACK_REFS)?;
+        manifests.insert(content, encode(extents).as_slice())?;
+        for file in other_files(content, extents) {
+            let count = packs.get(&file)?.map_or(0, |g| g.value());
+            packs.insert(&file, count + 1)?;
+        }
+    }
+    if index {
+        chunk_index::add(txn, extents)?;
     }
     Ok(())
 }
 
-/// Whether a blob file is still needed: a version references it as a content, or a live
-/// content has an extent in it.
+/// Whether the encoded manifest of `content` lays it out in its own file (all of it, in
+/// practice: a manifest is over its own file or over others). An empty content's manifest
+/// has no extent; its (empty) file is its layout.
+pub(super) fn in_own_file(manifest: &[u8], content: &Hash) -> bool {
+    manifest.is_empty()
+        || manifest
+            .chunks_exact(EXTENT_LEN)
+            .any(|e| e.get(36..68) == Some(content.as_slice()))
+}
+
+/// Whether a blob file is still needed: a live content has an extent in it, or a version
+/// references it as a content that is still laid out in it.
+fn needed(
+    refs: &impl ReadableTable<&'static [u8; 32], u64>,
+    packs: &impl ReadableTable<&'static [u8; 32], u64>,
+    manifests: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    hash: &Hash,
+) -> Result<bool, StoreError> {
+    if packs.get(hash)?.is_some() {
+        return Ok(true);
+    }
+    if refs.get(hash)?.is_none() {
+        return Ok(false);
+    }
+    Ok(match manifests.get(hash)? {
+        None => true,
+        Some(g) => in_own_file(g.value(), hash),
+    })
+}
+
+/// [`needed`] as a read transaction sees it.
 pub(super) fn file_needed(txn: &redb::ReadTransaction, hash: &Hash) -> Result<bool, StoreError> {
-    Ok(txn.open_table(BLOB_REFS)?.get(hash)?.is_some()
-        || txn.open_table(PACK_REFS)?.get(hash)?.is_some())
+    needed(
+        &txn.open_table(BLOB_REFS)?,
+        &txn.open_table(PACK_REFS)?,
+        &txn.open_table(MANIFESTS)?,
+        hash,
+    )
+}
+
+/// [`needed`] inside a write transaction.
+pub(super) fn file_needed_in(txn: &WriteTransaction, hash: &Hash) -> Result<bool, StoreError> {
+    needed(
+        &txn.open_table(BLOB_REFS)?,
+        &txn.open_table(PACK_REFS)?,
+        &txn.open_table(MANIFESTS)?,
+        hash,
+    )
 }

@@ -190,6 +190,9 @@ impl Store {
                 // Reference the new blob before releasing the one it replaces.
                 was_live = refs.get(&rec.hash)?.is_some();
                 add_ref(&mut refs, &rec.hash)?;
+                if composed.is_none() {
+                    dedup::queue(&txn, &rec.hash, rec.size)?;
+                }
                 if let Some(prev) = prev.as_ref().filter(|p| !p.deleted)
                     && prev.version == rec.version
                 {
@@ -221,7 +224,7 @@ impl Store {
             if was_live {
                 freed.extend(c.pack);
             } else {
-                packs::add_content(&txn, &rec.hash, &c.extents)?;
+                packs::add_content(&txn, &rec.hash, &c.extents, c.index)?;
             }
         }
         packs::release_contents(&txn, &mut freed)?;

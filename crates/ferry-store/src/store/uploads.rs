@@ -46,6 +46,12 @@ pub struct ResumableUpload {
 }
 
 impl Store {
+    /// Whether a transfer is in progress: an upload with an open handle, or a content open
+    /// for reading.
+    pub(crate) fn transfers_open(&self) -> bool {
+        self.open_reads.load(Ordering::Relaxed) > 0 || !lock_set(&self.open_uploads).is_empty()
+    }
+
     fn part_path(&self, key: &UploadKey) -> PathBuf {
         self.uploads.join(format!("{}{PART_SUFFIX}", key.as_str()))
     }
