@@ -7,8 +7,7 @@
 //! content visible or free it, under the version, pruning and replica rules).
 //!
 //! Backends: [`MemoryBackend`] here; the local one (redb index + blob folder) in
-//! `ferry-store`; PostgreSQL + S3-compatible storage in `ferry-postgres` (`SharedBackend`). Every
-//! backend runs the same
+//! `ferry-store`; PostgreSQL + S3-compatible storage later. Every backend runs the same
 //! [`conformance`] suite from its tests.
 //!
 //! The traits are async (`impl Future + Send` returns): the later backends' clients are

@@ -18,18 +18,50 @@
 
 use std::collections::BTreeMap;
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{Object, Transaction};
 use ferry_backend::Result;
 use ferry_backend::accounts::{
     Accounts, ClientRecord, InviteEntry, LoginPolicy, LoginState, SessionEntry, UserEntry,
 };
 use ferry_proto::files::MAX_SESSIONS_PER_NAME;
-use tokio_postgres::types::Json;
+use tokio_postgres::Row;
+use tokio_postgres::types::{Json, ToSql};
 
 use crate::rows::{self, Attrs, big};
 use crate::schema::LOCK_SESSIONS;
-use crate::sql::{c_all, c_exec, c_opt, t_exec, t_one, t_opt};
 use crate::{PgAccounts, db};
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+async fn c_opt(c: &Object, sql: &str, p: Params<'_>) -> Result<Option<Row>> {
+    let st = c.prepare_cached(sql).await.map_err(db)?;
+    c.query_opt(&st, p).await.map_err(db)
+}
+
+async fn c_all(c: &Object, sql: &str, p: Params<'_>) -> Result<Vec<Row>> {
+    let st = c.prepare_cached(sql).await.map_err(db)?;
+    c.query(&st, p).await.map_err(db)
+}
+
+async fn c_exec(c: &Object, sql: &str, p: Params<'_>) -> Result<u64> {
+    let st = c.prepare_cached(sql).await.map_err(db)?;
+    c.execute(&st, p).await.map_err(db)
+}
+
+async fn t_opt(t: &Transaction<'_>, sql: &str, p: Params<'_>) -> Result<Option<Row>> {
+    let st = t.prepare_cached(sql).await.map_err(db)?;
+    t.query_opt(&st, p).await.map_err(db)
+}
+
+async fn t_one(t: &Transaction<'_>, sql: &str, p: Params<'_>) -> Result<Row> {
+    let st = t.prepare_cached(sql).await.map_err(db)?;
+    t.query_one(&st, p).await.map_err(db)
+}
+
+async fn t_exec(t: &Transaction<'_>, sql: &str, p: Params<'_>) -> Result<u64> {
+    let st = t.prepare_cached(sql).await.map_err(db)?;
+    t.execute(&st, p).await.map_err(db)
+}
 
 /// Takes the session lock of `name` until the transaction ends.
 async fn lock_sessions(t: &Transaction<'_>, name: &str) -> Result<()> {

@@ -1,17 +1,12 @@
-//! ferry on shared storage, for several server instances behind a load balancer:
+//! ferry's account data in PostgreSQL: [`PgAccounts`] implements the [`Accounts`] side of the
+//! backend seam (client registry and revocations, users and their OPAQUE records, invites,
+//! sessions, login-failure counters and lockouts) so that several server instances share it.
 //!
-//! - [`PgAccounts`] implements the [`Accounts`] side of the backend seam (client registry and
-//!   revocations, users and their OPAQUE records, invites, sessions, login-failure counters
-//!   and lockouts) in PostgreSQL;
-//! - [`SharedBackend`] is a whole `Backend`: the index (sources, versions, heads, the change
-//!   log, uploads in progress) in PostgreSQL, the content in S3-compatible object storage
-//!   (`shared/`, docs/SCALING.md), with change signals across instances by LISTEN/NOTIFY.
-//!
-//! Opening either runs the schema migrations of `migrations/` (embedded at build time), one
-//! opener at a time. Every method that two instances could race on is one transaction whose
-//! row locks (or a per-name advisory lock) make it atomic: a generation comes from a sequence, an
+//! Opening runs the schema migrations of `migrations/` (embedded at build time), one opener
+//! at a time. Every method that two instances could race on is one transaction whose row
+//! locks (or a per-name advisory lock) make it atomic: a generation comes from a sequence, an
 //! invite is spent by a conditional `UPDATE` in the transaction that stores the user, a
-//! failed login is counted on a locked row, two commits of one source take turns.
+//! failed login is counted on a locked row.
 //!
 //! ```no_run
 //! # async fn demo() -> ferry_backend::Result<()> {
@@ -42,12 +37,6 @@ pub use tokio_postgres::Config;
 mod accounts;
 mod rows;
 mod schema;
-mod shared;
-mod sql;
-
-pub use shared::{
-    S3Config, S3Secret, SharedBackend, SharedOptions, SharedReader, SharedStaged, SharedUpload,
-};
 
 /// How long opening a connection, or waiting for a free one, may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -116,7 +105,20 @@ impl PgAccounts {
     pub async fn open_config(mut config: Config, max_connections: usize) -> Result<Self> {
         with_defaults(&mut config);
         schema::migrate(&config).await?;
-        let pool = build_pool(config, max_connections)?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(WAIT))
+            .create_timeout(Some(WAIT))
+            .build()
+            .map_err(|e| other(format!("cannot build the PostgreSQL pool: {e}")))?;
         Ok(PgAccounts { pool })
     }
 
@@ -130,26 +132,8 @@ impl PgAccounts {
     }
 }
 
-/// A pool of at most `max_connections` (at least 1) on `config`, waiting at most [`WAIT`].
-pub(crate) fn build_pool(config: Config, max_connections: usize) -> Result<Pool> {
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(max_connections.max(1))
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(WAIT))
-        .create_timeout(Some(WAIT))
-        .build()
-        .map_err(|e| other(format!("cannot build the PostgreSQL pool: {e}")))
-}
-
 /// The connect timeout and lock wait that apply unless `config` sets its own.
-pub(crate) fn with_defaults(config: &mut Config) {
+fn with_defaults(config: &mut Config) {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(WAIT);
     }
@@ -161,13 +145,13 @@ pub(crate) fn with_defaults(config: &mut Config) {
     config.options(options.trim_end());
 }
 
-pub(crate) fn other(message: String) -> BackendError {
+fn other(message: String) -> BackendError {
     BackendError::Other(message.into())
 }
 
 /// A database error as a [`BackendError`]. A server error keeps its message and SQLSTATE but
 /// not its detail, which can quote a whole row (a record, a session secret).
-pub(crate) fn db(e: tokio_postgres::Error) -> BackendError {
+fn db(e: tokio_postgres::Error) -> BackendError {
     match e.as_db_error() {
         Some(d) => other(format!(
             "PostgreSQL: {} (SQLSTATE {})",
@@ -178,7 +162,7 @@ pub(crate) fn db(e: tokio_postgres::Error) -> BackendError {
     }
 }
 
-pub(crate) fn pool_error(e: PoolError) -> BackendError {
+fn pool_error(e: PoolError) -> BackendError {
     match e {
         PoolError::Backend(e) => db(e),
         PoolError::Timeout(t) => other(format!("PostgreSQL: no connection in time ({t:?})")),

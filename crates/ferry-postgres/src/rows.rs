@@ -23,7 +23,7 @@ pub(crate) fn big(v: u64, what: &str) -> Result<i64> {
     })
 }
 
-pub(crate) fn get<'a, T: FromSql<'a>>(row: &'a Row, col: &str) -> Result<T> {
+fn get<'a, T: FromSql<'a>>(row: &'a Row, col: &str) -> Result<T> {
     row.try_get(col)
         .map_err(|e| BackendError::Corrupt(format!("column {col}: {e}")))
 }

@@ -15,8 +15,6 @@ mod embedded {
 pub(crate) const LOCK_MIGRATE: i32 = 0x6665_7201;
 /// Serialises the session writes of one name (its second key is `hashtext(name)`).
 pub(crate) const LOCK_SESSIONS: i32 = 0x6665_7202;
-/// Serialises the writes of one source (its second key is `hashtext(source)`).
-pub(crate) const LOCK_SOURCES: i32 = 0x6665_7203;
 
 /// The table refinery records applied migrations in.
 const HISTORY: &str = "ferry_schema_history";
