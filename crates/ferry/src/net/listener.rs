@@ -216,11 +216,12 @@ impl<B: ServerBackend> BoundServer<B> {
                 .instrument(span),
             );
         }
-        tracing::info!("shutting down");
         // New connections are refused from now on, rather than accepted by the kernel into
         // the backlog and reset later: a retrying client sees at once that the server is
-        // down.
+        // down. Closed before the log line, so a reader of the log (a test, an operator's
+        // script) never reaches a listener that still accepts.
         drop(self.listener);
+        tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         // Awaited (a sweep in progress ends first), so that no task holds the engine and its
         // store once `run` returns.
